@@ -1,0 +1,285 @@
+// Package profile describes the card application a top-up talks to: AID,
+// authentication generation, key numbers, file numbers and comm modes,
+// value limits and the layout of the top-up log record. Several profiles
+// may be configured side by side; the default follows the example
+// stored-value application of NXP AN12113 section 3.3 (AID 0x014499).
+package profile
+
+import (
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"regexp"
+
+	"github.com/desfire-relay/relay/desfire"
+)
+
+// Auth is the authentication (and secure messaging) generation.
+type Auth string
+
+// Supported authentication generations.
+const (
+	// AuthEV1 is AuthenticateAES (0xAA) with EV1 secure messaging.
+	AuthEV1 Auth = "ev1"
+	// AuthEV2 is AuthenticateEV2First (0x71) with EV2 secure messaging.
+	AuthEV2 Auth = "ev2"
+)
+
+// Errors returned by Validate and Load.
+var (
+	ErrInvalid        = errors.New("profile: invalid")
+	ErrUnknownProfile = errors.New("profile: unknown profile")
+)
+
+// Profile is one card application layout.
+type Profile struct {
+	// Name identifies the profile in configuration and in the ledger.
+	Name string `json:"name"`
+	// AID is the application identifier as a number (0x014499); on the
+	// wire it is sent least significant byte first.
+	AID uint32 `json:"aid"`
+	// Auth selects EV1 (AuthenticateAES) or EV2 (AuthenticateEV2First).
+	Auth Auth `json:"auth"`
+	// Currency is the ISO 4217 code of the value file's unit.
+	Currency string `json:"currency"`
+	// SystemID is appended to UID ‖ AID in the AN10922 diversification input.
+	SystemID string `json:"system_id"`
+
+	// Key numbers inside the application.
+	MasterKeyNo byte `json:"master_key_no"` // administration only, never used by the server
+	ReadKeyNo   byte `json:"read_key_no"`   // balance lookups
+	WriteKeyNo  byte `json:"write_key_no"`  // user data files (not used by top-ups)
+	TopUpKeyNo  byte `json:"topup_key_no"`  // value file and top-up log
+
+	// File numbers.
+	InfoFile     byte `json:"info_file"`      // backup data file, card header
+	UsageLogFile byte `json:"usage_log_file"` // cyclic record file written by terminals
+	ValueFile    byte `json:"value_file"`
+	TopUpLogFile byte `json:"topup_log_file"` // cyclic record file written by top-ups
+	// TMACFile is the Transaction MAC file number; HasTMAC says it exists
+	// (EV2/EV3 cards only).
+	TMACFile byte `json:"tmac_file"`
+	HasTMAC  bool `json:"has_tmac"`
+
+	// Comm modes of the files the server touches.
+	ValueMode    desfire.CommMode `json:"value_mode"`
+	TopUpLogMode desfire.CommMode `json:"topup_log_mode"`
+	UsageLogMode desfire.CommMode `json:"usage_log_mode"`
+
+	// Value file limits, in minor units.
+	LowerLimit int32 `json:"lower_limit"`
+	UpperLimit int32 `json:"upper_limit"`
+	// MaxTopUp bounds one top-up's amount (0 means UpperLimit).
+	MaxTopUp int32 `json:"max_topup"`
+
+	// Log files: record size and number of records.
+	RecordSize  int `json:"record_size"`
+	LogRecords  int `json:"log_records"`
+	InfoFileLen int `json:"info_file_len"`
+
+	// VerifyUID makes every session read GetCardUID over the secure
+	// channel and compare it with the UID the key was diversified from.
+	VerifyUID bool `json:"verify_uid"`
+}
+
+// AN12113 returns the default profile: NXP AN12113's example stored-value
+// application on an EV2/EV3 card, AuthenticateEV2First, all files in
+// CommMode.Full, with a Transaction MAC file.
+func AN12113() Profile {
+	return Profile{
+		Name:         "an12113-ev2",
+		AID:          0x014499,
+		Auth:         AuthEV2,
+		Currency:     "EUR",
+		SystemID:     "relay",
+		MasterKeyNo:  0,
+		ReadKeyNo:    1,
+		WriteKeyNo:   2,
+		TopUpKeyNo:   3,
+		InfoFile:     1,
+		UsageLogFile: 2,
+		ValueFile:    3,
+		TopUpLogFile: 4,
+		TMACFile:     5,
+		HasTMAC:      true,
+		ValueMode:    desfire.CommFull,
+		TopUpLogMode: desfire.CommFull,
+		UsageLogMode: desfire.CommFull,
+		LowerLimit:   0,
+		UpperLimit:   100_000,
+		MaxTopUp:     50_000,
+		RecordSize:   RecordSize,
+		LogRecords:   10,
+		InfoFileLen:  128,
+		VerifyUID:    true,
+	}
+}
+
+// AN12113EV1 is the same application on a DESFire EV1 card: AuthenticateAES
+// and EV1 secure messaging, no Transaction MAC file, no GetCardUID check
+// (the UID is proven by the diversified key alone).
+func AN12113EV1() Profile {
+	p := AN12113()
+	p.Name = "an12113-ev1"
+	p.Auth = AuthEV1
+	p.HasTMAC = false
+	p.VerifyUID = false
+	return p
+}
+
+// AIDBytes returns the AID as sent on the wire (LSB first).
+func (p *Profile) AIDBytes() []byte {
+	return []byte{byte(p.AID), byte(p.AID >> 8), byte(p.AID >> 16)}
+}
+
+// MaxAmount is the largest single top-up the profile allows.
+func (p *Profile) MaxAmount() int64 {
+	if p.MaxTopUp > 0 {
+		return int64(p.MaxTopUp)
+	}
+	return int64(p.UpperLimit)
+}
+
+var currencyRE = regexp.MustCompile(`^[A-Z]{3}$`)
+
+// Validate reports the first inconsistency in p.
+func (p *Profile) Validate() error {
+	bad := func(format string, a ...any) error {
+		return fmt.Errorf("profile %q: %s: %w", p.Name, fmt.Sprintf(format, a...), ErrInvalid)
+	}
+	switch {
+	case p.Name == "":
+		return bad("empty name")
+	case p.AID == 0 || p.AID > 0xFFFFFF:
+		return bad("AID %06X out of range", p.AID)
+	case p.Auth != AuthEV1 && p.Auth != AuthEV2:
+		return bad("auth %q is neither ev1 nor ev2", p.Auth)
+	case !currencyRE.MatchString(p.Currency):
+		return bad("currency %q is not an ISO 4217 code", p.Currency)
+	case p.HasTMAC && p.Auth != AuthEV2:
+		return bad("a Transaction MAC file needs an EV2/EV3 profile")
+	case p.UpperLimit <= p.LowerLimit:
+		return bad("upper limit %d not above lower limit %d", p.UpperLimit, p.LowerLimit)
+	case p.MaxTopUp < 0:
+		return bad("negative max top-up")
+	case p.RecordSize != RecordSize:
+		return bad("record size %d, the top-up log record is %d bytes", p.RecordSize, RecordSize)
+	case p.LogRecords < 2 || p.LogRecords > 64:
+		return bad("log records %d out of 2..64", p.LogRecords)
+	case len(p.SystemID) > 31-7-3:
+		return bad("system identifier longer than %d bytes", 31-7-3)
+	}
+	for _, m := range []desfire.CommMode{p.ValueMode, p.TopUpLogMode, p.UsageLogMode} {
+		if m != desfire.CommPlain && m != desfire.CommMAC && m != desfire.CommFull {
+			return bad("comm mode %d", m)
+		}
+	}
+	keys := []byte{p.MasterKeyNo, p.ReadKeyNo, p.WriteKeyNo, p.TopUpKeyNo}
+	for _, k := range keys {
+		if k > 13 {
+			return bad("key number %d above 13", k)
+		}
+	}
+	if p.TopUpKeyNo == p.MasterKeyNo {
+		return bad("the top-up key must not be the application master key")
+	}
+	return nil
+}
+
+// Set is the configured profiles by name.
+type Set map[string]Profile
+
+// DefaultSet holds the two built-in profiles.
+func DefaultSet() Set {
+	ev2, ev1 := AN12113(), AN12113EV1()
+	return Set{ev2.Name: ev2, ev1.Name: ev1}
+}
+
+// Get returns the named profile or ErrUnknownProfile.
+func (s Set) Get(name string) (Profile, error) {
+	p, ok := s[name]
+	if !ok {
+		return Profile{}, fmt.Errorf("%q: %w", name, ErrUnknownProfile)
+	}
+	return p, nil
+}
+
+// Load reads a JSON file holding a list of profiles, validates each and
+// returns them with the built-in ones (a file entry replaces a built-in
+// profile of the same name).
+func Load(path string) (Set, error) {
+	raw, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("read profiles: %w", err)
+	}
+	var list []Profile
+	if err := json.Unmarshal(raw, &list); err != nil {
+		return nil, fmt.Errorf("parse profiles %s: %w", path, err)
+	}
+	set := DefaultSet()
+	for _, p := range list {
+		if err := p.Validate(); err != nil {
+			return nil, err
+		}
+		set[p.Name] = p
+	}
+	return set, nil
+}
+
+// RecordSize is the size of one top-up log record.
+const RecordSize = 16
+
+// RefSize is the size of the top-up reference inside a log record.
+const RefSize = 8
+
+// LogRecord is one entry of the top-up log file: when, how much, and which
+// ledger top-up wrote it, so that the card's own log proves a credit.
+//
+// Layout (16 bytes, little endian): Timestamp(4, Unix seconds) |
+// Amount(4, signed minor units) | Ref(8, from the top-up's ID).
+type LogRecord struct {
+	Timestamp uint32
+	Amount    int32
+	Ref       [RefSize]byte
+}
+
+// Marshal encodes the record.
+func (r LogRecord) Marshal() []byte {
+	b := make([]byte, 0, RecordSize)
+	b = binary.LittleEndian.AppendUint32(b, r.Timestamp)
+	b = binary.LittleEndian.AppendUint32(b, uint32(r.Amount))
+	return append(b, r.Ref[:]...)
+}
+
+// ErrRecord is returned for a log record of the wrong size.
+var ErrRecord = errors.New("profile: log record must be 16 bytes")
+
+// ParseLogRecord decodes a 16-byte record.
+func ParseLogRecord(b []byte) (LogRecord, error) {
+	if len(b) != RecordSize {
+		return LogRecord{}, fmt.Errorf("%d bytes: %w", len(b), ErrRecord)
+	}
+	var r LogRecord
+	r.Timestamp = binary.LittleEndian.Uint32(b)
+	r.Amount = int32(binary.LittleEndian.Uint32(b[4:]))
+	copy(r.Ref[:], b[8:])
+	return r, nil
+}
+
+// ParseLogRecords splits the concatenated records ReadRecords returns.
+func ParseLogRecords(b []byte) ([]LogRecord, error) {
+	if len(b)%RecordSize != 0 {
+		return nil, fmt.Errorf("%d bytes of records: %w", len(b), ErrRecord)
+	}
+	out := make([]LogRecord, 0, len(b)/RecordSize)
+	for i := 0; i < len(b); i += RecordSize {
+		r, err := ParseLogRecord(b[i : i+RecordSize])
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, r)
+	}
+	return out, nil
+}
