@@ -1,0 +1,93 @@
+package protocol
+
+import (
+	"errors"
+	"strings"
+	"testing"
+)
+
+func TestDecodeValid(t *testing.T) {
+	cases := []struct {
+		name, frame, typ string
+	}{
+		{"hello", `{"type":"hello","bridge":{"name":"x","version":"1","platform":"sim"},"features":["batch"]}`, TypeHello},
+		{"hello with card", `{"type":"hello","bridge":{},"features":[],"card":{"uid":"04a1b2c3d4e5f6"}}`, TypeHello},
+		{"card upper", `{"type":"card","uid":"04A1B2C3D4E5F6","ats":"0675778102"}`, TypeCard},
+		{"card 4-byte", `{"type":"card","uid":"08A1B2C3"}`, TypeCard},
+		{"responses", `{"type":"responses","id":1,"rapdus":["9100","0102AF91AF"]}`, TypeResponses},
+		{"responses tag lost", `{"type":"responses","id":3,"rapdus":[],"error":"tag_lost"}`, TypeResponses},
+		{"unknown field ignored", `{"type":"cancel","reason":"user","future":{"x":1}}`, TypeCancel},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			m, err := Decode([]byte(c.frame))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if m.Type != c.typ {
+				t.Fatalf("type %q", m.Type)
+			}
+		})
+	}
+	m, _ := Decode([]byte(`{"type":"hello","bridge":{},"features":["batch"]}`))
+	if !m.Hello.HasFeature(FeatureBatch) || m.Hello.HasFeature("x") {
+		t.Fatal("features")
+	}
+}
+
+func TestDecodeRejects(t *testing.T) {
+	cases := map[string]string{
+		"not json":        `{"type":`,
+		"array":           `[1,2]`,
+		"no type":         `{"id":1}`,
+		"unknown type":    `{"type":"transceive","id":1,"capdus":[]}`,
+		"odd hex":         `{"type":"card","uid":"04A"}`,
+		"non hex":         `{"type":"card","uid":"04zz1122334455"}`,
+		"uid length":      `{"type":"card","uid":"0401"}`,
+		"hex not string":  `{"type":"card","uid":12}`,
+		"short rapdu":     `{"type":"responses","id":1,"rapdus":["91"]}`,
+		"zero id":         `{"type":"responses","id":0,"rapdus":[]}`,
+		"negative id":     `{"type":"responses","id":-1,"rapdus":[]}`,
+		"unknown error":   `{"type":"responses","id":1,"rapdus":[],"error":"boom"}`,
+		"trailing":        `{"type":"cancel"} {"type":"cancel"}`,
+		"too many rapdus": `{"type":"responses","id":1,"rapdus":[` + strings.Repeat(`"9000",`, 64) + `"9000"]}`,
+		"oversized":       `{"type":"cancel","reason":"` + strings.Repeat("a", MaxFrame) + `"}`,
+		"hello card bad":  `{"type":"hello","bridge":{},"card":{"uid":""}}`,
+	}
+	for name, frame := range cases {
+		t.Run(name, func(t *testing.T) {
+			if _, err := Decode([]byte(frame)); !errors.Is(err, ErrProtocol) {
+				t.Fatalf("got %v, want ErrProtocol", err)
+			}
+		})
+	}
+}
+
+func FuzzDecode(f *testing.F) {
+	for _, s := range []string{
+		`{"type":"hello","bridge":{"name":"x"},"features":["batch"],"card":{"uid":"04A1B2C3D4E5F6"}}`,
+		`{"type":"responses","id":1,"rapdus":["9100"]}`,
+		`{"type":"card","uid":"04A1B2C3D4E5F6"}`,
+		`{"type":"cancel"}`, `{}`, `[]`, `null`,
+	} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, b []byte) {
+		m, err := Decode(b)
+		if err != nil {
+			if !errors.Is(err, ErrProtocol) {
+				t.Fatalf("error not wrapping ErrProtocol: %v", err)
+			}
+			return
+		}
+		n := 0
+		for _, p := range []bool{m.Hello != nil, m.Card != nil, m.Responses != nil, m.Cancel != nil} {
+			if p {
+				n++
+			}
+		}
+		if n != 1 {
+			t.Fatalf("decoded %d bodies for type %q", n, m.Type)
+		}
+	})
+}

@@ -1,0 +1,285 @@
+// Package relay turns a bridge's WebSocket into a desfire transport. It
+// sends `transceive` messages, waits (bounded) for the matching
+// `responses`, and checks them against the transceive rules of the
+// desfire-relay.v1 contract before handing response APDUs to the card
+// session. Everything from the bridge is untrusted; any violation ends the
+// session with close code 1008.
+package relay
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"sync"
+	"time"
+
+	"github.com/coder/websocket"
+
+	"github.com/desfire-relay/relay/desfire"
+	"github.com/desfire-relay/relay/server/protocol"
+)
+
+// Errors that end an exchange.
+var (
+	// ErrTagLost: the bridge reported that the card left the field.
+	ErrTagLost = errors.New("relay: card left the field")
+	// ErrBridgeIO: the bridge reported a reader failure or timeout.
+	ErrBridgeIO = errors.New("relay: bridge reader failure")
+	// ErrTooSlow: the bridge missed the exchange or session deadline.
+	ErrTooSlow = errors.New("relay: bridge too slow")
+	// ErrCancelled: the bridge sent cancel.
+	ErrCancelled = errors.New("relay: cancelled by the user")
+	// ErrClosed: the socket closed or failed.
+	ErrClosed = errors.New("relay: connection closed")
+)
+
+// Conn is one bridge connection. It owns a reader goroutine, stopped and
+// waited for by Close.
+type Conn struct {
+	ws       *websocket.Conn
+	exchange time.Duration
+
+	msgs    chan *protocol.Message
+	done    chan struct{}
+	wg      sync.WaitGroup
+	readErr error // set before msgs is closed
+
+	mu        sync.Mutex // guards nextID, exchanges, pending cards
+	nextID    uint64
+	exchanges int
+	cards     []*protocol.Card
+	cancelled bool
+}
+
+// New wraps an accepted WebSocket. exchange bounds each wait for a
+// responses message.
+func New(ws *websocket.Conn, exchange time.Duration) *Conn {
+	c := &Conn{ws: ws, exchange: exchange, msgs: make(chan *protocol.Message, 4), done: make(chan struct{})}
+	ws.SetReadLimit(-1) // enforced per frame in readFrame
+	c.wg.Add(1)
+	go c.readLoop()
+	return c
+}
+
+func (c *Conn) readLoop() {
+	defer c.wg.Done()
+	defer close(c.msgs)
+	for {
+		frame, err := c.readFrame()
+		if err != nil {
+			c.readErr = err
+			return
+		}
+		m, err := protocol.Decode(frame)
+		if err != nil {
+			c.readErr = err
+			return
+		}
+		select {
+		case c.msgs <- m:
+		case <-c.done:
+			return
+		}
+	}
+}
+
+// readFrame reads one text message of at most protocol.MaxFrame bytes. The
+// library's own limit is disabled so that an oversized frame is reported as
+// a protocol violation (1008), as the contract says, rather than 1009.
+func (c *Conn) readFrame() ([]byte, error) {
+	typ, r, err := c.ws.Reader(context.Background())
+	if err != nil {
+		var ce websocket.CloseError
+		if errors.As(err, &ce) {
+			return nil, fmt.Errorf("bridge closed the socket (%d): %w", ce.Code, ErrClosed)
+		}
+		return nil, fmt.Errorf("read: %v: %w", err, ErrClosed)
+	}
+	if typ != websocket.MessageText {
+		return nil, fmt.Errorf("binary frame: %w", protocol.ErrProtocol)
+	}
+	frame, err := io.ReadAll(io.LimitReader(r, protocol.MaxFrame+1))
+	if err != nil {
+		return nil, fmt.Errorf("read: %v: %w", err, ErrClosed)
+	}
+	if len(frame) > protocol.MaxFrame {
+		return nil, fmt.Errorf("frame larger than %d bytes: %w", protocol.MaxFrame, protocol.ErrProtocol)
+	}
+	return frame, nil
+}
+
+// Next waits for the next message from the bridge until ctx ends. A
+// decoding failure or a closed socket is returned as an error.
+func (c *Conn) Next(ctx context.Context) (*protocol.Message, error) {
+	select {
+	case m, ok := <-c.msgs:
+		if !ok {
+			return nil, c.readErr
+		}
+		return m, nil
+	case <-ctx.Done():
+		return nil, fmt.Errorf("waiting for the bridge: %w", ErrTooSlow)
+	}
+}
+
+// Send writes one server message.
+func (c *Conn) Send(ctx context.Context, v any) error {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return fmt.Errorf("encode %T: %w", v, err)
+	}
+	if len(b) > protocol.MaxFrame {
+		return fmt.Errorf("server message of %d bytes exceeds the frame limit", len(b))
+	}
+	ctx, cancel := context.WithTimeout(ctx, c.exchange)
+	defer cancel()
+	if err := c.ws.Write(ctx, websocket.MessageText, b); err != nil {
+		return fmt.Errorf("write: %v: %w", err, ErrClosed)
+	}
+	return nil
+}
+
+// Exchanges is the number of transceive round trips so far.
+func (c *Conn) Exchanges() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.exchanges
+}
+
+// TakeCard returns a card message that arrived during an exchange, if any.
+func (c *Conn) TakeCard() *protocol.Card {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if len(c.cards) == 0 {
+		return nil
+	}
+	k := c.cards[0]
+	c.cards = c.cards[1:]
+	return k
+}
+
+// Transmit implements desfire.Transport with a one-command transceive.
+func (c *Conn) Transmit(ctx context.Context, capdu []byte) ([]byte, error) {
+	rs, err := c.TransmitBatch(ctx, []desfire.BatchCommand{{APDU: capdu}})
+	if err != nil {
+		return nil, err
+	}
+	if len(rs) != 1 {
+		return nil, fmt.Errorf("%d responses to one command: %w", len(rs), protocol.ErrProtocol)
+	}
+	return rs[0], nil
+}
+
+// TransmitBatch implements desfire.Batcher: one transceive, one responses.
+func (c *Conn) TransmitBatch(ctx context.Context, cmds []desfire.BatchCommand) ([][]byte, error) {
+	if len(cmds) == 0 {
+		return nil, nil
+	}
+	c.mu.Lock()
+	c.nextID++
+	id := c.nextID
+	c.exchanges++
+	c.mu.Unlock()
+
+	msg := protocol.Transceive{Type: protocol.TypeTransceive, ID: id, CAPDUs: make([]protocol.CAPDU, len(cmds))}
+	for i, cmd := range cmds {
+		msg.CAPDUs[i].APDU = cmd.APDU
+		for _, sw := range cmd.Expect {
+			msg.CAPDUs[i].Expect = append(msg.CAPDUs[i].Expect, protocol.SW(sw))
+		}
+	}
+	if err := c.Send(ctx, msg); err != nil {
+		return nil, err
+	}
+	wait, cancel := context.WithTimeout(ctx, c.exchange)
+	defer cancel()
+	for {
+		m, err := c.Next(wait)
+		if err != nil {
+			return nil, err
+		}
+		switch m.Type {
+		case protocol.TypeResponses:
+			return c.check(id, cmds, m.Responses)
+		case protocol.TypeCancel:
+			c.mu.Lock()
+			c.cancelled = true
+			c.mu.Unlock()
+			return nil, ErrCancelled
+		case protocol.TypeCard:
+			c.mu.Lock()
+			if len(c.cards) < 4 {
+				c.cards = append(c.cards, m.Card)
+			}
+			c.mu.Unlock()
+		default:
+			return nil, fmt.Errorf("%s during an exchange: %w", m.Type, protocol.ErrProtocol)
+		}
+	}
+}
+
+// check applies the transceive rules to an answer.
+func (c *Conn) check(id uint64, cmds []desfire.BatchCommand, r *protocol.Responses) ([][]byte, error) {
+	if r.ID != id {
+		return nil, fmt.Errorf("responses id %d, expected %d: %w", r.ID, id, protocol.ErrProtocol)
+	}
+	if len(r.RAPDUs) > len(cmds) {
+		return nil, fmt.Errorf("%d responses to %d commands: %w", len(r.RAPDUs), len(cmds), protocol.ErrProtocol)
+	}
+	out := make([][]byte, len(r.RAPDUs))
+	for i, a := range r.RAPDUs {
+		sw, err := desfire.StatusWord(a)
+		if err != nil {
+			return nil, fmt.Errorf("response %d: %v: %w", i, err, protocol.ErrProtocol)
+		}
+		if !desfire.Expected(cmds[i].Expect, sw) && i != len(r.RAPDUs)-1 {
+			return nil, fmt.Errorf("bridge went on after unexpected status %04X at %d: %w", sw, i, protocol.ErrProtocol)
+		}
+		out[i] = a
+	}
+	switch r.Error {
+	case protocol.BridgeErrTagLost:
+		return out, ErrTagLost
+	case protocol.BridgeErrTimeout, protocol.BridgeErrIO:
+		return out, fmt.Errorf("%s: %w", r.Error, ErrBridgeIO)
+	}
+	if n := len(out); n < len(cmds) {
+		if n == 0 {
+			return nil, fmt.Errorf("no responses and no error: %w", protocol.ErrProtocol)
+		}
+		sw, _ := desfire.StatusWord(out[n-1])
+		if desfire.Expected(cmds[n-1].Expect, sw) {
+			return nil, fmt.Errorf("%d of %d responses after an expected status: %w", n, len(cmds), protocol.ErrProtocol)
+		}
+	}
+	return out, nil
+}
+
+// Cancelled reports whether the bridge sent cancel.
+func (c *Conn) Cancelled() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.cancelled
+}
+
+// Close closes the socket with code and reason and waits for the reader.
+func (c *Conn) Close(code websocket.StatusCode, reason string) error {
+	if len(reason) > 120 {
+		reason = reason[:120]
+	}
+	err := c.ws.Close(code, reason)
+	close(c.done)
+	c.wg.Wait()
+	return err
+}
+
+// Plain hides the Batcher method so the card layer sends one command per
+// exchange (bridges without the batch feature).
+type Plain struct{ C *Conn }
+
+// Transmit implements desfire.Transport.
+func (p Plain) Transmit(ctx context.Context, capdu []byte) ([]byte, error) {
+	return p.C.Transmit(ctx, capdu)
+}
