@@ -1,0 +1,341 @@
+// Package config loads the relay server's configuration from defaults, an
+// optional JSON file, environment variables and command-line flags (later
+// sources override earlier ones), and checks that production mode has what
+// production needs.
+package config
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// Modes.
+const (
+	ModeDev        = "dev"
+	ModeProduction = "production"
+)
+
+// ErrConfig is wrapped by every configuration error.
+var ErrConfig = errors.New("config")
+
+// Config is every setting of the server. The JSON names are those of the
+// optional config file; Env gives the environment variable of each.
+type Config struct {
+	// Mode is "dev" (embedded defaults allowed) or "production".
+	Mode string `json:"mode"`
+	// Addr is the listen address.
+	Addr string `json:"addr"`
+	// DataDir holds the embedded SQLite ledger and generated dev keys.
+	DataDir string `json:"data_dir"`
+	// RedisURL selects Redis locks; empty means in-process locks.
+	RedisURL string `json:"redis_url"`
+	// DatabaseURL selects the PostgreSQL ledger; empty means SQLite.
+	DatabaseURL string `json:"database_url"`
+	// KeyFile is the card key file (mode 0600); empty in dev mode means
+	// generated development keys in DataDir.
+	KeyFile string `json:"key_file"`
+	// ProfilesFile optionally adds card profiles to the built-in ones.
+	ProfilesFile string `json:"profiles_file"`
+	// Profile is the card profile used for new top-ups and balance lookups.
+	Profile string `json:"profile"`
+	// APIKeyHashes are SHA-256 hex digests of the operator API keys.
+	APIKeyHashes []string `json:"api_key_hashes"`
+	// TLSCert and TLSKey serve HTTPS directly.
+	TLSCert string `json:"tls_cert"`
+	TLSKey  string `json:"tls_key"`
+	// TLSProxy states that a TLS-terminating proxy is in front.
+	TLSProxy bool `json:"tls_proxy"`
+	// Timeouts.
+	ExchangeTimeout Duration `json:"exchange_timeout"`
+	SessionTimeout  Duration `json:"session_timeout"`
+	TokenTTL        Duration `json:"token_ttl"`
+	TopUpTTL        Duration `json:"topup_ttl"`
+	ShutdownTimeout Duration `json:"shutdown_timeout"`
+	LockTTL         Duration `json:"lock_ttl"`
+	// MaxSessions bounds concurrently open bridge sessions.
+	MaxSessions int `json:"max_sessions"`
+	// LogLevel is debug, info, warn or error.
+	LogLevel string `json:"log_level"`
+}
+
+// Duration is a time.Duration written as "5s" in JSON.
+type Duration time.Duration
+
+// UnmarshalJSON parses a Go duration string.
+func (d *Duration) UnmarshalJSON(b []byte) error {
+	var s string
+	if err := json.Unmarshal(b, &s); err != nil {
+		return err
+	}
+	v, err := time.ParseDuration(s)
+	if err != nil {
+		return err
+	}
+	*d = Duration(v)
+	return nil
+}
+
+// MarshalJSON writes the duration as a string.
+func (d Duration) MarshalJSON() ([]byte, error) { return json.Marshal(time.Duration(d).String()) }
+
+// D returns the time.Duration.
+func (d Duration) D() time.Duration { return time.Duration(d) }
+
+// Default returns the embedded single-node defaults: SQLite in ./data,
+// in-process locks, generated development keys.
+func Default() Config {
+	return Config{
+		Mode:            ModeDev,
+		Addr:            "127.0.0.1:8080",
+		DataDir:         "data",
+		Profile:         "an12113-ev2",
+		ExchangeTimeout: Duration(5 * time.Second),
+		SessionTimeout:  Duration(60 * time.Second),
+		TokenTTL:        Duration(15 * time.Minute),
+		TopUpTTL:        Duration(7 * 24 * time.Hour),
+		ShutdownTimeout: Duration(30 * time.Second),
+		LockTTL:         Duration(10 * time.Second),
+		MaxSessions:     20000,
+		LogLevel:        "info",
+	}
+}
+
+// setting ties one field to its environment variable and flag.
+type setting struct {
+	env, flag, usage string
+	set              func(*Config, string) error
+	get              func(*Config) string
+}
+
+func str(p func(*Config) *string) (func(*Config, string) error, func(*Config) string) {
+	return func(c *Config, v string) error { *p(c) = v; return nil }, func(c *Config) string { return *p(c) }
+}
+
+func dur(p func(*Config) *Duration) (func(*Config, string) error, func(*Config) string) {
+	return func(c *Config, v string) error {
+			d, err := time.ParseDuration(v)
+			if err != nil {
+				return err
+			}
+			*p(c) = Duration(d)
+			return nil
+		}, func(c *Config) string {
+			return p(c).D().String()
+		}
+}
+
+func settings() []setting {
+	mk := func(env, fl, usage string, s func(*Config, string) error, g func(*Config) string) setting {
+		return setting{env: env, flag: fl, usage: usage, set: s, get: g}
+	}
+	var out []setting
+	add := func(env, fl, usage string, pair func() (func(*Config, string) error, func(*Config) string)) {
+		s, g := pair()
+		out = append(out, mk(env, fl, usage, s, g))
+	}
+	add("RELAY_MODE", "mode", "dev or production", func() (func(*Config, string) error, func(*Config) string) {
+		return str(func(c *Config) *string { return &c.Mode })
+	})
+	add("RELAY_ADDR", "addr", "listen address", func() (func(*Config, string) error, func(*Config) string) {
+		return str(func(c *Config) *string { return &c.Addr })
+	})
+	add("RELAY_DATA_DIR", "data-dir", "directory for the embedded ledger and dev keys", func() (func(*Config, string) error, func(*Config) string) {
+		return str(func(c *Config) *string { return &c.DataDir })
+	})
+	add("REDIS_URL", "redis-url", "Redis URL for cross-process card locks (empty: in-process)", func() (func(*Config, string) error, func(*Config) string) {
+		return str(func(c *Config) *string { return &c.RedisURL })
+	})
+	add("DATABASE_URL", "database-url", "PostgreSQL URL for the ledger (empty: SQLite in data-dir)", func() (func(*Config, string) error, func(*Config) string) {
+		return str(func(c *Config) *string { return &c.DatabaseURL })
+	})
+	add("RELAY_KEY_FILE", "key-file", "card key file, mode 0600 (empty in dev: generated)", func() (func(*Config, string) error, func(*Config) string) {
+		return str(func(c *Config) *string { return &c.KeyFile })
+	})
+	add("RELAY_PROFILES_FILE", "profiles-file", "JSON file with extra card profiles", func() (func(*Config, string) error, func(*Config) string) {
+		return str(func(c *Config) *string { return &c.ProfilesFile })
+	})
+	add("RELAY_PROFILE", "profile", "card profile for new sessions", func() (func(*Config, string) error, func(*Config) string) {
+		return str(func(c *Config) *string { return &c.Profile })
+	})
+	add("RELAY_API_KEY_HASHES", "api-key-hashes", "comma-separated SHA-256 hex digests of operator API keys", func() (func(*Config, string) error, func(*Config) string) {
+		return func(c *Config, v string) error {
+				c.APIKeyHashes = nil
+				for _, h := range strings.Split(v, ",") {
+					if h = strings.TrimSpace(h); h != "" {
+						c.APIKeyHashes = append(c.APIKeyHashes, strings.ToLower(h))
+					}
+				}
+				return nil
+			}, func(c *Config) string {
+				return strings.Join(c.APIKeyHashes, ",")
+			}
+	})
+	add("RELAY_TLS_CERT", "tls-cert", "TLS certificate file", func() (func(*Config, string) error, func(*Config) string) {
+		return str(func(c *Config) *string { return &c.TLSCert })
+	})
+	add("RELAY_TLS_KEY", "tls-key", "TLS private key file", func() (func(*Config, string) error, func(*Config) string) {
+		return str(func(c *Config) *string { return &c.TLSKey })
+	})
+	add("RELAY_TLS_PROXY", "tls-proxy", "true when a TLS-terminating proxy is in front", func() (func(*Config, string) error, func(*Config) string) {
+		return func(c *Config, v string) error {
+				b, err := strconv.ParseBool(v)
+				c.TLSProxy = b
+				return err
+			}, func(c *Config) string {
+				return strconv.FormatBool(c.TLSProxy)
+			}
+	})
+	durs := []struct {
+		env, fl, usage string
+		p              func(*Config) *Duration
+	}{
+		{"RELAY_EXCHANGE_TIMEOUT", "exchange-timeout", "bound on each bridge exchange", func(c *Config) *Duration { return &c.ExchangeTimeout }},
+		{"RELAY_SESSION_TIMEOUT", "session-timeout", "bound on a whole bridge session", func(c *Config) *Duration { return &c.SessionTimeout }},
+		{"RELAY_TOKEN_TTL", "token-ttl", "lifetime of a bridge token", func(c *Config) *Duration { return &c.TokenTTL }},
+		{"RELAY_TOPUP_TTL", "topup-ttl", "a pending top-up expires after this", func(c *Config) *Duration { return &c.TopUpTTL }},
+		{"RELAY_SHUTDOWN_TIMEOUT", "shutdown-timeout", "time running sessions get on shutdown", func(c *Config) *Duration { return &c.ShutdownTimeout }},
+		{"RELAY_LOCK_TTL", "lock-ttl", "card lock time-to-live (renewed while held)", func(c *Config) *Duration { return &c.LockTTL }},
+	}
+	for _, d := range durs {
+		s, g := dur(d.p)
+		out = append(out, mk(d.env, d.fl, d.usage, s, g))
+	}
+	out = append(out, mk("RELAY_MAX_SESSIONS", "max-sessions", "bound on open bridge sessions",
+		func(c *Config, v string) error {
+			n, err := strconv.Atoi(v)
+			c.MaxSessions = n
+			return err
+		}, func(c *Config) string { return strconv.Itoa(c.MaxSessions) }))
+	out = append(out, mk("RELAY_LOG_LEVEL", "log-level", "debug, info, warn or error",
+		func(c *Config, v string) error { c.LogLevel = v; return nil },
+		func(c *Config) string { return c.LogLevel }))
+	return out
+}
+
+// Load builds the configuration from args (without the program name) and
+// the environment lookup function (os.LookupEnv in production).
+func Load(args []string, lookupEnv func(string) (string, bool)) (Config, error) {
+	cfg := Default()
+	fs := flag.NewFlagSet("relayd", flag.ContinueOnError)
+	fs.SetOutput(os.Stderr)
+	configFile := fs.String("config", "", "optional JSON config file (env RELAY_CONFIG)")
+	all := settings()
+	flagVals := make([]*string, len(all))
+	def := Default()
+	for i, s := range all {
+		flagVals[i] = fs.String(s.flag, "", fmt.Sprintf("%s (env %s, default %q)", s.usage, s.env, s.get(&def)))
+	}
+	if err := fs.Parse(args); err != nil {
+		return Config{}, fmt.Errorf("flags: %v: %w", err, ErrConfig)
+	}
+	if fs.NArg() > 0 {
+		return Config{}, fmt.Errorf("unexpected arguments %q: %w", fs.Args(), ErrConfig)
+	}
+	path := *configFile
+	if path == "" {
+		path, _ = lookupEnv("RELAY_CONFIG")
+	}
+	if path != "" {
+		raw, err := os.ReadFile(path)
+		if err != nil {
+			return Config{}, fmt.Errorf("config file: %v: %w", err, ErrConfig)
+		}
+		dec := json.NewDecoder(strings.NewReader(string(raw)))
+		dec.DisallowUnknownFields()
+		if err := dec.Decode(&cfg); err != nil {
+			return Config{}, fmt.Errorf("config file %s: %v: %w", path, err, ErrConfig)
+		}
+	}
+	for _, s := range all {
+		if v, ok := lookupEnv(s.env); ok && v != "" {
+			if err := s.set(&cfg, v); err != nil {
+				return Config{}, fmt.Errorf("%s=%q: %v: %w", s.env, v, err, ErrConfig)
+			}
+		}
+	}
+	for i, s := range all {
+		if v := *flagVals[i]; v != "" {
+			if err := s.set(&cfg, v); err != nil {
+				return Config{}, fmt.Errorf("-%s=%q: %v: %w", s.flag, v, err, ErrConfig)
+			}
+		}
+	}
+	return cfg, cfg.Validate()
+}
+
+// Validate checks the configuration; production mode needs Redis,
+// PostgreSQL, a key file, API keys and TLS (its own, or a declared proxy).
+func (c *Config) Validate() error {
+	bad := func(format string, a ...any) error {
+		return fmt.Errorf(format+": %w", append(a, ErrConfig)...)
+	}
+	if c.Mode != ModeDev && c.Mode != ModeProduction {
+		return bad("mode %q is neither dev nor production", c.Mode)
+	}
+	for name, d := range map[string]Duration{"exchange-timeout": c.ExchangeTimeout, "session-timeout": c.SessionTimeout, "token-ttl": c.TokenTTL, "topup-ttl": c.TopUpTTL, "shutdown-timeout": c.ShutdownTimeout, "lock-ttl": c.LockTTL} {
+		if d <= 0 {
+			return bad("%s must be positive", name)
+		}
+	}
+	if c.ExchangeTimeout > c.SessionTimeout {
+		return bad("exchange-timeout above session-timeout")
+	}
+	if c.MaxSessions <= 0 {
+		return bad("max-sessions must be positive")
+	}
+	for _, h := range c.APIKeyHashes {
+		if b, err := hex.DecodeString(h); err != nil || len(b) != sha256.Size {
+			return bad("api key hash %q is not 64 hex digits", h)
+		}
+	}
+	if (c.TLSCert == "") != (c.TLSKey == "") {
+		return bad("tls-cert and tls-key go together")
+	}
+	switch c.LogLevel {
+	case "debug", "info", "warn", "error":
+	default:
+		return bad("log-level %q", c.LogLevel)
+	}
+	if c.Mode == ModeProduction {
+		switch {
+		case c.RedisURL == "":
+			return bad("production mode needs REDIS_URL")
+		case c.DatabaseURL == "":
+			return bad("production mode needs DATABASE_URL")
+		case c.KeyFile == "":
+			return bad("production mode needs a key file (RELAY_KEY_FILE)")
+		case len(c.APIKeyHashes) == 0:
+			return bad("production mode needs API keys (RELAY_API_KEY_HASHES)")
+		case c.TLSCert == "" && !c.TLSProxy:
+			return bad("production mode needs TLS: tls-cert/tls-key, or tls-proxy=true behind a TLS-terminating proxy")
+		}
+	}
+	return nil
+}
+
+// HashAPIKey returns the hex SHA-256 digest stored for an API key.
+func HashAPIKey(key string) string {
+	sum := sha256.Sum256([]byte(key))
+	return hex.EncodeToString(sum[:])
+}
+
+// Usage lists every setting with its environment variable, flag and
+// default, for docs/CONFIG.md and -help.
+func Usage() string {
+	var b strings.Builder
+	def := Default()
+	b.WriteString("| flag | environment | default | meaning |\n|---|---|---|---|\n")
+	b.WriteString("| `-config` | `RELAY_CONFIG` | | optional JSON config file (keys as in the JSON names) |\n")
+	for _, s := range settings() {
+		fmt.Fprintf(&b, "| `-%s` | `%s` | `%s` | %s |\n", s.flag, s.env, s.get(&def), s.usage)
+	}
+	return b.String()
+}
