@@ -18,7 +18,7 @@ import (
 	"github.com/coder/websocket"
 
 	"github.com/desfire-relay/relay/desfire"
-	"github.com/desfire-relay/relay/server/protocol"
+	"github.com/desfire-relay/relay/protocol"
 )
 
 // Errors that end an exchange.

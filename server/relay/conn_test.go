@@ -13,7 +13,7 @@ import (
 	"github.com/coder/websocket"
 
 	"github.com/desfire-relay/relay/desfire"
-	"github.com/desfire-relay/relay/server/protocol"
+	"github.com/desfire-relay/relay/protocol"
 )
 
 // pair starts a server that wraps each accepted socket in a Conn and hands
