@@ -91,3 +91,54 @@ func FuzzDecode(f *testing.F) {
 		}
 	})
 }
+
+func TestDecodeServer(t *testing.T) {
+	good := map[string]string{
+		"ready":      `{"type":"ready","session_id":"s","kind":"topup"}`,
+		"transceive": `{"type":"transceive","id":1,"capdus":[{"apdu":"905A00000399440100","expect":["9100"]},{"apdu":"9060000000"}]}`,
+		"prompt":     `{"type":"prompt","text":"Hold the card still","progress":0.5}`,
+		"result":     `{"type":"result","ok":true,"kind":"topup","session_id":"s","balance":100}`,
+		"future":     `{"type":"shiny","x":1}`,
+	}
+	for name, f := range good {
+		if _, err := DecodeServer([]byte(f)); err != nil {
+			t.Errorf("%s: %v", name, err)
+		}
+	}
+	bad := map[string]string{
+		"no capdus":    `{"type":"transceive","id":1,"capdus":[]}`,
+		"short apdu":   `{"type":"transceive","id":1,"capdus":[{"apdu":"90"}]}`,
+		"bad expect":   `{"type":"transceive","id":1,"capdus":[{"apdu":"9060000000","expect":["91"]}]}`,
+		"nonhex sw":    `{"type":"transceive","id":1,"capdus":[{"apdu":"9060000000","expect":["91ZZ"]}]}`,
+		"no id":        `{"type":"transceive","capdus":[{"apdu":"9060000000"}]}`,
+		"not json":     `nope`,
+		"no type":      `{}`,
+		"result types": `{"type":"result","ok":"yes"}`,
+	}
+	for name, f := range bad {
+		if _, err := DecodeServer([]byte(f)); !errors.Is(err, ErrProtocol) {
+			t.Errorf("%s: got %v", name, err)
+		}
+	}
+}
+
+func FuzzDecodeServer(f *testing.F) {
+	f.Add([]byte(`{"type":"transceive","id":1,"capdus":[{"apdu":"905A00000399440100","expect":["9100"]}]}`))
+	f.Add([]byte(`{"type":"result","ok":false,"error":{"code":"x","message":"y"}}`))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		m, err := DecodeServer(b)
+		if err != nil {
+			if !errors.Is(err, ErrProtocol) {
+				t.Fatalf("unwrapped error %v", err)
+			}
+			return
+		}
+		if m.Transceive != nil {
+			for _, c := range m.Transceive.CAPDUs {
+				if _, err := c.ExpectSW(); err != nil {
+					t.Fatal("validated transceive has a bad expect list")
+				}
+			}
+		}
+	})
+}
