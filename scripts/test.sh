@@ -1,7 +1,59 @@
 #!/usr/bin/env bash
 # Runs the whole test suite: the one command the README gives users and
-# that CI runs. (Service start-up for Redis and PostgreSQL is added here.)
+# that CI (.ci/run) runs.
+#
+#   1. Redis and PostgreSQL: uses REDIS_URL / DATABASE_URL when they answer,
+#      otherwise starts private servers on loopback ports (installing
+#      redis-server and postgresql with apt-get when missing) and stops
+#      them on exit (scripts/services.sh).
+#   2. gofmt, go vet, staticcheck (scripts/lint.sh).
+#   3. go test -race -count=1 ./... (extra arguments are passed to go test;
+#      if one of them names packages, those replace ./...).
+#   4. every Fuzz* target for FUZZTIME (default 5s) each (scripts/fuzz.sh).
+#
+# Environment: REDIS_URL, DATABASE_URL, SKIP_SERVICES=1, FUZZTIME,
+# SKIP_FUZZ=1, DESFIRE_VECTORS (published vectors; default ../shared/vectors),
+# CI=true (tests fail instead of skipping when a service is missing).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-go vet ./...
-go test -race -count=1 "$@" ./...
+root=$(pwd)
+
+# shellcheck source=scripts/services.sh
+. scripts/services.sh
+
+work=""
+cleanup() {
+	services_stop
+	[ -z "$work" ] || rm -rf "$work"
+}
+trap cleanup EXIT
+trap 'echo "test.sh: interrupted" >&2; exit 130' INT
+trap 'echo "test.sh: terminated" >&2; exit 143' TERM
+
+echo "==> test.sh in $root ($(go version | awk '{print $3}'), CI=${CI:-unset})"
+services_start
+echo "==> REDIS_URL=${REDIS_URL:-unset}"
+echo "==> DATABASE_URL=${DATABASE_URL:-unset}"
+
+./scripts/lint.sh
+
+pkgs=(./...)
+for a in "$@"; do
+	case $a in
+	./* | ../* | github.com/*) pkgs=() ;;
+	esac
+done
+work=$(mktemp -d)
+summary=$work/summary
+go build -o "$work/testsummary" ./scripts/testsummary
+echo "==> go test -race -count=1 $(printf '%s ' "$@" "${pkgs[@]}")"
+go test -json -race -count=1 "$@" "${pkgs[@]}" | "$work/testsummary" | tee "$summary"
+
+if [ "${SKIP_FUZZ:-0}" = 1 ]; then
+	echo "==> SKIP_FUZZ=1: not fuzzing"
+else
+	FUZZTIME=${FUZZTIME:-5s} ./scripts/fuzz.sh
+fi
+
+echo "==> test.sh: all steps passed (gofmt, go vet, staticcheck, go test -race$([ "${SKIP_FUZZ:-0}" = 1 ] || echo ", fuzz ${FUZZTIME:-5s} per target"))"
+grep -E '^tests: ' "$summary" | tail -n 1

@@ -8,6 +8,7 @@ import (
 	_ "github.com/coder/websocket"
 	_ "github.com/google/uuid"
 	_ "github.com/jackc/pgx/v5"
+	_ "github.com/jackc/pgx/v5/pgxpool"
 	_ "github.com/prometheus/client_golang/prometheus"
 	_ "github.com/redis/go-redis/v9"
 	_ "go.uber.org/zap"

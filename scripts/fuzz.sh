@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# Runs every Fuzz* target in the module for a bounded time each:
+#     go test -run=^$ -fuzz=^Name$ -fuzztime=$FUZZTIME ./pkg
+# FUZZTIME defaults to 5s (scripts/test.sh); `make fuzz` uses 60s.
+# A failing input is saved by go test under the package's testdata/fuzz/,
+# where it becomes a regression seed; the run then fails.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+FUZZTIME=${FUZZTIME:-5s}
+
+# Packages that declare a fuzz target, then the targets go test lists there
+# (so build tags and generated files are honoured).
+mapfile -t dirs < <(grep -rlE --include='*_test.go' '^func Fuzz[A-Za-z0-9_]*\(' . 2>/dev/null |
+	grep -vE '/(testdata|node_modules|vendor)/' | xargs -r -n1 dirname | sort -u)
+
+ran=0
+failed=()
+for d in "${dirs[@]}"; do
+	pkg=./${d#./}
+	mapfile -t targets < <(go test -list '^Fuzz' "$pkg" | grep -E '^Fuzz' || true)
+	for name in "${targets[@]}"; do
+		echo "==> fuzz $pkg $name for $FUZZTIME"
+		if go test -run='^$' -fuzz="^${name}\$" -fuzztime="$FUZZTIME" "$pkg"; then
+			ran=$((ran + 1))
+		else
+			failed+=("$pkg $name")
+		fi
+	done
+done
+
+echo "fuzz: $ran targets passed, ${#failed[@]} failed (each for $FUZZTIME)"
+if [ ${#failed[@]} -gt 0 ]; then
+	printf 'fuzz failed: %s\n' "${failed[@]}" >&2
+	exit 1
+fi

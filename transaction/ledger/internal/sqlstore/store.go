@@ -1,0 +1,614 @@
+package sqlstore
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/google/uuid"
+
+	"github.com/desfire-relay/relay/transaction/ledger"
+)
+
+// Times are stored as Unix microseconds (UTC) in BIGINT columns: the same
+// in both dialects, exact, and ordered.
+func micros(t time.Time) int64 { return t.UnixMicro() }
+
+func fromMicros(v int64) time.Time { return time.UnixMicro(v).UTC() }
+
+func fromMicrosPtr(v *int64) *time.Time {
+	if v == nil {
+		return nil
+	}
+	t := fromMicros(*v)
+	return &t
+}
+
+func nullInt(p *int64) any {
+	if p == nil {
+		return nil
+	}
+	return *p
+}
+
+func nullBytes(b []byte) any {
+	if len(b) == 0 {
+		return nil
+	}
+	return b
+}
+
+// Store implements ledger.Ledger over a DB.
+type Store struct {
+	db  DB
+	d   Dialect
+	cfg ledger.Config
+}
+
+var _ ledger.Ledger = (*Store)(nil)
+
+// New returns a store; the schema must already be migrated.
+func New(db DB, d Dialect, cfg ledger.Config) *Store {
+	return &Store{db: db, d: d, cfg: cfg.WithDefaults()}
+}
+
+const topUpCols = `id, idempotency_key, request_hash, amount, currency, card_uid, reference, status,
+	balance_before, balance_after, tmc, tmv, log_ref, attempts, fence,
+	created_at, updated_at, expires_at, applied_at`
+
+func scanTopUp(r Row) (ledger.TopUp, error) {
+	var (
+		t                           ledger.TopUp
+		id, status                  string
+		tmc, applied                *int64
+		attempts                    int64
+		created, updated, expiresAt int64
+	)
+	err := r.Scan(&id, &t.IdempotencyKey, &t.RequestHash, &t.Amount, &t.Currency, &t.CardUID, &t.Reference, &status,
+		&t.BalanceBefore, &t.BalanceAfter, &tmc, &t.TMV, &t.LogRef, &attempts, &t.Fence,
+		&created, &updated, &expiresAt, &applied)
+	if err != nil {
+		return ledger.TopUp{}, err
+	}
+	if t.ID, err = uuid.Parse(id); err != nil {
+		return ledger.TopUp{}, fmt.Errorf("stored top-up id %q: %w", id, err)
+	}
+	if t.Status, err = ledger.ParseStatus(status); err != nil {
+		return ledger.TopUp{}, fmt.Errorf("stored top-up %s: %w", id, err)
+	}
+	if tmc != nil {
+		if *tmc < 0 || *tmc > 1<<32-1 {
+			return ledger.TopUp{}, fmt.Errorf("stored top-up %s: tmc %d out of range", id, *tmc)
+		}
+		v := uint32(*tmc)
+		t.TMC = &v
+	}
+	if len(t.TMV) == 0 {
+		t.TMV = nil
+	}
+	t.Attempts = int(attempts)
+	t.CreatedAt, t.UpdatedAt, t.ExpiresAt = fromMicros(created), fromMicros(updated), fromMicros(expiresAt)
+	t.AppliedAt = fromMicrosPtr(applied)
+	return t, nil
+}
+
+func (s *Store) getTopUp(ctx context.Context, q Querier, id uuid.UUID, lock bool) (ledger.TopUp, error) {
+	query := `SELECT ` + topUpCols + ` FROM topups WHERE id = $1`
+	if lock {
+		query += s.d.ForUpdate
+	}
+	t, err := scanTopUp(q.QueryRow(ctx, query, id.String()))
+	if errors.Is(err, ErrNoRows) {
+		return ledger.TopUp{}, fmt.Errorf("top-up %s: %w", id, ledger.ErrNotFound)
+	}
+	if err != nil {
+		return ledger.TopUp{}, fmt.Errorf("read top-up %s: %w", id, err)
+	}
+	return t, nil
+}
+
+func (s *Store) listTopUps(ctx context.Context, where string, args ...any) ([]ledger.TopUp, error) {
+	rows, err := s.db.Query(ctx, `SELECT `+topUpCols+` FROM topups WHERE `+where, args...)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out []ledger.TopUp
+	for rows.Next() {
+		t, err := scanTopUp(rows)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, t)
+	}
+	return out, rows.Err()
+}
+
+// CreateTopUp implements ledger.Ledger.
+func (s *Store) CreateTopUp(ctx context.Context, req ledger.Request, key string, now time.Time) (ledger.TopUp, bool, error) {
+	req, err := req.Normalize()
+	if err != nil {
+		return ledger.TopUp{}, false, err
+	}
+	if err := ledger.ValidateIdempotencyKey(key); err != nil {
+		return ledger.TopUp{}, false, err
+	}
+	if now.IsZero() {
+		return ledger.TopUp{}, false, &ledger.ValidationError{Field: "now", Reason: "missing"}
+	}
+	hash := req.Hash()
+	id, err := uuid.NewRandom()
+	if err != nil {
+		return ledger.TopUp{}, false, fmt.Errorf("new top-up id: %w", err)
+	}
+	at := micros(now)
+	var (
+		out     ledger.TopUp
+		created bool
+	)
+	err = s.db.InTx(ctx, func(q Querier) error {
+		n, err := q.Exec(ctx, `INSERT INTO topups (id, idempotency_key, request_hash, amount, currency, card_uid, reference,
+	status, log_ref, attempts, fence, created_at, updated_at, expires_at)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 0, 0, $10, $10, $11)
+ON CONFLICT (idempotency_key) DO NOTHING`,
+			id.String(), key, hash, req.Amount, req.Currency, req.CardUID, req.Reference,
+			ledger.StatusPending.String(), ledger.LogRef(id), at, micros(now.Add(s.cfg.PendingTTL)))
+		if err != nil {
+			return fmt.Errorf("insert top-up: %w", err)
+		}
+		created = n == 1
+		if created {
+			out, err = s.getTopUp(ctx, q, id, false)
+			return err
+		}
+		out, err = scanTopUp(q.QueryRow(ctx, `SELECT `+topUpCols+` FROM topups WHERE idempotency_key = $1`, key))
+		if err != nil {
+			return fmt.Errorf("read top-up by idempotency key: %w", err)
+		}
+		if !bytes.Equal(out.RequestHash, hash) {
+			return fmt.Errorf("top-up %s: %w", out.ID, ledger.ErrIdempotencyConflict)
+		}
+		return nil
+	})
+	if err != nil {
+		return ledger.TopUp{}, false, err
+	}
+	return out, created, nil
+}
+
+// GetTopUp implements ledger.Ledger.
+func (s *Store) GetTopUp(ctx context.Context, id uuid.UUID) (ledger.TopUp, error) {
+	return s.getTopUp(ctx, s.db, id, false)
+}
+
+// ListTopUpsByCard implements ledger.Ledger.
+func (s *Store) ListTopUpsByCard(ctx context.Context, cardUID string) ([]ledger.TopUp, error) {
+	uid, err := ledger.NormalizeCardUID(cardUID)
+	if err != nil {
+		return nil, err
+	}
+	out, err := s.listTopUps(ctx, `card_uid = $1 ORDER BY created_at DESC, id DESC`, uid)
+	if err != nil {
+		return nil, fmt.Errorf("list top-ups of card: %w", err)
+	}
+	return out, nil
+}
+
+// InDoubtByCard implements ledger.Ledger.
+func (s *Store) InDoubtByCard(ctx context.Context, cardUID string) ([]ledger.TopUp, error) {
+	uid, err := ledger.NormalizeCardUID(cardUID)
+	if err != nil {
+		return nil, err
+	}
+	out, err := s.listTopUps(ctx, `card_uid = $1 AND status = $2 ORDER BY created_at ASC, id ASC`,
+		uid, ledger.StatusInDoubt.String())
+	if err != nil {
+		return nil, fmt.Errorf("list in-doubt top-ups of card: %w", err)
+	}
+	return out, nil
+}
+
+// ListAttempts implements ledger.Ledger.
+func (s *Store) ListAttempts(ctx context.Context, topUpID uuid.UUID) ([]ledger.Attempt, error) {
+	rows, err := s.db.Query(ctx, `SELECT id, topup_id, session_id, card_uid, fence, started_at, ended_at, outcome, error_code
+FROM attempts WHERE topup_id = $1 ORDER BY started_at ASC, id ASC`, topUpID.String())
+	if err != nil {
+		return nil, fmt.Errorf("list attempts: %w", err)
+	}
+	defer rows.Close()
+	var out []ledger.Attempt
+	for rows.Next() {
+		var (
+			a                    ledger.Attempt
+			id, tid, sid, status string
+			started              int64
+			ended                *int64
+		)
+		if err := rows.Scan(&id, &tid, &sid, &a.CardUID, &a.Fence, &started, &ended, &status, &a.ErrorCode); err != nil {
+			return nil, fmt.Errorf("list attempts: %w", err)
+		}
+		var perr [3]error
+		a.ID, perr[0] = uuid.Parse(id)
+		a.TopUpID, perr[1] = uuid.Parse(tid)
+		a.SessionID, perr[2] = uuid.Parse(sid)
+		if err := errors.Join(perr[:]...); err != nil {
+			return nil, fmt.Errorf("stored attempt %q: %w", id, err)
+		}
+		if a.Outcome, err = ledger.ParseStatus(status); err != nil {
+			return nil, fmt.Errorf("stored attempt %s: %w", id, err)
+		}
+		a.StartedAt, a.EndedAt = fromMicros(started), fromMicrosPtr(ended)
+		out = append(out, a)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("list attempts: %w", err)
+	}
+	return out, nil
+}
+
+// Transition implements ledger.Ledger.
+func (s *Store) Transition(ctx context.Context, t ledger.Transition) (ledger.TopUp, error) {
+	rule, t, err := t.Check()
+	if err != nil {
+		return ledger.TopUp{}, err
+	}
+	now := micros(t.Now)
+	var out ledger.TopUp
+	err = s.db.InTx(ctx, func(q Querier) error {
+		cur, err := s.getTopUp(ctx, q, t.TopUpID, true)
+		if err != nil {
+			return err
+		}
+		if cur.Status != t.From {
+			return fmt.Errorf("top-up %s is %s, not %s: %w", cur.ID, cur.Status, t.From, ledger.ErrConflict)
+		}
+		if t.From == ledger.StatusPending && t.To == ledger.StatusInProgress && now >= micros(cur.ExpiresAt) {
+			return fmt.Errorf("top-up %s expired at %s: %w", cur.ID, cur.ExpiresAt.Format(time.RFC3339), ledger.ErrTopUpExpired)
+		}
+		card := cur.CardUID
+		if t.CardUID != "" && card != "" && t.CardUID != card {
+			return fmt.Errorf("top-up %s: %w", cur.ID, ledger.ErrCardMismatch)
+		}
+		if rule.Session {
+			card = t.CardUID // binds an unbound top-up; equal otherwise
+		}
+		fence := cur.Fence
+		if t.Fence > 0 {
+			if card == "" {
+				return &ledger.ValidationError{Field: "card_uid", Reason: "a fence needs a card"}
+			}
+			n, err := q.Exec(ctx, `INSERT INTO card_fences (card_uid, fence, updated_at) VALUES ($1, $2, $3)
+ON CONFLICT (card_uid) DO UPDATE SET fence = excluded.fence, updated_at = excluded.updated_at
+WHERE card_fences.fence <= excluded.fence`, card, t.Fence, now)
+			if err != nil {
+				return fmt.Errorf("check card fence: %w", err)
+			}
+			if n == 0 {
+				return fmt.Errorf("card %s, fence %d: %w", card, t.Fence, ledger.ErrStaleFence)
+			}
+			fence = t.Fence
+		}
+		attempts := int64(cur.Attempts)
+		if rule.Session {
+			aid, err := uuid.NewRandom()
+			if err != nil {
+				return fmt.Errorf("new attempt id: %w", err)
+			}
+			n, err := q.Exec(ctx, `INSERT INTO attempts (id, topup_id, session_id, card_uid, fence, started_at, outcome, error_code)
+VALUES ($1, $2, $3, $4, $5, $6, $7, '')
+ON CONFLICT (topup_id, session_id) DO NOTHING`,
+				aid.String(), cur.ID.String(), t.SessionID.String(), card, t.Fence, now, t.To.String())
+			if err != nil {
+				return fmt.Errorf("record attempt: %w", err)
+			}
+			attempts += n
+			var ended any
+			if t.To != ledger.StatusInProgress {
+				ended = now
+			}
+			if _, err := q.Exec(ctx, `UPDATE attempts SET fence = $1, outcome = $2, ended_at = $3, error_code = $4
+WHERE topup_id = $5 AND session_id = $6`,
+				t.Fence, t.To.String(), ended, t.ErrorCode, cur.ID.String(), t.SessionID.String()); err != nil {
+				return fmt.Errorf("update attempt: %w", err)
+			}
+		}
+		next := cur
+		if t.BalanceBefore != nil {
+			next.BalanceBefore = t.BalanceBefore
+		}
+		if t.BalanceAfter != nil {
+			next.BalanceAfter = t.BalanceAfter
+		}
+		var tmc any
+		if cur.TMC != nil {
+			tmc = int64(*cur.TMC)
+		}
+		if t.TMC != nil {
+			tmc = int64(*t.TMC)
+		}
+		if len(t.TMV) != 0 {
+			next.TMV = t.TMV
+		}
+		applied := any(nil)
+		if cur.AppliedAt != nil {
+			applied = micros(*cur.AppliedAt)
+		}
+		if t.To == ledger.StatusApplied {
+			applied = now
+		}
+		expires := micros(cur.ExpiresAt)
+		if !t.ExpiresAt.IsZero() {
+			expires = micros(t.ExpiresAt)
+		}
+		n, err := q.Exec(ctx, `UPDATE topups SET status = $1, updated_at = $2, card_uid = $3, fence = $4,
+	balance_before = $5, balance_after = $6, tmc = $7, tmv = $8, applied_at = $9, expires_at = $10, attempts = $11
+WHERE id = $12 AND status = $13`,
+			t.To.String(), now, card, fence,
+			nullInt(next.BalanceBefore), nullInt(next.BalanceAfter), tmc, nullBytes(next.TMV), applied, expires, attempts,
+			cur.ID.String(), t.From.String())
+		if err != nil {
+			return fmt.Errorf("update top-up %s: %w", cur.ID, err)
+		}
+		if n != 1 {
+			// The row is locked (or the database has one writer), so this
+			// means the lock did not hold; refuse rather than guess.
+			return fmt.Errorf("top-up %s changed under a lock: %w", cur.ID, ledger.ErrConflict)
+		}
+		out, err = s.getTopUp(ctx, q, cur.ID, false)
+		return err
+	})
+	if err != nil {
+		return ledger.TopUp{}, fmt.Errorf("transition %s → %s: %w", t.From, t.To, err)
+	}
+	return out, nil
+}
+
+// ExpirePending implements ledger.Ledger.
+func (s *Store) ExpirePending(ctx context.Context, now time.Time) (int, error) {
+	if _, err := ledger.CheckTransition(ledger.StatusPending, ledger.StatusExpired); err != nil {
+		return 0, err
+	}
+	at := micros(now)
+	n, err := s.db.Exec(ctx, `UPDATE topups SET status = $1, updated_at = $2 WHERE status = $3 AND expires_at <= $4`,
+		ledger.StatusExpired.String(), at, ledger.StatusPending.String(), at)
+	if err != nil {
+		return 0, fmt.Errorf("expire pending top-ups: %w", err)
+	}
+	return int(n), nil
+}
+
+const sessionCols = `id, kind, topup_id, status, outcome, created_at, ended_at`
+
+func scanSession(r Row) (ledger.Session, error) {
+	var (
+		s                ledger.Session
+		id, kind, status string
+		topup, outcome   *string
+		created          int64
+		ended            *int64
+	)
+	if err := r.Scan(&id, &kind, &topup, &status, &outcome, &created, &ended); err != nil {
+		return ledger.Session{}, err
+	}
+	var err error
+	if s.ID, err = uuid.Parse(id); err != nil {
+		return ledger.Session{}, fmt.Errorf("stored session id %q: %w", id, err)
+	}
+	if s.Kind, err = ledger.ParseSessionKind(kind); err != nil {
+		return ledger.Session{}, fmt.Errorf("stored session %s: %w", id, err)
+	}
+	if s.Status, err = ledger.ParseSessionStatus(status); err != nil {
+		return ledger.Session{}, fmt.Errorf("stored session %s: %w", id, err)
+	}
+	if topup != nil {
+		if s.TopUpID, err = uuid.Parse(*topup); err != nil {
+			return ledger.Session{}, fmt.Errorf("stored session %s top-up: %w", id, err)
+		}
+	}
+	if outcome != nil {
+		if err := json.Unmarshal([]byte(*outcome), &s.Outcome); err != nil {
+			return ledger.Session{}, fmt.Errorf("stored session %s outcome: %w", id, err)
+		}
+	}
+	s.CreatedAt, s.EndedAt = fromMicros(created), fromMicrosPtr(ended)
+	return s, nil
+}
+
+func (s *Store) getSession(ctx context.Context, q Querier, id uuid.UUID, lock bool) (ledger.Session, error) {
+	query := `SELECT ` + sessionCols + ` FROM sessions WHERE id = $1`
+	if lock {
+		query += s.d.ForUpdate
+	}
+	out, err := scanSession(q.QueryRow(ctx, query, id.String()))
+	if errors.Is(err, ErrNoRows) {
+		return ledger.Session{}, fmt.Errorf("session %s: %w", id, ledger.ErrNotFound)
+	}
+	if err != nil {
+		return ledger.Session{}, fmt.Errorf("read session %s: %w", id, err)
+	}
+	return out, nil
+}
+
+// CreateSession implements ledger.Ledger.
+func (s *Store) CreateSession(ctx context.Context, kind ledger.SessionKind, topUpID uuid.UUID, now time.Time) (ledger.Session, error) {
+	switch {
+	case kind != ledger.KindTopUp && kind != ledger.KindBalance:
+		return ledger.Session{}, &ledger.ValidationError{Field: "kind", Reason: kind.String()}
+	case kind == ledger.KindTopUp && topUpID == uuid.Nil:
+		return ledger.Session{}, &ledger.ValidationError{Field: "topup_id", Reason: "required for a top-up session"}
+	case kind == ledger.KindBalance && topUpID != uuid.Nil:
+		return ledger.Session{}, &ledger.ValidationError{Field: "topup_id", Reason: "not used by a balance session"}
+	case now.IsZero():
+		return ledger.Session{}, &ledger.ValidationError{Field: "now", Reason: "missing"}
+	}
+	id, err := uuid.NewRandom()
+	if err != nil {
+		return ledger.Session{}, fmt.Errorf("new session id: %w", err)
+	}
+	var out ledger.Session
+	err = s.db.InTx(ctx, func(q Querier) error {
+		var topup any
+		if kind == ledger.KindTopUp {
+			if _, err := s.getTopUp(ctx, q, topUpID, false); err != nil {
+				return err
+			}
+			topup = topUpID.String()
+		}
+		if _, err := q.Exec(ctx, `INSERT INTO sessions (id, kind, topup_id, status, created_at) VALUES ($1, $2, $3, $4, $5)`,
+			id.String(), kind.String(), topup, ledger.SessionOpen.String(), micros(now)); err != nil {
+			return fmt.Errorf("insert session: %w", err)
+		}
+		out, err = s.getSession(ctx, q, id, false)
+		return err
+	})
+	if err != nil {
+		return ledger.Session{}, err
+	}
+	return out, nil
+}
+
+func checkTokenHash(h []byte) error {
+	if len(h) != ledger.TokenHashLen {
+		return &ledger.ValidationError{Field: "token_hash", Reason: fmt.Sprintf("must be %d bytes, got %d", ledger.TokenHashLen, len(h))}
+	}
+	return nil
+}
+
+// IssueToken implements ledger.Ledger.
+func (s *Store) IssueToken(ctx context.Context, sessionID uuid.UUID, hash []byte, expiresAt time.Time) error {
+	if err := checkTokenHash(hash); err != nil {
+		return err
+	}
+	if expiresAt.IsZero() {
+		return &ledger.ValidationError{Field: "expires_at", Reason: "missing"}
+	}
+	return s.db.InTx(ctx, func(q Querier) error {
+		sess, err := s.getSession(ctx, q, sessionID, true)
+		if err != nil {
+			return err
+		}
+		if sess.Status != ledger.SessionOpen {
+			return fmt.Errorf("session %s is %s: %w", sessionID, sess.Status, ledger.ErrSessionClosed)
+		}
+		n, err := q.Exec(ctx, `INSERT INTO bridge_tokens (token_hash, session_id, expires_at) VALUES ($1, $2, $3)
+ON CONFLICT DO NOTHING`, hash, sessionID.String(), micros(expiresAt))
+		if err != nil {
+			return fmt.Errorf("insert bridge token: %w", err)
+		}
+		if n == 0 {
+			return fmt.Errorf("session %s: %w", sessionID, ledger.ErrTokenExists)
+		}
+		return nil
+	})
+}
+
+// ConsumeToken implements ledger.Ledger.
+func (s *Store) ConsumeToken(ctx context.Context, hash []byte, now time.Time) (ledger.Session, error) {
+	if err := checkTokenHash(hash); err != nil {
+		return ledger.Session{}, err
+	}
+	at := micros(now)
+	var out ledger.Session
+	err := s.db.InTx(ctx, func(q Querier) error {
+		var sid string
+		err := q.QueryRow(ctx, `UPDATE bridge_tokens SET used_at = $1
+WHERE token_hash = $2 AND used_at IS NULL AND expires_at > $3 RETURNING session_id`, at, hash, at).Scan(&sid)
+		if errors.Is(err, ErrNoRows) {
+			var (
+				expires int64
+				used    *int64
+			)
+			err := q.QueryRow(ctx, `SELECT expires_at, used_at FROM bridge_tokens WHERE token_hash = $1`, hash).Scan(&expires, &used)
+			switch {
+			case errors.Is(err, ErrNoRows):
+				return ledger.ErrTokenUnknown
+			case err != nil:
+				return fmt.Errorf("read bridge token: %w", err)
+			case used != nil:
+				return ledger.ErrTokenUsed
+			default:
+				return ledger.ErrTokenExpired
+			}
+		}
+		if err != nil {
+			return fmt.Errorf("consume bridge token: %w", err)
+		}
+		id, err := uuid.Parse(sid)
+		if err != nil {
+			return fmt.Errorf("stored token session %q: %w", sid, err)
+		}
+		if out, err = s.getSession(ctx, q, id, false); err != nil {
+			return err
+		}
+		if out.Status != ledger.SessionOpen {
+			return fmt.Errorf("session %s is %s: %w", id, out.Status, ledger.ErrSessionClosed)
+		}
+		return nil
+	})
+	if err != nil {
+		return ledger.Session{}, err
+	}
+	return out, nil
+}
+
+// FinishSession implements ledger.Ledger.
+func (s *Store) FinishSession(ctx context.Context, id uuid.UUID, o ledger.SessionOutcome, now time.Time) (ledger.Session, error) {
+	if o.CardUID != "" {
+		uid, err := ledger.NormalizeCardUID(o.CardUID)
+		if err != nil {
+			return ledger.Session{}, err
+		}
+		o.CardUID = uid
+	}
+	if len(o.Records) != 0 && !json.Valid(o.Records) {
+		return ledger.Session{}, &ledger.ValidationError{Field: "records", Reason: "not JSON"}
+	}
+	if len(o.ErrorCode) > ledger.MaxErrorCodeLen {
+		return ledger.Session{}, &ledger.ValidationError{Field: "error_code", Reason: "too long"}
+	}
+	if now.IsZero() {
+		return ledger.Session{}, &ledger.ValidationError{Field: "now", Reason: "missing"}
+	}
+	b, err := json.Marshal(o)
+	if err != nil {
+		return ledger.Session{}, fmt.Errorf("encode session outcome: %w", err)
+	}
+	status := ledger.SessionFailed
+	if o.OK {
+		status = ledger.SessionOK
+	}
+	var out ledger.Session
+	err = s.db.InTx(ctx, func(q Querier) error {
+		cur, err := s.getSession(ctx, q, id, true)
+		if err != nil {
+			return err
+		}
+		if cur.Status != ledger.SessionOpen {
+			return fmt.Errorf("session %s is %s: %w", id, cur.Status, ledger.ErrSessionClosed)
+		}
+		if _, err := q.Exec(ctx, `UPDATE sessions SET status = $1, outcome = $2, ended_at = $3 WHERE id = $4`,
+			status.String(), string(b), micros(now), id.String()); err != nil {
+			return fmt.Errorf("finish session %s: %w", id, err)
+		}
+		out, err = s.getSession(ctx, q, id, false)
+		return err
+	})
+	if err != nil {
+		return ledger.Session{}, err
+	}
+	return out, nil
+}
+
+// GetSession implements ledger.Ledger.
+func (s *Store) GetSession(ctx context.Context, id uuid.UUID) (ledger.Session, error) {
+	return s.getSession(ctx, s.db, id, false)
+}
+
+// Ping implements ledger.Ledger.
+func (s *Store) Ping(ctx context.Context) error { return s.db.Ping(ctx) }
+
+// Close implements ledger.Ledger.
+func (s *Store) Close() error { return s.db.Close() }

@@ -1,0 +1,152 @@
+package ledger
+
+import (
+	"context"
+	"time"
+
+	"github.com/google/uuid"
+)
+
+// Ledger is the durable store of top-ups, attempts, card fences, sessions
+// and bridge tokens. Both implementations (ledger/sqlite, ledger/postgres)
+// pass the ledgertest suite and are safe for concurrent use by several
+// goroutines and, for PostgreSQL, several processes.
+type Ledger interface {
+	// CreateTopUp creates a pending top-up for an operator request, once per
+	// idempotency key: a replay with the same request returns the existing
+	// top-up and created=false; the same key with a different request
+	// fails with ErrIdempotencyConflict. Bad input fails with ErrInvalid.
+	CreateTopUp(ctx context.Context, req Request, idempotencyKey string, now time.Time) (TopUp, bool, error)
+	// GetTopUp returns a top-up or ErrNotFound.
+	GetTopUp(ctx context.Context, id uuid.UUID) (TopUp, error)
+	// ListTopUpsByCard returns a card's top-ups, newest first.
+	ListTopUpsByCard(ctx context.Context, cardUID string) ([]TopUp, error)
+	// InDoubtByCard returns a card's in_doubt top-ups, oldest first, so a
+	// session can resolve them from the card's log before anything else.
+	InDoubtByCard(ctx context.Context, cardUID string) ([]TopUp, error)
+	// ListAttempts returns the attempts on a top-up, oldest first.
+	ListAttempts(ctx context.Context, topUpID uuid.UUID) ([]Attempt, error)
+	// Transition changes a top-up's status in one database transaction:
+	// compare-and-set on t.From (ErrConflict if it moved), the state machine
+	// (ErrInvalidTransition), the card binding (ErrCardMismatch) and the
+	// card's fence (ErrStaleFence); session transitions also record the
+	// Attempt. On any error nothing is written.
+	Transition(ctx context.Context, t Transition) (TopUp, error)
+	// ExpirePending moves pending top-ups whose expiry is at or before now
+	// to expired and returns how many it moved.
+	ExpirePending(ctx context.Context, now time.Time) (int, error)
+
+	// CreateSession opens a session; a KindTopUp session names its top-up.
+	CreateSession(ctx context.Context, kind SessionKind, topUpID uuid.UUID, now time.Time) (Session, error)
+	// IssueToken stores the SHA-256 of the one bridge token of an open
+	// session.
+	IssueToken(ctx context.Context, sessionID uuid.UUID, tokenHash []byte, expiresAt time.Time) error
+	// ConsumeToken atomically marks a token used and returns its session;
+	// it fails with ErrTokenUnknown, ErrTokenExpired, ErrTokenUsed or
+	// ErrSessionClosed, and exactly one of several concurrent callers wins.
+	ConsumeToken(ctx context.Context, tokenHash []byte, now time.Time) (Session, error)
+	// FinishSession records a session's outcome, once (ErrSessionClosed after).
+	FinishSession(ctx context.Context, id uuid.UUID, outcome SessionOutcome, now time.Time) (Session, error)
+	// GetSession returns a session or ErrNotFound.
+	GetSession(ctx context.Context, id uuid.UUID) (Session, error)
+
+	// Ping reports whether the database answers, for readiness probes.
+	Ping(ctx context.Context) error
+	// Close releases the database.
+	Close() error
+}
+
+// Transition asks to move one top-up from From to To. Fields that do not
+// apply are left zero; set fields are validated and stored.
+type Transition struct {
+	TopUpID uuid.UUID
+	From    Status
+	To      Status
+	// Fence is the card lock's fencing token. Required (> 0) for session
+	// transitions; when set it must be at least the card's recorded fence.
+	Fence int64
+	// SessionID is the session making a session transition; its Attempt
+	// row is created or updated.
+	SessionID uuid.UUID
+	// CardUID is the card the session holds (hex). Required for session
+	// transitions; binds an unbound top-up when it starts.
+	CardUID string
+	// BalanceBefore/BalanceAfter, TMC and TMV record what the session read
+	// or verified; nil leaves the stored value unchanged.
+	BalanceBefore *int64
+	BalanceAfter  *int64
+	TMC           *uint32
+	TMV           []byte
+	// ErrorCode (contract error code, e.g. "tag_lost") goes on the Attempt.
+	ErrorCode string
+	// ExpiresAt, for failed → pending, gives the top-up a new expiry.
+	ExpiresAt time.Time
+	// Now is the time of the change.
+	Now time.Time
+}
+
+// Check validates t on its own, before any database work: the state
+// machine, required session fields and payload sizes. It returns the
+// transition's rule and t with its card UID normalised.
+func (t Transition) Check() (Rule, Transition, error) {
+	rule, err := CheckTransition(t.From, t.To)
+	if err != nil {
+		return Rule{}, t, err
+	}
+	if t.TopUpID == uuid.Nil {
+		return Rule{}, t, invalid("topup_id", "missing")
+	}
+	if t.Now.IsZero() {
+		return Rule{}, t, invalid("now", "missing")
+	}
+	if t.Fence < 0 {
+		return Rule{}, t, invalid("fence", "negative")
+	}
+	if t.CardUID != "" {
+		uid, err := NormalizeCardUID(t.CardUID)
+		if err != nil {
+			return Rule{}, t, err
+		}
+		t.CardUID = uid
+	}
+	if rule.Session {
+		switch {
+		case t.Fence == 0:
+			return Rule{}, t, invalid("fence", "required for %s → %s", t.From, t.To)
+		case t.SessionID == uuid.Nil:
+			return Rule{}, t, invalid("session_id", "required for %s → %s", t.From, t.To)
+		case t.CardUID == "":
+			return Rule{}, t, invalid("card_uid", "required for %s → %s", t.From, t.To)
+		}
+	} else if t.SessionID != uuid.Nil {
+		return Rule{}, t, invalid("session_id", "not used by %s → %s", t.From, t.To)
+	}
+	if len(t.TMV) != 0 && len(t.TMV) != TMVLen {
+		return Rule{}, t, invalid("tmv", "must be %d bytes, got %d", TMVLen, len(t.TMV))
+	}
+	if len(t.ErrorCode) > MaxErrorCodeLen || !printable(t.ErrorCode) {
+		return Rule{}, t, invalid("error_code", "must be printable and at most %d bytes", MaxErrorCodeLen)
+	}
+	if !t.ExpiresAt.IsZero() && t.To != StatusPending {
+		return Rule{}, t, invalid("expires_at", "only for → pending")
+	}
+	return rule, t, nil
+}
+
+// Config holds the ledger's policy knobs, shared by both backends.
+type Config struct {
+	// PendingTTL is how long a new top-up stays startable before
+	// ExpirePending may expire it. Default 24h.
+	PendingTTL time.Duration
+}
+
+// DefaultPendingTTL is Config.PendingTTL when unset.
+const DefaultPendingTTL = 24 * time.Hour
+
+// WithDefaults returns c with unset fields filled in.
+func (c Config) WithDefaults() Config {
+	if c.PendingTTL <= 0 {
+		c.PendingTTL = DefaultPendingTTL
+	}
+	return c
+}
