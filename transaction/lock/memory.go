@@ -9,8 +9,9 @@ import (
 )
 
 // MemoryLocker is the Locker for a single relay process (the embedded
-// default): locks and fence counters live in memory, so fences restart at
-// 1 with the process. It has no TTL: a lock is held until Release, or until
+// default): locks and fence counters live in memory. A fence never falls
+// below the clock in microseconds, so fences keep increasing across
+// process restarts and the ledger's fence check keeps accepting them. It has no TTL: a lock is held until Release, or until
 // its Acquire context ends, which frees it at once (a Redis lock would
 // linger until its TTL ran out).
 type MemoryLocker struct {
@@ -43,7 +44,7 @@ func (m *MemoryLocker) Acquire(ctx context.Context, key string, opts Options) (L
 		m.mu.Lock()
 		cur := m.held[key]
 		if cur == nil {
-			m.fences[key]++
+			m.fences[key] = max(m.fences[key]+1, time.Now().UnixMicro())
 			l := &memLock{
 				locker: m,
 				key:    key,

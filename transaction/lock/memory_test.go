@@ -1,6 +1,7 @@
 package lock
 
 import (
+	"context"
 	"testing"
 	"time"
 )
@@ -12,4 +13,29 @@ func TestMemory(t *testing.T) {
 		expire:    func(_ *testing.T, key string) { m.expire(key) },
 		ttl:       time.Second,
 	})
+}
+
+// A restarted process gets a new MemoryLocker; its fences must still be
+// above every fence the old one handed out, or the ledger would refuse
+// the new sessions' writes as stale.
+func TestMemoryFencesSurviveRestart(t *testing.T) {
+	ctx := context.Background()
+	old := NewMemory()
+	var last int64
+	for i := 0; i < 3; i++ {
+		l, err := old.Acquire(ctx, "card:1", Options{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		last = l.Fence()
+		l.Release(ctx)
+	}
+	l, err := NewMemory().Acquire(ctx, "card:1", Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Release(ctx)
+	if l.Fence() <= last {
+		t.Fatalf("fence after restart %d, not above %d", l.Fence(), last)
+	}
 }

@@ -54,13 +54,23 @@ func NewRedis(client redis.Scripter, cfg RedisConfig) *RedisLocker {
 }
 
 // Lua scripts. KEYS[1] is the lock key, KEYS[2] the fence counter,
-// ARGV[1] the holder's token, ARGV[2] a TTL in milliseconds.
+// ARGV[1] the holder's token, ARGV[2] a TTL in milliseconds, ARGV[3] (on
+// acquire) the current time in microseconds.
 var (
 	// Take the lock if free and draw the next fence in the same step, so
-	// fences follow the order of acquisitions. 0 means held.
+	// fences follow the order of acquisitions. 0 means held. The fence
+	// never falls below the clock in microseconds, so a Redis that lost
+	// its data (restart without persistence) cannot hand out fences the
+	// ledger has already seen.
 	acquireScript = redis.NewScript(`
 if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
-  return redis.call('INCR', KEYS[2])
+  local f = redis.call('INCR', KEYS[2])
+  local now = tonumber(ARGV[3])
+  if f < now then
+    redis.call('SET', KEYS[2], ARGV[3])
+    f = now
+  end
+  return f
 end
 return 0`)
 	// Extend the lease only if the lock is still ours. 1 ok, 0 lost.
@@ -109,7 +119,7 @@ func (r *RedisLocker) Acquire(ctx context.Context, key string, opts Options) (Lo
 	backoff := 5 * time.Millisecond
 	for {
 		sent := time.Now()
-		fence, err := acquireScript.Run(ctx, r.client, []string{lockKey, fenceKey}, token, ttl.Milliseconds()).Int64()
+		fence, err := acquireScript.Run(ctx, r.client, []string{lockKey, fenceKey}, token, ttl.Milliseconds(), time.Now().UnixMicro()).Int64()
 		if err != nil {
 			return nil, fmt.Errorf("lock %q: acquire: %w", key, err)
 		}

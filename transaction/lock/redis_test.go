@@ -4,6 +4,7 @@ import (
 	"context"
 	crand "crypto/rand"
 	"errors"
+	"fmt"
 	"testing"
 	"time"
 
@@ -196,5 +197,37 @@ func BenchmarkMemoryAcquireRelease(b *testing.B) {
 			b.Fatal(err)
 		}
 		_ = l.Release(ctx)
+	}
+}
+
+// A Redis that lost its data (restart without persistence) must not hand
+// out fences below those it handed out before.
+func TestRedisFenceSurvivesDataLoss(t *testing.T) {
+	url := testenv.RedisURL(t)
+	ctx := context.Background()
+	client, err := NewRedisClient(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer client.Close()
+	prefix := fmt.Sprintf("test:%d:", time.Now().UnixNano())
+	lk := NewRedis(client, RedisConfig{Prefix: prefix})
+	l, err := lk.Acquire(ctx, "card", Options{TTL: time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	before := l.Fence()
+	l.Release(ctx)
+	keys, _ := client.Keys(ctx, prefix+"*").Result()
+	if len(keys) > 0 {
+		client.Del(ctx, keys...)
+	}
+	l, err = lk.Acquire(ctx, "card", Options{TTL: time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Release(ctx)
+	if l.Fence() <= before {
+		t.Fatalf("fence after data loss %d, not above %d", l.Fence(), before)
 	}
 }
