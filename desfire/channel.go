@@ -49,6 +49,13 @@ type Command struct {
 	Predicted   []byte
 	// Name is used in error messages ("credit file 3").
 	Name string
+
+	// ev1Trailer follows the CRC inside an EV1 Full-mode cryptogram
+	// (ChangeKey of another key: CRC32 of the new key).
+	ev1Trailer []byte
+	// endsSession: the card ends the session after this command (changing
+	// the authenticated key); its answer carries no MAC.
+	endsSession bool
 }
 
 // Reply verifies the card's answer to one sealed command.

@@ -13,6 +13,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"net/http"
 	"net/url"
 	"time"
@@ -58,6 +59,11 @@ type Options struct {
 	HTTPClient *http.Client
 	// CommandTimeout bounds each APDU to the card (0: 2 s).
 	CommandTimeout time.Duration
+	// OneWay and Jitter inject wide-area latency: each transceive is held
+	// OneWay±Jitter before the bridge acts on it, and each responses
+	// before it is sent, so one exchange costs two one-way delays however
+	// many APDUs it carries.
+	OneWay, Jitter time.Duration
 }
 
 // Report is the outcome of a session.
@@ -200,6 +206,9 @@ func (s *session) prompt(text string, p *float64) {
 // reports whether the card was lost.
 func (s *session) transceive(ctx context.Context, t *protocol.Transceive) (lost bool, err error) {
 	s.rep.Exchanges++
+	if err := s.wan(ctx); err != nil {
+		return false, err
+	}
 	ans := responsesMsg{Type: protocol.TypeResponses, ID: t.ID, RAPDUs: []protocol.HexBytes{}}
 	timeout := s.o.CommandTimeout
 	if timeout <= 0 {
@@ -228,8 +237,30 @@ func (s *session) transceive(ctx context.Context, t *protocol.Transceive) (lost 
 			break
 		}
 	}
+	if err := s.wan(ctx); err != nil {
+		return lost, err
+	}
 	if err := wsjson.Write(ctx, s.ws, ans); err != nil {
 		return lost, fmt.Errorf("send responses: %w", err)
 	}
 	return lost, nil
+}
+
+// wan waits one injected one-way delay.
+func (s *session) wan(ctx context.Context) error {
+	d := s.o.OneWay
+	if s.o.Jitter > 0 {
+		d += time.Duration(rand.Int64N(int64(2*s.o.Jitter))) - s.o.Jitter
+	}
+	if d <= 0 {
+		return nil
+	}
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
 }

@@ -19,18 +19,19 @@ import (
 
 	"github.com/desfire-relay/relay/desfire"
 	"github.com/desfire-relay/relay/protocol"
+	"github.com/desfire-relay/relay/transaction"
 )
 
 // Errors that end an exchange.
 var (
 	// ErrTagLost: the bridge reported that the card left the field.
-	ErrTagLost = errors.New("relay: card left the field")
+	ErrTagLost = fmt.Errorf("relay: %w", transaction.ErrTagLost)
 	// ErrBridgeIO: the bridge reported a reader failure or timeout.
 	ErrBridgeIO = errors.New("relay: bridge reader failure")
 	// ErrTooSlow: the bridge missed the exchange or session deadline.
-	ErrTooSlow = errors.New("relay: bridge too slow")
+	ErrTooSlow = fmt.Errorf("relay: %w", transaction.ErrBridgeTimeout)
 	// ErrCancelled: the bridge sent cancel.
-	ErrCancelled = errors.New("relay: cancelled by the user")
+	ErrCancelled = fmt.Errorf("relay: %w", transaction.ErrCancelled)
 	// ErrClosed: the socket closed or failed.
 	ErrClosed = errors.New("relay: connection closed")
 )
@@ -51,6 +52,10 @@ type Conn struct {
 	exchanges int
 	cards     []*protocol.Card
 	cancelled bool
+	fault     error
+
+	// OnExchange, when set, observes each exchange's latency.
+	OnExchange func(time.Duration)
 }
 
 // New wraps an accepted WebSocket. exchange bounds each wait for a
@@ -116,11 +121,11 @@ func (c *Conn) Next(ctx context.Context) (*protocol.Message, error) {
 	select {
 	case m, ok := <-c.msgs:
 		if !ok {
-			return nil, c.readErr
+			return nil, c.noteFault(c.readErr)
 		}
 		return m, nil
 	case <-ctx.Done():
-		return nil, fmt.Errorf("waiting for the bridge: %w", ErrTooSlow)
+		return nil, c.noteFault(fmt.Errorf("waiting for the bridge: %w", ErrTooSlow))
 	}
 }
 
@@ -172,11 +177,39 @@ func (c *Conn) Transmit(ctx context.Context, capdu []byte) ([]byte, error) {
 	return rs[0], nil
 }
 
+// Fault returns the first error that must end the session with a
+// protocol close code (violation, too slow, socket closed), or nil.
+func (c *Conn) Fault() error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.fault
+}
+
+func (c *Conn) noteFault(err error) error {
+	if errors.Is(err, protocol.ErrProtocol) || errors.Is(err, ErrTooSlow) || errors.Is(err, ErrClosed) {
+		c.mu.Lock()
+		if c.fault == nil {
+			c.fault = err
+		}
+		c.mu.Unlock()
+	}
+	return err
+}
+
 // TransmitBatch implements desfire.Batcher: one transceive, one responses.
 func (c *Conn) TransmitBatch(ctx context.Context, cmds []desfire.BatchCommand) ([][]byte, error) {
 	if len(cmds) == 0 {
 		return nil, nil
 	}
+	start := time.Now()
+	rs, err := c.transceive(ctx, cmds)
+	if c.OnExchange != nil {
+		c.OnExchange(time.Since(start))
+	}
+	return rs, c.noteFault(err)
+}
+
+func (c *Conn) transceive(ctx context.Context, cmds []desfire.BatchCommand) ([][]byte, error) {
 	c.mu.Lock()
 	c.nextID++
 	id := c.nextID

@@ -1,0 +1,252 @@
+package server
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/coder/websocket"
+	"go.uber.org/zap"
+
+	"github.com/desfire-relay/relay/desfire"
+	"github.com/desfire-relay/relay/protocol"
+	"github.com/desfire-relay/relay/server/relay"
+	"github.com/desfire-relay/relay/transaction"
+	"github.com/desfire-relay/relay/transaction/ledger"
+)
+
+// bridge serves GET /v1/bridge: subprotocol and token are checked before
+// the upgrade; the handler goroutine then is the session.
+func (s *Server) bridge(w http.ResponseWriter, r *http.Request) {
+	if !offersSubprotocol(r) {
+		s.metrics.bridgeRefused.WithLabelValues("subprotocol").Inc()
+		writeError(w, http.StatusBadRequest, codeSubprotocolRequired, "the bridge must offer the "+protocol.Subprotocol+" subprotocol")
+		return
+	}
+	token := bearer(r)
+	if token == "" {
+		token = r.URL.Query().Get("token")
+	}
+	if !s.enter() {
+		s.metrics.bridgeRefused.WithLabelValues("draining").Inc()
+		writeError(w, http.StatusServiceUnavailable, codeUnavailable, "server is shutting down")
+		return
+	}
+	defer s.sessions.Done()
+	select {
+	case s.slots <- struct{}{}:
+		defer func() { <-s.slots }()
+	default:
+		s.metrics.bridgeRefused.WithLabelValues("capacity").Inc()
+		writeError(w, http.StatusServiceUnavailable, codeUnavailable, "too many open sessions")
+		return
+	}
+	sess, err := s.o.Service.OpenSession(r.Context(), token)
+	if err != nil {
+		if errors.Is(err, transaction.ErrToken) {
+			s.metrics.bridgeRefused.WithLabelValues("token").Inc()
+			writeError(w, http.StatusUnauthorized, codeUnauthorized, "missing, unknown, expired or used bridge token")
+			return
+		}
+		s.metrics.ledgerErrors.Inc()
+		s.log.Error("open session", zap.Error(err))
+		writeError(w, http.StatusServiceUnavailable, codeUnavailable, "ledger unavailable")
+		return
+	}
+	ws, err := websocket.Accept(w, r, &websocket.AcceptOptions{
+		Subprotocols:    []string{protocol.Subprotocol},
+		OriginPatterns:  []string{"*"}, // bridges authenticate with their token, not cookies
+		CompressionMode: websocket.CompressionDisabled,
+	})
+	if err != nil {
+		s.log.Info("bridge upgrade failed", zap.String("session", sess.ID.String()), zap.Error(err))
+		s.o.Service.Abandon(context.WithoutCancel(r.Context()), sess, transaction.CodeInternal)
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(r.Context()), s.o.SessionTimeout)
+	defer cancel()
+	s.track(&cancel)
+	defer s.untrack(&cancel)
+
+	s.metrics.sessionsActive.Inc()
+	defer s.metrics.sessionsActive.Dec()
+	conn := relay.New(ws, s.o.ExchangeTimeout)
+	conn.OnExchange = func(d time.Duration) { s.metrics.exchangeLatency.Observe(d.Seconds()) }
+	code, reason := s.serveSession(ctx, conn, sess)
+	_ = conn.Close(code, reason)
+}
+
+func offersSubprotocol(r *http.Request) bool {
+	for _, h := range r.Header.Values("Sec-WebSocket-Protocol") {
+		for _, p := range strings.Split(h, ",") {
+			if strings.TrimSpace(p) == protocol.Subprotocol {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// serveSession runs hello → ready → card → card work → result and
+// returns the close code.
+func (s *Server) serveSession(ctx context.Context, conn *relay.Conn, sess ledger.Session) (websocket.StatusCode, string) {
+	log := s.log.With(zap.String("session", sess.ID.String()))
+	fail := func(err error) (websocket.StatusCode, string) {
+		code, reason := closeFor(err)
+		log.Info("bridge session ended", zap.Int("close", int(code)), zap.Error(err))
+		s.o.Service.Abandon(ctx, sess, codeFor(err))
+		return code, reason
+	}
+	helloCtx, cancel := context.WithTimeout(ctx, s.o.ExchangeTimeout)
+	m, err := conn.Next(helloCtx)
+	cancel()
+	if err != nil {
+		return fail(err)
+	}
+	if m.Type != protocol.TypeHello {
+		return fail(fmt.Errorf("first message is %s, not hello: %w", m.Type, protocol.ErrProtocol))
+	}
+	hello := m.Hello
+	if err := conn.Send(ctx, protocol.Ready{Type: protocol.TypeReady, SessionID: sess.ID.String(), Kind: sess.Kind.String(), Prompt: "Tap your card and hold it still"}); err != nil {
+		return fail(err)
+	}
+	card := hello.Card
+	for card == nil {
+		m, err := conn.Next(ctx)
+		if err != nil {
+			return fail(err)
+		}
+		switch m.Type {
+		case protocol.TypeCard:
+			card = m.Card
+		case protocol.TypeCancel:
+			return s.sendResult(ctx, conn, transaction.Result{Kind: sess.Kind.String(), Code: transaction.CodeCancelled, Message: "Cancelled."}, sess, true)
+		default:
+			return fail(fmt.Errorf("%s before a card: %w", m.Type, protocol.ErrProtocol))
+		}
+	}
+	b := &sessionBridge{conn: conn, batch: hello.HasFeature(protocol.FeatureBatch), ctx: ctx}
+	res := s.o.Service.Run(ctx, sess, fmt.Sprintf("%X", []byte(card.UID)), b)
+	s.metrics.exchanges.Observe(float64(res.Exchanges))
+	if f := conn.Fault(); f != nil {
+		code, reason := closeFor(f)
+		log.Info("bridge session ended by a fault", zap.Int("close", int(code)), zap.Error(f))
+		return code, reason
+	}
+	return s.sendResult(ctx, conn, res, sess, false)
+}
+
+func (s *Server) sendResult(ctx context.Context, conn *relay.Conn, res transaction.Result, sess ledger.Session, record bool) (websocket.StatusCode, string) {
+	if record {
+		s.o.Service.Abandon(ctx, sess, res.Code)
+	}
+	msg := protocol.Result{Type: protocol.TypeResult, OK: res.OK && res.Code == "", Kind: res.Kind, SessionID: sess.ID.String(),
+		Status: res.Status, Currency: res.Currency, Balance: res.Balance, CardUID: res.CardUID}
+	if res.Kind == "topup" {
+		msg.TopUpID = res.TopUpID
+		amt := res.Amount
+		msg.Amount = &amt
+	}
+	for _, r := range res.Records {
+		msg.Records = append(msg.Records, protocol.Record{Kind: r.Kind, Timestamp: r.Timestamp, Amount: r.Amount, Raw: r.Ref})
+	}
+	if !msg.OK {
+		msg.Error = &protocol.ErrorBody{Code: res.Code, Message: res.Message}
+	}
+	if err := conn.Send(ctx, msg); err != nil {
+		return websocket.StatusInternalError, "result not delivered"
+	}
+	return websocket.StatusNormalClosure, ""
+}
+
+// closeFor maps a session-ending error to a close code.
+func closeFor(err error) (websocket.StatusCode, string) {
+	switch {
+	case errors.Is(err, protocol.ErrProtocol):
+		return protocol.CloseProtocol, "protocol violation"
+	case errors.Is(err, relay.ErrTooSlow), errors.Is(err, context.DeadlineExceeded):
+		return protocol.CloseTooSlow, "too slow"
+	case errors.Is(err, relay.ErrClosed):
+		return websocket.StatusNormalClosure, ""
+	}
+	return protocol.CloseInternal, "server error"
+}
+
+func codeFor(err error) string {
+	switch {
+	case errors.Is(err, relay.ErrTooSlow):
+		return transaction.CodeTimeout
+	case errors.Is(err, protocol.ErrProtocol):
+		return "protocol_violation"
+	}
+	return transaction.CodeInternal
+}
+
+// sessionBridge adapts a relay.Conn to transaction.Bridge.
+type sessionBridge struct {
+	conn  *relay.Conn
+	batch bool
+	ctx   context.Context
+}
+
+func (b *sessionBridge) Transport() desfire.Transport {
+	if b.batch {
+		return b.conn
+	}
+	return relay.Plain{C: b.conn}
+}
+
+func (b *sessionBridge) Prompt(text string, progress float64) {
+	p := progress
+	_ = b.conn.Send(b.ctx, protocol.Prompt{Type: protocol.TypePrompt, Text: text, Progress: &p})
+}
+
+// enter registers a new session unless the server is draining.
+func (s *Server) enter() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.draining {
+		return false
+	}
+	s.sessions.Add(1)
+	return true
+}
+
+func (s *Server) track(c *context.CancelFunc) {
+	s.mu.Lock()
+	s.cancels[c] = struct{}{}
+	s.mu.Unlock()
+}
+
+func (s *Server) untrack(c *context.CancelFunc) {
+	s.mu.Lock()
+	delete(s.cancels, c)
+	s.mu.Unlock()
+}
+
+// Drain stops new bridge sessions and waits for running ones until ctx
+// ends; then it cancels the rest (the ledger already holds in_doubt for
+// any commit they sent) and waits for them to finish recording.
+func (s *Server) Drain(ctx context.Context) error {
+	s.mu.Lock()
+	s.draining = true
+	s.mu.Unlock()
+	done := make(chan struct{})
+	go func() { s.sessions.Wait(); close(done) }()
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+	}
+	s.mu.Lock()
+	n := len(s.cancels)
+	for c := range s.cancels {
+		(*c)()
+	}
+	s.mu.Unlock()
+	<-done
+	return fmt.Errorf("%d sessions cancelled at the shutdown deadline", n)
+}

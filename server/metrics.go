@@ -1,0 +1,77 @@
+package server
+
+import (
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+)
+
+// Metrics are the server's Prometheus collectors. They implement
+// transaction.Metrics.
+type Metrics struct {
+	reg             *prometheus.Registry
+	sessionsActive  prometheus.Gauge
+	sessions        *prometheus.CounterVec
+	topups          *prometheus.CounterVec
+	exchanges       prometheus.Histogram
+	exchangeLatency prometheus.Histogram
+	lockWait        prometheus.Histogram
+	ledgerErrors    prometheus.Counter
+	bridgeRefused   *prometheus.CounterVec
+}
+
+// NewMetrics registers the collectors on a new registry (with the Go and
+// process collectors).
+func NewMetrics() *Metrics {
+	m := &Metrics{
+		reg: prometheus.NewRegistry(),
+		sessionsActive: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "relay_sessions_active", Help: "Bridge sessions currently open.",
+		}),
+		sessions: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "relay_sessions_total", Help: "Finished bridge sessions by kind and outcome (ok or the error code).",
+		}, []string{"kind", "outcome"}),
+		topups: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "relay_topups_total", Help: "Top-up sessions by the top-up status they left.",
+		}, []string{"status"}),
+		exchanges: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name: "relay_session_exchanges", Help: "Bridge round trips per session.",
+			Buckets: []float64{1, 2, 3, 4, 5, 6, 8, 10, 15, 20},
+		}),
+		exchangeLatency: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name: "relay_exchange_seconds", Help: "Time from sending a transceive to its responses.",
+			Buckets: prometheus.ExponentialBuckets(0.001, 2, 14),
+		}),
+		lockWait: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name: "relay_lock_wait_seconds", Help: "Time spent acquiring card locks.",
+			Buckets: prometheus.ExponentialBuckets(0.0001, 4, 10),
+		}),
+		ledgerErrors: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "relay_ledger_errors_total", Help: "Ledger operations that failed.",
+		}),
+		bridgeRefused: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "relay_bridge_refused_total", Help: "Bridge connections refused before the upgrade, by reason.",
+		}, []string{"reason"}),
+	}
+	m.reg.MustRegister(m.sessionsActive, m.sessions, m.topups, m.exchanges, m.exchangeLatency, m.lockWait, m.ledgerErrors, m.bridgeRefused,
+		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	return m
+}
+
+// LockWait implements transaction.Metrics.
+func (m *Metrics) LockWait(d time.Duration) { m.lockWait.Observe(d.Seconds()) }
+
+// SessionOutcome implements transaction.Metrics.
+func (m *Metrics) SessionOutcome(kind, code string) {
+	if code == "" {
+		code = "ok"
+	}
+	m.sessions.WithLabelValues(kind, code).Inc()
+}
+
+// TopUpOutcome implements transaction.Metrics.
+func (m *Metrics) TopUpOutcome(status string) { m.topups.WithLabelValues(status).Inc() }
+
+// LedgerError implements transaction.Metrics.
+func (m *Metrics) LedgerError() { m.ledgerErrors.Inc() }

@@ -1,0 +1,93 @@
+package transaction
+
+import (
+	"context"
+	"errors"
+
+	"github.com/desfire-relay/relay/desfire"
+	"github.com/desfire-relay/relay/transaction/lock"
+)
+
+// Error codes of a session result (result.error.code in the relay
+// contract).
+const (
+	CodeCardBusy      = "card_busy"
+	CodeCardMismatch  = "card_mismatch"
+	CodeCardUnknown   = "card_unknown"
+	CodeCardError     = "card_error"
+	CodeLimitExceeded = "limit_exceeded"
+	CodeIntegrity     = "integrity"
+	CodeTagLost       = "tag_lost"
+	CodeTimeout       = "timeout"
+	CodeCancelled     = "cancelled"
+	CodeNotPayable    = "not_payable"
+	CodeInternal      = "internal"
+)
+
+// Bridge errors the runner classifies. The server's transport wraps them
+// (its own sentinels wrap these) so the transaction package needs no
+// import of the server.
+var (
+	// ErrTagLost: the card left the field.
+	ErrTagLost = errors.New("card left the field")
+	// ErrBridgeTimeout: the bridge missed a deadline.
+	ErrBridgeTimeout = errors.New("bridge timed out")
+	// ErrCancelled: the user cancelled on the bridge.
+	ErrCancelled = errors.New("cancelled by the user")
+)
+
+// Record is one card log entry in a result.
+type Record struct {
+	Kind      string `json:"kind"` // "topup" or "usage"
+	Timestamp uint32 `json:"timestamp"`
+	Amount    int64  `json:"amount"`
+	Ref       string `json:"ref,omitempty"`
+}
+
+// Result is a session's outcome, what the bridge gets in `result`.
+type Result struct {
+	OK       bool
+	Kind     string // "topup" or "balance"
+	TopUpID  string
+	Status   string // top-up status after the session
+	Amount   int64
+	Currency string
+	Balance  *int64
+	CardUID  string
+	Records  []Record
+	// Code and Message are set when OK is false.
+	Code    string
+	Message string
+	// Exchanges is the number of bridge round trips the card work took.
+	Exchanges int
+}
+
+// Code maps an error from a session to a contract error code.
+func Code(err error) string {
+	var se *desfire.StatusError
+	switch {
+	case err == nil:
+		return ""
+	case errors.Is(err, ErrCancelled):
+		return CodeCancelled
+	case errors.Is(err, ErrTagLost):
+		return CodeTagLost
+	case errors.Is(err, ErrBridgeTimeout), errors.Is(err, context.DeadlineExceeded):
+		return CodeTimeout
+	case errors.Is(err, lock.ErrLocked):
+		return CodeCardBusy
+	case errors.Is(err, desfire.ErrBoundary):
+		return CodeLimitExceeded
+	case errors.Is(err, desfire.ErrAuthentication), errors.Is(err, desfire.ErrRndA),
+		errors.Is(err, desfire.ErrNoSuchKey), errors.Is(err, desfire.ErrApplicationNotFound):
+		return CodeCardUnknown
+	case errors.Is(err, desfire.ErrResponseMAC), errors.Is(err, desfire.ErrResponseCRC),
+		errors.Is(err, desfire.ErrTransactionMAC), errors.Is(err, desfire.ErrPadding),
+		errors.Is(err, desfire.ErrIntegrity), errors.Is(err, desfire.ErrShortResponse),
+		errors.Is(err, desfire.ErrLongResponse), errors.Is(err, desfire.ErrUnexpectedStatus):
+		return CodeIntegrity
+	case errors.As(err, &se):
+		return CodeCardError
+	}
+	return CodeInternal
+}

@@ -1,0 +1,251 @@
+package transaction
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"io"
+	"time"
+
+	"github.com/google/uuid"
+	"go.uber.org/zap"
+
+	"github.com/desfire-relay/relay/transaction/keys"
+	"github.com/desfire-relay/relay/transaction/ledger"
+	"github.com/desfire-relay/relay/transaction/lock"
+	"github.com/desfire-relay/relay/transaction/profile"
+)
+
+// Errors of the operator operations.
+var (
+	// ErrNotPayable: the top-up is not pending, failed or in_doubt.
+	ErrNotPayable = errors.New("transaction: top-up is not payable")
+	// ErrCurrency: the request's currency is not the card profile's.
+	ErrCurrency = errors.New("transaction: currency does not match the card profile")
+	// ErrAmountLimit: the amount can never fit the value file's limits.
+	ErrAmountLimit = errors.New("transaction: amount exceeds the card profile's limit")
+	// ErrToken: the bridge token is missing, unknown, expired or used.
+	ErrToken = errors.New("transaction: bridge token refused")
+)
+
+// Metrics receives the runner's measurements; the server implements it
+// with Prometheus. A nil Metrics records nothing.
+type Metrics interface {
+	LockWait(d time.Duration)
+	SessionOutcome(kind, code string)
+	TopUpOutcome(status string)
+	LedgerError()
+}
+
+// Config assembles a Service.
+type Config struct {
+	Ledger   ledger.Ledger
+	Locker   lock.Locker
+	Keys     keys.Provider
+	Profiles profile.Set
+	// Profile is the name of the profile used for new sessions.
+	Profile string
+	// TokenTTL is a bridge token's lifetime (default 15 min).
+	TokenTTL time.Duration
+	// LockTTL is the card lock's lease (renewed while held).
+	LockTTL time.Duration
+	// LockWait is how long a session waits for a busy card (default 0:
+	// card_busy at once).
+	LockWait time.Duration
+	// Now is the clock (default time.Now).
+	Now func() time.Time
+	// Rand is the randomness for tokens and card challenges (default
+	// crypto/rand).
+	Rand io.Reader
+	// Log receives one line per session outcome (default no-op).
+	Log *zap.Logger
+	// Metrics is optional.
+	Metrics Metrics
+}
+
+// Service runs top-ups and balance lookups.
+type Service struct {
+	cfg     Config
+	profile profile.Profile
+}
+
+// New checks cfg and returns a Service.
+func New(cfg Config) (*Service, error) {
+	if cfg.Ledger == nil || cfg.Locker == nil || cfg.Keys == nil {
+		return nil, errors.New("transaction: ledger, locker and keys are required")
+	}
+	if cfg.Profiles == nil {
+		cfg.Profiles = profile.DefaultSet()
+	}
+	if cfg.Profile == "" {
+		cfg.Profile = profile.AN12113().Name
+	}
+	p, err := cfg.Profiles.Get(cfg.Profile)
+	if err != nil {
+		return nil, err
+	}
+	if err := p.Validate(); err != nil {
+		return nil, err
+	}
+	if cfg.TokenTTL <= 0 {
+		cfg.TokenTTL = 15 * time.Minute
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	if cfg.Rand == nil {
+		cfg.Rand = rand.Reader
+	}
+	if cfg.Log == nil {
+		cfg.Log = zap.NewNop()
+	}
+	return &Service{cfg: cfg, profile: p}, nil
+}
+
+// Profile returns the card profile new sessions use.
+func (s *Service) Profile() profile.Profile { return s.profile }
+
+// Ticket is what the operator hands to a bridge: a session and its token.
+type Ticket struct {
+	SessionID uuid.UUID
+	Token     string
+	ExpiresAt time.Time
+}
+
+// CreateTopUp creates (or, for a replayed idempotency key, returns) a
+// top-up; while it is payable a fresh bridge ticket comes with it.
+func (s *Service) CreateTopUp(ctx context.Context, idempotencyKey string, req ledger.Request) (ledger.TopUp, *Ticket, bool, error) {
+	if err := ledger.ValidateIdempotencyKey(idempotencyKey); err != nil {
+		return ledger.TopUp{}, nil, false, err
+	}
+	norm, err := req.Normalize()
+	if err != nil {
+		return ledger.TopUp{}, nil, false, err
+	}
+	if norm.Currency != s.profile.Currency {
+		return ledger.TopUp{}, nil, false, fmt.Errorf("%s, profile %s uses %s: %w", norm.Currency, s.profile.Name, s.profile.Currency, ErrCurrency)
+	}
+	if norm.Amount > s.profile.MaxAmount() {
+		return ledger.TopUp{}, nil, false, fmt.Errorf("amount %d above %d: %w", norm.Amount, s.profile.MaxAmount(), ErrAmountLimit)
+	}
+	t, created, err := s.cfg.Ledger.CreateTopUp(ctx, norm, idempotencyKey, s.cfg.Now())
+	if err != nil {
+		return ledger.TopUp{}, nil, false, err
+	}
+	var tk *Ticket
+	if t.Status == ledger.StatusPending {
+		tk, err = s.ticket(ctx, ledger.KindTopUp, t.ID)
+		if err != nil {
+			return ledger.TopUp{}, nil, false, err
+		}
+	}
+	return t, tk, created, nil
+}
+
+// GetTopUp returns a top-up.
+func (s *Service) GetTopUp(ctx context.Context, id uuid.UUID) (ledger.TopUp, error) {
+	return s.cfg.Ledger.GetTopUp(ctx, id)
+}
+
+// Attempts returns the sessions that worked on a top-up.
+func (s *Service) Attempts(ctx context.Context, id uuid.UUID) ([]ledger.Attempt, error) {
+	return s.cfg.Ledger.ListAttempts(ctx, id)
+}
+
+// TopUpTicket issues a fresh bridge ticket for a pending, in_doubt or
+// failed top-up (a failed one returns to pending).
+func (s *Service) TopUpTicket(ctx context.Context, id uuid.UUID) (*Ticket, error) {
+	t, err := s.cfg.Ledger.GetTopUp(ctx, id)
+	if err != nil {
+		return nil, err
+	}
+	switch t.Status {
+	case ledger.StatusPending, ledger.StatusInDoubt, ledger.StatusInProgress:
+		// in_progress: a session may have died holding it; the new session
+		// waits for the card lock and resolves it from the card.
+	case ledger.StatusFailed:
+		now := s.cfg.Now()
+		if _, err := s.cfg.Ledger.Transition(ctx, ledger.Transition{TopUpID: id, From: ledger.StatusFailed, To: ledger.StatusPending, ExpiresAt: now.Add(ledger.DefaultPendingTTL), Now: now}); err != nil {
+			return nil, err
+		}
+	default:
+		return nil, fmt.Errorf("top-up %s is %s: %w", id, t.Status, ErrNotPayable)
+	}
+	return s.ticket(ctx, ledger.KindTopUp, id)
+}
+
+// BalanceTicket opens a read-only balance lookup session.
+func (s *Service) BalanceTicket(ctx context.Context) (*Ticket, error) {
+	return s.ticket(ctx, ledger.KindBalance, uuid.Nil)
+}
+
+// GetSession returns a session and its outcome.
+func (s *Service) GetSession(ctx context.Context, id uuid.UUID) (ledger.Session, error) {
+	return s.cfg.Ledger.GetSession(ctx, id)
+}
+
+// CardTopUps returns a card's ledger history, newest first.
+func (s *Service) CardTopUps(ctx context.Context, uid string) ([]ledger.TopUp, error) {
+	norm, err := ledger.NormalizeCardUID(uid)
+	if err != nil {
+		return nil, err
+	}
+	return s.cfg.Ledger.ListTopUpsByCard(ctx, norm)
+}
+
+// OpenSession consumes a bridge token (once) and returns its session.
+// Every refusal wraps ErrToken.
+func (s *Service) OpenSession(ctx context.Context, token string) (ledger.Session, error) {
+	if token == "" || len(token) > 128 {
+		return ledger.Session{}, fmt.Errorf("missing or malformed token: %w", ErrToken)
+	}
+	sess, err := s.cfg.Ledger.ConsumeToken(ctx, hashToken(token), s.cfg.Now())
+	switch {
+	case errors.Is(err, ledger.ErrTokenUnknown), errors.Is(err, ledger.ErrTokenExpired),
+		errors.Is(err, ledger.ErrTokenUsed), errors.Is(err, ledger.ErrSessionClosed):
+		return ledger.Session{}, fmt.Errorf("%v: %w", err, ErrToken)
+	case err != nil:
+		return ledger.Session{}, err
+	}
+	return sess, nil
+}
+
+// Ping checks the ledger, for readiness.
+func (s *Service) Ping(ctx context.Context) error { return s.cfg.Ledger.Ping(ctx) }
+
+func (s *Service) ticket(ctx context.Context, kind ledger.SessionKind, topUpID uuid.UUID) (*Ticket, error) {
+	now := s.cfg.Now()
+	sess, err := s.cfg.Ledger.CreateSession(ctx, kind, topUpID, now)
+	if err != nil {
+		return nil, err
+	}
+	raw := make([]byte, 32)
+	if _, err := io.ReadFull(s.cfg.Rand, raw); err != nil {
+		return nil, fmt.Errorf("token randomness: %w", err)
+	}
+	tok := base64.RawURLEncoding.EncodeToString(raw)
+	exp := now.Add(s.cfg.TokenTTL)
+	if err := s.cfg.Ledger.IssueToken(ctx, sess.ID, hashToken(tok), exp); err != nil {
+		return nil, err
+	}
+	return &Ticket{SessionID: sess.ID, Token: tok, ExpiresAt: exp}, nil
+}
+
+func hashToken(tok string) []byte {
+	sum := sha256.Sum256([]byte(tok))
+	return sum[:]
+}
+
+// Abandon records that a session ended before any card work (bad hello,
+// silent bridge, failed upgrade) with the given error code.
+func (s *Service) Abandon(ctx context.Context, sess ledger.Session, code string) {
+	wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+	defer cancel()
+	if _, err := s.cfg.Ledger.FinishSession(wctx, sess.ID, ledger.SessionOutcome{OK: false, ErrorCode: code}, s.cfg.Now()); err != nil && !errors.Is(err, ledger.ErrSessionClosed) {
+		s.ledgerError()
+		s.cfg.Log.Warn("record abandoned session", zap.String("session", sess.ID.String()), zap.Error(err))
+	}
+}
