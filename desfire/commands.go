@@ -86,9 +86,19 @@ func (c *Card) GetKeyVersion(ctx context.Context, keyNo byte) (byte, error) {
 	return d[0], nil
 }
 
+// ReadMode is the command protection of a read from a file in mode m:
+// with MAC or Full files the command is MACed (EV2 sends the MAC; EV1,
+// having no data to protect, only chains its CMAC).
+func ReadMode(m CommMode) CommMode {
+	if m == CommPlain {
+		return CommPlain
+	}
+	return CommMAC
+}
+
 // GetValueCmd reads a value file.
 func GetValueCmd(fileNo byte, mode CommMode) *Command {
-	return &Command{Code: CmdGetValue, Header: []byte{fileNo}, RespMode: mode, RespLen: 4, Name: fmt.Sprintf("get value of file %d", fileNo)}
+	return &Command{Code: CmdGetValue, Header: []byte{fileNo}, Mode: ReadMode(mode), RespMode: mode, RespLen: 4, Name: fmt.Sprintf("get value of file %d", fileNo)}
 }
 
 // GetValue reads a value file.
@@ -151,7 +161,7 @@ func ReadDataCmd(fileNo byte, offset, length uint32, mode CommMode) *Command {
 	if length > 0 {
 		n = int(length)
 	}
-	return &Command{Code: CmdReadData, Header: rangeHeader(fileNo, offset, length), RespMode: mode, RespLen: n, Name: fmt.Sprintf("read data of file %d", fileNo)}
+	return &Command{Code: CmdReadData, Header: rangeHeader(fileNo, offset, length), Mode: ReadMode(mode), RespMode: mode, RespLen: n, Name: fmt.Sprintf("read data of file %d", fileNo)}
 }
 
 // ReadData reads a data file.
@@ -173,7 +183,7 @@ func (c *Card) WriteData(ctx context.Context, fileNo byte, offset uint32, data [
 
 // ReadRecordsCmd reads count records from recNo (0 = newest; count 0: all).
 func ReadRecordsCmd(fileNo byte, recNo, count uint32, mode CommMode) *Command {
-	return &Command{Code: CmdReadRecords, Header: rangeHeader(fileNo, recNo, count), RespMode: mode, RespLen: -1, Name: fmt.Sprintf("read records of file %d", fileNo)}
+	return &Command{Code: CmdReadRecords, Header: rangeHeader(fileNo, recNo, count), Mode: ReadMode(mode), RespMode: mode, RespLen: -1, Name: fmt.Sprintf("read records of file %d", fileNo)}
 }
 
 // ReadRecords reads records.
@@ -196,7 +206,7 @@ func (c *Card) WriteRecord(ctx context.Context, fileNo byte, offset uint32, data
 // ClearRecordFile empties a record file (at commit).
 func (c *Card) ClearRecordFile(ctx context.Context, fileNo byte) error {
 	cmd := plainCmd(CmdClearRecordFile, "clear record file", fileNo)
-	cmd.RespMode = c.macIfAuth()
+	cmd.Mode, cmd.RespMode = c.macIfAuth(), c.macIfAuth()
 	_, err := c.Exec(ctx, cmd)
 	return err
 }
@@ -215,9 +225,9 @@ func CommitTransactionCmd(withTMAC bool, authenticated bool) *Command {
 		mode = CommMAC
 	}
 	if withTMAC {
-		return &Command{Code: CmdCommitTransaction, Header: []byte{0x01}, RespMode: mode, RespLen: CommitTransactionTMACSize, Name: "commit transaction"}
+		return &Command{Code: CmdCommitTransaction, Header: []byte{0x01}, Mode: mode, RespMode: mode, RespLen: CommitTransactionTMACSize, Name: "commit transaction"}
 	}
-	return &Command{Code: CmdCommitTransaction, RespMode: mode, RespLen: 0, Predictable: true, Predicted: empty(), Name: "commit transaction"}
+	return &Command{Code: CmdCommitTransaction, Mode: mode, RespMode: mode, RespLen: 0, Predictable: true, Predicted: empty(), Name: "commit transaction"}
 }
 
 // CommitTransaction commits; with TMAC it returns TMC and TMV.
@@ -232,14 +242,14 @@ func (c *Card) CommitTransaction(ctx context.Context, withTMAC bool) (tmc uint32
 // AbortTransaction discards uncommitted changes.
 func (c *Card) AbortTransaction(ctx context.Context) error {
 	cmd := plainCmd(CmdAbortTransaction, "abort transaction")
-	cmd.RespMode = c.macIfAuth()
+	cmd.Mode, cmd.RespMode = c.macIfAuth(), c.macIfAuth()
 	_, err := c.Exec(ctx, cmd)
 	return err
 }
 
 // GetCardUIDCmd reads the real UID (Full mode).
 func GetCardUIDCmd() *Command {
-	return &Command{Code: CmdGetCardUID, RespMode: CommFull, RespLen: -1, Name: "get card UID"}
+	return &Command{Code: CmdGetCardUID, Mode: CommMAC, RespMode: CommFull, RespLen: -1, Name: "get card UID"}
 }
 
 // GetCardUID reads the real UID over the secure channel.
@@ -256,6 +266,9 @@ func (c *Card) GetCardUID(ctx context.Context) ([]byte, error) {
 
 // issuance: commands answered without data.
 func (c *Card) adminExec(ctx context.Context, code byte, name string, header, data []byte, mode CommMode) error {
+	if mode == CommPlain {
+		mode = c.macIfAuth()
+	}
 	cmd := &Command{Code: code, Header: header, Data: data, Mode: mode, RespMode: c.macIfAuth(), RespLen: 0, Predictable: true, Predicted: empty(), Name: name}
 	_, err := c.Exec(ctx, cmd)
 	return err

@@ -23,71 +23,19 @@ var ErrUIDMismatch = errors.New("cardscript: card UID differs from the claimed U
 // plus the amount.
 var ErrBalanceMismatch = errors.New("cardscript: balance after credit does not add up")
 
-// native command codes used here (DESFire Light / NTAG 424 DNA data sheets).
+// native codes of the authentication frames.
 const (
-	cmdSelectApplication = 0x5A
-	cmdGetKeyVersion     = 0x64
-	cmdAuthAES           = 0xAA
-	cmdAuthEV2First      = 0x71
-	cmdAdditionalFrame   = 0xAF
-	cmdGetCardUID        = 0x51
-	cmdGetValue          = 0x6C
-	cmdCredit            = 0x0C
-	cmdWriteRecord       = 0x3B
-	cmdReadRecords       = 0xBB
-	cmdCommitTransaction = 0xC7
+	cmdAuthAES         = 0xAA
+	cmdAuthEV2First    = 0x71
+	cmdAdditionalFrame = 0xAF
 )
 
-func le24(v int) []byte { return []byte{byte(v), byte(v >> 8), byte(v >> 16)} }
-
-func selectCmd(p *profile.Profile) *desfire.Command {
-	return &desfire.Command{Code: cmdSelectApplication, Header: p.AIDBytes(), RespLen: 0, Predictable: true, Predicted: []byte{}, Name: "select application"}
-}
-
-func keyVersionCmd(keyNo byte) *desfire.Command {
-	return &desfire.Command{Code: cmdGetKeyVersion, Header: []byte{keyNo}, RespLen: 1, Name: "get key version"}
-}
-
 func getValueCmd(p *profile.Profile) *desfire.Command {
-	return &desfire.Command{Code: cmdGetValue, Header: []byte{p.ValueFile}, Mode: desfire.CommPlain, RespMode: p.ValueMode, RespLen: 4, Name: "get value"}
-}
-
-func creditCmd(p *profile.Profile, amount int32) *desfire.Command {
-	return &desfire.Command{Code: cmdCredit, Header: []byte{p.ValueFile}, Data: binary.LittleEndian.AppendUint32(nil, uint32(amount)),
-		Mode: p.ValueMode, RespMode: macOnly(p.ValueMode), RespLen: 0, Predictable: true, Predicted: []byte{}, Name: "credit"}
-}
-
-func writeRecordCmd(p *profile.Profile, rec []byte) *desfire.Command {
-	h := append([]byte{p.TopUpLogFile}, le24(0)...)
-	h = append(h, le24(len(rec))...)
-	return &desfire.Command{Code: cmdWriteRecord, Header: h, Data: rec, Mode: p.TopUpLogMode, RespMode: macOnly(p.TopUpLogMode),
-		RespLen: 0, Predictable: true, Predicted: []byte{}, Name: "write top-up log record"}
+	return desfire.GetValueCmd(p.ValueFile, p.ValueMode)
 }
 
 func readRecordsCmd(file byte, mode desfire.CommMode) *desfire.Command {
-	h := append([]byte{file}, le24(0)...)
-	h = append(h, le24(0)...)
-	return &desfire.Command{Code: cmdReadRecords, Header: h, RespMode: mode, RespLen: -1, Name: fmt.Sprintf("read records of file %d", file)}
-}
-
-func commitCmd(withTMAC bool) *desfire.Command {
-	if withTMAC {
-		return &desfire.Command{Code: cmdCommitTransaction, Header: []byte{0x01}, RespMode: desfire.CommMAC, RespLen: desfire.CommitTransactionTMACSize, Name: "commit transaction"}
-	}
-	return &desfire.Command{Code: cmdCommitTransaction, RespMode: desfire.CommMAC, RespLen: 0, Predictable: true, Predicted: []byte{}, Name: "commit transaction"}
-}
-
-func getCardUIDCmd() *desfire.Command {
-	return &desfire.Command{Code: cmdGetCardUID, RespMode: desfire.CommFull, RespLen: -1, Name: "get card UID"}
-}
-
-// macOnly is the response protection of write-type commands: their answer
-// carries no data, so Full mode answers are MACed only.
-func macOnly(m desfire.CommMode) desfire.CommMode {
-	if m == desfire.CommFull {
-		return desfire.CommMAC
-	}
-	return m
+	return desfire.ReadRecordsCmd(file, 0, 0, mode)
 }
 
 // session is an authenticated card.
@@ -103,10 +51,10 @@ type session struct {
 // through finish (EV2) or is available early (EV1).
 func start(ctx context.Context, card *desfire.Card, p *profile.Profile, keyNo byte, key KeyFunc, rnd io.Reader) (*session, []byte, error) {
 	pl := card.Pipeline()
-	if _, err := pl.Add(selectCmd(p)); err != nil {
+	if _, err := pl.Add(desfire.SelectApplicationCmd(p.AIDBytes())); err != nil {
 		return nil, nil, err
 	}
-	kv, err := pl.Add(keyVersionCmd(keyNo))
+	kv, err := pl.Add(desfire.GetKeyVersionCmd(keyNo))
 	if err != nil {
 		return nil, nil, err
 	}

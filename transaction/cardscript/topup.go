@@ -103,7 +103,7 @@ func TopUp(ctx context.Context, t desfire.Transport, p TopUpParams) (TopUpResult
 				return res, err
 			}
 		} else if tm != nil {
-			if err := tm.AddRecords(cmdReadRecords, readRecordsCmd(prof.TopUpLogFile, 0).Header, nil, data, profile.RecordSize); err != nil {
+			if err := tm.AddRecords(desfire.CmdReadRecords, readRecordsCmd(prof.TopUpLogFile, 0).Header, nil, data, profile.RecordSize); err != nil {
 				return res, err
 			}
 		}
@@ -121,7 +121,7 @@ func TopUp(ctx context.Context, t desfire.Transport, p TopUpParams) (TopUpResult
 	}
 	var uidRes, before *desfire.Result
 	if prof.VerifyUID {
-		if uidRes, err = pl.Add(getCardUIDCmd()); err != nil {
+		if uidRes, err = pl.Add(desfire.GetCardUIDCmd()); err != nil {
 			return res, err
 		}
 	}
@@ -133,9 +133,9 @@ func TopUp(ctx context.Context, t desfire.Transport, p TopUpParams) (TopUpResult
 		}
 	}
 	rec := p.Record.Marshal()
-	wr := writeRecordCmd(&prof, rec)
-	cr := creditCmd(&prof, p.Amount)
-	cm := commitCmd(tm != nil)
+	wr := desfire.WriteRecordCmd(prof.TopUpLogFile, 0, rec, prof.TopUpLogMode)
+	cr := desfire.CreditCmd(prof.ValueFile, p.Amount, prof.ValueMode)
+	cm := desfire.CommitTransactionCmd(tm != nil, true)
 	for _, c := range []*desfire.Command{wr, cr, cm} {
 		if _, err := pl.Add(c); err != nil {
 			return res, fmt.Errorf("%s: %w", c.Name, err)
@@ -158,7 +158,7 @@ func TopUp(ctx context.Context, t desfire.Transport, p TopUpParams) (TopUpResult
 			if uidRes != nil && uidRes.Err != nil || before == nil || before.Err != nil {
 				return res, fmt.Errorf("transaction MAC inputs incomplete: %w", desfire.ErrTransactionMAC)
 			}
-			if err := tm.Add(cmdGetValue, before.Command.Header, nil, before.Data); err != nil {
+			if err := tm.Add(desfire.CmdGetValue, before.Command.Header, nil, before.Data); err != nil {
 				return res, err
 			}
 			if err := tm.Add(wr.Code, wr.Header, wr.Data, nil); err != nil {
