@@ -1,8 +1,6 @@
 package cardsim
 
 import (
-	"encoding/binary"
-
 	"github.com/desfire-relay/relay/desfire"
 	"github.com/desfire-relay/relay/desfire/dfcrypto"
 )
