@@ -50,6 +50,7 @@ type session struct {
 // — and prepares the second frame. The channel is installed by the caller
 // through finish (EV2) or is available early (EV1).
 func start(ctx context.Context, card *desfire.Card, p *profile.Profile, keyNo byte, key KeyFunc, rnd io.Reader) (*session, []byte, error) {
+	card.Deauthenticate() // selecting the application ends any session
 	pl := card.Pipeline()
 	if _, err := pl.Add(desfire.SelectApplicationCmd(p.AIDBytes())); err != nil {
 		return nil, nil, err
