@@ -26,8 +26,11 @@ import (
 var (
 	// ErrTagLost: the bridge reported that the card left the field.
 	ErrTagLost = fmt.Errorf("relay: %w", transaction.ErrTagLost)
-	// ErrBridgeIO: the bridge reported a reader failure or timeout.
-	ErrBridgeIO = errors.New("relay: bridge reader failure")
+	// ErrBridgeIO: the bridge reported a reader failure: for the session
+	// the card is gone, as with tag_lost.
+	ErrBridgeIO = fmt.Errorf("relay: reader failure: %w", transaction.ErrTagLost)
+	// ErrBridgeTimeout: the bridge reported that the card did not answer.
+	ErrBridgeTimeout = fmt.Errorf("relay: card timeout: %w", transaction.ErrBridgeTimeout)
 	// ErrTooSlow: the bridge missed the exchange or session deadline.
 	ErrTooSlow = fmt.Errorf("relay: %w", transaction.ErrBridgeTimeout)
 	// ErrCancelled: the bridge sent cancel.
@@ -275,8 +278,10 @@ func (c *Conn) check(id uint64, cmds []desfire.BatchCommand, r *protocol.Respons
 	switch r.Error {
 	case protocol.BridgeErrTagLost:
 		return out, ErrTagLost
-	case protocol.BridgeErrTimeout, protocol.BridgeErrIO:
-		return out, fmt.Errorf("%s: %w", r.Error, ErrBridgeIO)
+	case protocol.BridgeErrTimeout:
+		return out, ErrBridgeTimeout
+	case protocol.BridgeErrIO:
+		return out, ErrBridgeIO
 	}
 	if n := len(out); n < len(cmds) {
 		if n == 0 {
