@@ -1,0 +1,126 @@
+// Command bridge is the reference bridge: it connects to the relay with a
+// bridge token and relays the server's APDUs to a card. With -sim the card
+// is a simulated DESFire card, issued on the spot through the real
+// issuance commands from a key file and card profile, so the whole flow
+// runs without hardware. It prints the server's prompts and the result,
+// and exits non-zero when the session did not succeed.
+package main
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"os"
+	"os/signal"
+	"time"
+
+	"github.com/desfire-relay/relay/desfire/cardsim"
+	"github.com/desfire-relay/relay/mobile-bridge/bridge"
+	"github.com/desfire-relay/relay/transaction/issue"
+	"github.com/desfire-relay/relay/transaction/keys"
+	"github.com/desfire-relay/relay/transaction/profile"
+)
+
+func main() {
+	os.Exit(run(os.Args[1:]))
+}
+
+func run(args []string) int {
+	fs := flag.NewFlagSet("bridge", flag.ContinueOnError)
+	url := fs.String("url", "ws://127.0.0.1:8080/v1/bridge", "relay bridge endpoint")
+	token := fs.String("token", "", "bridge token (required)")
+	sim := fs.Bool("sim", false, "use a simulated card")
+	keyFile := fs.String("keys", "data/dev-keys.json", "key file used to issue the simulated card")
+	profName := fs.String("profile", "an12113-ev2", "card profile of the simulated card")
+	uidHex := fs.String("uid", "04A1B2C3D4E5F6", "UID of the simulated card (7 bytes hex)")
+	initial := fs.Int("initial", 0, "initial value of the simulated card")
+	noBatch := fs.Bool("no-batch", false, "do not announce the batch feature")
+	oneWay := fs.Duration("latency", 0, "injected one-way latency per message")
+	jitter := fs.Duration("jitter", 0, "latency jitter (±)")
+	dropAfter := fs.Int("drop-after", 0, "the simulated card leaves the field after N APDUs")
+	query := fs.Bool("query-token", false, "send the token as ?token= instead of a header")
+	timeout := fs.Duration("timeout", 2*time.Minute, "give up after this long")
+	jsonOut := fs.Bool("json", false, "print the result as JSON")
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	if *token == "" || !*sim {
+		fmt.Fprintln(os.Stderr, "bridge: -token and a card backend (-sim) are required; PC/SC readers: build with -tags pcsc")
+		return 2
+	}
+	uid, err := hex.DecodeString(*uidHex)
+	if err != nil || len(uid) != 7 {
+		fmt.Fprintln(os.Stderr, "bridge: -uid must be 7 bytes of hex")
+		return 2
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
+	defer stop()
+	ctx, cancel := context.WithTimeout(ctx, *timeout)
+	defer cancel()
+
+	card, err := simCard(ctx, *keyFile, *profName, uid, int32(*initial))
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "bridge:", err)
+		return 1
+	}
+	if *dropAfter > 0 {
+		card.RemoveAfter(*dropAfter)
+	}
+	opts := bridge.Options{
+		URL: *url, Token: *token, TokenInQuery: *query, Name: "relay-bridge", Version: "1", Platform: "sim",
+		Batch: !*noBatch, OneWay: *oneWay, Jitter: *jitter,
+		OnPrompt: func(text string, p *float64) { fmt.Fprintf(os.Stderr, "» %s\n", text) },
+	}
+	start := time.Now()
+	rep, err := bridge.Run(ctx, opts, bridge.Sim{Card: card}, bridge.CardInfo{UID: card.UID()})
+	if rep != nil {
+		if *jsonOut {
+			json.NewEncoder(os.Stdout).Encode(rep)
+		} else {
+			r := rep.Result
+			fmt.Printf("result: ok=%v kind=%s status=%s balance=%s exchanges=%d commands=%d time=%s\n",
+				r.OK, r.Kind, r.Status, fmtBalance(r.Balance, r.Currency), rep.Exchanges, rep.Commands, time.Since(start).Round(time.Millisecond))
+			if r.Error != nil {
+				fmt.Printf("error: %s: %s\n", r.Error.Code, r.Error.Message)
+			}
+		}
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "bridge:", err)
+		if errors.Is(err, bridge.ErrSessionFailed) {
+			return 3
+		}
+		return 1
+	}
+	return 0
+}
+
+func fmtBalance(b *int64, cur string) string {
+	if b == nil {
+		return "-"
+	}
+	return fmt.Sprintf("%d.%02d %s", *b/100, *b%100, cur)
+}
+
+// simCard issues a blank simulated card for the profile with the key
+// file's keys.
+func simCard(ctx context.Context, keyFile, profName string, uid []byte, initial int32) (*cardsim.Card, error) {
+	kp, err := keys.LoadFile(keyFile)
+	if err != nil {
+		return nil, fmt.Errorf("keys for the simulated card: %w", err)
+	}
+	p, err := profile.DefaultSet().Get(profName)
+	if err != nil {
+		return nil, err
+	}
+	card := cardsim.New(cardsim.Options{UID: uid, Rand: rand.Reader})
+	if err := issue.Issue(ctx, card, p, kp, uid, initial, nil); err != nil {
+		return nil, err
+	}
+	card.Tap()
+	return card, nil
+}
