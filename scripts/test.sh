@@ -32,6 +32,8 @@ trap 'echo "test.sh: terminated" >&2; exit 143' TERM
 
 echo "==> test.sh in $root ($(go version | awk '{print $3}'), CI=${CI:-unset})"
 services_start
+# docker-compose (v1) validates docker-compose.yml in tests/.
+command -v docker-compose >/dev/null || svc_install docker-compose
 echo "==> REDIS_URL=${REDIS_URL:-unset}"
 echo "==> DATABASE_URL=${DATABASE_URL:-unset}"
 
