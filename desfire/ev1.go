@@ -1,346 +1,171 @@
 package desfire
 
 import (
-	"crypto/rand"
+	"encoding/binary"
+	"errors"
 	"fmt"
-	"io"
+	"hash/crc32"
 
 	"github.com/desfire-relay/relay/desfire/dfcrypto"
 )
 
-// AuthAES runs DESFire EV1 AuthenticateAES (0xAA): the card sends
-// E(K, RndB) under a zero IV; the reader answers E(K, RndA ‖ RotL(RndB))
-// continuing the CBC chain from the card's cryptogram; the card proves
-// itself with E(K, RotL(RndA)) continuing from the reader's last block.
-// Session key: RndA[0:4] ‖ RndB[0:4] ‖ RndA[12:16] ‖ RndB[12:16]; the
-// running IV starts at zero (vectors: ev1_aes_auth.json).
-type AuthAES struct {
-	keyNo byte
-	key   []byte
-	rnd   io.Reader
+// DESFire EV1 AES secure messaging, as pure functions. One running IV is
+// chained through every command and answer after AuthenticateAES (it starts
+// at zero):
+//
+//	Plain/MAC command:  IV' = CMAC(SesKey, IV, Cmd ‖ Header ‖ Data)
+//	                    (MAC mode sends IV'[0:8] after the data, when
+//	                    there is data)
+//	Full command:       Header ‖ E(SesKey, IV, Data ‖ CRC32(Cmd ‖ Header ‖ Data) ‖ 00…)
+//	                    IV' = last cipher block
+//	answer, status 00:  Plain/MAC: Data ‖ CMAC(SesKey, IV, Data ‖ 00)[0:8],
+//	                    IV' = the full CMAC
+//	                    Full: E(SesKey, IV, Data ‖ CRC32(Data ‖ 00) ‖ 00…),
+//	                    IV' = last cipher block
+//
+// CRC32 is the DESFire JAMCRC sent LSB first (dfcrypto.CRC32LE). Facts
+// checked against the public traces in ev1_secure_messaging.json and the
+// libfreefare (mifare_desfire_crypto.c) and proxmark3 (desfirecrypto.c)
+// implementations.
 
-	rndA, rndB []byte
-	lastBlock  []byte // IV for the card's proof
-	ch         *EV1Channel
-	finished   bool
+// Sizes of EV1 secure messaging fields.
+const (
+	ev1MACSize = 8 // CMAC bytes sent after MAC-mode data and answers
+	ev1CRCSize = 4 // CRC32 inside enciphered data
+)
+
+// Local faults of EV1 secure messaging.
+var (
+	// ErrEV1ReplyOrder is returned when EV1 replies are opened in another
+	// order than their commands were sealed, or twice: the running IV
+	// passes through every answer in turn.
+	ErrEV1ReplyOrder = errors.New("desfire: EV1 replies opened out of order")
+	// ErrEV1Mispredicted is returned when an answer verifies but is not the
+	// one predicted at Seal time: the commands sealed behind it were
+	// chained to an IV the card does not share. It unwraps to
+	// ErrResponseMAC, since the session's integrity is lost either way.
+	ErrEV1Mispredicted = fmt.Errorf("desfire: EV1 answer differs from its prediction: %w", ErrResponseMAC)
+	// ErrEV1AuthState is returned when AuthenticateAES steps are called
+	// out of order, a caller bug that must not look like a card fault.
+	ErrEV1AuthState = errors.New("desfire: AuthenticateAES steps called out of order")
+)
+
+// EV1SessionKey returns the AES session key of AuthenticateAES:
+// RndA[0:4] ‖ RndB[0:4] ‖ RndA[12:16] ‖ RndB[12:16].
+func EV1SessionKey(rndA, rndB []byte) ([]byte, error) {
+	if len(rndA) != ev1RndSize || len(rndB) != ev1RndSize {
+		return nil, fmt.Errorf("EV1 session key: RndA %d and RndB %d bytes, want %d: %w", len(rndA), len(rndB), ev1RndSize, ErrLength)
+	}
+	k := make([]byte, 0, dfcrypto.KeySize)
+	k = append(k, rndA[0:4]...)
+	k = append(k, rndB[0:4]...)
+	k = append(k, rndA[12:16]...)
+	return append(k, rndB[12:16]...), nil
 }
 
-// NewAuthAES prepares AuthenticateAES with key number keyNo; rnd supplies
-// RndA (nil: crypto/rand).
-func NewAuthAES(keyNo byte, key []byte, rnd io.Reader) (*AuthAES, error) {
-	if len(key) != dfcrypto.KeySize {
-		return nil, dfcrypto.ErrKeySize
-	}
-	if rnd == nil {
-		rnd = rand.Reader
-	}
-	return &AuthAES{keyNo: keyNo, key: append([]byte(nil), key...), rnd: rnd}, nil
+// EV1CMAC returns the EV1 CMAC of msg chained from the running IV iv: the
+// full 16 bytes, which become the next IV.
+func EV1CMAC(key, iv, msg []byte) ([]byte, error) {
+	return dfcrypto.CMACWithIV(key, iv, msg)
 }
 
-// Start implements Authenticator.
-func (a *AuthAES) Start() (byte, []byte) { return 0xAA, []byte{a.keyNo} }
-
-// Respond implements Authenticator.
-func (a *AuthAES) Respond(status byte, data []byte) ([]byte, error) {
-	if status != StatusAdditionalFrame {
-		return nil, NewStatusError(status)
-	}
-	if err := exactLen(data, 16); err != nil {
-		return nil, fmt.Errorf("AuthenticateAES challenge: %w", err)
-	}
-	rndB, err := dfcrypto.DecryptCBC(a.key, make([]byte, 16), data)
-	if err != nil {
-		return nil, err
-	}
-	rndA := make([]byte, 16)
-	if _, err := io.ReadFull(a.rnd, rndA); err != nil {
-		return nil, fmt.Errorf("RndA: %w", err)
-	}
-	plain := append(append([]byte(nil), rndA...), dfcrypto.RotL(rndB)...)
-	ct, err := dfcrypto.EncryptCBC(a.key, data, plain)
-	if err != nil {
-		return nil, err
-	}
-	a.rndA, a.rndB, a.lastBlock = rndA, rndB, ct[16:]
-	sk := make([]byte, 0, 16)
-	sk = append(sk, rndA[0:4]...)
-	sk = append(sk, rndB[0:4]...)
-	sk = append(sk, rndA[12:16]...)
-	sk = append(sk, rndB[12:16]...)
-	a.ch = newEV1Channel(sk)
-	a.ch.awaitAuth = true
-	return ct, nil
+// EV1CommandCMAC returns CMAC(SesKey, IV, Cmd ‖ Header ‖ Data), the next
+// IV after a Plain or MAC mode command; MAC mode sends its first 8 bytes.
+func EV1CommandCMAC(key, iv []byte, code byte, header, data []byte) ([]byte, error) {
+	return EV1CMAC(key, iv, ev1Concat([]byte{code}, header, data))
 }
 
-// EarlyChannel implements EarlyChanneler: the card's proof is predictable,
-// so commands may be sealed before Finish; their replies wait for it.
-func (a *AuthAES) EarlyChannel() (Channel, error) {
-	if a.ch == nil {
-		return nil, fmt.Errorf("AuthenticateAES: early channel before Respond: %w", ErrParameter)
-	}
-	return a.ch, nil
+// EV1ResponseCMAC returns CMAC(SesKey, IV, Data ‖ Status), the MAC of an
+// answer with status 00 in Plain or MAC mode (the card sends the first 8
+// bytes) and the next IV.
+func EV1ResponseCMAC(key, iv, data []byte, status byte) ([]byte, error) {
+	return EV1CMAC(key, iv, ev1Concat(data, []byte{status}))
 }
 
-// Finish implements Authenticator.
-func (a *AuthAES) Finish(status byte, data []byte) (Channel, error) {
-	if a.ch == nil || a.finished {
-		return nil, fmt.Errorf("AuthenticateAES: Finish out of order: %w", ErrParameter)
-	}
-	a.finished = true
-	fail := func(err error) (Channel, error) {
-		a.ch.Close()
-		return nil, err
-	}
-	if status != StatusOK {
-		return fail(NewStatusError(status))
-	}
-	if err := exactLen(data, 16); err != nil {
-		return fail(fmt.Errorf("AuthenticateAES proof: %w", err))
-	}
-	want, err := dfcrypto.EncryptCBC(a.key, a.lastBlock, dfcrypto.RotL(a.rndA))
-	if err != nil {
-		return fail(err)
-	}
-	if !dfcrypto.Equal(want, data) {
-		return fail(ErrRndA)
-	}
-	a.ch.awaitAuth = false
-	return a.ch, nil
+// EV1CommandPlaintext returns the plaintext of a Full-mode command before
+// encryption: Data ‖ CRC32(Cmd ‖ Header ‖ Data) ‖ trailer, zero padded to
+// whole blocks. trailer is empty except for ChangeKey of another key,
+// where CRC32(NewKey) follows the command CRC.
+func EV1CommandPlaintext(code byte, header, data, trailer []byte) []byte {
+	crc := dfcrypto.CRC32LE(ev1Concat([]byte{code}, header, data))
+	return dfcrypto.PadZero(ev1Concat(data, crc, trailer))
 }
 
-func exactLen(b []byte, n int) error {
+// EV1ResponsePlaintext returns the plaintext of a Full-mode answer:
+// Data ‖ CRC32(Data ‖ Status) ‖ zero padding. The card enciphers it; a
+// channel uses it to predict answers.
+func EV1ResponsePlaintext(data []byte, status byte) []byte {
+	crc := ev1ResponseCRC(data, status)
+	return dfcrypto.PadZero(ev1Concat(data, crc[:]))
+}
+
+// EV1Encipher encrypts whole blocks with AES-CBC from the running IV and
+// returns the ciphertext and the next IV (its last block).
+func EV1Encipher(key, iv, plain []byte) (ct, next []byte, err error) {
+	if len(plain) == 0 {
+		return nil, nil, fmt.Errorf("EV1 encipher: empty data: %w", dfcrypto.ErrBlockLength)
+	}
+	if ct, err = dfcrypto.EncryptCBC(key, iv, plain); err != nil {
+		return nil, nil, fmt.Errorf("EV1 encipher: %w", err)
+	}
+	return ct, append([]byte(nil), ct[len(ct)-dfcrypto.BlockSize:]...), nil
+}
+
+// EV1DecipherResponse decrypts a Full-mode answer with the running IV and
+// returns its data and the next IV. respLen ≥ 0 is the expected data length
+// (the ciphertext must then be exactly as long as that needs); respLen < 0
+// finds the one length whose CRC32(Data ‖ Status) verifies and whose
+// padding is all zero.
+func EV1DecipherResponse(key, iv, ct []byte, status byte, respLen int) (data, next []byte, err error) {
 	switch {
-	case len(b) < n:
-		return ErrShortResponse
-	case len(b) > n:
-		return ErrLongResponse
+	case len(ct) == 0:
+		return nil, nil, fmt.Errorf("enciphered answer: no data: %w", ErrShortResponse)
+	case len(ct)%dfcrypto.BlockSize != 0:
+		return nil, nil, fmt.Errorf("enciphered answer of %d bytes: not whole blocks: %w", len(ct), ErrPadding)
 	}
-	return nil
+	if respLen >= 0 {
+		want := ev1PaddedLen(respLen + ev1CRCSize)
+		if err := ev1Length(len(ct), want); err != nil {
+			return nil, nil, fmt.Errorf("enciphered answer for %d data bytes: %w", respLen, err)
+		}
+	}
+	pt, err := dfcrypto.DecryptCBC(key, iv, ct)
+	if err != nil {
+		return nil, nil, fmt.Errorf("enciphered answer: %w", err)
+	}
+	n, err := ev1DataLength(pt, status, respLen)
+	if err != nil {
+		return nil, nil, fmt.Errorf("enciphered answer: %w", err)
+	}
+	return pt[:n:n], append([]byte(nil), ct[len(ct)-dfcrypto.BlockSize:]...), nil
 }
 
-// EV1Channel is DESFire EV1 AES secure messaging: one running IV chained
-// through every command and answer after authentication, CMAC (8 bytes
-// sent) for MAC mode, CRC32 + zero padding + AES-CBC for Full mode. Plain
-// commands are CMACed but the MAC is not sent; answers with status 00
-// carry an 8-byte CMAC over data ‖ status in Plain and MAC modes.
-type EV1Channel struct {
-	key       []byte
-	iv        []byte
-	err       error
-	awaitAuth bool
-	blocked   bool // a sealed reply is not predictable and not yet opened
-	sealed    int  // replies sealed
-	opened    int  // replies opened
-}
-
-func newEV1Channel(key []byte) *EV1Channel {
-	return &EV1Channel{key: key, iv: make([]byte, 16)}
-}
-
-// Generation implements Channel.
-func (c *EV1Channel) Generation() string { return "ev1" }
-
-// Err implements Channel.
-func (c *EV1Channel) Err() error { return c.err }
-
-// Close implements Channel.
-func (c *EV1Channel) Close() {
-	if c.err == nil {
-		c.err = ErrChannelClosed
-	}
-	for i := range c.key {
-		c.key[i] = 0
-	}
-}
-
-func (c *EV1Channel) fail(err error) error {
-	c.Close()
-	return err
-}
-
-// EV1CMAC is the EV1 CMAC of msg with the running IV iv (full 16 bytes).
-func EV1CMAC(key, iv, msg []byte) ([]byte, error) { return dfcrypto.CMACWithIV(key, iv, msg) }
-
-// Seal implements Channel.
-func (c *EV1Channel) Seal(cmd *Command) ([]byte, Reply, error) {
-	if c.err != nil {
-		return nil, nil, c.err
-	}
-	if c.blocked {
-		return nil, nil, ErrNotPipelinable
-	}
-	msg := append(append([]byte{cmd.Code}, cmd.Header...), cmd.Data...)
-	var payload []byte
-	switch cmd.Mode {
-	case CommPlain, CommMAC:
-		mac, err := EV1CMAC(c.key, c.iv, msg)
-		if err != nil {
-			return nil, nil, c.fail(err)
+// ev1DataLength returns the length of the data in a decrypted Full-mode
+// answer pt (data ‖ CRC ‖ zero padding of less than a block).
+func ev1DataLength(pt []byte, status byte, respLen int) (int, error) {
+	if respLen >= 0 {
+		if respLen+ev1CRCSize > len(pt) {
+			return 0, ErrShortResponse
 		}
-		c.iv = mac
-		payload = append(append([]byte(nil), cmd.Header...), cmd.Data...)
-		// EV1 sends the command MAC only with data (libfreefare: reads
-		// and header-only commands are CMACed but the MAC is not sent).
-		if cmd.Mode == CommMAC && len(cmd.Data) > 0 {
-			payload = append(payload, mac[:8]...)
+		if !ev1ZeroTail(pt, respLen+ev1CRCSize) {
+			return 0, ErrPadding
 		}
-	case CommFull:
-		plain := append(append([]byte(nil), cmd.Data...), dfcrypto.CRC32LE(msg)...)
-		plain = append(plain, cmd.ev1Trailer...)
-		ct, err := dfcrypto.EncryptCBC(c.key, c.iv, dfcrypto.PadZero(plain))
-		if err != nil {
-			return nil, nil, c.fail(err)
+		if !ev1CRCAt(pt, respLen, status) {
+			return 0, ErrResponseCRC
 		}
-		c.iv = ct[len(ct)-16:]
-		payload = append(append([]byte(nil), cmd.Header...), ct...)
-	default:
-		return nil, nil, fmt.Errorf("comm mode %d: %w", cmd.Mode, ErrParameter)
-	}
-	r := &ev1Reply{c: c, cmd: cmd, seq: c.sealed, iv: append([]byte(nil), c.iv...)}
-	c.sealed++
-	switch {
-	case cmd.endsSession:
-		c.blocked = true
-	case cmd.Predictable:
-		next, err := r.predictIV()
-		if err != nil {
-			return nil, nil, c.fail(err)
-		}
-		r.predictedIV = next
-		c.iv = next
-	default:
-		c.blocked = true
-	}
-	return payload, r, nil
-}
-
-type ev1Reply struct {
-	c           *EV1Channel
-	cmd         *Command
-	seq         int
-	iv          []byte // IV after the command
-	predictedIV []byte // set when the answer was predicted
-}
-
-// predictIV computes the IV after the predicted answer.
-func (r *ev1Reply) predictIV() ([]byte, error) {
-	data := r.cmd.Predicted
-	switch r.cmd.RespMode {
-	case CommPlain, CommMAC:
-		return EV1CMAC(r.c.key, r.iv, append(append([]byte(nil), data...), StatusOK))
-	case CommFull:
-		plain := append(append([]byte(nil), data...), dfcrypto.CRC32LE(append(append([]byte(nil), data...), StatusOK))...)
-		ct, err := dfcrypto.EncryptCBC(r.c.key, r.iv, dfcrypto.PadZero(plain))
-		if err != nil {
-			return nil, err
-		}
-		return ct[len(ct)-16:], nil
-	}
-	return nil, ErrParameter
-}
-
-// Open implements Reply.
-func (r *ev1Reply) Open(status byte, data []byte) ([]byte, error) {
-	c := r.c
-	if c.err != nil {
-		return nil, c.err
-	}
-	if c.awaitAuth {
-		return nil, c.fail(fmt.Errorf("reply before the card's authentication proof: %w", ErrRndA))
-	}
-	if r.seq != c.opened {
-		return nil, c.fail(fmt.Errorf("EV1 reply %d opened out of order (next %d): %w", r.seq, c.opened, ErrParameter))
-	}
-	c.opened++
-	if status != StatusOK {
-		return nil, c.fail(NewStatusError(status))
-	}
-	if r.cmd.endsSession {
-		// Changing the authenticated key ends the session: no MAC.
-		c.Close()
-		if len(data) != 0 {
-			return nil, ErrLongResponse
-		}
-		return data, nil
-	}
-	var out, next []byte
-	switch r.cmd.RespMode {
-	case CommPlain, CommMAC:
-		if len(data) < 8 {
-			return nil, c.fail(ErrShortResponse)
-		}
-		body, mac := data[:len(data)-8], data[len(data)-8:]
-		full, err := EV1CMAC(c.key, r.iv, append(append([]byte(nil), body...), StatusOK))
-		if err != nil {
-			return nil, c.fail(err)
-		}
-		if !dfcrypto.Equal(full[:8], mac) {
-			return nil, c.fail(ErrResponseMAC)
-		}
-		out, next = body, full
-	case CommFull:
-		if len(data) == 0 || len(data)%16 != 0 {
-			return nil, c.fail(fmt.Errorf("enciphered answer of %d bytes: %w", len(data), ErrPadding))
-		}
-		pt, err := dfcrypto.DecryptCBC(c.key, r.iv, data)
-		if err != nil {
-			return nil, c.fail(err)
-		}
-		n, err := ev1FindLength(pt, r.cmd.RespLen)
-		if err != nil {
-			return nil, c.fail(err)
-		}
-		out, next = pt[:n], append([]byte(nil), data[len(data)-16:]...)
-	default:
-		return nil, c.fail(ErrParameter)
-	}
-	if r.cmd.RespLen >= 0 && len(out) != r.cmd.RespLen {
-		if len(out) < r.cmd.RespLen {
-			return nil, c.fail(ErrShortResponse)
-		}
-		return nil, c.fail(ErrLongResponse)
-	}
-	if r.predictedIV != nil {
-		if !dfcrypto.Equal(next, r.predictedIV) {
-			return nil, c.fail(fmt.Errorf("answer differs from the predicted one: %w", ErrResponseMAC))
-		}
-	} else {
-		c.iv = next
-		c.blocked = false
-	}
-	return out, nil
-}
-
-// ev1FindLength returns the data length of a decrypted Full-mode answer:
-// data ‖ CRC32(data ‖ 00) ‖ zero padding. With want < 0 it searches for
-// the one length whose CRC and padding verify.
-func ev1FindLength(pt []byte, want int) (int, error) {
-	check := func(n int) bool {
-		if n < 0 || n+4 > len(pt) || len(pt)-(n+4) >= 16 {
-			return false
-		}
-		for _, b := range pt[n+4:] {
-			if b != 0 {
-				return false
-			}
-		}
-		crc := dfcrypto.CRC32LE(append(append([]byte(nil), pt[:n]...), StatusOK))
-		return dfcrypto.Equal(crc, pt[n:n+4])
-	}
-	if want >= 0 {
-		if check(want) {
-			return want, nil
-		}
-		return 0, ErrResponseCRC
+		return respLen, nil
 	}
 	found := -1
-	for n := len(pt) - 4; n >= 0 && n >= len(pt)-4-15; n-- {
-		if check(n) {
-			if found >= 0 {
-				return 0, fmt.Errorf("ambiguous enciphered answer length: %w", ErrResponseCRC)
-			}
-			found = n
+	for n := len(pt) - ev1CRCSize; n >= 0 && n > len(pt)-ev1CRCSize-dfcrypto.BlockSize; n-- {
+		if !ev1ZeroTail(pt, n+ev1CRCSize) || !ev1CRCAt(pt, n, status) {
+			continue
 		}
+		if found >= 0 {
+			// Two lengths verify: a forgery or a 2^-32 accident; neither
+			// can be trusted.
+			return 0, fmt.Errorf("data length %d or %d: %w", found, n, ErrResponseCRC)
+		}
+		found = n
 	}
 	if found < 0 {
 		return 0, ErrResponseCRC
@@ -348,32 +173,67 @@ func ev1FindLength(pt []byte, want int) (int, error) {
 	return found, nil
 }
 
-// EV1ChangeKeyCryptogram returns the plaintext of an EV1 AES ChangeKey
-// cryptogram before the CRC that Full mode adds: for the authenticated key
-// NewKey ‖ KeyVer; for another key (NewKey ⊕ OldKey) ‖ KeyVer, and the
-// trailer CRC32(NewKey) that follows the command CRC.
-func EV1ChangeKeyCryptogram(sameKey bool, newKey, oldKey []byte, keyVer byte) (data, trailer []byte, err error) {
-	if len(newKey) != 16 || (!sameKey && len(oldKey) != 16) {
-		return nil, nil, dfcrypto.ErrKeySize
+// ev1ZeroTail reports whether pt[from:] is all zero.
+func ev1ZeroTail(pt []byte, from int) bool {
+	var acc byte
+	for _, b := range pt[from:] {
+		acc |= b
 	}
-	if sameKey {
-		return append(append([]byte(nil), newKey...), keyVer), nil, nil
-	}
-	x := make([]byte, 16)
-	for i := range x {
-		x[i] = newKey[i] ^ oldKey[i]
-	}
-	return append(x, keyVer), dfcrypto.CRC32LE(newKey), nil
+	return acc == 0
 }
 
-// EV1ChangeKey builds ChangeKey (0xC4) for an EV1 AES channel.
-func EV1ChangeKey(keyNo, authKeyNo byte, newKey, oldKey []byte, keyVer byte) (*Command, error) {
-	same := keyNo&0x3F == authKeyNo&0x3F
-	data, trailer, err := EV1ChangeKeyCryptogram(same, newKey, oldKey, keyVer)
-	if err != nil {
-		return nil, err
+// ev1CRCAt reports whether pt[n:n+4] is CRC32(pt[:n] ‖ status).
+func ev1CRCAt(pt []byte, n int, status byte) bool {
+	crc := ev1ResponseCRC(pt[:n], status)
+	return dfcrypto.Equal(crc[:], pt[n:n+ev1CRCSize])
+}
+
+// ev1ResponseCRC returns CRC32(data ‖ status) as sent (LSB first) without
+// copying data: the DESFire CRC is the complement of CRC-32/IEEE.
+func ev1ResponseCRC(data []byte, status byte) [ev1CRCSize]byte {
+	c := crc32.Update(crc32.ChecksumIEEE(data), crc32.IEEETable, []byte{status})
+	var out [ev1CRCSize]byte
+	binary.LittleEndian.PutUint32(out[:], ^c)
+	return out
+}
+
+// ev1PaddedLen rounds n up to whole blocks (zero padding adds no block to
+// aligned data).
+func ev1PaddedLen(n int) int {
+	return (n + dfcrypto.BlockSize - 1) / dfcrypto.BlockSize * dfcrypto.BlockSize
+}
+
+// ev1Concat returns a new slice holding the parts one after the other.
+func ev1Concat(parts ...[]byte) []byte {
+	n := 0
+	for _, p := range parts {
+		n += len(p)
 	}
-	return &Command{Code: CmdChangeKey, Header: []byte{keyNo}, Data: data, Mode: CommFull, RespMode: CommMAC,
-		RespLen: 0, Predictable: !same, Predicted: []byte{}, Name: fmt.Sprintf("change key %d", keyNo),
-		ev1Trailer: trailer, endsSession: same}, nil
+	out := make([]byte, 0, n)
+	for _, p := range parts {
+		out = append(out, p...)
+	}
+	return out
+}
+
+// ev1Length checks an exact length.
+func ev1Length(got, want int) error {
+	switch {
+	case got < want:
+		return fmt.Errorf("%d bytes, want %d: %w", got, want, ErrShortResponse)
+	case got > want:
+		return fmt.Errorf("%d bytes, want %d: %w", got, want, ErrLongResponse)
+	}
+	return nil
+}
+
+// ev1StatusErr is the error for a status that does not continue the
+// exchange: the card's error, or ErrUnexpectedStatus for a success status
+// arriving at the wrong step.
+func ev1StatusErr(status byte) error {
+	se := NewStatusError(status)
+	if status == StatusOK || status == StatusAdditionalFrame {
+		return fmt.Errorf("%w: %w", ErrUnexpectedStatus, se)
+	}
+	return se
 }

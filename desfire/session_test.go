@@ -75,7 +75,9 @@ type batchScript struct {
 	ans [][]byte
 }
 
-func (b batchScript) Transmit(ctx context.Context, a []byte) ([]byte, error) { return b.s.Transmit(ctx, a) }
+func (b batchScript) Transmit(ctx context.Context, a []byte) ([]byte, error) {
+	return b.s.Transmit(ctx, a)
+}
 func (b batchScript) TransmitBatch(_ context.Context, cmds []BatchCommand) ([][]byte, error) {
 	return b.ans, nil
 }
