@@ -218,4 +218,3 @@ func (l *losingLocker) Acquire(ctx context.Context, key string, o lock.Options) 
 type lostLock struct{ lock.Lock }
 
 func (lostLock) Check(context.Context) error { return lock.ErrLockLost }
-
