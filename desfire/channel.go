@@ -37,9 +37,12 @@ type Command struct {
 	Mode CommMode
 	// RespMode is the protection of the response data.
 	RespMode CommMode
-	// RespLen is the expected plaintext response length, or -1 when it
-	// varies. EV1 Full mode uses it to strip CRC and padding; every command
-	// uses it to reject short and overlong responses.
+	// RespLen is the expected plaintext response length. A negative value
+	// -u means the length varies but is a multiple of u (-1: any length;
+	// record reads use -RecordSize). EV1 Full mode uses it to strip CRC and
+	// padding — without it, an answer whose first CRC byte is 00 would also
+	// verify one byte longer — and every command uses it to reject short
+	// and overlong responses.
 	RespLen int
 	// Predictable says the plaintext response is exactly Predicted (often
 	// empty). On EV1 a channel can then compute the response MAC, and the

@@ -181,14 +181,19 @@ func (c *Card) WriteData(ctx context.Context, fileNo byte, offset uint32, data [
 	return err
 }
 
-// ReadRecordsCmd reads count records from recNo (0 = newest; count 0: all).
-func ReadRecordsCmd(fileNo byte, recNo, count uint32, mode CommMode) *Command {
-	return &Command{Code: CmdReadRecords, Header: rangeHeader(fileNo, recNo, count), Mode: ReadMode(mode), RespMode: mode, RespLen: -1, Name: fmt.Sprintf("read records of file %d", fileNo)}
+// ReadRecordsCmd reads count records of recSize bytes from recNo (0 =
+// newest; count 0: all).
+func ReadRecordsCmd(fileNo byte, recNo, count uint32, recSize int, mode CommMode) *Command {
+	n := -max(recSize, 1)
+	if count > 0 && recSize > 0 {
+		n = int(count) * recSize
+	}
+	return &Command{Code: CmdReadRecords, Header: rangeHeader(fileNo, recNo, count), Mode: ReadMode(mode), RespMode: mode, RespLen: n, Name: fmt.Sprintf("read records of file %d", fileNo)}
 }
 
-// ReadRecords reads records.
-func (c *Card) ReadRecords(ctx context.Context, fileNo byte, recNo, count uint32, mode CommMode) ([]byte, error) {
-	return c.Exec(ctx, ReadRecordsCmd(fileNo, recNo, count, mode))
+// ReadRecords reads records of recSize bytes.
+func (c *Card) ReadRecords(ctx context.Context, fileNo byte, recNo, count uint32, recSize int, mode CommMode) ([]byte, error) {
+	return c.Exec(ctx, ReadRecordsCmd(fileNo, recNo, count, recSize, mode))
 }
 
 // WriteRecordCmd writes into the record being built.

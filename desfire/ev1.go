@@ -156,8 +156,9 @@ func ev1DataLength(pt []byte, status byte, respLen int) (int, error) {
 		return respLen, nil
 	}
 	found := -1
+	unit := -respLen // respLen -u: a multiple of u
 	for n := len(pt) - ev1CRCSize; n >= 0 && n > len(pt)-ev1CRCSize-dfcrypto.BlockSize; n-- {
-		if !ev1ZeroTail(pt, n+ev1CRCSize) || !ev1CRCAt(pt, n, status) {
+		if n%unit != 0 || !ev1ZeroTail(pt, n+ev1CRCSize) || !ev1CRCAt(pt, n, status) {
 			continue
 		}
 		if found >= 0 {

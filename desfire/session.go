@@ -98,6 +98,9 @@ func (p plainReply) Open(status byte, data []byte) ([]byte, error) {
 	if status != StatusOK {
 		return nil, NewStatusError(status)
 	}
+	if p.cmd.RespLen < -1 && len(data)%-p.cmd.RespLen != 0 {
+		return nil, ErrLongResponse
+	}
 	if p.cmd.RespLen >= 0 && len(data) != p.cmd.RespLen {
 		if len(data) < p.cmd.RespLen {
 			return nil, ErrShortResponse

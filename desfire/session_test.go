@@ -92,7 +92,7 @@ func FuzzExecResponse(f *testing.F) {
 		if v, err := c.GetKeyVersion(context.Background(), 0); err == nil && v != a[0] && v != b[0] {
 			t.Fatalf("version %d from nowhere", v)
 		}
-		NewCard(&script{answers: [][]byte{a, b}}).ReadRecords(context.Background(), 1, 0, 0, CommPlain)
+		NewCard(&script{answers: [][]byte{a, b}}).ReadRecords(context.Background(), 1, 0, 0, 16, CommPlain)
 	})
 }
 

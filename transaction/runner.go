@@ -270,7 +270,10 @@ func (s *Service) runTopUp(ctx context.Context, sess ledger.Session, claimed str
 		res.Status = cur.Status.String()
 		return nil
 	}
-	if err == nil && out.Applied {
+	if out.Applied {
+		// The commit is proven (TMV, or the commit answer's MAC); a later
+		// failure, such as the card leaving before the final GetValue,
+		// changes nothing about that.
 		u, terr := tr(cur.ID, ledger.StatusInDoubt, ledger.StatusApplied, func(x *ledger.Transition) {
 			x.BalanceBefore, x.BalanceAfter, x.TMC, x.TMV = out.BalanceBefore, out.BalanceAfter, out.TMC, out.TMV
 		})

@@ -35,7 +35,7 @@ func getValueCmd(p *profile.Profile) *desfire.Command {
 }
 
 func readRecordsCmd(file byte, mode desfire.CommMode) *desfire.Command {
-	return desfire.ReadRecordsCmd(file, 0, 0, mode)
+	return desfire.ReadRecordsCmd(file, 0, 0, profile.RecordSize, mode)
 }
 
 // session is an authenticated card.
