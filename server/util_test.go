@@ -1,5 +1,21 @@
 package server_test
 
-import "crypto/sha256"
+import (
+	"crypto/sha256"
+	"encoding/json"
+	"net/http"
+	"net/http/httptest"
+	"testing"
+
+	"github.com/desfire-relay/relay/server"
+)
 
 func sha256Sum(b []byte) [32]byte { return sha256.Sum256(b) }
+
+func decodeJSON(r *http.Response, v any) { json.NewDecoder(r.Body).Decode(v) }
+
+func newTestServer(t *testing.T, s *server.Server) *httptest.Server {
+	hs := httptest.NewServer(s.Handler())
+	t.Cleanup(hs.Close)
+	return hs
+}
