@@ -20,8 +20,8 @@ func TestOperatorAPIBadInput(t *testing.T) {
 	h := newHarness(t, testbackend.Backends()[0], profile.AN12113(), time.Second)
 	type req struct {
 		method, path, key, idem, ctype, body string
-		status                                int
-		code                                  string
+		status                               int
+		code                                 string
 	}
 	long := strings.Repeat("x", 9000)
 	cases := map[string]req{

@@ -16,7 +16,7 @@ import (
 
 	"github.com/coder/websocket"
 
-	"github.com/desfire-relay/relay/desfire/cardsim"
+	"github.com/desfire-relay/relay/desfire/simcard"
 	"github.com/desfire-relay/relay/internal/testbackend"
 	"github.com/desfire-relay/relay/mobile-bridge/bridge"
 	"github.com/desfire-relay/relay/protocol"
@@ -64,9 +64,12 @@ func newHarness(t *testing.T, b testbackend.Backend, p profile.Profile, exchange
 	return &harness{t: t, srv: srv, http: hs, kp: kp, p: p, l: l}
 }
 
-func (h *harness) card(initial int32) *cardsim.Card {
+func (h *harness) card(initial int32) *simcard.Card {
 	h.t.Helper()
-	c := cardsim.New(cardsim.Options{UID: cardUID})
+	c, err := simcard.New(simcard.Options{UID: cardUID})
+	if err != nil {
+		h.t.Fatal(err)
+	}
 	if err := issue.Issue(context.Background(), c, h.p, h.kp, cardUID, initial, nil); err != nil {
 		h.t.Fatal(err)
 	}
@@ -99,7 +102,7 @@ func (h *harness) api(method, path, idem string, body any) (int, map[string]any)
 
 func (h *harness) wsURL() string { return "ws" + strings.TrimPrefix(h.http.URL, "http") + "/v1/bridge" }
 
-func (h *harness) bridge(token string, card *cardsim.Card, batch bool) (*bridge.Report, error) {
+func (h *harness) bridge(token string, card *simcard.Card, batch bool) (*bridge.Report, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
 	defer cancel()
 	return bridge.Run(ctx, bridge.Options{URL: h.wsURL(), Token: token, Name: "test", Version: "1", Platform: "sim", Batch: batch},
@@ -178,7 +181,7 @@ func TestInDoubtRetry(t *testing.T) {
 			h := newHarness(t, b, profile.AN12113(), 3*time.Second)
 			card := h.card(0)
 			_, tu := h.api("POST", "/v1/topups", "k", map[string]any{"amount": 500, "currency": "EUR"})
-			card.TearAfterCommit(true)
+			card.SetTearAfterCommit(true)
 			rep, err := h.bridge(tu["bridge_token"].(string), card, true)
 			if err == nil || rep.Result.Status != "in_doubt" || rep.Result.Error.Code != "tag_lost" {
 				t.Fatalf("torn session: %v %+v", err, rep)

@@ -9,7 +9,7 @@ import (
 	"time"
 
 	"github.com/desfire-relay/relay/desfire"
-	"github.com/desfire-relay/relay/desfire/cardsim"
+	"github.com/desfire-relay/relay/desfire/simcard"
 	"github.com/desfire-relay/relay/transaction"
 	"github.com/desfire-relay/relay/transaction/cardscript"
 	"github.com/desfire-relay/relay/transaction/issue"
@@ -49,7 +49,7 @@ func (bridge) Prompt(string, float64) {}
 type env struct {
 	svc  *transaction.Service
 	l    ledger.Ledger
-	card *cardsim.Card
+	card *simcard.Card
 	kp   keys.Provider
 	p    profile.Profile
 }
@@ -64,7 +64,10 @@ func newEnv(t *testing.T, p profile.Profile, l ledger.Ledger, lk lock.Locker) *e
 	if err != nil {
 		t.Fatal(err)
 	}
-	card := cardsim.New(cardsim.Options{UID: testUID})
+	card, err := simcard.New(simcard.Options{UID: testUID})
+	if err != nil {
+		t.Fatal(err)
+	}
 	if err := issue.Issue(context.Background(), card, p, kp, testUID, 0, nil); err != nil {
 		t.Fatal(err)
 	}
@@ -185,7 +188,7 @@ func TestTearEveryAPDU(t *testing.T) {
 							t.Fatal(err)
 						}
 						if tearAfterCommit {
-							e.card.TearAfterCommit(true)
+							e.card.SetTearAfterCommit(true)
 						} else {
 							e.card.RemoveAfter(cut)
 						}

@@ -5,17 +5,17 @@ import (
 	"errors"
 	"fmt"
 
-	"github.com/desfire-relay/relay/desfire/cardsim"
+	"github.com/desfire-relay/relay/desfire/simcard"
 )
 
 // Sim is the simulated card as a bridge backend: a card that leaves the
 // field is reported to the server as tag_lost, as a phone would.
-type Sim struct{ Card *cardsim.Card }
+type Sim struct{ Card *simcard.Card }
 
 // Transmit implements desfire.Transport.
 func (s Sim) Transmit(ctx context.Context, capdu []byte) ([]byte, error) {
 	r, err := s.Card.Transmit(ctx, capdu)
-	if errors.Is(err, cardsim.ErrCardRemoved) {
+	if errors.Is(err, simcard.ErrCardRemoved) {
 		return nil, fmt.Errorf("%w: %v", ErrTagLost, err)
 	}
 	return r, err

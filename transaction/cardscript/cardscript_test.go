@@ -7,7 +7,7 @@ import (
 	"testing"
 
 	"github.com/desfire-relay/relay/desfire"
-	"github.com/desfire-relay/relay/desfire/cardsim"
+	"github.com/desfire-relay/relay/desfire/simcard"
 	"github.com/desfire-relay/relay/transaction/cardscript"
 	"github.com/desfire-relay/relay/transaction/issue"
 	"github.com/desfire-relay/relay/transaction/keys"
@@ -42,7 +42,7 @@ func transport(card desfire.Transport, batch bool) (desfire.Transport, *counter)
 	return c, c
 }
 
-func setup(t *testing.T, p profile.Profile) (*cardsim.Card, keys.Provider) {
+func setup(t *testing.T, p profile.Profile) (*simcard.Card, keys.Provider) {
 	t.Helper()
 	f, err := keys.DevFile(nil, p.AID)
 	if err != nil {
@@ -52,7 +52,10 @@ func setup(t *testing.T, p profile.Profile) (*cardsim.Card, keys.Provider) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	card := cardsim.New(cardsim.Options{UID: uid})
+	card, err := simcard.New(simcard.Options{UID: uid})
+	if err != nil {
+		t.Fatal(err)
+	}
 	if err := issue.Issue(context.Background(), card, p, kp, uid, 500, nil); err != nil {
 		t.Fatalf("issue: %v", err)
 	}

@@ -18,7 +18,7 @@ import (
 	"os/signal"
 	"time"
 
-	"github.com/desfire-relay/relay/desfire/cardsim"
+	"github.com/desfire-relay/relay/desfire/simcard"
 	"github.com/desfire-relay/relay/mobile-bridge/bridge"
 	"github.com/desfire-relay/relay/transaction/issue"
 	"github.com/desfire-relay/relay/transaction/keys"
@@ -108,7 +108,7 @@ func fmtBalance(b *int64, cur string) string {
 
 // simCard issues a blank simulated card for the profile with the key
 // file's keys.
-func simCard(ctx context.Context, keyFile, profName string, uid []byte, initial int32) (*cardsim.Card, error) {
+func simCard(ctx context.Context, keyFile, profName string, uid []byte, initial int32) (*simcard.Card, error) {
 	kp, err := keys.LoadFile(keyFile)
 	if err != nil {
 		return nil, fmt.Errorf("keys for the simulated card: %w", err)
@@ -117,7 +117,10 @@ func simCard(ctx context.Context, keyFile, profName string, uid []byte, initial 
 	if err != nil {
 		return nil, err
 	}
-	card := cardsim.New(cardsim.Options{UID: uid, Rand: rand.Reader})
+	card, err := simcard.New(simcard.Options{UID: uid, Rand: rand.Reader})
+	if err != nil {
+		return nil, err
+	}
 	if err := issue.Issue(ctx, card, p, kp, uid, initial, nil); err != nil {
 		return nil, err
 	}
