@@ -21,7 +21,24 @@ for d in "${dirs[@]}"; do
 	mapfile -t targets < <(go test -list '^Fuzz' "$pkg" | grep -E '^Fuzz' || true)
 	for name in "${targets[@]}"; do
 		echo "==> fuzz $pkg $name for $FUZZTIME"
-		if go test -run='^$' -fuzz="^${name}\$" -fuzztime="$FUZZTIME" "$pkg"; then
+		# Go's fuzz coordinator sometimes stops a loaded run with only
+		# "context deadline exceeded" and no crashing input; such a run is
+		# repeated once. A real failure writes testdata/fuzz/<name>/… and
+		# fails at once.
+		log=$(mktemp)
+		ok=0
+		for _ in 1 2; do
+			if go test -run='^$' -fuzz="^${name}\$" -fuzztime="$FUZZTIME" "$pkg" 2>&1 | tee "$log"; [ "${PIPESTATUS[0]}" = 0 ]; then
+				ok=1
+				break
+			fi
+			if ! grep -q 'context deadline exceeded' "$log" || grep -q 'Failing input written to' "$log"; then
+				break
+			fi
+			echo "==> $name stopped by the fuzz engine's deadline without an input; running it again"
+		done
+		rm -f "$log"
+		if [ "$ok" = 1 ]; then
 			ran=$((ran + 1))
 		else
 			failed+=("$pkg $name")
