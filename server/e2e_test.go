@@ -18,12 +18,12 @@ import (
 
 	"github.com/desfire-relay/relay/desfire/simcard"
 	"github.com/desfire-relay/relay/internal/testbackend"
+	"github.com/desfire-relay/relay/internal/testcard"
 	"github.com/desfire-relay/relay/mobile-bridge/bridge"
 	"github.com/desfire-relay/relay/protocol"
 	"github.com/desfire-relay/relay/server"
 	"github.com/desfire-relay/relay/server/config"
 	"github.com/desfire-relay/relay/transaction"
-	"github.com/desfire-relay/relay/transaction/issue"
 	"github.com/desfire-relay/relay/transaction/keys"
 	"github.com/desfire-relay/relay/transaction/ledger"
 	"github.com/desfire-relay/relay/transaction/profile"
@@ -45,14 +45,7 @@ type harness struct {
 func newHarness(t *testing.T, b testbackend.Backend, p profile.Profile, exchange time.Duration) *harness {
 	t.Helper()
 	l, lk := b.Open(t)
-	f, err := keys.DevFile(nil, p.AID)
-	if err != nil {
-		t.Fatal(err)
-	}
-	kp, err := keys.New(f)
-	if err != nil {
-		t.Fatal(err)
-	}
+	kp, _ := testcard.Keys(t, p)
 	m := server.NewMetrics()
 	svc, err := transaction.New(transaction.Config{Ledger: l, Locker: lk, Keys: kp, Profile: p.Name, LockTTL: 2 * time.Second, Metrics: m})
 	if err != nil {
@@ -66,15 +59,7 @@ func newHarness(t *testing.T, b testbackend.Backend, p profile.Profile, exchange
 
 func (h *harness) card(initial int32) *simcard.Card {
 	h.t.Helper()
-	c, err := simcard.New(simcard.Options{UID: cardUID})
-	if err != nil {
-		h.t.Fatal(err)
-	}
-	if err := issue.Issue(context.Background(), c, h.p, h.kp, cardUID, initial, nil); err != nil {
-		h.t.Fatal(err)
-	}
-	c.Tap()
-	return c
+	return testcard.Issue(h.t, h.p, h.kp, cardUID, initial)
 }
 
 func (h *harness) api(method, path, idem string, body any) (int, map[string]any) {

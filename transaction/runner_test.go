@@ -10,9 +10,9 @@ import (
 
 	"github.com/desfire-relay/relay/desfire"
 	"github.com/desfire-relay/relay/desfire/simcard"
+	"github.com/desfire-relay/relay/internal/testcard"
 	"github.com/desfire-relay/relay/transaction"
 	"github.com/desfire-relay/relay/transaction/cardscript"
-	"github.com/desfire-relay/relay/transaction/issue"
 	"github.com/desfire-relay/relay/transaction/keys"
 	"github.com/desfire-relay/relay/transaction/ledger"
 	"github.com/desfire-relay/relay/transaction/ledger/sqlite"
@@ -56,22 +56,8 @@ type env struct {
 
 func newEnv(t *testing.T, p profile.Profile, l ledger.Ledger, lk lock.Locker) *env {
 	t.Helper()
-	f, err := keys.DevFile(nil, p.AID)
-	if err != nil {
-		t.Fatal(err)
-	}
-	kp, err := keys.New(f)
-	if err != nil {
-		t.Fatal(err)
-	}
-	card, err := simcard.New(simcard.Options{UID: testUID})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := issue.Issue(context.Background(), card, p, kp, testUID, 0, nil); err != nil {
-		t.Fatal(err)
-	}
-	card.Tap()
+	kp, _ := testcard.Keys(t, p)
+	card := testcard.Issue(t, p, kp, testUID, 0)
 	set := profile.DefaultSet()
 	svc, err := transaction.New(transaction.Config{Ledger: l, Locker: lk, Keys: kp, Profiles: set, Profile: p.Name, LockTTL: time.Second})
 	if err != nil {
@@ -96,9 +82,7 @@ func (e *env) cardState(t *testing.T) (int64, int) {
 	t.Helper()
 	e.card.Tap()
 	b, err := cardscript.Balance(context.Background(), e.card, cardscript.BalanceParams{Profile: e.p, UID: testUID,
-		Key: func(ctx context.Context, no, ver byte) ([]byte, error) {
-			return e.kp.CardKey(ctx, keys.Ref{AID: e.p.AID, KeyNo: no, Version: ver}, testUID)
-		}})
+		Key: testcard.KeyFunc(e.p, e.kp, testUID)})
 	if err != nil {
 		t.Fatalf("read card: %v", err)
 	}

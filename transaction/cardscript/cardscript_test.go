@@ -8,6 +8,7 @@ import (
 
 	"github.com/desfire-relay/relay/desfire"
 	"github.com/desfire-relay/relay/desfire/simcard"
+	"github.com/desfire-relay/relay/internal/testcard"
 	"github.com/desfire-relay/relay/transaction/cardscript"
 	"github.com/desfire-relay/relay/transaction/issue"
 	"github.com/desfire-relay/relay/transaction/keys"
@@ -44,23 +45,8 @@ func transport(card desfire.Transport, batch bool) (desfire.Transport, *counter)
 
 func setup(t *testing.T, p profile.Profile) (*simcard.Card, keys.Provider) {
 	t.Helper()
-	f, err := keys.DevFile(nil, p.AID)
-	if err != nil {
-		t.Fatal(err)
-	}
-	kp, err := keys.New(f)
-	if err != nil {
-		t.Fatal(err)
-	}
-	card, err := simcard.New(simcard.Options{UID: uid})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := issue.Issue(context.Background(), card, p, kp, uid, 500, nil); err != nil {
-		t.Fatalf("issue: %v", err)
-	}
-	card.Tap()
-	return card, kp
+	kp, _ := testcard.Keys(t, p)
+	return testcard.Issue(t, p, kp, uid, 500), kp
 }
 
 func params(t *testing.T, p profile.Profile, kp keys.Provider, amount int32) cardscript.TopUpParams {
@@ -75,9 +61,7 @@ func params(t *testing.T, p profile.Profile, kp keys.Provider, amount int32) car
 	return cardscript.TopUpParams{
 		Profile: p, UID: uid, TMACKey: tmk, Amount: amount,
 		Record: profile.LogRecord{Timestamp: 1700000000, Amount: amount, Ref: [8]byte{1, 2, 3, 4, 5, 6, 7, 8}},
-		Key: func(ctx context.Context, no, ver byte) ([]byte, error) {
-			return kp.CardKey(ctx, keys.Ref{AID: p.AID, KeyNo: no, Version: ver}, uid)
-		},
+		Key:    testcard.KeyFunc(p, kp, uid),
 	}
 }
 

@@ -1,0 +1,51 @@
+// Package testcard issues simulated DESFire cards for tests: a blank
+// simcard personalised through the real issuance commands with freshly
+// generated development keys for a card profile.
+package testcard
+
+import (
+	"context"
+	"testing"
+
+	"github.com/desfire-relay/relay/desfire/simcard"
+	"github.com/desfire-relay/relay/transaction/cardscript"
+	"github.com/desfire-relay/relay/transaction/issue"
+	"github.com/desfire-relay/relay/transaction/keys"
+	"github.com/desfire-relay/relay/transaction/profile"
+)
+
+// Keys returns fresh development keys for the profile's application.
+func Keys(t testing.TB, p profile.Profile) (*keys.Static, keys.File) {
+	t.Helper()
+	f, err := keys.DevFile(nil, p.AID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kp, err := keys.New(f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return kp, f
+}
+
+// Issue personalises a new simulated card with kp's keys and the given
+// initial value, and presents it again (as after issuance at a kiosk).
+func Issue(t testing.TB, p profile.Profile, kp keys.Provider, uid []byte, initial int32) *simcard.Card {
+	t.Helper()
+	card, err := simcard.New(simcard.Options{UID: uid})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := issue.Issue(context.Background(), card, p, kp, uid, initial, nil); err != nil {
+		t.Fatalf("issue: %v", err)
+	}
+	card.Tap()
+	return card
+}
+
+// KeyFunc resolves the card's keys from kp, as the server does.
+func KeyFunc(p profile.Profile, kp keys.Provider, uid []byte) cardscript.KeyFunc {
+	return func(ctx context.Context, no, ver byte) ([]byte, error) {
+		return kp.CardKey(ctx, keys.Ref{AID: p.AID, KeyNo: no, Version: ver}, uid)
+	}
+}
