@@ -3,7 +3,7 @@
 
 FUZZTIME ?= 60s
 
-.PHONY: test fuzz lint bench
+.PHONY: load test fuzz lint bench
 
 ## test: the whole suite with private Redis and PostgreSQL (scripts/test.sh)
 test:
@@ -20,3 +20,10 @@ lint:
 ## bench: all benchmarks, with private Redis and PostgreSQL for those that need them
 bench:
 	./scripts/services.sh go test -run='^$$' -bench=. -benchmem ./...
+
+# Load figures for docs/BENCHMARKS.md (Redis + PostgreSQL started for the run).
+load:
+	go build -o /tmp/relay-load ./tests/load
+	./scripts/services.sh /tmp/relay-load -backend shared -profile an12113-ev2 -c 16 -d 8s
+	/tmp/relay-load -backend embedded -profile an12113-ev2 -c 16 -d 8s
+	/tmp/relay-load -idle 2000
