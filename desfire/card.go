@@ -164,14 +164,8 @@ func (p plainReply) Open(status byte, data []byte) ([]byte, error) {
 	if status != StatusOK {
 		return nil, NewStatusError(status)
 	}
-	if p.cmd.RespLen < -1 && len(data)%-p.cmd.RespLen != 0 {
-		return nil, fmt.Errorf("%d bytes, not a multiple of %d: %w", len(data), -p.cmd.RespLen, ErrLongResponse)
-	}
-	if p.cmd.RespLen >= 0 && len(data) != p.cmd.RespLen {
-		if len(data) < p.cmd.RespLen {
-			return nil, fmt.Errorf("%d bytes, want %d: %w", len(data), p.cmd.RespLen, ErrShortResponse)
-		}
-		return nil, fmt.Errorf("%d bytes, want %d: %w", len(data), p.cmd.RespLen, ErrLongResponse)
+	if err := checkRespLen(len(data), p.cmd.RespLen); err != nil {
+		return nil, err
 	}
 	return data, nil
 }
@@ -209,11 +203,8 @@ func openReply(cmd *Command, reply Reply, status byte, data []byte) ([]byte, err
 	if err != nil {
 		return nil, err
 	}
-	if cmd.RespLen >= 0 && len(out) != cmd.RespLen {
-		if len(out) < cmd.RespLen {
-			return nil, fmt.Errorf("%d bytes, want %d: %w", len(out), cmd.RespLen, ErrShortResponse)
-		}
-		return nil, fmt.Errorf("%d bytes, want %d: %w", len(out), cmd.RespLen, ErrLongResponse)
+	if err := checkRespLen(len(out), cmd.RespLen); err != nil {
+		return nil, err
 	}
 	return out, nil
 }

@@ -125,7 +125,7 @@ func EV1DecipherResponse(key, iv, ct []byte, status byte, respLen int) (data, ne
 	}
 	if respLen >= 0 {
 		want := ev1PaddedLen(respLen + ev1CRCSize)
-		if err := ev1Length(len(ct), want); err != nil {
+		if err := checkLen(len(ct), want); err != nil {
 			return nil, nil, fmt.Errorf("enciphered answer for %d data bytes: %w", respLen, err)
 		}
 	}
@@ -215,17 +215,6 @@ func ev1Concat(parts ...[]byte) []byte {
 		out = append(out, p...)
 	}
 	return out
-}
-
-// ev1Length checks an exact length.
-func ev1Length(got, want int) error {
-	switch {
-	case got < want:
-		return fmt.Errorf("%d bytes, want %d: %w", got, want, ErrShortResponse)
-	case got > want:
-		return fmt.Errorf("%d bytes, want %d: %w", got, want, ErrLongResponse)
-	}
-	return nil
 }
 
 // ev1StatusErr is the error for a status that does not continue the

@@ -75,7 +75,7 @@ func (a *AuthAES) Respond(status byte, data []byte) ([]byte, error) {
 		a.forget()
 		return nil, fmt.Errorf("%s: first frame: %w", a.name(), ev1StatusErr(status))
 	}
-	if err := ev1Length(len(data), ev1RndSize); err != nil {
+	if err := checkLen(len(data), ev1RndSize); err != nil {
 		a.forget()
 		return nil, fmt.Errorf("%s: E(K, RndB): %w", a.name(), err)
 	}
@@ -153,7 +153,7 @@ func (a *AuthAES) Finish(status byte, data []byte) (Channel, error) {
 	if status != StatusOK {
 		return fail(fmt.Errorf("second frame: %w", ev1StatusErr(status)))
 	}
-	if err := ev1Length(len(data), ev1RndSize); err != nil {
+	if err := checkLen(len(data), ev1RndSize); err != nil {
 		return fail(fmt.Errorf("E(K, RotL(RndA)): %w", err))
 	}
 	got, err := dfcrypto.DecryptCBC(a.key, a.lastIV, data)

@@ -6,10 +6,6 @@ import (
 	"github.com/desfire-relay/relay/desfire/dfcrypto"
 )
 
-// ev1KeyNoMask keeps the key number of a ChangeKey KeyNo byte; at PICC
-// level the upper bits carry the key type (0x80 for AES).
-const ev1KeyNoMask = 0x3F
-
 // EV1ChangeKeyData returns the parts of an EV1 AES ChangeKey (0xC4)
 // cryptogram around the command CRC that Full mode inserts (libfreefare
 // mifare_desfire_change_key; traces in ev1_secure_messaging.json):
@@ -54,26 +50,10 @@ func EV1ChangeKeyCryptogram(keyNo byte, sameKey bool, newKey, oldKey []byte, key
 // exactly that and closes itself after opening the reply, so the caller
 // authenticates again with the new key.
 func EV1ChangeKey(keyNo, authKeyNo byte, newKey, oldKey []byte, keyVer byte) (*Command, error) {
-	same := keyNo&ev1KeyNoMask == authKeyNo&ev1KeyNoMask
+	same := sameKey(keyNo, authKeyNo)
 	data, trailer, err := EV1ChangeKeyData(same, newKey, oldKey, keyVer)
 	if err != nil {
 		return nil, fmt.Errorf("change key %d: %w", keyNo, err)
 	}
-	resp := CommMAC
-	if same {
-		resp = CommPlain
-	}
-	return &Command{
-		Code:        CmdChangeKey,
-		Header:      []byte{keyNo},
-		Data:        data,
-		Mode:        CommFull,
-		RespMode:    resp,
-		RespLen:     0,
-		Predictable: true,
-		Predicted:   []byte{},
-		Name:        fmt.Sprintf("change key %d", keyNo),
-		ev1Trailer:  trailer,
-		endsSession: same,
-	}, nil
+	return changeKeyCmd(keyNo, same, data, trailer), nil
 }

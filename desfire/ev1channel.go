@@ -163,8 +163,7 @@ func (c *EV1Channel) Seal(cmd *Command) ([]byte, Reply, error) {
 // endsSession reports whether cmd is a ChangeKey of the key the session is
 // authenticated with.
 func (c *EV1Channel) endsSession(cmd *Command) bool {
-	return cmd.endsSession || cmd.Code == CmdChangeKey && len(cmd.Header) >= 1 &&
-		cmd.Header[0]&ev1KeyNoMask == c.keyNo&ev1KeyNoMask
+	return cmd.endsSession || cmd.Code == CmdChangeKey && len(cmd.Header) >= 1 && sameKey(cmd.Header[0], c.keyNo)
 }
 
 // ev1Predict returns the exact answer (without status) a card gives with
@@ -218,7 +217,7 @@ func (r *ev1Reply) Open(status byte, data []byte) ([]byte, error) {
 	}
 	if r.ends {
 		if len(data) != 0 {
-			return nil, c.fail(fmt.Errorf("%s: %w", r.name, ev1Length(len(data), 0)))
+			return nil, c.fail(fmt.Errorf("%s: %w", r.name, checkLen(len(data), 0)))
 		}
 		c.closeWith(errEV1KeyChanged)
 		return []byte{}, nil
@@ -257,7 +256,7 @@ func ev1Verify(key, iv []byte, status byte, data []byte, mode CommMode, respLen 
 		return nil, nil, ErrResponseMAC
 	}
 	if respLen >= 0 {
-		if err := ev1Length(len(body), respLen); err != nil {
+		if err := checkLen(len(body), respLen); err != nil {
 			return nil, nil, fmt.Errorf("answer data: %w", err)
 		}
 	}

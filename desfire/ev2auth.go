@@ -115,7 +115,7 @@ func (a *AuthEV2) Respond(status byte, data []byte) ([]byte, error) {
 	if status != StatusAdditionalFrame {
 		return nil, fmt.Errorf("%s: first frame: %w", a.name(), ev2StatusErr(status))
 	}
-	if err := ev2Length(len(data), ev2RndSize); err != nil {
+	if err := checkLen(len(data), ev2RndSize); err != nil {
 		return nil, fmt.Errorf("%s: E(K, RndB): %w", a.name(), err)
 	}
 	rndB, err := dfcrypto.DecryptCBC(a.key, make([]byte, dfcrypto.BlockSize), data)
@@ -151,7 +151,7 @@ func (a *AuthEV2) Finish(status byte, data []byte) (Channel, error) {
 	if a.first {
 		want = 2 * ev2RndSize
 	}
-	if err := ev2Length(len(data), want); err != nil {
+	if err := checkLen(len(data), want); err != nil {
 		return nil, fmt.Errorf("%s: card proof: %w", a.name(), err)
 	}
 	plain, err := dfcrypto.DecryptCBC(a.key, make([]byte, dfcrypto.BlockSize), data)
@@ -250,15 +250,4 @@ func ev2StatusErr(status byte) error {
 		return fmt.Errorf("%w: %w", ErrUnexpectedStatus, se)
 	}
 	return se
-}
-
-// ev2Length checks an exact length.
-func ev2Length(got, want int) error {
-	switch {
-	case got < want:
-		return fmt.Errorf("%d bytes, want %d: %w", got, want, ErrShortResponse)
-	case got > want:
-		return fmt.Errorf("%d bytes, want %d: %w", got, want, ErrLongResponse)
-	}
-	return nil
 }

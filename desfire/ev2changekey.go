@@ -6,13 +6,7 @@ import (
 	"github.com/desfire-relay/relay/desfire/dfcrypto"
 )
 
-// ev2CmdChangeKey changes an application key: KeyNo(1) | KeyData (CommMode.Full).
 // EV2 key data layouts: MF2DLHX0 section 11.5.1, AN12343 section 9.2.
-const ev2CmdChangeKey byte = 0xC4
-
-// ev2KeyNoMask keeps the key number of a ChangeKey or authentication KeyNo
-// byte; the upper bits carry the key type at PICC level.
-const ev2KeyNoMask = 0x3F
 
 // EV2ChangeKeyData returns the plaintext key data of ChangeKey under EV2
 // secure messaging, before Full-mode padding and encryption:
@@ -46,30 +40,16 @@ func EV2ChangeKeyData(sameKey bool, newKey, oldKey []byte, keyVer byte) ([]byte,
 // ends the session; the channel closes itself after opening that reply, so
 // the caller authenticates again with the new key.
 func EV2ChangeKey(keyNo, authKeyNo byte, newKey, oldKey []byte, keyVer byte) (*Command, error) {
-	same := keyNo&ev2KeyNoMask == authKeyNo&ev2KeyNoMask
+	same := sameKey(keyNo, authKeyNo)
 	data, err := EV2ChangeKeyData(same, newKey, oldKey, keyVer)
 	if err != nil {
 		return nil, fmt.Errorf("change key %d: %w", keyNo, err)
 	}
-	resp := CommMAC
-	if same {
-		resp = CommPlain
-	}
-	return &Command{
-		Code:        ev2CmdChangeKey,
-		Header:      []byte{keyNo},
-		Data:        data,
-		Mode:        CommFull,
-		RespMode:    resp,
-		RespLen:     0,
-		Predictable: true,
-		Name:        fmt.Sprintf("change key %d", keyNo),
-	}, nil
+	return changeKeyCmd(keyNo, same, data, nil), nil
 }
 
 // ev2EndsSession reports whether cmd is a ChangeKey of the key the session
 // is authenticated with.
 func ev2EndsSession(cmd *Command, authKeyNo byte) bool {
-	return cmd.Code == ev2CmdChangeKey && len(cmd.Header) >= 1 &&
-		cmd.Header[0]&ev2KeyNoMask == authKeyNo&ev2KeyNoMask
+	return cmd.Code == CmdChangeKey && len(cmd.Header) >= 1 && sameKey(cmd.Header[0], authKeyNo)
 }

@@ -246,11 +246,8 @@ func (r *ev2Reply) Open(status byte, data []byte) ([]byte, error) {
 			return nil, c.fail(fmt.Errorf("%s: %w: %w", r.name, ErrPadding, err))
 		}
 	}
-	if r.respLen < -1 && len(plain)%-r.respLen != 0 {
-		return nil, c.fail(fmt.Errorf("%s: %d bytes, not a multiple of %d: %w", r.name, len(plain), -r.respLen, ErrLongResponse))
-	}
-	if r.respLen >= 0 && len(plain) != r.respLen {
-		return nil, c.fail(fmt.Errorf("%s: %w", r.name, ev2Length(len(plain), r.respLen)))
+	if err := checkRespLen(len(plain), r.respLen); err != nil {
+		return nil, c.fail(fmt.Errorf("%s: %w", r.name, err))
 	}
 	if r.ends {
 		c.closeWith(errEV2KeyChanged)

@@ -375,7 +375,7 @@ func (t *TransactionMAC) readerID(tmc uint32, in []byte, f func(k, iv, d []byte)
 // ParseCommitTransactionTMAC splits the plaintext answer of
 // CommitTransaction with option 01 into TMC (4 bytes, LE) and TMV (8).
 func ParseCommitTransactionTMAC(data []byte) (tmc uint32, tmv []byte, err error) {
-	if err := ev2Length(len(data), CommitTransactionTMACSize); err != nil {
+	if err := checkLen(len(data), CommitTransactionTMACSize); err != nil {
 		return 0, nil, fmt.Errorf("commit transaction TMC/TMV: %w", err)
 	}
 	return binary.LittleEndian.Uint32(data[:4]), append([]byte(nil), data[4:]...), nil
