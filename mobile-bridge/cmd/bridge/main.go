@@ -8,7 +8,6 @@ package main
 
 import (
 	"context"
-	"crypto/rand"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -18,11 +17,7 @@ import (
 	"os/signal"
 	"time"
 
-	"github.com/desfire-relay/relay/desfire/simcard"
 	"github.com/desfire-relay/relay/mobile-bridge/bridge"
-	"github.com/desfire-relay/relay/transaction/issue"
-	"github.com/desfire-relay/relay/transaction/keys"
-	"github.com/desfire-relay/relay/transaction/profile"
 )
 
 func main() {
@@ -62,7 +57,7 @@ func run(args []string) int {
 	ctx, cancel := context.WithTimeout(ctx, *timeout)
 	defer cancel()
 
-	card, err := simCard(ctx, *keyFile, *profName, uid, int32(*initial))
+	card, err := bridge.IssueSim(ctx, *keyFile, *profName, uid, int32(*initial))
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "bridge:", err)
 		return 1
@@ -104,26 +99,4 @@ func fmtBalance(b *int64, cur string) string {
 		return "-"
 	}
 	return fmt.Sprintf("%d.%02d %s", *b/100, *b%100, cur)
-}
-
-// simCard issues a blank simulated card for the profile with the key
-// file's keys.
-func simCard(ctx context.Context, keyFile, profName string, uid []byte, initial int32) (*simcard.Card, error) {
-	kp, err := keys.LoadFile(keyFile)
-	if err != nil {
-		return nil, fmt.Errorf("keys for the simulated card: %w", err)
-	}
-	p, err := profile.DefaultSet().Get(profName)
-	if err != nil {
-		return nil, err
-	}
-	card, err := simcard.New(simcard.Options{UID: uid, Rand: rand.Reader})
-	if err != nil {
-		return nil, err
-	}
-	if err := issue.Issue(ctx, card, p, kp, uid, initial, nil); err != nil {
-		return nil, err
-	}
-	card.Tap()
-	return card, nil
 }
