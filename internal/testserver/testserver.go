@@ -1,0 +1,170 @@
+// Package testserver runs the real relay server in-process for tests
+// outside the server package: the transaction service over a chosen
+// ledger and locker backend, the HTTP and WebSocket handlers on a loopback
+// httptest server, and helpers to call the operator API, issue simulated
+// cards and run the reference bridge against it.
+package testserver
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/desfire-relay/relay/desfire/simcard"
+	"github.com/desfire-relay/relay/internal/testbackend"
+	"github.com/desfire-relay/relay/internal/testcard"
+	"github.com/desfire-relay/relay/mobile-bridge/bridge"
+	"github.com/desfire-relay/relay/server"
+	"github.com/desfire-relay/relay/server/config"
+	"github.com/desfire-relay/relay/transaction"
+	"github.com/desfire-relay/relay/transaction/keys"
+	"github.com/desfire-relay/relay/transaction/ledger"
+	"github.com/desfire-relay/relay/transaction/profile"
+)
+
+// APIKey is the operator API key every harness accepts.
+const APIKey = "test-api-key"
+
+// Options tune the server's deadlines (zero: 2 s per exchange, 10 s per
+// session).
+type Options struct {
+	ExchangeTimeout, SessionTimeout time.Duration
+}
+
+// Harness is one running server with its backends.
+type Harness struct {
+	T       testing.TB
+	Server  *server.Server
+	HTTP    *httptest.Server
+	Keys    keys.Provider
+	Profile profile.Profile
+	Ledger  ledger.Ledger
+}
+
+// New starts a server over backend b for card profile p; it stops when the
+// test ends.
+func New(t testing.TB, b testbackend.Backend, p profile.Profile, o Options) *Harness {
+	t.Helper()
+	if o.ExchangeTimeout <= 0 {
+		o.ExchangeTimeout = 2 * time.Second
+	}
+	if o.SessionTimeout <= 0 {
+		o.SessionTimeout = 10 * time.Second
+	}
+	l, lk := b.Open(t)
+	kp, _ := testcard.Keys(t, p)
+	m := server.NewMetrics()
+	svc, err := transaction.New(transaction.Config{Ledger: l, Locker: lk, Keys: kp, Profile: p.Name, LockTTL: 2 * time.Second, Metrics: m})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := server.New(server.Options{Service: svc, APIKeyHashes: []string{config.HashAPIKey(APIKey)},
+		ExchangeTimeout: o.ExchangeTimeout, SessionTimeout: o.SessionTimeout, Metrics: m})
+	hs := httptest.NewServer(srv.Handler())
+	t.Cleanup(hs.Close)
+	return &Harness{T: t, Server: srv, HTTP: hs, Keys: kp, Profile: p, Ledger: l}
+}
+
+// Card issues a simulated card with the server's keys and presents it.
+func (h *Harness) Card(uid []byte, initial int32) *simcard.Card {
+	h.T.Helper()
+	return testcard.Issue(h.T, h.Profile, h.Keys, uid, initial)
+}
+
+// API calls the operator API with the harness's key and decodes the JSON
+// answer.
+func (h *Harness) API(method, path, idem string, body any) (int, map[string]any) {
+	h.T.Helper()
+	var r io.Reader
+	if body != nil {
+		b, err := json.Marshal(body)
+		if err != nil {
+			h.T.Fatal(err)
+		}
+		r = bytes.NewReader(b)
+	}
+	req, err := http.NewRequest(method, h.HTTP.URL+path, r)
+	if err != nil {
+		h.T.Fatal(err)
+	}
+	req.Header.Set("Authorization", "Bearer "+APIKey)
+	req.Header.Set("Content-Type", "application/json")
+	if idem != "" {
+		req.Header.Set("Idempotency-Key", idem)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		h.T.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var out map[string]any
+	_ = json.NewDecoder(resp.Body).Decode(&out)
+	return resp.StatusCode, out
+}
+
+// TopUp creates a pending top-up of amount cents (EUR), optionally bound to
+// a card UID (hex; "" for any card), and returns its id and bridge token.
+func (h *Harness) TopUp(idem string, amount int64, uidHex string) (id, token string) {
+	h.T.Helper()
+	body := map[string]any{"amount": amount, "currency": "EUR"}
+	if uidHex != "" {
+		body["card_uid"] = uidHex
+	}
+	code, out := h.API("POST", "/v1/topups", idem, body)
+	if code != http.StatusCreated && code != http.StatusOK {
+		h.T.Fatalf("create top-up: HTTP %d %v", code, out)
+	}
+	id, _ = out["id"].(string)
+	token, _ = out["bridge_token"].(string)
+	return id, token
+}
+
+// BalanceToken returns a bridge token for a balance lookup.
+func (h *Harness) BalanceToken() (sessionID, token string) {
+	h.T.Helper()
+	code, out := h.API("POST", "/v1/sessions", "", map[string]any{"kind": "balance"})
+	if code != http.StatusCreated && code != http.StatusOK {
+		h.T.Fatalf("create balance session: HTTP %d %v", code, out)
+	}
+	sessionID, _ = out["session_id"].(string)
+	if sessionID == "" {
+		sessionID, _ = out["id"].(string)
+	}
+	token, _ = out["bridge_token"].(string)
+	return sessionID, token
+}
+
+// Status returns a top-up's status from the operator API.
+func (h *Harness) Status(id string) string {
+	h.T.Helper()
+	code, out := h.API("GET", "/v1/topups/"+id, "", nil)
+	if code != http.StatusOK {
+		h.T.Fatalf("get top-up %s: HTTP %d %v", id, code, out)
+	}
+	s, _ := out["status"].(string)
+	return s
+}
+
+// WSURL is the bridge endpoint.
+func (h *Harness) WSURL() string {
+	return "ws" + strings.TrimPrefix(h.HTTP.URL, "http") + "/v1/bridge"
+}
+
+// Bridge runs the reference bridge with a simulated card for one session.
+func (h *Harness) Bridge(token string, card *simcard.Card, batch bool) (*bridge.Report, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+	defer cancel()
+	rep, err := bridge.Run(ctx, bridge.Options{URL: h.WSURL(), Token: token, Name: "test", Version: "1", Platform: "sim", Batch: batch},
+		bridge.Sim{Card: card}, bridge.CardInfo{UID: card.UID()})
+	if err != nil {
+		return rep, fmt.Errorf("bridge: %w", err)
+	}
+	return rep, nil
+}
