@@ -75,6 +75,7 @@ func (s *Server) bridge(w http.ResponseWriter, r *http.Request) {
 	defer s.metrics.sessionsActive.Dec()
 	conn := relay.New(ws, s.o.ExchangeTimeout)
 	conn.OnExchange = func(d time.Duration) { s.metrics.exchangeLatency.Observe(d.Seconds()) }
+	conn.OnGap = func(d time.Duration) { s.metrics.serverGap.Observe(d.Seconds()) }
 	code, reason := s.serveSession(ctx, conn, sess)
 	_ = conn.Close(code, reason)
 }

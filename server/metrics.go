@@ -16,6 +16,7 @@ type Metrics struct {
 	topups          *prometheus.CounterVec
 	exchanges       prometheus.Histogram
 	exchangeLatency prometheus.Histogram
+	serverGap       prometheus.Histogram
 	lockWait        prometheus.Histogram
 	ledgerErrors    prometheus.Counter
 	bridgeRefused   *prometheus.CounterVec
@@ -43,6 +44,10 @@ func NewMetrics() *Metrics {
 			Name: "relay_exchange_seconds", Help: "Time from sending a transceive to its responses.",
 			Buckets: prometheus.ExponentialBuckets(0.001, 2, 14),
 		}),
+		serverGap: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name: "relay_server_gap_seconds", Help: "Server time between a bridge's responses and the next transceive (crypto, ledger, lock): what the server adds per exchange.",
+			Buckets: prometheus.ExponentialBuckets(0.00005, 1.5, 20),
+		}),
 		lockWait: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name: "relay_lock_wait_seconds", Help: "Time spent acquiring card locks.",
 			Buckets: prometheus.ExponentialBuckets(0.0001, 4, 10),
@@ -54,10 +59,14 @@ func NewMetrics() *Metrics {
 			Name: "relay_bridge_refused_total", Help: "Bridge connections refused before the upgrade, by reason.",
 		}, []string{"reason"}),
 	}
-	m.reg.MustRegister(m.sessionsActive, m.sessions, m.topups, m.exchanges, m.exchangeLatency, m.lockWait, m.ledgerErrors, m.bridgeRefused,
+	m.reg.MustRegister(m.sessionsActive, m.sessions, m.topups, m.exchanges, m.exchangeLatency, m.serverGap, m.lockWait, m.ledgerErrors, m.bridgeRefused,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
+
+// Gatherer exposes the collectors, for tools that read figures in-process
+// (the load generator) rather than by scraping /metrics.
+func (m *Metrics) Gatherer() prometheus.Gatherer { return m.reg }
 
 // LockWait implements transaction.Metrics.
 func (m *Metrics) LockWait(d time.Duration) { m.lockWait.Observe(d.Seconds()) }

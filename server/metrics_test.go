@@ -40,6 +40,7 @@ func TestMetricsAfterASession(t *testing.T) {
 		`relay_topups_total{status="applied"} 1`,
 		"relay_session_exchanges_sum 3",
 		"relay_exchange_seconds_count 3",
+		"relay_server_gap_seconds_count 2", // between the 3 exchanges
 		"relay_lock_wait_seconds_count 1",
 		"relay_ledger_errors_total 0",
 	} {

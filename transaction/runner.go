@@ -173,7 +173,7 @@ func (s *Service) runTopUp(ctx context.Context, sess ledger.Session, claimed str
 	// Holding the card's lock, an in_progress top-up belongs to a dead
 	// session: in_doubt is written before any commit is sent, so it was
 	// never committed and is failed outright. in_doubt ones need the card.
-	all, err := s.cfg.Ledger.ListTopUpsByCard(ctx, uid)
+	all, err := s.cfg.Ledger.UnresolvedByCard(ctx, uid)
 	if err != nil {
 		s.ledgerError()
 		return err
@@ -328,15 +328,12 @@ func (s *Service) runBalance(ctx context.Context, sess ledger.Session, claimed s
 	}
 	// A balance tap resolves the card's in_doubt top-ups too: the read key
 	// can read the top-up log.
-	all, err := s.cfg.Ledger.ListTopUpsByCard(ctx, uid)
+	all, err := s.cfg.Ledger.UnresolvedByCard(ctx, uid)
 	if err != nil {
 		s.ledgerError()
 		return err
 	}
 	for _, u := range all {
-		if u.Status != ledger.StatusInDoubt && u.Status != ledger.StatusInProgress {
-			continue
-		}
 		to := ledger.StatusFailed
 		if u.Status == ledger.StatusInDoubt && hasRef(out.TopUps, u.ID) {
 			to = ledger.StatusApplied

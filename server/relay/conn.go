@@ -59,6 +59,13 @@ type Conn struct {
 
 	// OnExchange, when set, observes each exchange's latency.
 	OnExchange func(time.Duration)
+	// OnGap, when set, observes the server's own time between exchanges:
+	// from a responses message arriving to the next transceive being
+	// sent (verifying MACs, computing the next batch, ledger and lock
+	// work). It is what the server adds to each wide-area round trip.
+	OnGap func(time.Duration)
+
+	lastEnd time.Time // when the previous exchange ended (session goroutine only)
 }
 
 // New wraps an accepted WebSocket. exchange bounds each wait for a
@@ -205,9 +212,13 @@ func (c *Conn) TransmitBatch(ctx context.Context, cmds []desfire.BatchCommand) (
 		return nil, nil
 	}
 	start := time.Now()
+	if c.OnGap != nil && !c.lastEnd.IsZero() {
+		c.OnGap(start.Sub(c.lastEnd))
+	}
 	rs, err := c.transceive(ctx, cmds)
+	c.lastEnd = time.Now()
 	if c.OnExchange != nil {
-		c.OnExchange(time.Since(start))
+		c.OnExchange(c.lastEnd.Sub(start))
 	}
 	return rs, c.noteFault(err)
 }

@@ -1,25 +1,34 @@
 // Command load drives many simulated bridges against one relay server over
 // loopback WebSocket and prints the figures docs/BENCHMARKS.md publishes:
 // top-ups per second, tap-to-result latency percentiles, exchanges per
-// top-up, CPU seconds per 1,000 top-ups and, with -idle, RSS per open
-// session. The server runs in this process (embedded default, or Redis +
-// PostgreSQL from REDIS_URL / DATABASE_URL with -backend shared), so CPU
-// and memory include the load generator: the figures are upper bounds.
+// top-up, CPU seconds per 1,000 top-ups, the server's own time per
+// exchange and, with -idle, RSS per open session.
+//
+// By default the server runs in a child process (this binary with -serve),
+// so server CPU and RSS are measured apart from the load generator's; the
+// CPU of named service processes (PostgreSQL, Redis) is reported too.
+// -split=false runs both in one process, as the first figures were taken.
 package main
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"flag"
 	"fmt"
+	"io"
+	"math"
+	"net"
 	"net/http"
-	"net/http/httptest"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"runtime"
 	"runtime/pprof"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -27,6 +36,9 @@ import (
 	"time"
 
 	"github.com/coder/websocket"
+	dto "github.com/prometheus/client_model/go"
+	"github.com/prometheus/common/expfmt"
+	"github.com/prometheus/common/model"
 
 	"github.com/desfire-relay/relay/desfire/simcard"
 	"github.com/desfire-relay/relay/mobile-bridge/bridge"
@@ -45,82 +57,233 @@ import (
 
 const apiKey = "load-key"
 
+type options struct {
+	backend, profile string
+	workers          int
+	dur, oneWay      time.Duration
+	batch            bool
+	idle             int
+	split            bool
+	services         []string
+	cpuProfile       string
+}
+
 func main() {
-	backend := flag.String("backend", "embedded", "embedded (SQLite, in-process locks) or shared (REDIS_URL, DATABASE_URL)")
-	profName := flag.String("profile", "an12113-ev2", "card profile (an12113-ev2 or an12113-ev1)")
-	workers := flag.Int("c", 32, "concurrent bridges (one card each)")
-	dur := flag.Duration("d", 10*time.Second, "how long to run")
-	oneWay := flag.Duration("latency", 0, "injected one-way latency per bridge message")
-	batch := flag.Bool("batch", true, "bridges announce the batch feature")
-	idle := flag.Int("idle", 0, "instead of top-ups: open this many idle sessions and report RSS per session")
-	cpuProfile := flag.String("cpuprofile", "", "write a CPU profile of the run to this file")
+	var o options
+	flag.StringVar(&o.backend, "backend", "embedded", "embedded (SQLite, in-process locks) or shared (REDIS_URL, DATABASE_URL)")
+	flag.StringVar(&o.profile, "profile", "an12113-ev2", "card profile (an12113-ev2 or an12113-ev1)")
+	flag.IntVar(&o.workers, "c", 32, "concurrent bridges (one card each)")
+	flag.DurationVar(&o.dur, "d", 10*time.Second, "how long to run")
+	flag.DurationVar(&o.oneWay, "latency", 0, "injected one-way latency per bridge message")
+	flag.BoolVar(&o.batch, "batch", true, "bridges announce the batch feature")
+	flag.IntVar(&o.idle, "idle", 0, "instead of top-ups: open this many idle sessions and report RSS per session")
+	flag.BoolVar(&o.split, "split", true, "run the server in a child process and measure it apart from the generator")
+	services := flag.String("services", "postgres,redis-server", "process names whose CPU is reported as services_cpu")
+	flag.StringVar(&o.cpuProfile, "cpuprofile", "", "write a CPU profile of the server to this file")
+	serve := flag.Bool("serve", false, "internal: run only the server (child of -split), print its URL, stop when stdin closes")
+	keyFile := flag.String("keys", "", "internal: key file for -serve")
 	flag.Parse()
-	if *cpuProfile != "" {
-		f, err := os.Create(*cpuProfile)
-		if err != nil {
-			fmt.Fprintln(os.Stderr, "load:", err)
-			os.Exit(1)
-		}
-		pprof.StartCPUProfile(f)
-		defer pprof.StopCPUProfile()
+	if *services != "" {
+		o.services = strings.Split(*services, ",")
 	}
-	if err := run(*backend, *profName, *workers, *dur, *oneWay, *batch, *idle); err != nil {
+	var err error
+	if *serve {
+		err = serveChild(o, *keyFile)
+	} else {
+		err = run(o)
+	}
+	if err != nil {
 		fmt.Fprintln(os.Stderr, "load:", err)
-		pprof.StopCPUProfile()
 		os.Exit(1)
 	}
 }
 
-func run(backend, profName string, workers int, dur, oneWay time.Duration, batch bool, idle int) error {
-	ctx := context.Background()
-	p, err := profile.DefaultSet().Get(profName)
+// newServer builds the relay over the chosen backend with the key file's
+// keys; close releases the backend.
+func newServer(ctx context.Context, o options, kp keys.Provider) (*server.Server, func(), error) {
+	p, err := profile.DefaultSet().Get(o.profile)
 	if err != nil {
-		return err
+		return nil, nil, err
 	}
 	var l ledger.Ledger
 	var lk lock.Locker
-	switch backend {
+	cleanup := func() {}
+	switch o.backend {
 	case "embedded":
-		dir, _ := os.MkdirTemp("", "load")
-		defer os.RemoveAll(dir)
-		if l, err = sqlite.Open(ctx, filepath.Join(dir, "ledger.db"), ledger.Config{}); err != nil {
-			return err
+		dir, err := os.MkdirTemp("", "load")
+		if err != nil {
+			return nil, nil, err
 		}
+		if l, err = sqlite.Open(ctx, filepath.Join(dir, "ledger.db"), ledger.Config{}); err != nil {
+			os.RemoveAll(dir)
+			return nil, nil, err
+		}
+		cleanup = func() { os.RemoveAll(dir) }
 		lk = lock.NewMemory()
 	case "shared":
 		if l, err = postgres.Open(ctx, os.Getenv("DATABASE_URL"), ledger.Config{}); err != nil {
-			return err
+			return nil, nil, err
 		}
 		rc, err := lock.NewRedisClient(os.Getenv("REDIS_URL"))
 		if err != nil {
-			return err
+			return nil, nil, err
 		}
 		lk = lock.NewRedis(rc, lock.RedisConfig{Prefix: fmt.Sprintf("load:%d:", time.Now().UnixNano())})
 	default:
-		return fmt.Errorf("backend %q", backend)
+		return nil, nil, fmt.Errorf("backend %q", o.backend)
 	}
-	defer l.Close()
+	m := server.NewMetrics()
+	svc, err := transaction.New(transaction.Config{Ledger: l, Locker: lk, Keys: kp, Profile: p.Name, Metrics: m})
+	if err != nil {
+		l.Close()
+		cleanup()
+		return nil, nil, err
+	}
+	srv := server.New(server.Options{Service: svc, APIKeyHashes: []string{config.HashAPIKey(apiKey)}, MaxSessions: 100000,
+		ExchangeTimeout: 10 * time.Second, SessionTimeout: 10 * time.Minute, Metrics: m})
+	return srv, func() { l.Close(); cleanup() }, nil
+}
+
+// serveChild is the -serve mode: the server alone, on a loopback port.
+func serveChild(o options, keyFile string) error {
+	if o.cpuProfile != "" {
+		f, err := os.Create(o.cpuProfile)
+		if err != nil {
+			return err
+		}
+		if err := pprof.StartCPUProfile(f); err != nil {
+			return err
+		}
+		defer pprof.StopCPUProfile()
+	}
+	kp, err := keys.LoadFile(keyFile)
+	if err != nil {
+		return err
+	}
+	srv, closeBackend, err := newServer(context.Background(), o, kp)
+	if err != nil {
+		return err
+	}
+	defer closeBackend()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return err
+	}
+	hs := &http.Server{Handler: srv.Handler()}
+	go hs.Serve(ln)
+	fmt.Printf("LISTEN http://%s\n", ln.Addr())
+	io.Copy(io.Discard, os.Stdin) // the parent closes stdin to stop us
+	hs.Close()
+	return nil
+}
+
+// target is the server under load: its URL and, when it is a child
+// process, its pid for CPU and RSS.
+type target struct {
+	base string
+	pid  int
+	stop func()
+}
+
+func startTarget(ctx context.Context, o options, keyFile string, kp keys.Provider) (*target, error) {
+	if !o.split {
+		if o.cpuProfile != "" {
+			f, err := os.Create(o.cpuProfile)
+			if err != nil {
+				return nil, err
+			}
+			pprof.StartCPUProfile(f)
+		}
+		srv, closeBackend, err := newServer(ctx, o, kp)
+		if err != nil {
+			return nil, err
+		}
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			return nil, err
+		}
+		hs := &http.Server{Handler: srv.Handler()}
+		go hs.Serve(ln)
+		return &target{base: "http://" + ln.Addr().String(), pid: os.Getpid(), stop: func() {
+			hs.Close()
+			closeBackend()
+			pprof.StopCPUProfile()
+		}}, nil
+	}
+	self, err := os.Executable()
+	if err != nil {
+		return nil, err
+	}
+	args := []string{"-serve", "-keys", keyFile, "-backend", o.backend, "-profile", o.profile}
+	if o.cpuProfile != "" {
+		args = append(args, "-cpuprofile", o.cpuProfile)
+	}
+	cmd := exec.Command(self, args...)
+	cmd.Stderr = os.Stderr
+	stdin, err := cmd.StdinPipe()
+	if err != nil {
+		return nil, err
+	}
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		return nil, err
+	}
+	if err := cmd.Start(); err != nil {
+		return nil, err
+	}
+	line, err := bufio.NewReader(stdout).ReadString('\n')
+	if err != nil || !strings.HasPrefix(line, "LISTEN ") {
+		cmd.Process.Kill()
+		cmd.Wait()
+		return nil, fmt.Errorf("server child did not start: %q %v", line, err)
+	}
+	return &target{base: strings.TrimSpace(strings.TrimPrefix(line, "LISTEN ")), pid: cmd.Process.Pid, stop: func() {
+		stdin.Close()
+		cmd.Wait()
+	}}, nil
+}
+
+func run(o options) error {
+	ctx := context.Background()
+	p, err := profile.DefaultSet().Get(o.profile)
+	if err != nil {
+		return err
+	}
+	dir, err := os.MkdirTemp("", "load-keys")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(dir)
 	f, err := keys.DevFile(nil, p.AID)
 	if err != nil {
 		return err
 	}
-	kp, _ := keys.New(f)
-	svc, err := transaction.New(transaction.Config{Ledger: l, Locker: lk, Keys: kp, Profile: p.Name})
+	keyFile := filepath.Join(dir, "keys.json")
+	if err := keys.WriteFile(keyFile, f); err != nil {
+		return err
+	}
+	kp, err := keys.New(f)
 	if err != nil {
 		return err
 	}
-	srv := server.New(server.Options{Service: svc, APIKeyHashes: []string{config.HashAPIKey(apiKey)}, MaxSessions: 100000,
-		ExchangeTimeout: 10 * time.Second, SessionTimeout: 10 * time.Minute})
-	hs := httptest.NewServer(srv.Handler())
-	defer hs.Close()
-	wsURL := "ws" + strings.TrimPrefix(hs.URL, "http") + "/v1/bridge"
+	tg, err := startTarget(ctx, o, keyFile, kp)
+	if err != nil {
+		return err
+	}
+	defer tg.stop()
+	wsURL := "ws" + strings.TrimPrefix(tg.base, "http") + "/v1/bridge"
 	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 1024}}
-
-	if idle > 0 {
-		return idleSessions(ctx, client, hs.URL, wsURL, idle)
+	mode := "split (server in a child process)"
+	if !o.split {
+		mode = "one process (server and generator together)"
+	}
+	fmt.Printf("backend=%s profile=%s batch=%v latency=%s workers=%d go=%s cpus=%d mode=%s\n",
+		o.backend, p.Name, o.batch, o.oneWay, o.workers, runtime.Version(), runtime.NumCPU(), mode)
+	if o.idle > 0 {
+		return idleSessions(ctx, client, tg, wsURL, o.idle, o.split)
 	}
 
-	cards := make([]*simcard.Card, workers)
+	cards := make([]*simcard.Card, o.workers)
 	for i := range cards {
 		uid := []byte{0x04, byte(i >> 16), byte(i >> 8), byte(i), 0x10, 0x20, 0x30}
 		c, err := simcard.New(simcard.Options{UID: uid})
@@ -140,23 +303,27 @@ func run(backend, profName string, workers int, dur, oneWay time.Duration, batch
 		okN, errN atomic.Int64
 		seq       atomic.Int64
 	)
-	cpu0 := cpuTime()
+	gap0, err := scrapeGap(client, tg.base)
+	if err != nil {
+		return err
+	}
+	genCPU0, srvCPU0, svcCPU0 := selfCPU(), procCPU(tg.pid), namedCPU(o.services)
 	start := time.Now()
-	deadline := start.Add(dur)
+	deadline := start.Add(o.dur)
 	var wg sync.WaitGroup
-	for w := 0; w < workers; w++ {
+	for w := 0; w < o.workers; w++ {
 		wg.Add(1)
 		go func(card *simcard.Card) {
 			defer wg.Done()
 			for time.Now().Before(deadline) {
-				tok, err := createTopUp(client, hs.URL, fmt.Sprintf("%d-%d", start.UnixNano(), seq.Add(1)))
+				tok, err := createTopUp(client, tg.base, fmt.Sprintf("%d-%d", start.UnixNano(), seq.Add(1)))
 				if err != nil {
 					errN.Add(1)
 					continue
 				}
 				card.Tap()
 				t0 := time.Now()
-				rep, err := bridge.Run(ctx, bridge.Options{URL: wsURL, Token: tok, Batch: batch, OneWay: oneWay, HTTPClient: client},
+				rep, err := bridge.Run(ctx, bridge.Options{URL: wsURL, Token: tok, Batch: o.batch, OneWay: o.oneWay, HTTPClient: client},
 					bridge.Sim{Card: card}, bridge.CardInfo{UID: card.UID()})
 				d := time.Since(t0)
 				if err != nil || rep.Result.Status != "applied" {
@@ -173,7 +340,11 @@ func run(backend, profName string, workers int, dur, oneWay time.Duration, batch
 	}
 	wg.Wait()
 	elapsed := time.Since(start)
-	cpu := cpuTime() - cpu0
+	genCPU, srvCPU, svcCPU := selfCPU()-genCPU0, procCPU(tg.pid)-srvCPU0, namedCPU(o.services)-svcCPU0
+	gap1, err := scrapeGap(client, tg.base)
+	if err != nil {
+		return err
+	}
 	sort.Slice(lat, func(i, j int) bool { return lat[i] < lat[j] })
 	pct := func(q float64) time.Duration {
 		if len(lat) == 0 {
@@ -181,12 +352,21 @@ func run(backend, profName string, workers int, dur, oneWay time.Duration, batch
 		}
 		return lat[int(q*float64(len(lat)-1))].Round(10 * time.Microsecond)
 	}
-	n := okN.Load()
-	fmt.Printf("backend=%s profile=%s batch=%v latency=%s workers=%d duration=%s go=%s cpus=%d\n",
-		backend, p.Name, batch, oneWay, workers, elapsed.Round(time.Millisecond), runtime.Version(), runtime.NumCPU())
-	fmt.Printf("topups=%d errors=%d rate=%.1f/s p50=%s p95=%s p99=%s exchanges/topup=%.2f cpu_s_per_1000=%.2f\n",
-		n, errN.Load(), float64(n)/elapsed.Seconds(), pct(0.50), pct(0.95), pct(0.99),
-		float64(exchanges)/float64(max(n, 1)), cpu.Seconds()*1000/float64(max(n, 1)))
+	n := float64(max(okN.Load(), 1))
+	per1000 := func(d time.Duration) float64 { return d.Seconds() * 1000 / n }
+	fmt.Printf("topups=%d errors=%d duration=%s rate=%.1f/s p50=%s p95=%s p99=%s exchanges/topup=%.2f\n",
+		okN.Load(), errN.Load(), elapsed.Round(time.Millisecond), float64(okN.Load())/elapsed.Seconds(),
+		pct(0.50), pct(0.95), pct(0.99), float64(exchanges)/n)
+	if o.split {
+		fmt.Printf("cpu_s_per_1000: server=%.2f generator=%.2f services(%s)=%.2f\n",
+			per1000(srvCPU), per1000(genCPU), strings.Join(o.services, ","), per1000(svcCPU))
+	} else {
+		fmt.Printf("cpu_s_per_1000: server+generator=%.2f services(%s)=%.2f\n",
+			per1000(genCPU), strings.Join(o.services, ","), per1000(svcCPU))
+	}
+	g := gap1.minus(gap0)
+	fmt.Printf("server_gap (server time between exchanges): n=%d mean=%s p50<=%s p99<=%s\n",
+		g.count, g.mean(), g.quantile(0.50), g.quantile(0.99))
 	return nil
 }
 
@@ -210,11 +390,12 @@ func createTopUp(c *http.Client, base, key string) (string, error) {
 }
 
 // idleSessions opens n bridge sessions that say hello and wait for a card,
-// and reports the growth of the process RSS per session.
-func idleSessions(ctx context.Context, c *http.Client, base, wsURL string, n int) error {
+// and reports the growth of the server's RSS per session (and the
+// generator's, when they are apart).
+func idleSessions(ctx context.Context, c *http.Client, tg *target, wsURL string, n int, split bool) error {
 	var toks []string
 	for i := 0; i < n; i++ {
-		req, _ := http.NewRequest("POST", base+"/v1/sessions", strings.NewReader(`{"kind":"balance"}`))
+		req, _ := http.NewRequest("POST", tg.base+"/v1/sessions", strings.NewReader(`{"kind":"balance"}`))
 		req.Header.Set("Authorization", "Bearer "+apiKey)
 		resp, err := c.Do(req)
 		if err != nil {
@@ -228,8 +409,13 @@ func idleSessions(ctx context.Context, c *http.Client, base, wsURL string, n int
 		toks = append(toks, out.Token)
 	}
 	runtime.GC()
-	before := rss()
+	srv0, gen0 := procRSS(tg.pid), procRSS(os.Getpid())
 	conns := make([]*websocket.Conn, 0, n)
+	defer func() {
+		for _, ws := range conns {
+			ws.CloseNow()
+		}
+	}()
 	for _, tok := range toks {
 		ws, _, err := websocket.Dial(ctx, wsURL, &websocket.DialOptions{Subprotocols: []string{protocol.Subprotocol},
 			HTTPHeader: http.Header{"Authorization": {"Bearer " + tok}}, HTTPClient: c})
@@ -239,29 +425,179 @@ func idleSessions(ctx context.Context, c *http.Client, base, wsURL string, n int
 		ws.Write(ctx, websocket.MessageText, []byte(`{"type":"hello","bridge":{"name":"load"},"features":["batch"]}`))
 		conns = append(conns, ws)
 	}
-	time.Sleep(2 * time.Second)
+	// Every session must be open on the server, waiting for its card.
+	for deadline := time.Now().Add(time.Minute); ; {
+		if a, err := scrapeGauge(c, tg.base, "relay_sessions_active"); err == nil && int(a) >= n {
+			break
+		}
+		if time.Now().After(deadline) {
+			return errors.New("the server did not report every session active within a minute")
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	time.Sleep(time.Second)
 	runtime.GC()
-	after := rss()
-	fmt.Printf("idle sessions=%d rss_before=%dMiB rss_after=%dMiB rss_per_session=%.1fKiB (server and client in one process)\n",
-		n, before>>20, after>>20, float64(after-before)/1024/float64(n))
-	for _, ws := range conns {
-		ws.CloseNow()
+	srv1, gen1 := procRSS(tg.pid), procRSS(os.Getpid())
+	if split {
+		fmt.Printf("idle sessions=%d server_rss_before=%dMiB server_rss_after=%dMiB server_rss_per_session=%.1fKiB generator_rss_per_session=%.1fKiB\n",
+			n, srv0>>20, srv1>>20, float64(srv1-srv0)/1024/float64(n), float64(gen1-gen0)/1024/float64(n))
+	} else {
+		fmt.Printf("idle sessions=%d rss_before=%dMiB rss_after=%dMiB rss_per_session=%.1fKiB (server and generator in one process)\n",
+			n, srv0>>20, srv1>>20, float64(srv1-srv0)/1024/float64(n))
 	}
 	return nil
 }
 
-func cpuTime() time.Duration {
+// selfCPU is this process's user+system CPU time.
+func selfCPU() time.Duration {
 	var ru syscall.Rusage
 	syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
-func rss() int64 {
-	b, err := os.ReadFile("/proc/self/statm")
+// clkTck is USER_HZ, the unit of /proc/<pid>/stat times (100 on Linux).
+const clkTck = 100
+
+// procCPU is a process's user+system CPU time from /proc (0 if unreadable).
+func procCPU(pid int) time.Duration {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0
+	}
+	// Fields after the command name, which is in parentheses and may
+	// contain spaces: state is field 3, utime 14, stime 15.
+	s := string(b)
+	i := strings.LastIndexByte(s, ')')
+	if i < 0 {
+		return 0
+	}
+	f := strings.Fields(s[i+1:])
+	if len(f) < 13 {
+		return 0
+	}
+	ut, _ := strconv.ParseInt(f[11], 10, 64)
+	st, _ := strconv.ParseInt(f[12], 10, 64)
+	return time.Duration(ut+st) * time.Second / clkTck
+}
+
+// namedCPU sums procCPU over every process whose command name is in names.
+func namedCPU(names []string) time.Duration {
+	if len(names) == 0 {
+		return 0
+	}
+	ents, err := os.ReadDir("/proc")
+	if err != nil {
+		return 0
+	}
+	var sum time.Duration
+	for _, e := range ents {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		comm, err := os.ReadFile(fmt.Sprintf("/proc/%d/comm", pid))
+		if err != nil {
+			continue
+		}
+		c := strings.TrimSpace(string(comm))
+		for _, n := range names {
+			if c == n {
+				sum += procCPU(pid)
+			}
+		}
+	}
+	return sum
+}
+
+// procRSS is a process's resident set size in bytes.
+func procRSS(pid int) int64 {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/statm", pid))
 	if err != nil {
 		return 0
 	}
 	var size, res int64
 	fmt.Sscan(string(b), &size, &res)
 	return res * int64(os.Getpagesize())
+}
+
+func scrape(c *http.Client, base string) (map[string]*dto.MetricFamily, error) {
+	resp, err := c.Get(base + "/metrics")
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	p := expfmt.NewTextParser(model.UTF8Validation)
+	return p.TextToMetricFamilies(resp.Body)
+}
+
+func scrapeGauge(c *http.Client, base, name string) (float64, error) {
+	fams, err := scrape(c, base)
+	if err != nil {
+		return 0, err
+	}
+	f := fams[name]
+	if f == nil || len(f.Metric) == 0 {
+		return 0, fmt.Errorf("no %s", name)
+	}
+	return f.Metric[0].GetGauge().GetValue(), nil
+}
+
+// hist is a snapshot of a cumulative Prometheus histogram.
+type hist struct {
+	count  uint64
+	sum    float64
+	bounds []float64
+	cum    []uint64
+}
+
+func scrapeGap(c *http.Client, base string) (hist, error) {
+	fams, err := scrape(c, base)
+	if err != nil {
+		return hist{}, fmt.Errorf("scrape metrics: %w", err)
+	}
+	f := fams["relay_server_gap_seconds"]
+	if f == nil || len(f.Metric) == 0 {
+		return hist{}, errors.New("server exports no relay_server_gap_seconds")
+	}
+	h := f.Metric[0].GetHistogram()
+	out := hist{count: h.GetSampleCount(), sum: h.GetSampleSum()}
+	for _, b := range h.GetBucket() {
+		out.bounds = append(out.bounds, b.GetUpperBound())
+		out.cum = append(out.cum, b.GetCumulativeCount())
+	}
+	return out, nil
+}
+
+// minus is the histogram of the observations between two snapshots.
+func (h hist) minus(o hist) hist {
+	d := hist{count: h.count - o.count, sum: h.sum - o.sum, bounds: h.bounds, cum: make([]uint64, len(h.cum))}
+	for i := range h.cum {
+		d.cum[i] = h.cum[i]
+		if i < len(o.cum) {
+			d.cum[i] -= o.cum[i]
+		}
+	}
+	return d
+}
+
+func (h hist) mean() time.Duration {
+	if h.count == 0 {
+		return 0
+	}
+	return time.Duration(h.sum / float64(h.count) * float64(time.Second)).Round(time.Microsecond)
+}
+
+// quantile is the upper bound of the bucket holding quantile q: the true
+// value is at most this.
+func (h hist) quantile(q float64) string {
+	if h.count == 0 {
+		return "-"
+	}
+	want := uint64(math.Ceil(q * float64(h.count)))
+	for i, c := range h.cum {
+		if c >= want {
+			return time.Duration(h.bounds[i] * float64(time.Second)).Round(time.Microsecond).String()
+		}
+	}
+	return "+Inf"
 }

@@ -21,9 +21,11 @@ type Ledger interface {
 	GetTopUp(ctx context.Context, id uuid.UUID) (TopUp, error)
 	// ListTopUpsByCard returns a card's top-ups, newest first.
 	ListTopUpsByCard(ctx context.Context, cardUID string) ([]TopUp, error)
-	// InDoubtByCard returns a card's in_doubt top-ups, oldest first, so a
-	// session can resolve them from the card's log before anything else.
-	InDoubtByCard(ctx context.Context, cardUID string) ([]TopUp, error)
+	// UnresolvedByCard returns a card's in_progress and in_doubt top-ups,
+	// oldest first, so a session holding the card's lock can settle what
+	// earlier sessions left open before anything else. It reads only those
+	// rows (indexed), however long the card's history.
+	UnresolvedByCard(ctx context.Context, cardUID string) ([]TopUp, error)
 	// ListAttempts returns the attempts on a top-up, oldest first.
 	ListAttempts(ctx context.Context, topUpID uuid.UUID) ([]Attempt, error)
 	// Transition changes a top-up's status in one database transaction:

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io/fs"
 	"strings"
+	"sync"
 	"time"
 
 	_ "modernc.org/sqlite" // registers the "sqlite" driver
@@ -73,10 +74,124 @@ func Open(ctx context.Context, path string, cfg ledger.Config) (ledger.Ledger, e
 }
 
 // db adapts two database/sql pools to sqlstore.DB: w, with one
-// connection, takes every transaction; r serves plain reads.
+// connection, takes every transaction; r serves plain reads. Statements
+// are prepared once per pool and kept (the store's SQL is a small fixed
+// set), because parsing them again on every call was the largest single
+// cost of the embedded ledger.
 type db struct {
 	w, r *sql.DB
+
+	mu    sync.Mutex
+	stmts map[*sql.DB]map[string]*sql.Stmt
 }
+
+// cachedStmt returns the prepared statement for query on pool p, or nil.
+func (d *db) cachedStmt(p *sql.DB, query string) *sql.Stmt {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.stmts[p][query]
+}
+
+// prepare prepares query on pool p and caches it. It must not run inside
+// a transaction on p's only connection (it would wait for that
+// connection forever): statements first seen in a transaction are
+// prepared after it ends (see InTx).
+func (d *db) prepare(ctx context.Context, p *sql.DB, query string) (*sql.Stmt, error) {
+	if st := d.cachedStmt(p, query); st != nil {
+		return st, nil
+	}
+	st, err := p.PrepareContext(ctx, query)
+	if err != nil {
+		return nil, err
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if old := d.stmts[p][query]; old != nil { // prepared meanwhile
+		st.Close()
+		return old, nil
+	}
+	if d.stmts == nil {
+		d.stmts = make(map[*sql.DB]map[string]*sql.Stmt)
+	}
+	if d.stmts[p] == nil {
+		d.stmts[p] = make(map[string]*sql.Stmt)
+	}
+	d.stmts[p][query] = st
+	return st, nil
+}
+
+// cached runs statements through d's statement cache on pool p; inside a
+// transaction (tx non-nil) the pool's statement is bound to it.
+type cached struct {
+	d    *db
+	p    *sql.DB
+	tx   *sql.Tx
+	seen *[]string // queries the transaction ran unprepared
+}
+
+// direct is where a statement runs when it is not prepared yet.
+type direct interface {
+	ExecContext(ctx context.Context, query string, args ...any) (sql.Result, error)
+	QueryContext(ctx context.Context, query string, args ...any) (*sql.Rows, error)
+	QueryRowContext(ctx context.Context, query string, args ...any) *sql.Row
+}
+
+// get returns the prepared statement to run, or nil and the handle to run
+// query on directly.
+func (c cached) get(ctx context.Context, query string) (*sql.Stmt, direct, error) {
+	if c.tx == nil {
+		st, err := c.d.prepare(ctx, c.p, query)
+		return st, nil, err
+	}
+	st := c.d.cachedStmt(c.p, query)
+	if st == nil {
+		*c.seen = append(*c.seen, query)
+		return nil, c.tx, nil
+	}
+	// The writer pool has one connection, the transaction's, where the
+	// statement is already prepared: StmtContext reuses it.
+	return c.tx.StmtContext(ctx, st), nil, nil
+}
+
+func (c cached) ExecContext(ctx context.Context, query string, args ...any) (sql.Result, error) {
+	st, dir, err := c.get(ctx, query)
+	switch {
+	case err != nil:
+		return nil, err
+	case dir != nil:
+		return dir.ExecContext(ctx, query, args...)
+	}
+	return st.ExecContext(ctx, args...)
+}
+
+func (c cached) QueryContext(ctx context.Context, query string, args ...any) (*sql.Rows, error) {
+	st, dir, err := c.get(ctx, query)
+	switch {
+	case err != nil:
+		return nil, err
+	case dir != nil:
+		return dir.QueryContext(ctx, query, args...)
+	}
+	return st.QueryContext(ctx, args...)
+}
+
+func (c cached) QueryRowContext(ctx context.Context, query string, args ...any) rowScanner {
+	st, dir, err := c.get(ctx, query)
+	switch {
+	case err != nil:
+		return errRow{err}
+	case dir != nil:
+		return dir.QueryRowContext(ctx, query, args...)
+	}
+	return st.QueryRowContext(ctx, args...)
+}
+
+// rowScanner is *sql.Row, or errRow when the statement did not prepare.
+type rowScanner interface{ Scan(dest ...any) error }
+
+type errRow struct{ err error }
+
+func (e errRow) Scan(...any) error { return e.err }
 
 func (d *db) reader() *sql.DB {
 	if d.r == nil { // during migration
@@ -85,13 +200,7 @@ func (d *db) reader() *sql.DB {
 	return d.r
 }
 
-type execer interface {
-	ExecContext(ctx context.Context, query string, args ...any) (sql.Result, error)
-	QueryContext(ctx context.Context, query string, args ...any) (*sql.Rows, error)
-	QueryRowContext(ctx context.Context, query string, args ...any) *sql.Row
-}
-
-type querier struct{ e execer }
+type querier struct{ e cached }
 
 func (q querier) Exec(ctx context.Context, query string, args ...any) (int64, error) {
 	res, err := q.e.ExecContext(ctx, query, args...)
@@ -109,7 +218,7 @@ func (q querier) Query(ctx context.Context, query string, args ...any) (sqlstore
 	return q.e.QueryContext(ctx, query, args...)
 }
 
-type row struct{ r *sql.Row }
+type row struct{ r rowScanner }
 
 func (r row) Scan(dest ...any) error {
 	err := r.r.Scan(dest...)
@@ -121,15 +230,15 @@ func (r row) Scan(dest ...any) error {
 
 func (d *db) Exec(ctx context.Context, query string, args ...any) (int64, error) {
 	// A lone write statement is its own transaction, taken on the writer.
-	return querier{d.w}.Exec(ctx, query, args...)
+	return querier{cached{d: d, p: d.w}}.Exec(ctx, query, args...)
 }
 
 func (d *db) QueryRow(ctx context.Context, query string, args ...any) sqlstore.Row {
-	return querier{d.reader()}.QueryRow(ctx, query, args...)
+	return querier{cached{d: d, p: d.reader()}}.QueryRow(ctx, query, args...)
 }
 
 func (d *db) Query(ctx context.Context, query string, args ...any) (sqlstore.Rows, error) {
-	return querier{d.reader()}.Query(ctx, query, args...)
+	return querier{cached{d: d, p: d.reader()}}.Query(ctx, query, args...)
 }
 
 func (d *db) InTx(ctx context.Context, fn func(sqlstore.Querier) error) error {
@@ -137,7 +246,16 @@ func (d *db) InTx(ctx context.Context, fn func(sqlstore.Querier) error) error {
 	if err != nil {
 		return fmt.Errorf("begin: %w", err)
 	}
-	if err := fn(querier{tx}); err != nil {
+	var seen []string
+	// Statements the transaction ran unprepared are prepared once it has
+	// given the writer connection back; a failure only means the next
+	// transaction runs them unprepared again.
+	defer func() {
+		for _, q := range seen {
+			_, _ = d.prepare(context.WithoutCancel(ctx), d.w, q)
+		}
+	}()
+	if err := fn(querier{cached{d: d, p: d.w, tx: tx, seen: &seen}}); err != nil {
 		tx.Rollback()
 		return err
 	}
@@ -156,6 +274,14 @@ func (d *db) Ping(ctx context.Context) error {
 }
 
 func (d *db) Close() error {
+	d.mu.Lock()
+	for _, m := range d.stmts {
+		for _, st := range m {
+			st.Close()
+		}
+	}
+	d.stmts = nil
+	d.mu.Unlock()
 	var rerr error
 	if d.r != nil {
 		rerr = d.r.Close()

@@ -150,19 +150,21 @@ func (s *Store) CreateTopUp(ctx context.Context, req ledger.Request, key string,
 		created bool
 	)
 	err = s.db.InTx(ctx, func(q Querier) error {
-		n, err := q.Exec(ctx, `INSERT INTO topups (id, idempotency_key, request_hash, amount, currency, card_uid, reference,
+		// One round trip: RETURNING gives the new row, or no row when the
+		// key exists.
+		out, err = scanTopUp(q.QueryRow(ctx, `INSERT INTO topups (id, idempotency_key, request_hash, amount, currency, card_uid, reference,
 	status, log_ref, attempts, fence, created_at, updated_at, expires_at)
 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 0, 0, $10, $10, $11)
-ON CONFLICT (idempotency_key) DO NOTHING`,
+ON CONFLICT (idempotency_key) DO NOTHING
+RETURNING `+topUpCols,
 			id.String(), key, hash, req.Amount, req.Currency, req.CardUID, req.Reference,
-			ledger.StatusPending.String(), ledger.LogRef(id), at, micros(now.Add(s.cfg.PendingTTL)))
-		if err != nil {
-			return fmt.Errorf("insert top-up: %w", err)
+			ledger.StatusPending.String(), ledger.LogRef(id), at, micros(now.Add(s.cfg.PendingTTL))))
+		if err == nil {
+			created = true
+			return nil
 		}
-		created = n == 1
-		if created {
-			out, err = s.getTopUp(ctx, q, id, false)
-			return err
+		if !errors.Is(err, ErrNoRows) {
+			return fmt.Errorf("insert top-up: %w", err)
 		}
 		out, err = scanTopUp(q.QueryRow(ctx, `SELECT `+topUpCols+` FROM topups WHERE idempotency_key = $1`, key))
 		if err != nil {
@@ -197,16 +199,17 @@ func (s *Store) ListTopUpsByCard(ctx context.Context, cardUID string) ([]ledger.
 	return out, nil
 }
 
-// InDoubtByCard implements ledger.Ledger.
-func (s *Store) InDoubtByCard(ctx context.Context, cardUID string) ([]ledger.TopUp, error) {
+// UnresolvedByCard implements ledger.Ledger.
+func (s *Store) UnresolvedByCard(ctx context.Context, cardUID string) ([]ledger.TopUp, error) {
 	uid, err := ledger.NormalizeCardUID(cardUID)
 	if err != nil {
 		return nil, err
 	}
-	out, err := s.listTopUps(ctx, `card_uid = $1 AND status = $2 ORDER BY created_at ASC, id ASC`,
-		uid, ledger.StatusInDoubt.String())
+	// Literal statuses, not parameters, so the planner can prove the
+	// partial index topups_card_unresolved applies.
+	out, err := s.listTopUps(ctx, `card_uid = $1 AND status IN ('in_progress', 'in_doubt') ORDER BY created_at ASC, id ASC`, uid)
 	if err != nil {
-		return nil, fmt.Errorf("list in-doubt top-ups of card: %w", err)
+		return nil, fmt.Errorf("list unresolved top-ups of card: %w", err)
 	}
 	return out, nil
 }
@@ -293,26 +296,32 @@ WHERE card_fences.fence <= excluded.fence`, card, t.Fence, now)
 		}
 		attempts := int64(cur.Attempts)
 		if rule.Session {
-			aid, err := uuid.NewRandom()
-			if err != nil {
-				return fmt.Errorf("new attempt id: %w", err)
-			}
-			n, err := q.Exec(ctx, `INSERT INTO attempts (id, topup_id, session_id, card_uid, fence, started_at, outcome, error_code)
-VALUES ($1, $2, $3, $4, $5, $6, $7, '')
-ON CONFLICT (topup_id, session_id) DO NOTHING`,
-				aid.String(), cur.ID.String(), t.SessionID.String(), card, t.Fence, now, t.To.String())
-			if err != nil {
-				return fmt.Errorf("record attempt: %w", err)
-			}
-			attempts += n
+			// A session's later transitions update its attempt; its first
+			// one finds nothing to update and records it (one statement
+			// in the common case instead of two).
 			var ended any
 			if t.To != ledger.StatusInProgress {
 				ended = now
 			}
-			if _, err := q.Exec(ctx, `UPDATE attempts SET fence = $1, outcome = $2, ended_at = $3, error_code = $4
+			n, err := q.Exec(ctx, `UPDATE attempts SET fence = $1, outcome = $2, ended_at = $3, error_code = $4
 WHERE topup_id = $5 AND session_id = $6`,
-				t.Fence, t.To.String(), ended, t.ErrorCode, cur.ID.String(), t.SessionID.String()); err != nil {
+				t.Fence, t.To.String(), ended, t.ErrorCode, cur.ID.String(), t.SessionID.String())
+			if err != nil {
 				return fmt.Errorf("update attempt: %w", err)
+			}
+			if n == 0 {
+				aid, err := uuid.NewRandom()
+				if err != nil {
+					return fmt.Errorf("new attempt id: %w", err)
+				}
+				// The top-up row is locked, so no other transaction can
+				// insert this (top-up, session) attempt meanwhile.
+				if _, err := q.Exec(ctx, `INSERT INTO attempts (id, topup_id, session_id, card_uid, fence, started_at, ended_at, outcome, error_code)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)`,
+					aid.String(), cur.ID.String(), t.SessionID.String(), card, t.Fence, now, ended, t.To.String(), t.ErrorCode); err != nil {
+					return fmt.Errorf("record attempt: %w", err)
+				}
+				attempts++
 			}
 		}
 		next := cur
@@ -343,22 +352,22 @@ WHERE topup_id = $5 AND session_id = $6`,
 		if !t.ExpiresAt.IsZero() {
 			expires = micros(t.ExpiresAt)
 		}
-		n, err := q.Exec(ctx, `UPDATE topups SET status = $1, updated_at = $2, card_uid = $3, fence = $4,
+		out, err = scanTopUp(q.QueryRow(ctx, `UPDATE topups SET status = $1, updated_at = $2, card_uid = $3, fence = $4,
 	balance_before = $5, balance_after = $6, tmc = $7, tmv = $8, applied_at = $9, expires_at = $10, attempts = $11
-WHERE id = $12 AND status = $13`,
+WHERE id = $12 AND status = $13
+RETURNING `+topUpCols,
 			t.To.String(), now, card, fence,
 			nullInt(next.BalanceBefore), nullInt(next.BalanceAfter), tmc, nullBytes(next.TMV), applied, expires, attempts,
-			cur.ID.String(), t.From.String())
-		if err != nil {
-			return fmt.Errorf("update top-up %s: %w", cur.ID, err)
-		}
-		if n != 1 {
+			cur.ID.String(), t.From.String()))
+		if errors.Is(err, ErrNoRows) {
 			// The row is locked (or the database has one writer), so this
 			// means the lock did not hold; refuse rather than guess.
 			return fmt.Errorf("top-up %s changed under a lock: %w", cur.ID, ledger.ErrConflict)
 		}
-		out, err = s.getTopUp(ctx, q, cur.ID, false)
-		return err
+		if err != nil {
+			return fmt.Errorf("update top-up %s: %w", cur.ID, err)
+		}
+		return nil
 	})
 	if err != nil {
 		return ledger.TopUp{}, fmt.Errorf("transition %s → %s: %w", t.From, t.To, err)
@@ -457,12 +466,13 @@ func (s *Store) CreateSession(ctx context.Context, kind ledger.SessionKind, topU
 			}
 			topup = topUpID.String()
 		}
-		if _, err := q.Exec(ctx, `INSERT INTO sessions (id, kind, topup_id, status, created_at) VALUES ($1, $2, $3, $4, $5)`,
-			id.String(), kind.String(), topup, ledger.SessionOpen.String(), micros(now)); err != nil {
+		out, err = scanSession(q.QueryRow(ctx, `INSERT INTO sessions (id, kind, topup_id, status, created_at) VALUES ($1, $2, $3, $4, $5)
+RETURNING `+sessionCols,
+			id.String(), kind.String(), topup, ledger.SessionOpen.String(), micros(now)))
+		if err != nil {
 			return fmt.Errorf("insert session: %w", err)
 		}
-		out, err = s.getSession(ctx, q, id, false)
-		return err
+		return nil
 	})
 	if err != nil {
 		return ledger.Session{}, err
@@ -589,12 +599,13 @@ func (s *Store) FinishSession(ctx context.Context, id uuid.UUID, o ledger.Sessio
 		if cur.Status != ledger.SessionOpen {
 			return fmt.Errorf("session %s is %s: %w", id, cur.Status, ledger.ErrSessionClosed)
 		}
-		if _, err := q.Exec(ctx, `UPDATE sessions SET status = $1, outcome = $2, ended_at = $3 WHERE id = $4`,
-			status.String(), string(b), micros(now), id.String()); err != nil {
+		out, err = scanSession(q.QueryRow(ctx, `UPDATE sessions SET status = $1, outcome = $2, ended_at = $3 WHERE id = $4
+RETURNING `+sessionCols,
+			status.String(), string(b), micros(now), id.String()))
+		if err != nil {
 			return fmt.Errorf("finish session %s: %w", id, err)
 		}
-		out, err = s.getSession(ctx, q, id, false)
-		return err
+		return nil
 	})
 	if err != nil {
 		return ledger.Session{}, err
