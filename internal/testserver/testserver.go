@@ -44,6 +44,7 @@ type Harness struct {
 	Server  *server.Server
 	HTTP    *httptest.Server
 	Keys    keys.Provider
+	KeyFile keys.File // the same keys, as a key file holds them
 	Profile profile.Profile
 	Ledger  ledger.Ledger
 }
@@ -59,7 +60,7 @@ func New(t testing.TB, b testbackend.Backend, p profile.Profile, o Options) *Har
 		o.SessionTimeout = 10 * time.Second
 	}
 	l, lk := b.Open(t)
-	kp, _ := testcard.Keys(t, p)
+	kp, kf := testcard.Keys(t, p)
 	m := server.NewMetrics()
 	svc, err := transaction.New(transaction.Config{Ledger: l, Locker: lk, Keys: kp, Profile: p.Name, LockTTL: 2 * time.Second, Metrics: m})
 	if err != nil {
@@ -69,7 +70,7 @@ func New(t testing.TB, b testbackend.Backend, p profile.Profile, o Options) *Har
 		ExchangeTimeout: o.ExchangeTimeout, SessionTimeout: o.SessionTimeout, Metrics: m})
 	hs := httptest.NewServer(srv.Handler())
 	t.Cleanup(hs.Close)
-	return &Harness{T: t, Server: srv, HTTP: hs, Keys: kp, Profile: p, Ledger: l}
+	return &Harness{T: t, Server: srv, HTTP: hs, Keys: kp, KeyFile: kf, Profile: p, Ledger: l}
 }
 
 // Card issues a simulated card with the server's keys and presents it.
