@@ -5,6 +5,7 @@ go 1.26.8
 require (
 	github.com/aead/cmac v0.0.0-20160719120800-7af84192f0b1
 	github.com/coder/websocket v1.8.15
+	github.com/ebfe/scard v0.0.0-20241214075232-7af069cabc25
 	github.com/google/uuid v1.6.0
 	github.com/jackc/pgx/v5 v5.12.0
 	github.com/prometheus/client_golang v1.25.0

@@ -16,8 +16,9 @@ if [ -n "$unformatted" ]; then
 	exit 1
 fi
 
-echo "==> go vet ./..."
+echo "==> go vet ./... (and -tags pcsc)"
 go vet ./...
+go vet -tags pcsc ./...
 
 sc=$(command -v staticcheck || true)
 if [ -z "$sc" ] && [ -x "$(go env GOPATH)/bin/staticcheck" ]; then
@@ -29,5 +30,6 @@ if [ -z "$sc" ]; then
 	sc=$(go env GOPATH)/bin/staticcheck
 	[ -z "$(go env GOBIN)" ] || sc=$(go env GOBIN)/staticcheck
 fi
-echo "==> staticcheck ./... ($("$sc" -version))"
+echo "==> staticcheck ./... and -tags pcsc ($("$sc" -version))"
 "$sc" ./...
+"$sc" -tags pcsc ./...

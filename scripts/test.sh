@@ -7,8 +7,10 @@
 #      redis-server and postgresql with apt-get when missing) and stops
 #      them on exit (scripts/services.sh).
 #   2. gofmt, go vet, staticcheck (scripts/lint.sh).
-#   3. go test -race -count=1 ./... (extra arguments are passed to go test;
-#      if one of them names packages, those replace ./...).
+#   3. a private pcscd with the vpcd virtual reader (scripts/pcscd.sh,
+#      installing pcscd, libpcsclite-dev, vsmartcard-vpcd when missing), then
+#      go test -race -count=1 -tags pcsc ./... (extra arguments are passed
+#      to go test; if one of them names packages, those replace ./...).
 #   4. every Fuzz* target for FUZZTIME (default 5s) each (scripts/fuzz.sh).
 #
 # Environment: REDIS_URL, DATABASE_URL, SKIP_SERVICES=1, FUZZTIME,
@@ -20,9 +22,12 @@ root=$(pwd)
 
 # shellcheck source=scripts/services.sh
 . scripts/services.sh
+# shellcheck source=scripts/pcscd.sh
+. scripts/pcscd.sh
 
 work=""
 cleanup() {
+	pcscd_stop
 	services_stop
 	[ -z "$work" ] || rm -rf "$work"
 }
@@ -36,6 +41,10 @@ services_start
 command -v docker-compose >/dev/null || svc_install docker-compose
 echo "==> REDIS_URL=${REDIS_URL:-unset}"
 echo "==> DATABASE_URL=${DATABASE_URL:-unset}"
+# A private pcscd with the vpcd virtual reader: the PC/SC bridge's
+# end-to-end test runs through the real PC/SC stack (build tag pcsc).
+pcscd_start
+echo "==> VPCD_ADDR=${VPCD_ADDR:-unset} PCSCLITE_CSOCK_NAME=${PCSCLITE_CSOCK_NAME:-unset}"
 
 ./scripts/lint.sh
 
@@ -48,8 +57,8 @@ done
 work=$(mktemp -d)
 summary=$work/summary
 go build -o "$work/testsummary" ./scripts/testsummary
-echo "==> go test -race -count=1 $(printf '%s ' "$@" "${pkgs[@]}")"
-go test -json -race -count=1 "$@" "${pkgs[@]}" | "$work/testsummary" | tee "$summary"
+echo "==> go test -race -count=1 -tags pcsc $(printf '%s ' "$@" "${pkgs[@]}")"
+go test -json -race -count=1 -tags pcsc "$@" "${pkgs[@]}" | "$work/testsummary" | tee "$summary"
 
 if [ "${SKIP_FUZZ:-0}" = 1 ]; then
 	echo "==> SKIP_FUZZ=1: not fuzzing"

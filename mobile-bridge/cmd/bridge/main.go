@@ -2,8 +2,9 @@
 // bridge token and relays the server's APDUs to a card. With -sim the card
 // is a simulated DESFire card, issued on the spot through the real
 // issuance commands from a key file and card profile, so the whole flow
-// runs without hardware. It prints the server's prompts and the result,
-// and exits non-zero when the session did not succeed.
+// runs without hardware. With -pcsc (build tag pcsc) the card is in a PC/SC
+// reader (-list-readers, -reader, -wait). It prints the server's prompts
+// and the result, and exits non-zero when the session did not succeed.
 package main
 
 import (
@@ -29,6 +30,10 @@ func run(args []string) int {
 	url := fs.String("url", "ws://127.0.0.1:8080/v1/bridge", "relay bridge endpoint")
 	token := fs.String("token", "", "bridge token (required)")
 	sim := fs.Bool("sim", false, "use a simulated card")
+	usePCSC := fs.Bool("pcsc", false, "use a PC/SC reader (build with -tags pcsc)")
+	readerName := fs.String("reader", "", "PC/SC reader name substring (default: the first reader)")
+	listReaders := fs.Bool("list-readers", false, "list the PC/SC readers and exit")
+	wait := fs.Duration("wait", 30*time.Second, "how long to wait for a card on the PC/SC reader")
 	keyFile := fs.String("keys", "data/dev-keys.json", "key file used to issue the simulated card")
 	profName := fs.String("profile", "an12113-ev2", "card profile of the simulated card")
 	uidHex := fs.String("uid", "04A1B2C3D4E5F6", "UID of the simulated card (7 bytes hex)")
@@ -40,11 +45,35 @@ func run(args []string) int {
 	query := fs.Bool("query-token", false, "send the token as ?token= instead of a header")
 	timeout := fs.Duration("timeout", 2*time.Minute, "give up after this long")
 	jsonOut := fs.Bool("json", false, "print the result as JSON")
+	fleetN := fs.Int("n", 0, "run N simulated bridges at once, each with its own card and a token from the operator API (needs -api-key)")
+	apiURL := fs.String("api-url", "http://127.0.0.1:8080", "operator API base URL, for -n")
+	apiKey := fs.String("api-key", "", "operator API key, for -n")
+	amount := fs.Int64("amount", 100, "top-up amount in cents for -n (0: balance lookups)")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
-	if *token == "" || !*sim {
-		fmt.Fprintln(os.Stderr, "bridge: -token and a card backend (-sim) are required; PC/SC readers: build with -tags pcsc")
+	if *listReaders {
+		if err := listPCSCReaders(os.Stdout); err != nil {
+			fmt.Fprintln(os.Stderr, "bridge:", err)
+			return 1
+		}
+		return 0
+	}
+	if *fleetN > 0 {
+		uid, err := hex.DecodeString(*uidHex)
+		if err != nil || len(uid) != 7 || !*sim || *apiKey == "" {
+			fmt.Fprintln(os.Stderr, "bridge: -n needs -sim, -api-key and a 7-byte -uid")
+			return 2
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), *timeout)
+		defer cancel()
+		return fleet{n: *fleetN, apiURL: *apiURL, apiKey: *apiKey, amount: *amount, currency: "EUR", uid: uid,
+			initial: int32(*initial), keyFile: *keyFile, profile: *profName,
+			opts: bridge.Options{URL: *url, Name: "relay-bridge-fleet", Version: "1", Platform: "sim", Batch: !*noBatch, OneWay: *oneWay, Jitter: *jitter},
+		}.run(ctx, os.Stdout)
+	}
+	if *token == "" || *sim == *usePCSC {
+		fmt.Fprintln(os.Stderr, "bridge: -token and one card backend (-sim or -pcsc) are required")
 		return 2
 	}
 	uid, err := hex.DecodeString(*uidHex)
@@ -57,21 +86,31 @@ func run(args []string) int {
 	ctx, cancel := context.WithTimeout(ctx, *timeout)
 	defer cancel()
 
-	card, err := bridge.IssueSim(ctx, *keyFile, *profName, uid, int32(*initial))
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "bridge:", err)
-		return 1
-	}
-	if *dropAfter > 0 {
-		card.RemoveAfter(*dropAfter)
+	b := cardBackend{platform: "sim"}
+	if *usePCSC {
+		if b, err = openPCSC(ctx, *readerName, *wait); err != nil {
+			fmt.Fprintln(os.Stderr, "bridge:", err)
+			return 1
+		}
+		defer b.close()
+	} else {
+		card, err := bridge.IssueSim(ctx, *keyFile, *profName, uid, int32(*initial))
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "bridge:", err)
+			return 1
+		}
+		if *dropAfter > 0 {
+			card.RemoveAfter(*dropAfter)
+		}
+		b.card, b.info = bridge.Sim{Card: card}, bridge.CardInfo{UID: card.UID()}
 	}
 	opts := bridge.Options{
-		URL: *url, Token: *token, TokenInQuery: *query, Name: "relay-bridge", Version: "1", Platform: "sim",
+		URL: *url, Token: *token, TokenInQuery: *query, Name: "relay-bridge", Version: "1", Platform: b.platform,
 		Batch: !*noBatch, OneWay: *oneWay, Jitter: *jitter,
 		OnPrompt: func(text string, p *float64) { fmt.Fprintf(os.Stderr, "» %s\n", text) },
 	}
 	start := time.Now()
-	rep, err := bridge.Run(ctx, opts, bridge.Sim{Card: card}, bridge.CardInfo{UID: card.UID()})
+	rep, err := bridge.Run(ctx, opts, b.card, b.info)
 	if rep != nil {
 		if *jsonOut {
 			json.NewEncoder(os.Stdout).Encode(rep)

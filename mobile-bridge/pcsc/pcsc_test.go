@@ -1,0 +1,175 @@
+//go:build pcsc
+
+package pcsc
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/desfire-relay/relay/desfire/simcard"
+	"github.com/desfire-relay/relay/internal/testenv"
+	"github.com/desfire-relay/relay/mobile-bridge/bridge"
+	"github.com/desfire-relay/relay/mobile-bridge/vpcd"
+)
+
+func TestSelectReader(t *testing.T) {
+	names := []string{"ACS ACR122U PICC Interface 00 00", "Virtual PCD 00 00", "Virtual PCD 00 01"}
+	cases := []struct {
+		name, sub, want string
+		err             error
+	}{
+		{"first", "", names[0], nil},
+		{"substring", "virtual", names[1], nil},
+		{"exact slot", "Virtual PCD 00 01", names[2], nil},
+		{"no match", "Omnikey", "", ErrNoReader},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			got, err := SelectReader(names, c.sub)
+			if !errors.Is(err, c.err) || got != c.want {
+				t.Fatalf("got %q, %v; want %q, %v", got, err, c.want, c.err)
+			}
+		})
+	}
+	if _, err := SelectReader(nil, ""); !errors.Is(err, ErrNoReader) {
+		t.Fatalf("no readers: %v", err)
+	}
+}
+
+// stack returns the vpcd address and reader name of the private pcscd
+// that scripts/pcscd.sh starts, skipping (locally) or failing (CI=true)
+// when it is not there.
+func stack(t *testing.T) (addr, reader string) {
+	t.Helper()
+	addr, reader = os.Getenv("VPCD_ADDR"), os.Getenv("PCSC_READER")
+	var why string
+	if addr == "" {
+		why = "VPCD_ADDR is not set"
+	} else if _, err := ListReaders(); err != nil {
+		why = err.Error()
+	}
+	if why != "" {
+		if testenv.InCI() {
+			t.Fatalf("%s: under CI=true the PC/SC tests must run (scripts/pcscd.sh starts pcscd with vpcd)", why)
+		}
+		t.Skipf("%s: skipping the PC/SC test (run it with ./scripts/pcscd.sh go test -tags pcsc ...)", why)
+	}
+	lockVPCD(t, addr)
+	return addr, reader
+}
+
+// lockVPCD holds an exclusive file lock on the vpcd address until the
+// test ends: test binaries of different packages run in parallel and
+// would otherwise present their cards to the same virtual reader.
+func lockVPCD(t *testing.T, addr string) {
+	t.Helper()
+	name := filepath.Join(os.TempDir(), "relay-vpcd-"+strings.NewReplacer(":", "_", "/", "_").Replace(addr)+".lock")
+	f, err := os.OpenFile(name, os.O_CREATE|os.O_RDWR, 0o666)
+	if err != nil {
+		t.Fatalf("lock %s: %v", name, err)
+	}
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX); err != nil {
+		f.Close()
+		t.Fatalf("lock %s: %v", name, err)
+	}
+	t.Cleanup(func() { f.Close() })
+}
+
+// present connects sim to vpcd and returns a function that waits for the
+// virtual card's Serve to end.
+func present(t *testing.T, ctx context.Context, addr string, sim *simcard.Card) func() error {
+	t.Helper()
+	c, err := vpcd.Dial(ctx, addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- c.Serve(ctx, vpcd.Card{Transport: bridge.Sim{Card: sim}, UID: sim.UID()}) }()
+	var got error
+	waited := false
+	wait := func() error {
+		if !waited {
+			got, waited = <-done, true
+		}
+		return got
+	}
+	t.Cleanup(func() { c.Close(); wait() })
+	return wait
+}
+
+func TestReaderOverVPCD(t *testing.T) {
+	addr, reader := stack(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	uid := []byte{0x04, 0x11, 0x22, 0x33, 0x44, 0x55, 0x66}
+	sim, err := simcard.New(simcard.Options{UID: uid})
+	if err != nil {
+		t.Fatal(err)
+	}
+	served := present(t, ctx, addr, sim)
+	r, err := Open(ctx, Options{Reader: reader, Wait: 10 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	t.Logf("reader %q: UID %X ATS %X ATR %X", r.Name(), r.Info().UID, r.Info().ATS, r.ATR())
+	if info := r.Info(); !bytes.Equal(info.UID, uid) || !bytes.Equal(info.ATS, vpcd.DefaultATS) {
+		t.Fatalf("card info %X / %X, want UID %X and ATS %X", info.UID, info.ATS, uid, vpcd.DefaultATS)
+	}
+	if want := []byte{0x3B, 0x81, 0x80, 0x01, 0x80, 0x80}; !bytes.Equal(r.ATR(), want) {
+		t.Fatalf("ATR %X, want %X", r.ATR(), want)
+	}
+	getVersion := []byte{0x90, 0x60, 0x00, 0x00, 0x00}
+	if resp, err := r.Transmit(ctx, getVersion); err != nil || !bytes.HasSuffix(resp, []byte{0x91, 0xAF}) {
+		t.Fatalf("GetVersion: %X, %v", resp, err)
+	}
+
+	// The card leaves the field: tag lost, and vpcd saw it go.
+	sim.Remove()
+	if resp, err := r.Transmit(ctx, getVersion); !errors.Is(err, bridge.ErrTagLost) {
+		t.Fatalf("after removal: %X, %v; want ErrTagLost", resp, err)
+	}
+	if err := served(); !errors.Is(err, vpcd.ErrCardRemoved) {
+		t.Fatalf("virtual card: %v, want ErrCardRemoved", err)
+	}
+	if _, err := r.Transmit(ctx, getVersion); !errors.Is(err, bridge.ErrTagLost) {
+		t.Fatalf("with no card: %v, want ErrTagLost", err)
+	}
+
+	// Presented again: Reconnect finds it.
+	if err := sim.Tap(); err != nil {
+		t.Fatal(err)
+	}
+	present(t, ctx, addr, sim)
+	info, err := r.Reconnect(ctx)
+	if err != nil || !bytes.Equal(info.UID, uid) {
+		t.Fatalf("reconnect: %X, %v", info.UID, err)
+	}
+	if resp, err := r.Transmit(ctx, getVersion); err != nil || !bytes.HasSuffix(resp, []byte{0x91, 0xAF}) {
+		t.Fatalf("GetVersion after reconnect: %X, %v", resp, err)
+	}
+}
+
+func TestNoCard(t *testing.T) {
+	_, reader := stack(t)
+	// The second vpcd slot never gets a card.
+	other := reader[:len(reader)-1] + "1"
+	start := time.Now()
+	_, err := Open(context.Background(), Options{Reader: other, Wait: 1500 * time.Millisecond})
+	if !errors.Is(err, ErrNoCard) {
+		t.Fatalf("Open on an empty reader: %v, want ErrNoCard", err)
+	}
+	t.Logf("gave up after %s", time.Since(start).Round(time.Millisecond))
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if _, err := Open(ctx, Options{Reader: other, Wait: time.Minute}); !errors.Is(err, context.Canceled) {
+		t.Fatalf("Open with a cancelled context: %v", err)
+	}
+}
