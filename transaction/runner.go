@@ -171,8 +171,12 @@ func (s *Service) runTopUp(ctx context.Context, sess ledger.Session, claimed str
 
 	// Everything of this card that an earlier session left unresolved.
 	// Holding the card's lock, an in_progress top-up belongs to a dead
-	// session: in_doubt is written before any commit is sent, so it was
-	// never committed and is failed outright. in_doubt ones need the card.
+	// session. in_doubt is written before any commit is sent, so it should
+	// never have reached the card; but that holds only while every
+	// confirmed ledger write survives (a database that loses its last
+	// commits in a crash breaks it), so it is settled from the card's own
+	// log like an in_doubt one instead of being failed blindly. The log
+	// read is part of this tap's first exchange anyway.
 	all, err := s.cfg.Ledger.UnresolvedByCard(ctx, uid)
 	if err != nil {
 		s.ledgerError()
@@ -182,9 +186,11 @@ func (s *Service) runTopUp(ctx context.Context, sess ledger.Session, claimed str
 	for _, u := range all {
 		switch u.Status {
 		case ledger.StatusInProgress:
-			if _, err := tr(u.ID, ledger.StatusInProgress, ledger.StatusFailed, func(x *ledger.Transition) { x.ErrorCode = "abandoned" }); err != nil {
+			d, err := tr(u.ID, ledger.StatusInProgress, ledger.StatusInDoubt, func(x *ledger.Transition) { x.ErrorCode = "abandoned" })
+			if err != nil {
 				return err
 			}
+			doubts = append(doubts, d)
 		case ledger.StatusInDoubt:
 			doubts = append(doubts, u)
 		}
@@ -334,11 +340,19 @@ func (s *Service) runBalance(ctx context.Context, sess ledger.Session, claimed s
 		return err
 	}
 	for _, u := range all {
+		// An in_progress top-up is settled from the log too (see runTopUp):
+		// through in_doubt, as the state machine requires.
+		if u.Status == ledger.StatusInProgress {
+			if _, err := s.cfg.Ledger.Transition(ctx, ledger.Transition{TopUpID: u.ID, From: u.Status, To: ledger.StatusInDoubt, ErrorCode: "abandoned", Fence: l.Fence(), SessionID: sess.ID, CardUID: uid, Now: s.cfg.Now()}); err != nil {
+				s.ledgerError()
+				return err
+			}
+		}
 		to := ledger.StatusFailed
-		if u.Status == ledger.StatusInDoubt && hasRef(out.TopUps, u.ID) {
+		if hasRef(out.TopUps, u.ID) {
 			to = ledger.StatusApplied
 		}
-		if _, err := s.cfg.Ledger.Transition(ctx, ledger.Transition{TopUpID: u.ID, From: u.Status, To: to, Fence: l.Fence(), SessionID: sess.ID, CardUID: uid, Now: s.cfg.Now()}); err != nil {
+		if _, err := s.cfg.Ledger.Transition(ctx, ledger.Transition{TopUpID: u.ID, From: ledger.StatusInDoubt, To: to, Fence: l.Fence(), SessionID: sess.ID, CardUID: uid, Now: s.cfg.Now()}); err != nil {
 			s.ledgerError()
 			return err
 		}
