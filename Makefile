@@ -3,7 +3,7 @@
 
 FUZZTIME ?= 60s
 
-.PHONY: load test fuzz lint bench
+.PHONY: load test fuzz lint bench faults soak
 
 ## test: the whole suite with private Redis and PostgreSQL (scripts/test.sh)
 test:
@@ -27,3 +27,13 @@ load:
 	./scripts/services.sh /tmp/relay-load -backend shared -profile an12113-ev2 -c 16 -d 8s
 	/tmp/relay-load -backend embedded -profile an12113-ev2 -c 16 -d 8s
 	/tmp/relay-load -idle 2000
+
+## faults: the full fault matrix (tears, WebSocket closes, SIGKILL, Redis/PostgreSQL restarts)
+faults:
+	./scripts/services.sh go test -race -count=1 -v -timeout 30m ./tests/faults/ -faults.full
+
+## soak: the full fault matrix with 200 random SIGKILLs, then 60 s of load on Redis + PostgreSQL
+soak:
+	./scripts/services.sh go test -race -count=1 -v -timeout 60m ./tests/faults/ -faults.full -faults.kills=200
+	go build -o /tmp/relay-load ./tests/load
+	./scripts/services.sh /tmp/relay-load -backend shared -profile an12113-ev2 -c 32 -d 60s
