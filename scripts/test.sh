@@ -60,11 +60,21 @@ go build -o "$work/testsummary" ./scripts/testsummary
 echo "==> go test -race -count=1 -tags pcsc $(printf '%s ' "$@" "${pkgs[@]}")"
 go test -json -race -count=1 -tags pcsc "$@" "${pkgs[@]}" | "$work/testsummary" | tee "$summary"
 
+# The TypeScript bridge package: its node --test suite runs against the
+# real relayd and simulated cards (built by the suite itself).
+if ! command -v npm >/dev/null; then
+	svc_install nodejs npm
+fi
+echo "==> TypeScript bridge: npm ci && npm test (mobile-bridge/ts, node $(node --version))"
+(cd mobile-bridge/ts && npm ci --no-audit --no-fund && npm test) 2>&1 | tee "$work/ts.log"
+grep -E '^# (tests|pass|fail|skipped) ' "$work/ts.log" | tr '\n' ' ' | sed 's/^/==> node --test: /' || true
+echo
+
 if [ "${SKIP_FUZZ:-0}" = 1 ]; then
 	echo "==> SKIP_FUZZ=1: not fuzzing"
 else
 	FUZZTIME=${FUZZTIME:-5s} ./scripts/fuzz.sh
 fi
 
-echo "==> test.sh: all steps passed (gofmt, go vet, staticcheck, go test -race$([ "${SKIP_FUZZ:-0}" = 1 ] || echo ", fuzz ${FUZZTIME:-5s} per target"))"
+echo "==> test.sh: all steps passed (gofmt, go vet, staticcheck, go test -race, node --test$([ "${SKIP_FUZZ:-0}" = 1 ] || echo ", fuzz ${FUZZTIME:-5s} per target"))"
 grep -E '^tests: ' "$summary" | tail -n 1
