@@ -53,6 +53,20 @@ type Pipeline struct {
 	steps []*Result
 	err   error // set when the pipeline can no longer run
 	ran   bool
+
+	hookStep *Result // BeforeSend's step and hook
+	hook     func(context.Context) error
+}
+
+// BeforeSend registers fn to run right before step s's command leaves
+// the host: before the whole batch on a Batcher (where everything leaves
+// at once), before that one command on a plain Transport. It is how a
+// caller records "this command may reach the card" at the last moment,
+// e.g. a ledger's in_doubt before CommitTransaction. An error from fn
+// stops the run there: s and the steps after it are not sent and carry
+// the error. One hook per pipeline; a later call replaces it.
+func (p *Pipeline) BeforeSend(s *Result, fn func(context.Context) error) {
+	p.hookStep, p.hook = s, fn
 }
 
 // Pipeline starts an empty pipeline on the card.
@@ -161,7 +175,17 @@ func (p *Pipeline) Run(ctx context.Context) error {
 	for i, s := range p.steps {
 		cmds[i] = BatchCommand{APDU: s.apdu, Expect: s.expect}
 	}
-	rs, terr := p.card.transmitBatch(ctx, cmds)
+	at := -1
+	for i, s := range p.steps {
+		if s == p.hookStep {
+			at = i
+		}
+	}
+	var hook func(context.Context) error
+	if at >= 0 {
+		hook = p.hook
+	}
+	rs, terr := p.card.transmitBatch(ctx, cmds, at, hook)
 	var first, obsErr error
 	for i, s := range p.steps {
 		if i < len(rs) {
@@ -239,12 +263,18 @@ func (p *Pipeline) open(s *Result, rapdu []byte) error {
 
 // transmitBatch sends cmds in one round trip on a Batcher, or one command
 // at a time (each a round trip) on a plain Transport.
-func (c *Card) transmitBatch(ctx context.Context, cmds []BatchCommand) ([][]byte, error) {
+// before, if set, runs right before command at leaves.
+func (c *Card) transmitBatch(ctx context.Context, cmds []BatchCommand, at int, before func(context.Context) error) ([][]byte, error) {
 	if b, ok := c.t.(Batcher); ok {
+		if before != nil {
+			if err := before(ctx); err != nil {
+				return nil, fmt.Errorf("before batch command %d: %w", at, err)
+			}
+		}
 		c.trips++
 		return b.TransmitBatch(ctx, cmds)
 	}
-	return SequentialBatch(ctx, countingTransport{c}, cmds)
+	return sequential(ctx, countingTransport{c}, cmds, at, before)
 }
 
 // countingTransport counts each Transmit as a round trip of the card.

@@ -340,3 +340,65 @@ func TestPipelineSelectNeedsNoChannel(t *testing.T) {
 		t.Fatal("Exec of select kept the channel")
 	}
 }
+
+// TestPipelineBeforeSend: the hook runs right before its step's command
+// leaves — before the whole batch on a Batcher, after the earlier commands
+// on a plain transport — and an error from it keeps that command and the
+// rest from being sent.
+func TestPipelineBeforeSend(t *testing.T) {
+	answers := []string{"9100", "9100", "64000000 9100"}
+	script := func(n int) *scriptTransport {
+		var s []exchange
+		for i := range n {
+			s = append(s, exchange{want: threeAPDUs[i], resp: answers[i]})
+		}
+		return newScript(t, s...)
+	}
+	stop := errors.New("stop")
+	for _, tc := range []struct {
+		name       string
+		batch      bool
+		fail       bool
+		sentBefore int // commands sent when the hook ran
+		sentAfter  int
+	}{
+		{"batcher", true, false, 0, 3},
+		{"plain", false, false, 1, 3},
+		{"batcher, hook fails", true, true, 0, 0},
+		{"plain, hook fails", false, true, 1, 1},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			st := script(tc.sentAfter)
+			var tr Transport = st
+			if tc.batch {
+				tr = &batchScript{scriptTransport: st}
+			}
+			p := NewCard(tr).Pipeline()
+			rs := threeSteps(t, p)
+			ran := -1
+			p.BeforeSend(rs[1], func(context.Context) error {
+				ran = len(st.sent)
+				if tc.fail {
+					return stop
+				}
+				return nil
+			})
+			err := p.Run(context.Background())
+			if ran != tc.sentBefore {
+				t.Fatalf("hook ran after %d commands, want %d", ran, tc.sentBefore)
+			}
+			if len(st.sent) != tc.sentAfter {
+				t.Fatalf("%d commands sent, want %d", len(st.sent), tc.sentAfter)
+			}
+			if tc.fail {
+				if !errors.Is(err, stop) || rs[1].Answered || rs[1].Err == nil || rs[2].Err == nil {
+					t.Fatalf("err %v, commit step %+v", err, rs[1])
+				}
+				return
+			}
+			if err != nil || !rs[2].Done {
+				t.Fatalf("run: %v", err)
+			}
+		})
+	}
+}

@@ -51,8 +51,19 @@ func Expected(expect []uint16, sw uint16) bool {
 // code written for a Batcher run over a plain Transport, and serves bridges
 // as the reference behaviour for transceive.
 func SequentialBatch(ctx context.Context, t Transport, cmds []BatchCommand) ([][]byte, error) {
+	return sequential(ctx, t, cmds, -1, nil)
+}
+
+// sequential is SequentialBatch with an optional hook run right before
+// command at leaves; an error from it stops the batch there.
+func sequential(ctx context.Context, t Transport, cmds []BatchCommand, at int, before func(context.Context) error) ([][]byte, error) {
 	out := make([][]byte, 0, len(cmds))
 	for i, c := range cmds {
+		if i == at && before != nil {
+			if err := before(ctx); err != nil {
+				return out, fmt.Errorf("before batch command %d: %w", i, err)
+			}
+		}
 		r, err := t.Transmit(ctx, c.APDU)
 		if err != nil {
 			return out, fmt.Errorf("batch command %d: %w", i, err)

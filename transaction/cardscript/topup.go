@@ -146,12 +146,19 @@ func TopUp(ctx context.Context, t desfire.Transport, p TopUpParams) (TopUpResult
 	if err != nil {
 		return res, err
 	}
-	if p.BeforeCommit != nil {
-		if err := p.BeforeCommit(ctx); err != nil {
-			return res, fmt.Errorf("before commit: %w", err)
+	// The commit may reach the card from the moment its command leaves:
+	// with a batching bridge that is when the batch leaves, otherwise
+	// right before CommitTransaction itself (the commands before it are
+	// harmless if the session dies: uncommitted changes are discarded).
+	pl.BeforeSend(commit, func(ctx context.Context) error {
+		if p.BeforeCommit != nil {
+			if err := p.BeforeCommit(ctx); err != nil {
+				return fmt.Errorf("before commit: %w", err)
+			}
 		}
-	}
-	res.CommitSent = true
+		res.CommitSent = true
+		return nil
+	})
 	runErr := pl.Run(ctx)
 	if commit.Err == nil && commit.Done {
 		if tm != nil {
