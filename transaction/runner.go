@@ -297,7 +297,10 @@ func (s *Service) runTopUp(ctx context.Context, sess ledger.Session, claimed str
 	if !out.CommitSent && cur.Status == ledger.StatusInProgress {
 		// Nothing that could commit left the server: proven not applied.
 		code := Code(err)
-		if u, terr := tr(cur.ID, ledger.StatusInProgress, ledger.StatusFailed, func(x *ledger.Transition) { x.ErrorCode = code }); terr == nil {
+		// The binding this session made (the UID the bridge named, maybe
+		// never proven) goes too: nothing reached a card.
+		unbind := t0.CardUID == ""
+		if u, terr := tr(cur.ID, ledger.StatusInProgress, ledger.StatusFailed, func(x *ledger.Transition) { x.ErrorCode, x.Unbind = code, unbind }); terr == nil {
 			res.Status = u.Status.String()
 		}
 		return err

@@ -83,6 +83,12 @@ type Transition struct {
 	ErrorCode string
 	// ExpiresAt, for failed → pending, gives the top-up a new expiry.
 	ExpiresAt time.Time
+	// Unbind, for in_progress → failed, clears the card binding the
+	// session made: nothing reached a card, so the top-up is free for any
+	// card again (a tap with a foreign card, or a bridge that named a UID
+	// it did not prove, must not strand a paid top-up). The Attempt keeps
+	// the UID the session used.
+	Unbind bool
 	// Now is the time of the change.
 	Now time.Time
 }
@@ -131,6 +137,9 @@ func (t Transition) Check() (Rule, Transition, error) {
 	}
 	if !t.ExpiresAt.IsZero() && t.To != StatusPending {
 		return Rule{}, t, invalid("expires_at", "only for → pending")
+	}
+	if t.Unbind && (t.From != StatusInProgress || t.To != StatusFailed) {
+		return Rule{}, t, invalid("unbind", "only for in_progress → failed")
 	}
 	return rule, t, nil
 }

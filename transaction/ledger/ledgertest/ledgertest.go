@@ -743,6 +743,28 @@ func testCardBinding(t *testing.T, e *env) {
 			t.Fatalf("history of the bound card = %v, %v", list, err)
 		}
 	})
+	t.Run("unbound when the session failed before any commit", func(t *testing.T) {
+		tu := e.create(ledger.Request{Amount: 100, Currency: "EUR"})
+		sess := e.session(tu.ID).ID
+		got := e.step(tu, sess, y, ledger.StatusInProgress)
+		got, err := e.l.Transition(e.ctx, ledger.Transition{TopUpID: got.ID, From: ledger.StatusInProgress,
+			To: ledger.StatusFailed, Fence: e.newFence(), SessionID: sess, CardUID: y, Unbind: true, ErrorCode: "card_unknown", Now: base})
+		if err != nil || got.CardUID != "" || got.Status != ledger.StatusFailed {
+			t.Fatalf("unbind: %+v, %v", got, err)
+		}
+		if a := e.attempts(tu.ID); len(a) != 1 || a[0].CardUID != y {
+			t.Fatalf("attempt lost the UID the session used: %+v", a)
+		}
+		// Any card may take it now.
+		e.step(e.op(got, ledger.StatusPending), e.session(tu.ID).ID, x, ledger.StatusInProgress)
+		// Unbind belongs to in_progress → failed only.
+		other := e.create(ledger.Request{Amount: 100, Currency: "EUR"})
+		_, err = e.l.Transition(e.ctx, ledger.Transition{TopUpID: other.ID, From: ledger.StatusPending,
+			To: ledger.StatusInProgress, Fence: e.newFence(), SessionID: e.session(other.ID).ID, CardUID: y, Unbind: true, Now: base})
+		if !errors.Is(err, ledger.ErrInvalid) {
+			t.Fatalf("unbind on pending → in_progress: err = %v, want ErrInvalid", err)
+		}
+	})
 }
 
 func testExpiry(t *testing.T, e *env) {

@@ -324,6 +324,9 @@ VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)`,
 				attempts++
 			}
 		}
+		if t.Unbind {
+			card = "" // after the fence and the attempt, which keep it
+		}
 		next := cur
 		if t.BalanceBefore != nil {
 			next.BalanceBefore = t.BalanceBefore
