@@ -48,6 +48,15 @@ echo "==> VPCD_ADDR=${VPCD_ADDR:-unset} PCSCLITE_CSOCK_NAME=${PCSCLITE_CSOCK_NAM
 
 ./scripts/lint.sh
 
+# pcscd must still be up after the lint step (it once was not, on a busy
+# machine): show why and start a fresh one rather than fail the PC/SC tests.
+if [ -n "${_pcscd_pid:-}" ] && ! kill -0 "$_pcscd_pid" 2>/dev/null; then
+	echo "==> pcscd (pid $_pcscd_pid) is gone; its log ends:" >&2
+	tail -n 20 "$_pcscd_tmp/pcscd.log" >&2 || true
+	pcscd_stop
+	pcscd_start
+fi
+
 pkgs=(./...)
 for a in "$@"; do
 	case $a in
