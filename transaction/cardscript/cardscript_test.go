@@ -49,7 +49,7 @@ func setup(t *testing.T, p profile.Profile) (*simcard.Card, keys.Provider) {
 	return testcard.Issue(t, p, kp, uid, 500), kp
 }
 
-func params(t *testing.T, p profile.Profile, kp keys.Provider, amount int32) cardscript.TopUpParams {
+func params(t testing.TB, p profile.Profile, kp keys.Provider, amount int32) cardscript.TopUpParams {
 	ctx := context.Background()
 	var tmk []byte
 	if p.HasTMAC {
