@@ -20,6 +20,7 @@ type Metrics struct {
 	lockWait        prometheus.Histogram
 	ledgerErrors    prometheus.Counter
 	bridgeRefused   *prometheus.CounterVec
+	integrity       *prometheus.CounterVec
 }
 
 // NewMetrics registers the collectors on a new registry (with the Go and
@@ -58,8 +59,11 @@ func NewMetrics() *Metrics {
 		bridgeRefused: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "relay_bridge_refused_total", Help: "Bridge connections refused before the upgrade, by reason.",
 		}, []string{"reason"}),
+		integrity: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "relay_integrity_failures_total", Help: "Card proofs the ledger refused or that contradict it, by reason (tmc_replay, resolution_conflict).",
+		}, []string{"reason"}),
 	}
-	m.reg.MustRegister(m.sessionsActive, m.sessions, m.topups, m.exchanges, m.exchangeLatency, m.serverGap, m.lockWait, m.ledgerErrors, m.bridgeRefused,
+	m.reg.MustRegister(m.sessionsActive, m.sessions, m.topups, m.exchanges, m.exchangeLatency, m.serverGap, m.lockWait, m.ledgerErrors, m.bridgeRefused, m.integrity,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
@@ -84,3 +88,25 @@ func (m *Metrics) TopUpOutcome(status string) { m.topups.WithLabelValues(status)
 
 // LedgerError implements transaction.Metrics.
 func (m *Metrics) LedgerError() { m.ledgerErrors.Inc() }
+
+// IntegrityFailure implements transaction.Metrics.
+func (m *Metrics) IntegrityFailure(reason string) { m.integrity.WithLabelValues(reason).Inc() }
+
+// OldestUnresolved registers a gauge of the age of the oldest in_progress
+// or in_doubt top-up, read from the ledger at each scrape by age (which
+// returns ok=false when there is none, and an error when it cannot tell).
+func (m *Metrics) OldestUnresolved(age func() (time.Duration, bool, error)) {
+	m.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "relay_oldest_unresolved_topup_seconds",
+		Help: "Age of the oldest in_progress or in_doubt top-up since its last change (0 when none; -1 when the ledger did not answer).",
+	}, func() float64 {
+		d, ok, err := age()
+		switch {
+		case err != nil:
+			return -1
+		case !ok:
+			return 0
+		}
+		return d.Seconds()
+	}))
+}

@@ -5,6 +5,8 @@ import (
 	"errors"
 
 	"github.com/desfire-relay/relay/desfire"
+	"github.com/desfire-relay/relay/transaction/cardscript"
+	"github.com/desfire-relay/relay/transaction/ledger"
 	"github.com/desfire-relay/relay/transaction/lock"
 )
 
@@ -70,6 +72,14 @@ func Code(err error) string {
 		return ""
 	case errors.Is(err, ErrCancelled):
 		return CodeCancelled
+	case errors.Is(err, ErrNotPayable):
+		return CodeNotPayable
+	case errors.Is(err, ledger.ErrCardMismatch):
+		return CodeCardMismatch
+	case errors.Is(err, ErrUnproven):
+		return CodeIntegrity
+	case errors.Is(err, cardscript.ErrLayout):
+		return CodeCardUnknown
 	case errors.Is(err, ErrTagLost):
 		return CodeTagLost
 	case errors.Is(err, ErrBridgeTimeout), errors.Is(err, context.DeadlineExceeded):

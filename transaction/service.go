@@ -38,6 +38,9 @@ type Metrics interface {
 	SessionOutcome(kind, code string)
 	TopUpOutcome(status string)
 	LedgerError()
+	// IntegrityFailure counts a card proof the ledger refused (reason
+	// "tmc_replay": a Transaction MAC counter not above the card's last).
+	IntegrityFailure(reason string)
 }
 
 // Config assembles a Service.

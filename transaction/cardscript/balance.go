@@ -32,45 +32,40 @@ type BalanceResult struct {
 	Value  int64
 	TopUps []profile.LogRecord
 	Usage  []UsageRecord
+	// TopUpLog is the top-up log with what it can prove.
+	TopUpLog TopUpLog
 }
 
-// Balance reads the value and both logs with the read key.
+// Balance reads the value and both logs with the read key: the value and
+// the logs' authenticated settings together, then the records of each log
+// that holds some.
 func Balance(ctx context.Context, t desfire.Transport, p BalanceParams) (BalanceResult, error) {
-	var res BalanceResult
 	prof := p.Profile
-	card := desfire.NewCard(t)
-	s, err := open(ctx, card, &prof, prof.ReadKeyNo, p.Key, p.Rand)
+	s, err := Open(ctx, t, &prof, prof.ReadKeyNo, p.Key, p.Rand)
+	if err != nil {
+		return BalanceResult{}, err
+	}
+	return s.ReadBalance(ctx)
+}
+
+// ReadBalance reads the value and both logs in an open session.
+func (s *Session) ReadBalance(ctx context.Context) (BalanceResult, error) {
+	var res BalanceResult
+	prof := s.prof
+	files := []logFile{{prof.TopUpLogFile, prof.TopUpLogMode}, {prof.UsageLogFile, prof.UsageLogMode}}
+	vals, logs, err := s.readRecordFiles(ctx, files, getValueCmd(prof))
 	if err != nil {
 		return res, err
 	}
-	data, err := card.Exec(ctx, getValueCmd(&prof))
-	if err != nil {
-		return res, fmt.Errorf("get value: %w", err)
-	}
-	if res.Value, err = value(data); err != nil {
+	if res.Value, err = value(vals[0].Data); err != nil {
 		return res, err
 	}
-	logs := []struct {
-		file byte
-		mode desfire.CommMode
-	}{{prof.TopUpLogFile, prof.TopUpLogMode}, {prof.UsageLogFile, prof.UsageLogMode}}
-	for i, l := range logs {
-		raw, reauth, err := s.readLog(ctx, l.file, l.mode)
-		if err != nil {
-			return res, err
-		}
-		if i == 0 {
-			if res.TopUps, err = profile.ParseLogRecords(raw); err != nil {
-				return res, fmt.Errorf("top-up log: %w", err)
-			}
-		} else if res.Usage, err = parseUsage(raw); err != nil {
-			return res, err
-		}
-		if reauth && i == 0 {
-			if s, err = open(ctx, card, &prof, prof.ReadKeyNo, p.Key, p.Rand); err != nil {
-				return res, err
-			}
-		}
+	if res.TopUpLog, err = s.topUpLog(logs[0]); err != nil {
+		return res, err
+	}
+	res.TopUps = res.TopUpLog.Records
+	if res.Usage, err = parseUsage(logs[1].data); err != nil {
+		return res, err
 	}
 	return res, nil
 }
@@ -97,31 +92,21 @@ type RecoverResult struct {
 	TopUps []profile.LogRecord
 }
 
-// Recover reads the top-up log (and value) to prove whether earlier
-// in_doubt top-ups committed: a log record carrying a top-up's reference
-// proves it; its absence, read in a new authenticated session (which
-// discards any uncommitted transaction), proves it did not.
+// Recover reads the top-up log (with authenticated evidence of its
+// length) and the value with the top-up key.
 func Recover(ctx context.Context, t desfire.Transport, p BalanceParams) (RecoverResult, error) {
 	var res RecoverResult
 	prof := p.Profile
-	card := desfire.NewCard(t)
-	s, err := open(ctx, card, &prof, prof.TopUpKeyNo, p.Key, p.Rand)
+	s, err := Open(ctx, t, &prof, prof.TopUpKeyNo, p.Key, p.Rand)
 	if err != nil {
 		return res, err
 	}
-	raw, reauth, err := s.readLog(ctx, prof.TopUpLogFile, prof.TopUpLogMode)
+	log, err := s.ReadTopUpLog(ctx)
 	if err != nil {
 		return res, err
 	}
-	if res.TopUps, err = profile.ParseLogRecords(raw); err != nil {
-		return res, fmt.Errorf("top-up log: %w", err)
-	}
-	if reauth {
-		if _, err = open(ctx, card, &prof, prof.TopUpKeyNo, p.Key, p.Rand); err != nil {
-			return res, err
-		}
-	}
-	data, err := card.Exec(ctx, getValueCmd(&prof))
+	res.TopUps = log.Records
+	data, err := s.card.Exec(ctx, getValueCmd(&prof))
 	if err != nil {
 		return res, fmt.Errorf("get value: %w", err)
 	}

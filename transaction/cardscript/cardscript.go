@@ -23,6 +23,10 @@ var ErrUIDMismatch = errors.New("cardscript: card UID differs from the claimed U
 // plus the amount.
 var ErrBalanceMismatch = errors.New("cardscript: balance after credit does not add up")
 
+// ErrLayout: an authenticated answer shows a file layout other than the
+// profile's (another file type or record size).
+var ErrLayout = errors.New("cardscript: the card's file layout differs from the profile")
+
 // native codes of the authentication frames.
 const (
 	cmdAuthAES         = 0xAA
@@ -38,26 +42,35 @@ func readRecordsCmd(file byte, mode desfire.CommMode) *desfire.Command {
 	return desfire.ReadRecordsCmd(file, 0, 0, profile.RecordSize, mode)
 }
 
-// session is an authenticated card.
-type session struct {
-	card *desfire.Card
-	prof *profile.Profile
-	ev1  desfire.EarlyChanneler // EV1: channel available before the proof
-	auth desfire.Authenticator
+// Session is one application session on a card: selected, authenticated
+// with one key, and the exchanges of the phases that follow. Phases are
+// methods; each returns what the card proved, and none touches a ledger.
+type Session struct {
+	card  *desfire.Card
+	prof  *profile.Profile
+	batch bool // the transport carries a batch in one exchange
+	ev1   desfire.EarlyChanneler
+	auth  desfire.Authenticator
+	// second is the second authentication frame while it is unsent.
+	second []byte
+	// logRead is the top-up log read in this session, which the
+	// Transaction MAC of a later commit covers.
+	logRead []byte
 }
 
-// start runs exchange 1 — select, key version, first authentication frame
-// — and prepares the second frame. The channel is installed by the caller
-// through finish (EV2) or is available early (EV1).
-func start(ctx context.Context, card *desfire.Card, p *profile.Profile, keyNo byte, key KeyFunc, rnd io.Reader) (*session, []byte, error) {
-	card.Deauthenticate() // selecting the application ends any session
+// Start runs exchange 1 — select, key version, first authentication frame
+// — and prepares the second frame. The proof goes out with Finish, or, on
+// EV1, with the first command sealed behind it.
+func Start(ctx context.Context, t desfire.Transport, p *profile.Profile, keyNo byte, key KeyFunc, rnd io.Reader) (*Session, error) {
+	_, batch := t.(desfire.Batcher)
+	card := desfire.NewCard(t)
 	pl := card.Pipeline()
 	if _, err := pl.Add(desfire.SelectApplicationCmd(p.AIDBytes())); err != nil {
-		return nil, nil, err
+		return nil, err
 	}
 	kv, err := pl.Add(desfire.GetKeyVersionCmd(keyNo))
 	if err != nil {
-		return nil, nil, err
+		return nil, err
 	}
 	code, payload := byte(cmdAuthEV2First), []byte{keyNo, 0x00}
 	if p.Auth == profile.AuthEV1 {
@@ -69,40 +82,61 @@ func start(ctx context.Context, card *desfire.Card, p *profile.Profile, keyNo by
 		st, challenge = status, append([]byte(nil), data...)
 		return nil
 	}); err != nil {
-		return nil, nil, err
+		return nil, err
 	}
 	if err := pl.Run(ctx); err != nil {
-		return nil, nil, fmt.Errorf("select and authenticate: %w", err)
+		return nil, fmt.Errorf("select and authenticate: %w", err)
 	}
 	if len(kv.Data) != 1 {
-		return nil, nil, fmt.Errorf("key version: %w", desfire.ErrShortResponse)
+		return nil, fmt.Errorf("key version: %w", desfire.ErrShortResponse)
 	}
 	k, err := key(ctx, keyNo, kv.Data[0])
 	if err != nil {
-		return nil, nil, fmt.Errorf("key %d version %d: %w", keyNo, kv.Data[0], err)
+		return nil, fmt.Errorf("key %d version %d: %w", keyNo, kv.Data[0], err)
 	}
-	s := &session{card: card, prof: p}
+	s := &Session{card: card, prof: p, batch: batch}
 	if p.Auth == profile.AuthEV1 {
 		a, err := desfire.NewAuthAES(keyNo, k, rnd)
 		if err != nil {
-			return nil, nil, err
+			return nil, err
 		}
 		s.auth, s.ev1 = a, a
 	} else {
 		s.auth = desfire.NewAuthEV2First(keyNo, k, rnd)
 	}
 	s.auth.Start()
-	second, err := s.auth.Respond(st, challenge)
-	if err != nil {
-		return nil, nil, fmt.Errorf("authenticate: %w", err)
+	if s.second, err = s.auth.Respond(st, challenge); err != nil {
+		return nil, fmt.Errorf("authenticate: %w", err)
 	}
-	return s, second, nil
+	return s, nil
+}
+
+// Open selects and authenticates in two exchanges.
+func Open(ctx context.Context, t desfire.Transport, p *profile.Profile, keyNo byte, key KeyFunc, rnd io.Reader) (*Session, error) {
+	s, err := Start(ctx, t, p, keyNo, key, rnd)
+	if err != nil {
+		return nil, err
+	}
+	return s, s.Finish(ctx)
+}
+
+// Finish sends the second authentication frame in its own exchange and
+// installs the channel. It does nothing once the proof has gone out.
+func (s *Session) Finish(ctx context.Context) error {
+	if s.second == nil {
+		return nil
+	}
+	pl := s.card.Pipeline()
+	if err := s.addProof(pl); err != nil {
+		return err
+	}
+	return pl.Run(ctx)
 }
 
 // addProof adds the second authentication frame to pl; its answer
 // installs the channel.
-func (s *session) addProof(pl *desfire.Pipeline, second []byte) error {
-	_, err := pl.AddRaw(cmdAdditionalFrame, second, nil, func(status byte, data []byte) error {
+func (s *Session) addProof(pl *desfire.Pipeline) error {
+	_, err := pl.AddRaw(cmdAdditionalFrame, s.second, nil, func(status byte, data []byte) error {
 		ch, err := s.auth.Finish(status, data)
 		if err != nil {
 			return fmt.Errorf("authenticate: %w", err)
@@ -110,40 +144,64 @@ func (s *session) addProof(pl *desfire.Pipeline, second []byte) error {
 		s.card.SetChannel(ch)
 		return nil
 	})
+	s.second = nil
 	return err
 }
 
-// authenticate completes authentication in its own exchange.
-func (s *session) authenticate(ctx context.Context, second []byte) error {
-	pl := s.card.Pipeline()
-	if err := s.addProof(pl, second); err != nil {
-		return err
+// pipeline returns a pipeline for the next commands: on EV1 with the
+// proof still unsent, the proof leads it and the commands are sealed with
+// the channel the card's predictable proof will install; on EV2 (whose
+// MACs need the card's TI) authentication is finished first.
+func (s *Session) pipeline(ctx context.Context) (*desfire.Pipeline, error) {
+	if s.second == nil {
+		return s.card.Pipeline(), nil
 	}
-	return pl.Run(ctx)
-}
-
-// open selects and authenticates in two exchanges.
-func open(ctx context.Context, card *desfire.Card, p *profile.Profile, keyNo byte, key KeyFunc, rnd io.Reader) (*session, error) {
-	s, second, err := start(ctx, card, p, keyNo, key, rnd)
+	if s.ev1 == nil {
+		if err := s.Finish(ctx); err != nil {
+			return nil, err
+		}
+		return s.card.Pipeline(), nil
+	}
+	pl := s.card.Pipeline()
+	if err := s.addProof(pl); err != nil {
+		return nil, err
+	}
+	ch, err := s.ev1.EarlyChannel()
 	if err != nil {
 		return nil, err
 	}
-	return s, s.authenticate(ctx, second)
+	s.card.SetChannel(ch)
+	return pl, nil
 }
 
-// readLog reads every record of a cyclic record file (one or more
-// exchanges: long answers come in additional frames). An empty file
-// answers with a boundary error, which closes the channel: it is reported
-// as no records and reauth=true.
-func (s *session) readLog(ctx context.Context, file byte, mode desfire.CommMode) (data []byte, reauth bool, err error) {
-	data, err = s.card.Exec(ctx, readRecordsCmd(file, mode))
-	if errors.Is(err, desfire.ErrBoundary) {
-		return nil, true, nil
-	}
+// execAll runs cmds in as few exchanges as the channel allows: each is
+// added to the current pipeline, and a command that cannot be sealed
+// before the answers ahead of it are verified (EV1's chained IV) starts a
+// new one. It stops at the first failure.
+func (s *Session) execAll(ctx context.Context, cmds ...*desfire.Command) ([]*desfire.Result, error) {
+	out := make([]*desfire.Result, 0, len(cmds))
+	pl, err := s.pipeline(ctx)
 	if err != nil {
-		return nil, false, fmt.Errorf("read log file %d: %w", file, err)
+		return nil, err
 	}
-	return data, false, nil
+	for _, c := range cmds {
+		r, err := pl.Add(c)
+		if errors.Is(err, desfire.ErrNotPipelinable) {
+			if err := pl.Run(ctx); err != nil {
+				return nil, err
+			}
+			pl = s.card.Pipeline()
+			r, err = pl.Add(c)
+		}
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", c.Name, err)
+		}
+		out = append(out, r)
+	}
+	if err := pl.Run(ctx); err != nil {
+		return nil, err
+	}
+	return out, nil
 }
 
 func value(data []byte) (int64, error) {

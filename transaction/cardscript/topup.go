@@ -11,7 +11,206 @@ import (
 	"github.com/desfire-relay/relay/transaction/profile"
 )
 
-// TopUpParams describe one credit.
+// CreditParams describe one credit.
+type CreditParams struct {
+	// UID is the UID the keys were diversified from; GetCardUID must
+	// return it where the profile checks it.
+	UID []byte
+	// TMACKey is the card's AppTransactionMACKey (nil when the profile
+	// has no Transaction MAC file).
+	TMACKey []byte
+	Amount  int32
+	// Record is written to the top-up log in the same transaction.
+	Record profile.LogRecord
+}
+
+// Proof is what the card proved about a credit.
+type Proof struct {
+	BalanceBefore *int64
+	BalanceAfter  *int64
+	TMC           *uint32
+	TMV           []byte
+	// CommitSent: an exchange carrying CommitTransaction left the server,
+	// so the credit may be on the card even if the script failed.
+	CommitSent bool
+	// Applied: the commit is proven (Transaction MAC, or on cards without
+	// one the MAC of the commit's answer under the session key).
+	Applied bool
+}
+
+// Credit is a sealed credit: GetValue (EV2), WriteRecord, Credit,
+// CommitTransaction and GetValue, ready to leave.
+type Credit struct {
+	s      *Session
+	p      CreditParams
+	tm     *desfire.TransactionMAC
+	staged *desfire.Pipeline // what cannot commit; nil when it rides with the commit
+	pl     *desfire.Pipeline // the commit and what follows it
+
+	uid, before, wr, cr, commit, after *desfire.Result
+	wrCmd, crCmd                       *desfire.Command
+}
+
+// SealCredit prepares the credit's commands. On a batching bridge they
+// leave together in one exchange (with EV1's authentication proof ahead
+// of them when it is still unsent); on a plain transport the commands
+// that cannot commit anything leave first, with Stage, so that the
+// commit itself is the last thing to leave.
+func (s *Session) SealCredit(ctx context.Context, p CreditParams) (*Credit, error) {
+	prof := s.prof
+	if p.Amount <= 0 {
+		return nil, fmt.Errorf("amount %d: %w", p.Amount, desfire.ErrParameter)
+	}
+	c := &Credit{s: s, p: p}
+	if prof.HasTMAC {
+		tm, err := desfire.NewTransactionMAC(p.TMACKey, p.UID)
+		if err != nil {
+			return nil, fmt.Errorf("transaction MAC: %w", err)
+		}
+		if s.logRead != nil {
+			// The log read in this session is part of the transaction.
+			if err := tm.AddRecords(desfire.CmdReadRecords, readRecordsCmd(prof.TopUpLogFile, 0).Header, nil, s.logRead, profile.RecordSize); err != nil {
+				return nil, err
+			}
+		}
+		c.tm = tm
+	}
+	pl, err := s.pipeline(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if prof.VerifyUID {
+		if c.uid, err = pl.Add(desfire.GetCardUIDCmd()); err != nil {
+			return nil, err
+		}
+	}
+	if prof.Auth == profile.AuthEV2 {
+		// EV1 cannot pipeline behind an unpredictable answer, so it reads
+		// the value after the credit only.
+		if c.before, err = pl.Add(getValueCmd(prof)); err != nil {
+			return nil, err
+		}
+	}
+	c.wrCmd = desfire.WriteRecordCmd(prof.TopUpLogFile, 0, p.Record.Marshal(), prof.TopUpLogMode)
+	c.crCmd = desfire.CreditCmd(prof.ValueFile, p.Amount, prof.ValueMode)
+	if c.wr, err = pl.Add(c.wrCmd); err != nil {
+		return nil, fmt.Errorf("%s: %w", c.wrCmd.Name, err)
+	}
+	if c.cr, err = pl.Add(c.crCmd); err != nil {
+		return nil, fmt.Errorf("%s: %w", c.crCmd.Name, err)
+	}
+	if !s.batch {
+		// Everything so far is harmless if the session dies (uncommitted
+		// changes are discarded); the commit goes in a pipeline of its own.
+		c.staged, pl = pl, s.card.Pipeline()
+	}
+	cm := desfire.CommitTransactionCmd(c.tm != nil, true)
+	if c.commit, err = pl.Add(cm); err != nil {
+		return nil, fmt.Errorf("%s: %w", cm.Name, err)
+	}
+	if c.after, err = pl.Add(getValueCmd(prof)); err != nil {
+		return nil, err
+	}
+	c.pl = pl
+	return c, nil
+}
+
+// Stage sends, on a plain transport, the commands ahead of the commit;
+// on a batching bridge it sends nothing. After Stage nothing has been
+// committed.
+func (c *Credit) Stage(ctx context.Context) error {
+	if c.staged == nil {
+		return nil
+	}
+	return c.staged.Run(ctx)
+}
+
+// Commit sends the commit and what follows it, and returns what the card
+// proved. From the moment it is called the credit may be on the card.
+func (c *Credit) Commit(ctx context.Context) (Proof, error) {
+	res := Proof{CommitSent: true}
+	runErr := c.pl.Run(ctx)
+	if c.commit.Err == nil && c.commit.Done {
+		if err := c.verifyTMAC(&res); err != nil {
+			return res, err
+		}
+		res.Applied = true
+	}
+	if c.uid != nil && c.uid.Err == nil && c.uid.Done && !bytes.Equal(c.uid.Data, c.p.UID) {
+		return res, ErrUIDMismatch
+	}
+	if err := c.balances(&res); err != nil {
+		return res, err
+	}
+	if runErr != nil {
+		return res, runErr
+	}
+	if !res.Applied {
+		return res, errors.New("commit was not answered")
+	}
+	return res, nil
+}
+
+// verifyTMAC checks the commit's Transaction MAC over the commands of the
+// transaction (nothing to check on cards without one: the commit's answer
+// MAC under the session key is the proof).
+func (c *Credit) verifyTMAC(res *Proof) error {
+	if c.tm == nil {
+		return nil
+	}
+	if c.uid != nil && c.uid.Err != nil || c.before == nil || c.before.Err != nil {
+		return fmt.Errorf("transaction MAC inputs incomplete: %w", desfire.ErrTransactionMAC)
+	}
+	steps := []struct {
+		code               byte
+		header, data, resp []byte
+	}{
+		{desfire.CmdGetValue, c.before.Command.Header, nil, c.before.Data},
+		{c.wrCmd.Code, c.wrCmd.Header, c.wrCmd.Data, nil},
+		{c.crCmd.Code, c.crCmd.Header, c.crCmd.Data, nil},
+	}
+	for _, st := range steps {
+		if err := c.tm.Add(st.code, st.header, st.data, st.resp); err != nil {
+			return err
+		}
+	}
+	tmc, tmv, err := desfire.ParseCommitTransactionTMAC(c.commit.Data)
+	if err != nil {
+		return err
+	}
+	if err := c.tm.Verify(tmc, tmv); err != nil {
+		return err
+	}
+	res.TMC, res.TMV = &tmc, tmv
+	return nil
+}
+
+// balances reads the values before and after, checking the arithmetic
+// when the commit is proven.
+func (c *Credit) balances(res *Proof) error {
+	if c.before != nil && c.before.Done && c.before.Err == nil {
+		if v, err := value(c.before.Data); err == nil {
+			res.BalanceBefore = &v
+		}
+	}
+	if !c.after.Done || c.after.Err != nil {
+		return nil
+	}
+	v, err := value(c.after.Data)
+	if err != nil {
+		return err
+	}
+	res.BalanceAfter = &v
+	if res.BalanceBefore == nil {
+		b := v - int64(c.p.Amount)
+		res.BalanceBefore = &b
+	} else if *res.BalanceBefore+int64(c.p.Amount) != v && res.Applied {
+		return fmt.Errorf("%d + %d != %d: %w", *res.BalanceBefore, c.p.Amount, v, ErrBalanceMismatch)
+	}
+	return nil
+}
+
+// TopUpParams describe a whole top-up for TopUp.
 type TopUpParams struct {
 	Profile profile.Profile
 	// UID is the claimed card UID the keys are diversified from.
@@ -24,193 +223,31 @@ type TopUpParams struct {
 	// Record is written to the top-up log in the same transaction.
 	Record profile.LogRecord
 	Rand   io.Reader
-	// ReadLog reads the top-up log right after authentication and hands it
-	// to OnLog, which resolves earlier in_doubt top-ups and says whether
-	// to go on with this credit.
-	ReadLog bool
-	OnLog   func(records []profile.LogRecord) (proceed bool, err error)
-	// BeforeCommit runs right before the exchange that carries the commit
-	// leaves the server; an error stops the script with nothing committed.
+	// BeforeCommit runs right before the commit leaves; an error stops
+	// the script with nothing committed.
 	BeforeCommit func(ctx context.Context) error
 }
 
-// TopUpResult is what the script proved.
-type TopUpResult struct {
-	BalanceBefore *int64
-	BalanceAfter  *int64
-	TMC           *uint32
-	TMV           []byte
-	// CommitSent: an exchange carrying CommitTransaction left the server,
-	// so the credit may be on the card even if the script failed.
-	CommitSent bool
-	// Applied: the commit is proven (Transaction MAC, or on cards without
-	// one the MAC of the commit's answer under the session key).
-	Applied bool
-	// Skipped: OnLog said not to credit (this top-up was already applied).
-	Skipped bool
-}
-
-// TopUp credits the card: authenticate with the top-up key, write the
-// top-up log record, credit the value file, commit (with Transaction MAC
-// where the profile has one) and read the new value, verifying every MAC,
-// the TMV and the arithmetic.
-func TopUp(ctx context.Context, t desfire.Transport, p TopUpParams) (TopUpResult, error) {
-	var res TopUpResult
+// TopUp runs the phases of a credit in order — authenticate, seal, stage,
+// commit — for callers with no ledger to settle (tools, tests,
+// benchmarks). The runner calls the phases itself.
+func TopUp(ctx context.Context, t desfire.Transport, p TopUpParams) (Proof, error) {
 	prof := p.Profile
-	if p.Amount <= 0 {
-		return res, fmt.Errorf("amount %d: %w", p.Amount, desfire.ErrParameter)
-	}
-	card := desfire.NewCard(t)
-	s, second, err := start(ctx, card, &prof, prof.TopUpKeyNo, p.Key, p.Rand)
+	s, err := Start(ctx, t, &prof, prof.TopUpKeyNo, p.Key, p.Rand)
 	if err != nil {
-		return res, err
+		return Proof{}, err
 	}
-	var tm *desfire.TransactionMAC
-	if prof.HasTMAC {
-		if tm, err = desfire.NewTransactionMAC(p.TMACKey, p.UID); err != nil {
-			return res, fmt.Errorf("transaction MAC: %w", err)
-		}
-	}
-	pl := card.Pipeline()
-	if err := s.addProof(pl, second); err != nil {
-		return res, err
-	}
-	if p.ReadLog || prof.Auth == profile.AuthEV2 {
-		// EV2 needs the card's TI before sealing anything; a log read is
-		// not predictable. Either way authentication gets its own exchange.
-		if err := pl.Run(ctx); err != nil {
-			return res, err
-		}
-		pl = nil
-	}
-	if p.ReadLog {
-		data, reauth, err := s.readLog(ctx, prof.TopUpLogFile, prof.TopUpLogMode)
-		if err != nil {
-			return res, err
-		}
-		records, err := profile.ParseLogRecords(data)
-		if err != nil {
-			return res, fmt.Errorf("top-up log: %w", err)
-		}
-		proceed, err := p.OnLog(records)
-		if err != nil || !proceed {
-			res.Skipped = err == nil
-			return res, err
-		}
-		if reauth {
-			// The empty log's boundary error ended the authentication.
-			if s, err = open(ctx, card, &prof, prof.TopUpKeyNo, p.Key, p.Rand); err != nil {
-				return res, err
-			}
-		} else if tm != nil {
-			if err := tm.AddRecords(desfire.CmdReadRecords, readRecordsCmd(prof.TopUpLogFile, 0).Header, nil, data, profile.RecordSize); err != nil {
-				return res, err
-			}
-		}
-	}
-	if pl == nil {
-		pl = card.Pipeline()
-	} else {
-		// EV1 without a log read: seal the rest behind the predictable
-		// card proof, in the same exchange.
-		ch, err := s.ev1.EarlyChannel()
-		if err != nil {
-			return res, err
-		}
-		card.SetChannel(ch)
-	}
-	var uidRes, before *desfire.Result
-	if prof.VerifyUID {
-		if uidRes, err = pl.Add(desfire.GetCardUIDCmd()); err != nil {
-			return res, err
-		}
-	}
-	if prof.Auth == profile.AuthEV2 {
-		// EV1 cannot pipeline behind an unpredictable answer, so it reads
-		// the value after the credit only.
-		if before, err = pl.Add(getValueCmd(&prof)); err != nil {
-			return res, err
-		}
-	}
-	rec := p.Record.Marshal()
-	wr := desfire.WriteRecordCmd(prof.TopUpLogFile, 0, rec, prof.TopUpLogMode)
-	cr := desfire.CreditCmd(prof.ValueFile, p.Amount, prof.ValueMode)
-	cm := desfire.CommitTransactionCmd(tm != nil, true)
-	for _, c := range []*desfire.Command{wr, cr, cm} {
-		if _, err := pl.Add(c); err != nil {
-			return res, fmt.Errorf("%s: %w", c.Name, err)
-		}
-	}
-	commit := pl.Results()[len(pl.Results())-1]
-	after, err := pl.Add(getValueCmd(&prof))
+	c, err := s.SealCredit(ctx, CreditParams{UID: p.UID, TMACKey: p.TMACKey, Amount: p.Amount, Record: p.Record})
 	if err != nil {
-		return res, err
+		return Proof{}, err
 	}
-	// The commit may reach the card from the moment its command leaves:
-	// with a batching bridge that is when the batch leaves, otherwise
-	// right before CommitTransaction itself (the commands before it are
-	// harmless if the session dies: uncommitted changes are discarded).
-	pl.BeforeSend(commit, func(ctx context.Context) error {
-		if p.BeforeCommit != nil {
-			if err := p.BeforeCommit(ctx); err != nil {
-				return fmt.Errorf("before commit: %w", err)
-			}
-		}
-		res.CommitSent = true
-		return nil
-	})
-	runErr := pl.Run(ctx)
-	if commit.Err == nil && commit.Done {
-		if tm != nil {
-			if uidRes != nil && uidRes.Err != nil || before == nil || before.Err != nil {
-				return res, fmt.Errorf("transaction MAC inputs incomplete: %w", desfire.ErrTransactionMAC)
-			}
-			if err := tm.Add(desfire.CmdGetValue, before.Command.Header, nil, before.Data); err != nil {
-				return res, err
-			}
-			if err := tm.Add(wr.Code, wr.Header, wr.Data, nil); err != nil {
-				return res, err
-			}
-			if err := tm.Add(cr.Code, cr.Header, cr.Data, nil); err != nil {
-				return res, err
-			}
-			tmc, tmv, err := desfire.ParseCommitTransactionTMAC(commit.Data)
-			if err != nil {
-				return res, err
-			}
-			if err := tm.Verify(tmc, tmv); err != nil {
-				return res, err
-			}
-			res.TMC, res.TMV = &tmc, tmv
-		}
-		res.Applied = true
+	if err := c.Stage(ctx); err != nil {
+		return Proof{}, err
 	}
-	if uidRes != nil && uidRes.Err == nil && uidRes.Done && !bytes.Equal(uidRes.Data, p.UID) {
-		return res, ErrUIDMismatch
-	}
-	if before != nil && before.Done && before.Err == nil {
-		if v, err := value(before.Data); err == nil {
-			res.BalanceBefore = &v
+	if p.BeforeCommit != nil {
+		if err := p.BeforeCommit(ctx); err != nil {
+			return Proof{}, fmt.Errorf("before commit: %w", err)
 		}
 	}
-	if after.Done && after.Err == nil {
-		v, err := value(after.Data)
-		if err != nil {
-			return res, err
-		}
-		res.BalanceAfter = &v
-		if res.BalanceBefore == nil {
-			b := v - int64(p.Amount)
-			res.BalanceBefore = &b
-		} else if *res.BalanceBefore+int64(p.Amount) != v && res.Applied {
-			return res, fmt.Errorf("%d + %d != %d: %w", *res.BalanceBefore, p.Amount, v, ErrBalanceMismatch)
-		}
-	}
-	if runErr != nil {
-		return res, runErr
-	}
-	if !res.Applied {
-		return res, errors.New("commit was not answered")
-	}
-	return res, nil
+	return c.Commit(ctx)
 }

@@ -35,6 +35,9 @@ var (
 	ErrTokenUsed = errors.New("ledger: bridge token already used")
 	// ErrTokenExists: the session already has its bridge token.
 	ErrTokenExists = errors.New("ledger: session already has a bridge token")
+	// ErrTMCReplay: a commit proof's Transaction MAC counter is not above
+	// the last one the ledger accepted for that card and application.
+	ErrTMCReplay = errors.New("ledger: transaction MAC counter not above the card's last")
 	// ErrSessionClosed: the session is finished and cannot be used again.
 	ErrSessionClosed = errors.New("ledger: session already finished")
 )

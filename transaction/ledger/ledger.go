@@ -2,7 +2,9 @@ package ledger
 
 import (
 	"context"
+	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/google/uuid"
 )
@@ -52,6 +54,25 @@ type Ledger interface {
 	// GetSession returns a session or ErrNotFound.
 	GetSession(ctx context.Context, id uuid.UUID) (Session, error)
 
+	// Resolve records an operator's decision on a top-up whose card never
+	// came back: in_doubt or in_progress → applied or failed, with who and
+	// why. The top-up is then final for sessions (not payable again); a
+	// later tap of its card compares the decision with the card's log
+	// (CheckResolution). ErrConflict if the status moved meanwhile.
+	Resolve(ctx context.Context, r Resolution) (TopUp, error)
+	// CheckResolution records that an authenticated read of the card's log
+	// was compared with a manual resolution; conflict (empty when they
+	// agree) says what the card proved.
+	CheckResolution(ctx context.Context, id uuid.UUID, conflict string, now time.Time) (TopUp, error)
+	// ListResolutions returns the operator decisions on a top-up, oldest first.
+	ListResolutions(ctx context.Context, topUpID uuid.UUID) ([]ResolutionEntry, error)
+	// ListTopUps returns top-ups matching f, oldest change first, at most
+	// f.Limit of them.
+	ListTopUps(ctx context.Context, f Filter) ([]TopUp, error)
+	// OldestUnresolved returns the last change time of the oldest
+	// in_progress or in_doubt top-up (ok=false when there is none).
+	OldestUnresolved(ctx context.Context) (at time.Time, ok bool, err error)
+
 	// Ping reports whether the database answers, for readiness probes.
 	Ping(ctx context.Context) error
 	// Close releases the database.
@@ -79,6 +100,10 @@ type Transition struct {
 	BalanceAfter  *int64
 	TMC           *uint32
 	TMV           []byte
+	// App is the card application (AID) the TMC belongs to; with TMC on
+	// → applied the ledger checks TMC is above the last counter it
+	// accepted for this card and application (ErrTMCReplay otherwise).
+	App uint32
 	// ErrorCode (contract error code, e.g. "tag_lost") goes on the Attempt.
 	ErrorCode string
 	// ExpiresAt, for failed → pending, gives the top-up a new expiry.
@@ -91,6 +116,98 @@ type Transition struct {
 	Unbind bool
 	// Now is the time of the change.
 	Now time.Time
+}
+
+// Resolution is an operator's decision on an unresolved top-up.
+type Resolution struct {
+	TopUpID uuid.UUID
+	// From is the status the operator saw (in_doubt or in_progress).
+	From Status
+	// Outcome is applied or failed.
+	Outcome Status
+	// Actor identifies who decided (the API key's id); Reason why.
+	Actor, Reason string
+	Now           time.Time
+}
+
+// Resolution limits.
+const (
+	MaxReasonLen = 500
+	MaxActorLen  = 100
+)
+
+// Check validates r on its own.
+func (r Resolution) Check() error {
+	switch {
+	case r.TopUpID == uuid.Nil:
+		return invalid("topup_id", "missing")
+	case r.From != StatusInDoubt && r.From != StatusInProgress:
+		return invalid("status", "only an in_doubt or in_progress top-up can be resolved, this one is %s", r.From)
+	case r.Outcome != StatusApplied && r.Outcome != StatusFailed:
+		return invalid("outcome", "must be applied or failed")
+	case strings.TrimSpace(r.Reason) == "" || len(r.Reason) > MaxReasonLen || !utf8.ValidString(r.Reason):
+		return invalid("reason", "required, valid UTF-8, at most %d bytes", MaxReasonLen)
+	case r.Actor == "" || len(r.Actor) > MaxActorLen || !printable(r.Actor):
+		return invalid("actor", "required, printable, at most %d bytes", MaxActorLen)
+	case r.Now.IsZero():
+		return invalid("now", "missing")
+	}
+	return nil
+}
+
+// ResolutionEntry is one recorded operator decision.
+type ResolutionEntry struct {
+	ID      uuid.UUID
+	TopUpID uuid.UUID
+	Actor   string
+	From    Status
+	Outcome Status
+	Reason  string
+	At      time.Time
+}
+
+// Filter selects top-ups for ListTopUps. Zero fields do not filter.
+type Filter struct {
+	Status Status
+	// CardUID selects one card's top-ups (normalised hex).
+	CardUID string
+	// UpdatedBefore keeps top-ups whose last change is before it.
+	UpdatedBefore time.Time
+	// After is the cursor: top-ups after this (updated_at, id) position.
+	AfterUpdated time.Time
+	AfterID      uuid.UUID
+	// Limit is the page size (1..MaxPage; default DefaultPage).
+	Limit int
+}
+
+// Page sizes of ListTopUps.
+const (
+	DefaultPage = 100
+	MaxPage     = 1000
+)
+
+// Check validates f and fills its defaults.
+func (f Filter) Check() (Filter, error) {
+	if f.Status != 0 && !f.Status.Valid() {
+		return f, invalid("status", "unknown status")
+	}
+	if f.CardUID != "" {
+		uid, err := NormalizeCardUID(f.CardUID)
+		if err != nil {
+			return f, err
+		}
+		f.CardUID = uid
+	}
+	switch {
+	case f.Limit == 0:
+		f.Limit = DefaultPage
+	case f.Limit < 0 || f.Limit > MaxPage:
+		return f, invalid("limit", "must be 1..%d", MaxPage)
+	}
+	if f.AfterID != uuid.Nil && f.AfterUpdated.IsZero() {
+		return f, invalid("cursor", "malformed")
+	}
+	return f, nil
 }
 
 // Check validates t on its own, before any database work: the state

@@ -201,6 +201,13 @@ type TopUp struct {
 	ExpiresAt time.Time
 	// AppliedAt is set when the status becomes applied.
 	AppliedAt *time.Time
+	// Resolution is "manual" when an operator decided the outcome (see
+	// Ledger.Resolve), empty otherwise. ResolutionChecked: a later
+	// authenticated read of the card's log was compared with it; Conflict
+	// says what that read proved when it disagreed.
+	Resolution        string
+	ResolutionChecked bool
+	Conflict          string
 }
 
 // Attempt is one session's work on one top-up; the rows of a top-up are

@@ -176,6 +176,14 @@ func (p *Profile) Validate() error {
 			return bad("comm mode %d", m)
 		}
 	}
+	// A plain answer carries no MAC: the bridge could forge the value or
+	// the log record that proves a credit, so nothing could be proven.
+	if p.ValueMode == desfire.CommPlain {
+		return bad("value file in CommMode.Plain: a bridge could forge its value; use MAC or Full")
+	}
+	if p.TopUpLogMode == desfire.CommPlain {
+		return bad("top-up log in CommMode.Plain: a bridge could forge the record that proves a credit; use MAC or Full")
+	}
 	keys := []byte{p.MasterKeyNo, p.ReadKeyNo, p.WriteKeyNo, p.TopUpKeyNo}
 	for _, k := range keys {
 		if k > 13 {

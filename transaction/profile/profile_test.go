@@ -3,8 +3,10 @@ package profile
 import (
 	"bytes"
 	"errors"
+	"github.com/desfire-relay/relay/desfire"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 )
 
@@ -70,7 +72,7 @@ func TestLogRecordRoundTrip(t *testing.T) {
 func TestLoad(t *testing.T) {
 	dir := t.TempDir()
 	good := filepath.Join(dir, "p.json")
-	os.WriteFile(good, []byte(`[{"name":"metro","aid":1193046,"auth":"ev2","currency":"USD","upper_limit":5000,"topup_key_no":3,"record_size":16,"log_records":10,"has_tmac":true}]`), 0o600)
+	os.WriteFile(good, []byte(`[{"name":"metro","aid":1193046,"auth":"ev2","currency":"USD","upper_limit":5000,"topup_key_no":3,"record_size":16,"log_records":10,"has_tmac":true,"value_mode":3,"topup_log_mode":3}]`), 0o600)
 	set, err := Load(good)
 	if err != nil {
 		t.Fatal(err)
@@ -85,6 +87,40 @@ func TestLoad(t *testing.T) {
 	os.WriteFile(bad, []byte(`[{"name":"x","aid":0}]`), 0o600)
 	if _, err := Load(bad); !errors.Is(err, ErrInvalid) {
 		t.Fatalf("bad profile: %v", err)
+	}
+}
+
+// TestPlainModesRefused: a profile whose value file or top-up log is in
+// CommMode.Plain could never prove a credit (a bridge forges plain
+// answers), so it is refused at start-up with a message that says why.
+func TestPlainModesRefused(t *testing.T) {
+	for _, c := range []struct {
+		name string
+		mod  func(*Profile)
+		want string
+	}{
+		{"value", func(p *Profile) { p.ValueMode = desfire.CommPlain }, "value file in CommMode.Plain"},
+		{"topup-log", func(p *Profile) { p.TopUpLogMode = desfire.CommPlain }, "top-up log in CommMode.Plain"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			p := AN12113()
+			c.mod(&p)
+			err := p.Validate()
+			if !errors.Is(err, ErrInvalid) || !strings.Contains(err.Error(), c.want) {
+				t.Fatalf("plain %s: %v", c.name, err)
+			}
+		})
+	}
+	p := AN12113()
+	p.UsageLogMode = desfire.CommPlain // terminals' log: read for display only
+	if err := p.Validate(); err != nil {
+		t.Fatalf("plain usage log: %v", err)
+	}
+	dir := t.TempDir()
+	f := filepath.Join(dir, "plain.json")
+	os.WriteFile(f, []byte(`[{"name":"metro","aid":1193046,"auth":"ev2","currency":"USD","upper_limit":5000,"topup_key_no":3,"record_size":16,"log_records":10,"has_tmac":true}]`), 0o600)
+	if _, err := Load(f); !errors.Is(err, ErrInvalid) || !strings.Contains(err.Error(), "CommMode.Plain") {
+		t.Fatalf("profile file with default (plain) modes: %v", err)
 	}
 }
 

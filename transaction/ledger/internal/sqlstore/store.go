@@ -57,7 +57,7 @@ func New(db DB, d Dialect, cfg ledger.Config) *Store {
 
 const topUpCols = `id, idempotency_key, request_hash, amount, currency, card_uid, reference, status,
 	balance_before, balance_after, tmc, tmv, log_ref, attempts, fence,
-	created_at, updated_at, expires_at, applied_at`
+	created_at, updated_at, expires_at, applied_at, resolution, resolution_checked, conflict`
 
 func scanTopUp(r Row) (ledger.TopUp, error) {
 	var (
@@ -66,10 +66,11 @@ func scanTopUp(r Row) (ledger.TopUp, error) {
 		tmc, applied                *int64
 		attempts                    int64
 		created, updated, expiresAt int64
+		checked                     int64
 	)
 	err := r.Scan(&id, &t.IdempotencyKey, &t.RequestHash, &t.Amount, &t.Currency, &t.CardUID, &t.Reference, &status,
 		&t.BalanceBefore, &t.BalanceAfter, &tmc, &t.TMV, &t.LogRef, &attempts, &t.Fence,
-		&created, &updated, &expiresAt, &applied)
+		&created, &updated, &expiresAt, &applied, &t.Resolution, &checked, &t.Conflict)
 	if err != nil {
 		return ledger.TopUp{}, err
 	}
@@ -90,6 +91,7 @@ func scanTopUp(r Row) (ledger.TopUp, error) {
 		t.TMV = nil
 	}
 	t.Attempts = int(attempts)
+	t.ResolutionChecked = checked != 0
 	t.CreatedAt, t.UpdatedAt, t.ExpiresAt = fromMicros(created), fromMicros(updated), fromMicros(expiresAt)
 	t.AppliedAt = fromMicrosPtr(applied)
 	return t, nil
@@ -206,8 +208,10 @@ func (s *Store) UnresolvedByCard(ctx context.Context, cardUID string) ([]ledger.
 		return nil, err
 	}
 	// Literal statuses, not parameters, so the planner can prove the
-	// partial index topups_card_unresolved applies.
-	out, err := s.listTopUps(ctx, `card_uid = $1 AND status IN ('in_progress', 'in_doubt') ORDER BY created_at ASC, id ASC`, uid)
+	// partial indexes topups_card_unresolved and topups_card_manual apply.
+	// Manual resolutions not yet compared with the card's log come too.
+	out, err := s.listTopUps(ctx, `card_uid = $1 AND (status IN ('in_progress', 'in_doubt')
+	OR (resolution = 'manual' AND resolution_checked = 0)) ORDER BY created_at ASC, id ASC`, uid)
 	if err != nil {
 		return nil, fmt.Errorf("list unresolved top-ups of card: %w", err)
 	}
@@ -322,6 +326,11 @@ VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)`,
 					return fmt.Errorf("record attempt: %w", err)
 				}
 				attempts++
+			}
+		}
+		if t.To == ledger.StatusApplied && t.TMC != nil {
+			if err := s.acceptTMC(ctx, q, card, t.App, *t.TMC, now); err != nil {
+				return err
 			}
 		}
 		if t.Unbind {

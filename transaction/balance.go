@@ -1,0 +1,53 @@
+package transaction
+
+import (
+	"context"
+	"encoding/hex"
+
+	"github.com/desfire-relay/relay/transaction/cardscript"
+	"github.com/desfire-relay/relay/transaction/ledger"
+)
+
+// runBalance is one balance lookup: lock the card, authenticate with the
+// read key, read the value and both logs, and settle the card's
+// unresolved top-ups from the top-up log exactly as a top-up does.
+func (s *Service) runBalance(ctx context.Context, r *run) error {
+	uid, err := ledger.NormalizeCardUID(r.claimed)
+	if err != nil {
+		return err
+	}
+	r.res.CardUID = uid
+	l, err := s.lockCard(ctx, uid)
+	if err != nil {
+		return err
+	}
+	defer release(l)
+	uidBytes, _ := hex.DecodeString(uid)
+	r.bridge.Prompt("Hold the card still", 0.3)
+	cs, err := cardscript.Open(ctx, r.t, &s.profile, s.profile.ReadKeyNo, s.keyFunc(uidBytes), s.cfg.Rand)
+	if err != nil {
+		return err
+	}
+	out, err := cs.ReadBalance(ctx)
+	if err != nil {
+		return err
+	}
+	r.res.Balance = &out.Value
+	for _, rec := range out.TopUps {
+		r.res.Records = append(r.res.Records, Record{Kind: "topup", Timestamp: rec.Timestamp, Amount: int64(rec.Amount), Ref: hex.EncodeToString(rec.Ref[:])})
+	}
+	for _, rec := range out.Usage {
+		r.res.Records = append(r.res.Records, Record{Kind: "usage", Timestamp: rec.Timestamp, Amount: int64(rec.Amount)})
+	}
+	open, err := s.cfg.Ledger.UnresolvedByCard(ctx, uid)
+	if err != nil {
+		s.ledgerError()
+		return err
+	}
+	bk := &books{s: s, sess: r.sess, card: uid, fence: l.Fence(), log: r.log}
+	if _, err := bk.settle(ctx, open, out.TopUpLog); err != nil {
+		return err
+	}
+	r.bridge.Prompt("Done", 1)
+	return nil
+}

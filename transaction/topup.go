@@ -1,0 +1,229 @@
+package transaction
+
+import (
+	"context"
+	"encoding/hex"
+	"errors"
+	"fmt"
+
+	"github.com/google/uuid"
+	"go.uber.org/zap"
+
+	"github.com/desfire-relay/relay/desfire"
+	"github.com/desfire-relay/relay/transaction/cardscript"
+	"github.com/desfire-relay/relay/transaction/keys"
+	"github.com/desfire-relay/relay/transaction/ledger"
+	"github.com/desfire-relay/relay/transaction/lock"
+	"github.com/desfire-relay/relay/transaction/profile"
+)
+
+// runTopUp is one top-up session, in the order it happens: lock the card,
+// take the top-up, authenticate, settle what earlier sessions left
+// unresolved on this card from its log, seal the credit, record in_doubt,
+// send the commit, record what the card proved.
+func (s *Service) runTopUp(ctx context.Context, r *run) error {
+	uid, err := ledger.NormalizeCardUID(r.claimed)
+	if err != nil {
+		return err
+	}
+	r.res.CardUID = uid
+	l, err := s.lockCard(ctx, uid)
+	if err != nil {
+		return err
+	}
+	defer release(l)
+	bk := &books{s: s, sess: r.sess, card: uid, fence: l.Fence(), log: r.log}
+
+	tu, err := s.cfg.Ledger.GetTopUp(ctx, r.sess.TopUpID)
+	if err != nil {
+		return err
+	}
+	r.res.Amount, r.res.Currency = tu.Amount, tu.Currency
+	r.setStatus(tu)
+	if err := payable(tu, uid); err != nil {
+		return err
+	}
+	open, err := s.cfg.Ledger.UnresolvedByCard(ctx, uid)
+	if err != nil {
+		s.ledgerError()
+		return err
+	}
+	bound := tu.CardUID == "" // this session binds the top-up to the card
+	if tu.Status == ledger.StatusPending || tu.Status == ledger.StatusFailed {
+		if tu, err = bk.start(ctx, tu); err != nil {
+			return err
+		}
+		r.setStatus(tu)
+	} else if !containsID(open, tu.ID) {
+		open = append(open, tu) // in_doubt or in_progress, bound to this card
+	}
+	// From here until the commit leaves, a failure proves the top-up did
+	// not reach the card.
+	tu, err = s.beforeCommit(ctx, r, bk, l, tu, open)
+	if err != nil || tu.Status != ledger.StatusInDoubt {
+		if err != nil && tu.Status == ledger.StatusInProgress && bk.started {
+			tu = s.failUncommitted(ctx, bk, tu, err, bound)
+		}
+		r.setStatus(tu)
+		return err
+	}
+	r.setStatus(tu)
+	proof, err := r.credit.Commit(ctx)
+	if !proof.Applied {
+		// The commit may have reached the card: the top-up stays in_doubt
+		// and the card's next tap settles it from its log.
+		if err == nil {
+			err = errors.New("card script ended without proof of the commit")
+		}
+		return err
+	}
+	// The commit is proven; a later failure (the card leaving before the
+	// final GetValue) changes nothing about that.
+	applied, aerr := bk.markApplied(ctx, tu, proof, s.profile.AID)
+	if aerr != nil {
+		if errors.Is(aerr, ledger.ErrTMCReplay) {
+			s.integrityFailure("tmc_replay")
+			r.log.Error("commit proof carries a Transaction MAC counter the ledger already accepted; the top-up stays in_doubt")
+			return fmt.Errorf("%w: %w", desfire.ErrTransactionMAC, aerr)
+		}
+		return aerr
+	}
+	r.setStatus(applied)
+	r.res.Balance = proof.BalanceAfter
+	r.bridge.Prompt("Done", 1)
+	return nil
+}
+
+// beforeCommit authenticates, settles the card's unresolved top-ups
+// (among them possibly this one), seals and stages the credit, and marks
+// the top-up in_doubt. It returns the top-up as it stands: in_doubt when
+// the commit is ready to leave (in r.credit), applied when the card's log
+// proved an earlier attempt of this very top-up.
+func (s *Service) beforeCommit(ctx context.Context, r *run, bk *books, l lock.Lock, tu ledger.TopUp, open []ledger.TopUp) (ledger.TopUp, error) {
+	uid, _ := hex.DecodeString(bk.card)
+	tmKey, err := s.tmacKey(ctx, uid)
+	if err != nil {
+		return tu, err
+	}
+	r.bridge.Prompt("Hold the card still", 0.2)
+	cs, err := cardscript.Start(ctx, r.t, &s.profile, s.profile.TopUpKeyNo, s.keyFunc(uid), s.cfg.Rand)
+	if err != nil {
+		return tu, err
+	}
+	if len(open) > 0 {
+		if tu, err = s.settleFirst(ctx, bk, cs, tu, open); err != nil || tu.Status != ledger.StatusInProgress {
+			return tu, err
+		}
+	}
+	ref := [profile.RefSize]byte{}
+	copy(ref[:], ledger.LogRef(tu.ID))
+	cr, err := cs.SealCredit(ctx, cardscript.CreditParams{
+		UID: uid, TMACKey: tmKey, Amount: int32(tu.Amount),
+		Record: profile.LogRecord{Timestamp: uint32(s.cfg.Now().Unix()), Amount: int32(tu.Amount), Ref: ref},
+	})
+	if err != nil {
+		return tu, err
+	}
+	if err := cr.Stage(ctx); err != nil {
+		return tu, err
+	}
+	if err := holds(ctx, l); err != nil {
+		return tu, err
+	}
+	if tu, err = bk.markInDoubt(ctx, tu); err != nil {
+		return tu, err
+	}
+	r.credit = cr
+	return tu, nil
+}
+
+// settleFirst reads the card's top-up log and settles its unresolved
+// top-ups. This top-up, when it was one of them, comes back applied (its
+// record is on the card), in_progress again (proven absent: it is retried
+// now) or in_doubt with ErrUnproven.
+func (s *Service) settleFirst(ctx context.Context, bk *books, cs *cardscript.Session, tu ledger.TopUp, open []ledger.TopUp) (ledger.TopUp, error) {
+	log, err := cs.ReadTopUpLog(ctx)
+	if err != nil {
+		return tu, err
+	}
+	settled, err := bk.settle(ctx, open, log)
+	if err != nil {
+		return tu, err
+	}
+	for _, u := range settled {
+		if u.ID == tu.ID {
+			tu = u
+		}
+	}
+	switch tu.Status {
+	case ledger.StatusFailed:
+		return bk.start(ctx, tu)
+	case ledger.StatusInDoubt:
+		return tu, ErrUnproven
+	}
+	return tu, nil
+}
+
+// failUncommitted records that nothing that could commit left the
+// server: the top-up failed, and the binding this session made goes too
+// (a tap with a foreign card, or a UID the bridge named but never proved,
+// must not strand a paid top-up). If even that write fails the top-up
+// stays in_progress, which the card's next tap settles from its log.
+func (s *Service) failUncommitted(ctx context.Context, bk *books, tu ledger.TopUp, cause error, bound bool) ledger.TopUp {
+	u, err := bk.markFailed(ctx, tu, Code(cause), bound)
+	if err != nil {
+		bk.log.Error("record failed top-up", zap.Error(err))
+		return tu
+	}
+	return u
+}
+
+// holds checks the card lock is still held right before the commit.
+func holds(ctx context.Context, l lock.Lock) error {
+	select {
+	case <-l.Lost():
+		return lock.ErrLockLost
+	default:
+	}
+	return l.Check(ctx)
+}
+
+// payable checks a top-up may be worked on for the card uid.
+func payable(tu ledger.TopUp, uid string) error {
+	switch tu.Status {
+	case ledger.StatusPending, ledger.StatusFailed, ledger.StatusInDoubt, ledger.StatusInProgress:
+	default:
+		return fmt.Errorf("top-up is %s: %w", tu.Status, ErrNotPayable)
+	}
+	if tu.Resolution != "" {
+		return fmt.Errorf("top-up was resolved by an operator (%s): %w", tu.Resolution, ErrNotPayable)
+	}
+	if tu.CardUID != "" && tu.CardUID != uid {
+		return fmt.Errorf("top-up is bound to another card: %w", ledger.ErrCardMismatch)
+	}
+	return nil
+}
+
+// keyFunc resolves the card's keys from the claimed UID. A wrong claim
+// yields a wrong key, which the card's authentication refuses.
+func (s *Service) keyFunc(uid []byte) cardscript.KeyFunc {
+	return func(ctx context.Context, keyNo, version byte) ([]byte, error) {
+		return s.cfg.Keys.CardKey(ctx, keys.Ref{AID: s.profile.AID, KeyNo: keyNo, Version: version}, uid)
+	}
+}
+
+func (s *Service) tmacKey(ctx context.Context, uid []byte) ([]byte, error) {
+	if !s.profile.HasTMAC {
+		return nil, nil
+	}
+	return s.cfg.Keys.CardKey(ctx, keys.Ref{AID: s.profile.AID, Name: keys.TMACName, Version: 1}, uid)
+}
+
+func containsID(ts []ledger.TopUp, id uuid.UUID) bool {
+	for _, t := range ts {
+		if t.ID == id {
+			return true
+		}
+	}
+	return false
+}
