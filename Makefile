@@ -3,7 +3,7 @@
 
 FUZZTIME ?= 60s
 
-.PHONY: load test fuzz lint bench faults soak
+.PHONY: load test fuzz lint bench faults soak hostile
 
 ## test: the whole suite with private Redis and PostgreSQL (scripts/test.sh)
 test:
@@ -37,3 +37,7 @@ soak:
 	./scripts/services.sh go test -race -count=1 -v -timeout 60m ./tests/faults/ -faults.full -faults.kills=200
 	go build -o /tmp/relay-load ./tests/load
 	./scripts/services.sh /tmp/relay-load -backend shared -profile an12113-ev2 -c 32 -d 60s
+
+## hostile: the full forged-status matrix (every bare status word and an empty answer at every APDU of every session kind, batching on and off, both backends) plus the other hostile suites
+hostile:
+	./scripts/services.sh go test -race -count=1 -timeout 60m ./tests/hostile/ -hostile.full

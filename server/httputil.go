@@ -25,6 +25,7 @@ const (
 	codeCurrencyMismatch    = "currency_mismatch"
 	codeAmountLimit         = "amount_limit"
 	codeSubprotocolRequired = "subprotocol_required"
+	codeNotResolvable       = "not_resolvable"
 )
 
 // maxBody bounds operator request bodies.

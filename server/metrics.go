@@ -96,7 +96,7 @@ func (m *Metrics) IntegrityFailure(reason string) { m.integrity.WithLabelValues(
 // or in_doubt top-up, read from the ledger at each scrape by age (which
 // returns ok=false when there is none, and an error when it cannot tell).
 func (m *Metrics) OldestUnresolved(age func() (time.Duration, bool, error)) {
-	m.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+	_ = m.reg.Register(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "relay_oldest_unresolved_topup_seconds",
 		Help: "Age of the oldest in_progress or in_doubt top-up since its last change (0 when none; -1 when the ledger did not answer).",
 	}, func() float64 {
@@ -108,5 +108,5 @@ func (m *Metrics) OldestUnresolved(age func() (time.Duration, bool, error)) {
 			return 0
 		}
 		return d.Seconds()
-	}))
+	})) // a second server on the same metrics keeps the first gauge
 }

@@ -85,6 +85,7 @@ func New(o Options) *Server {
 		}
 	}
 	s.routes()
+	s.registerGauges()
 	return s
 }
 
@@ -97,7 +98,8 @@ func (s *Server) Handler() http.Handler { return s.mux }
 // Routes lists "METHOD /path" of every route, for the OpenAPI test.
 func Routes() []string {
 	return []string{
-		"POST /v1/topups", "GET /v1/topups/{id}", "POST /v1/topups/{id}/bridge-tokens",
+		"POST /v1/topups", "GET /v1/topups", "GET /v1/topups/{id}", "POST /v1/topups/{id}/bridge-tokens",
+		"POST /v1/topups/{id}/resolve",
 		"POST /v1/sessions", "GET /v1/sessions/{id}", "GET /v1/cards/{uid}/topups",
 		"GET /v1/bridge", "GET /healthz", "GET /readyz", "GET /metrics", "GET /openapi.yaml",
 	}
@@ -106,7 +108,9 @@ func Routes() []string {
 func (s *Server) routes() {
 	api := map[string]http.HandlerFunc{
 		"POST /v1/topups":                    s.createTopUp,
+		"GET /v1/topups":                     s.listTopUps,
 		"GET /v1/topups/{id}":                s.getTopUp,
+		"POST /v1/topups/{id}/resolve":       s.resolveTopUp,
 		"POST /v1/topups/{id}/bridge-tokens": s.topUpToken,
 		"POST /v1/sessions":                  s.createSession,
 		"GET /v1/sessions/{id}":              s.getSession,
@@ -148,7 +152,10 @@ func (s *Server) auth(next http.HandlerFunc) http.Handler {
 			writeError(w, http.StatusUnauthorized, codeUnauthorized, "unknown API key")
 			return
 		}
-		next(w, r)
+		// The key's id is the start of its digest: enough to tell keys
+		// apart in the ledger and logs, useless to an attacker.
+		id := "key:" + hex.EncodeToString(sum[:6])
+		next(w, r.WithContext(context.WithValue(r.Context(), keyIDKey{}, id)))
 	})
 }
 
@@ -217,6 +224,8 @@ type topUpView struct {
 	UpdatedAt     time.Time  `json:"updated_at"`
 	ExpiresAt     time.Time  `json:"expires_at"`
 	AppliedAt     *time.Time `json:"applied_at,omitempty"`
+	// Resolution is set when an operator decided the outcome.
+	Resolution *resolutionInfo `json:"resolution,omitempty"`
 	// Ticket fields, on create.
 	BridgeToken          string     `json:"bridge_token,omitempty"`
 	BridgeTokenExpiresAt *time.Time `json:"bridge_token_expires_at,omitempty"`
@@ -230,7 +239,21 @@ func viewTopUp(t ledger.TopUp) topUpView {
 	if t.TMC != nil && len(t.TMV) > 0 {
 		v.TMAC = &tmacView{Counter: *t.TMC, Value: strings.ToUpper(hex.EncodeToString(t.TMV))}
 	}
+	if t.Resolution != "" {
+		v.Resolution = &resolutionInfo{Kind: t.Resolution, CardChecked: t.ResolutionChecked, Conflict: t.Conflict}
+	}
 	return v
+}
+
+// resolutionInfo tells how an operator resolved a top-up and what the
+// card's log later proved.
+type resolutionInfo struct {
+	Kind string `json:"kind"`
+	// CardChecked: a later authenticated read of the card's top-up log
+	// was compared with the decision; Conflict says how they disagree.
+	CardChecked bool             `json:"card_checked"`
+	Conflict    string           `json:"conflict,omitempty"`
+	History     []resolutionView `json:"history,omitempty"`
 }
 
 type ticketView struct {
@@ -301,7 +324,9 @@ func (s *Server) getTopUp(w http.ResponseWriter, r *http.Request) {
 		s.apiError(w, r, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, viewTopUp(t))
+	v := viewTopUp(t)
+	s.addResolutions(r.Context(), &v)
+	writeJSON(w, http.StatusOK, v)
 }
 
 func (s *Server) topUpToken(w http.ResponseWriter, r *http.Request) {

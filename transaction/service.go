@@ -27,6 +27,9 @@ var (
 	ErrCurrency = errors.New("transaction: currency does not match the card profile")
 	// ErrAmountLimit: the amount can never fit the value file's limits.
 	ErrAmountLimit = errors.New("transaction: amount exceeds the card profile's limit")
+	// ErrNotResolvable: only an in_doubt or in_progress top-up can be
+	// resolved by an operator.
+	ErrNotResolvable = errors.New("transaction: top-up is not unresolved")
 	// ErrToken: the bridge token is missing, unknown, expired or used.
 	ErrToken = errors.New("transaction: bridge token refused")
 )
@@ -108,6 +111,9 @@ func New(cfg Config) (*Service, error) {
 	return &Service{cfg: cfg, profile: p}, nil
 }
 
+// Now is the service's clock.
+func (s *Service) Now() time.Time { return s.cfg.Now() }
+
 // Profile returns the card profile new sessions use.
 func (s *Service) Profile() profile.Profile { return s.profile }
 
@@ -164,6 +170,9 @@ func (s *Service) TopUpTicket(ctx context.Context, id uuid.UUID) (*Ticket, error
 	t, err := s.cfg.Ledger.GetTopUp(ctx, id)
 	if err != nil {
 		return nil, err
+	}
+	if t.Resolution != "" {
+		return nil, fmt.Errorf("top-up %s was resolved by an operator: %w", id, ErrNotPayable)
 	}
 	switch t.Status {
 	case ledger.StatusPending, ledger.StatusInDoubt, ledger.StatusInProgress:

@@ -42,6 +42,9 @@ func count(t *testing.T) {
 	tally.Unlock()
 }
 
+// atExit runs after the tests, for suites that print a summary line.
+var atExit []func()
+
 func TestMain(m *testing.M) {
 	code := m.Run()
 	total := 0
@@ -53,6 +56,9 @@ func TestMain(m *testing.M) {
 	}
 	tally.Unlock()
 	fmt.Printf("hostile: %d cases checked against the ledger (%s)\n", total, strings.Join(parts, " "))
+	for _, f := range atExit {
+		f()
+	}
 	os.Exit(code)
 }
 
@@ -76,7 +82,12 @@ func newEnv(t *testing.T, b testbackend.Backend, p profile.Profile, o testserver
 // forEach runs f for every backend and profile, one server each, the
 // four in parallel (each has its own server, ledger and cards).
 func forEach(t *testing.T, o testserver.Options, f func(t *testing.T, e *env)) {
-	for _, b := range testbackend.Backends() {
+	forEachOf(t, testbackend.Backends(), o, f)
+}
+
+// forEachOf is forEach over the given backends.
+func forEachOf(t *testing.T, backends []testbackend.Backend, o testserver.Options, f func(t *testing.T, e *env)) {
+	for _, b := range backends {
 		for _, p := range profiles() {
 			t.Run(b.Name+"/"+p.Name, func(t *testing.T) {
 				t.Parallel()
