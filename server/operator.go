@@ -215,4 +215,3 @@ func (s *Server) registerGauges() {
 		return s.o.Service.OldestUnresolved(ctx)
 	})
 }
-
