@@ -47,6 +47,9 @@ func Run(t *testing.T, open Opener) {
 		{"Tokens", testTokens},
 		{"TokenConcurrentConsume", testTokenConcurrent},
 		{"NotFoundAndPing", testNotFound},
+		{"TMCPerCard", testTMCPerCard},
+		{"Resolve", testResolve},
+		{"ListAndOldest", testListAndOldest},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
