@@ -5,6 +5,7 @@ import (
 	"encoding/base64"
 	"errors"
 	"net/http"
+	"net/url"
 	"strconv"
 	"strings"
 	"time"
@@ -69,7 +70,13 @@ var knownFilters = map[string]bool{"status": true, "card_uid": true, "older_than
 
 func parseFilter(r *http.Request, svc *transaction.Service) (ledger.Filter, error) {
 	var f ledger.Filter
-	q := r.URL.Query()
+	if len(r.URL.RawQuery) > 1024 {
+		return f, errors.New("query string longer than 1024 bytes")
+	}
+	q, err := url.ParseQuery(r.URL.RawQuery)
+	if err != nil {
+		return f, errors.New("malformed query string")
+	}
 	for k, v := range q {
 		if !knownFilters[k] {
 			return f, errors.New("unknown query parameter " + strconv.Quote(sanitize(k)))
@@ -209,6 +216,9 @@ func (s *Server) addResolutions(ctx context.Context, v *topUpView) {
 
 // registerGauges adds the gauges read from the ledger at scrape time.
 func (s *Server) registerGauges() {
+	if s.o.Service == nil {
+		return
+	}
 	s.metrics.OldestUnresolved(func() (time.Duration, bool, error) {
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 		defer cancel()
