@@ -73,6 +73,8 @@ type run struct {
 	log     *zap.Logger
 	// credit is the sealed credit once in_doubt is recorded.
 	credit *cardscript.Credit
+	// wipe clears the key material the session derived.
+	wipe []func()
 }
 
 // setStatus reports the top-up's status as the ledger now has it.
