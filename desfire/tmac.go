@@ -109,7 +109,7 @@ const (
 	// with option 01: TMC(4, LE) ‖ TMV(8).
 	CommitTransactionTMACSize = 4 + TMVSize
 	// maxTMUIDSize is the longest UID that fits the session vector.
-	maxTMUIDSize = 7
+	maxTMUIDSize = MaxTMACUIDSize
 )
 
 // ErrTMIInput is returned when a command fed to the Transaction MAC does not
@@ -282,6 +282,10 @@ type TransactionMAC struct {
 	uid []byte
 	tmi []byte
 }
+
+// MaxTMACUIDSize is the longest UID the Transaction MAC session vector
+// holds (SV = 5A/A5 ‖ 00 01 00 80 ‖ TMC ‖ UID, 16 bytes).
+const MaxTMACUIDSize = 7
 
 // NewTransactionMAC returns an empty accumulator for the application whose
 // AppTransactionMACKey is appKey, on the card with this UID (7 bytes for

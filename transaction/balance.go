@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/hex"
 
-	"github.com/desfire-relay/relay/transaction/cardscript"
 	"github.com/desfire-relay/relay/transaction/ledger"
 )
 
@@ -16,7 +15,7 @@ func (s *Service) runBalance(ctx context.Context, r *run) error {
 	if err != nil {
 		return err
 	}
-	r.res.CardUID = uid
+	r.card, r.res.CardUID = uid, uid
 	l, err := s.lockCard(ctx, uid)
 	if err != nil {
 		return err
@@ -24,10 +23,11 @@ func (s *Service) runBalance(ctx context.Context, r *run) error {
 	defer release(l)
 	uidBytes, _ := hex.DecodeString(uid)
 	r.bridge.Prompt("Hold the card still", 0.3)
-	cs, err := cardscript.Open(ctx, r.t, &s.profile, s.profile.ReadKeyNo, s.keyFunc(uidBytes), s.cfg.Rand)
+	cs, err := s.startCard(ctx, r, uidBytes, true)
 	if err != nil {
 		return err
 	}
+	r.res.Currency = r.prof.Currency
 	out, err := cs.ReadBalance(ctx)
 	if err != nil {
 		return err
@@ -44,7 +44,7 @@ func (s *Service) runBalance(ctx context.Context, r *run) error {
 		s.ledgerError()
 		return err
 	}
-	bk := &books{s: s, sess: r.sess, card: uid, fence: l.Fence(), log: r.log}
+	bk := &books{s: s, sess: r.sess, card: uid, fence: l.Fence(), log: r.log, profile: r.prof.Name}
 	if _, err := bk.settle(ctx, open, out.TopUpLog); err != nil {
 		return err
 	}

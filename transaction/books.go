@@ -26,7 +26,10 @@ type books struct {
 	sess  ledger.Session
 	card  string // normalised UID
 	fence int64
-	log   *zap.Logger
+	// profile is the card profile the session uses, recorded with each
+	// transition.
+	profile string
+	log     *zap.Logger
 	// started: this session moved a top-up into in_progress (so a failure
 	// before its commit leaves proves it did not reach the card).
 	started bool
@@ -35,7 +38,7 @@ type books struct {
 // move makes one transition and returns the top-up as stored.
 func (b *books) move(ctx context.Context, tu ledger.TopUp, to ledger.Status, mod func(*ledger.Transition)) (ledger.TopUp, error) {
 	x := ledger.Transition{TopUpID: tu.ID, From: tu.Status, To: to, Fence: b.fence, SessionID: b.sess.ID,
-		CardUID: b.card, Now: b.s.cfg.Now()}
+		CardUID: b.card, Profile: b.profile, Now: b.s.cfg.Now()}
 	if mod != nil {
 		mod(&x)
 	}

@@ -65,6 +65,8 @@ type Result struct {
 	// Retaps is how often the card was presented again within the
 	// session after it left the field.
 	Retaps int
+	// Profile is the fleet profile that served the card.
+	Profile string
 }
 
 // Code maps an error from a session to a contract error code.
@@ -81,7 +83,7 @@ func Code(err error) string {
 		return CodeCardMismatch
 	case errors.Is(err, ErrUnproven):
 		return CodeIntegrity
-	case errors.Is(err, cardscript.ErrLayout):
+	case errors.Is(err, cardscript.ErrLayout), errors.Is(err, cardscript.ErrUnknownCard):
 		return CodeCardUnknown
 	case errors.Is(err, ErrTagLost):
 		return CodeTagLost

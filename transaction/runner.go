@@ -13,6 +13,7 @@ import (
 	"github.com/desfire-relay/relay/transaction/cardscript"
 	"github.com/desfire-relay/relay/transaction/ledger"
 	"github.com/desfire-relay/relay/transaction/lock"
+	"github.com/desfire-relay/relay/transaction/profile"
 )
 
 // Bridge is what a session needs from the bridge connection: a transport
@@ -116,6 +117,10 @@ type run struct {
 	credit *cardscript.Credit
 	// wipe clears the key material the session derived.
 	wipe []func()
+	// card is the normalised UID the bridge named; prof the fleet
+	// profile that serves the card, once the first exchange showed it.
+	card string
+	prof *profile.Profile
 }
 
 // setStatus reports the top-up's status as the ledger now has it.
@@ -157,7 +162,7 @@ func (s *Service) ledgerError() {
 
 // lockCard takes the card's lock.
 func (s *Service) lockCard(ctx context.Context, uid string) (lock.Lock, error) {
-	l, err := s.cfg.Locker.Acquire(ctx, fmt.Sprintf("card:%06X:%s", s.profile.AID, uid), lock.Options{TTL: s.cfg.LockTTL, Wait: s.cfg.LockWait})
+	l, err := s.cfg.Locker.Acquire(ctx, "card:"+uid, lock.Options{TTL: s.cfg.LockTTL, Wait: s.cfg.LockWait})
 	if err != nil {
 		return nil, err
 	}

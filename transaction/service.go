@@ -52,8 +52,14 @@ type Config struct {
 	Locker   lock.Locker
 	Keys     keys.Provider
 	Profiles profile.Set
-	// Profile is the name of the profile used for new sessions.
+	// Profile is the name of the profile used for new sessions when Fleet
+	// is empty.
 	Profile string
+	// Fleet names the profiles one server serves (a mixed EV1/EV2/EV3
+	// fleet): each tap uses the one that serves the card, detected in the
+	// first exchange; the first is the default guess. All must share one
+	// currency. Empty: Profile alone.
+	Fleet []string
 	// TokenTTL is a bridge token's lifetime (default 15 min).
 	TokenTTL time.Duration
 	// LockTTL is the card lock's lease (renewed while held).
@@ -79,7 +85,9 @@ type Config struct {
 // Service runs top-ups and balance lookups.
 type Service struct {
 	cfg     Config
-	profile profile.Profile
+	profile profile.Profile   // the fleet's first: currency and limits of new top-ups
+	fleet   []profile.Profile // every profile served, detected per card
+	seen    *guesses          // the profile each card last used, the first guess
 }
 
 // New checks cfg and returns a Service.
@@ -93,11 +101,8 @@ func New(cfg Config) (*Service, error) {
 	if cfg.Profile == "" {
 		cfg.Profile = profile.AN12113().Name
 	}
-	p, err := cfg.Profiles.Get(cfg.Profile)
+	fleet, err := loadFleet(cfg)
 	if err != nil {
-		return nil, err
-	}
-	if err := p.Validate(); err != nil {
 		return nil, err
 	}
 	if cfg.TokenTTL <= 0 {
@@ -115,14 +120,45 @@ func New(cfg Config) (*Service, error) {
 	if cfg.Log == nil {
 		cfg.Log = zap.NewNop()
 	}
-	return &Service{cfg: cfg, profile: p}, nil
+	return &Service{cfg: cfg, profile: fleet[0], fleet: fleet, seen: newGuesses(guessesMax)}, nil
+}
+
+// loadFleet resolves and validates the profiles the service serves.
+func loadFleet(cfg Config) ([]profile.Profile, error) {
+	names := cfg.Fleet
+	if len(names) == 0 {
+		names = []string{cfg.Profile}
+	}
+	var fleet []profile.Profile
+	seen := map[string]bool{}
+	for _, n := range names {
+		p, err := cfg.Profiles.Get(n)
+		if err != nil {
+			return nil, err
+		}
+		if err := p.Validate(); err != nil {
+			return nil, err
+		}
+		switch {
+		case seen[n]:
+			return nil, fmt.Errorf("transaction: profile %q named twice in the fleet: %w", n, profile.ErrInvalid)
+		case len(fleet) > 0 && p.Currency != fleet[0].Currency:
+			return nil, fmt.Errorf("transaction: profile %q uses %s, the fleet %s: %w", n, p.Currency, fleet[0].Currency, profile.ErrInvalid)
+		}
+		seen[n] = true
+		fleet = append(fleet, p)
+	}
+	return fleet, nil
 }
 
 // Now is the service's clock.
 func (s *Service) Now() time.Time { return s.cfg.Now() }
 
-// Profile returns the card profile new sessions use.
+// Profile returns the default card profile (the fleet's first).
 func (s *Service) Profile() profile.Profile { return s.profile }
+
+// Fleet returns the card profiles the service serves.
+func (s *Service) Fleet() []profile.Profile { return append([]profile.Profile(nil), s.fleet...) }
 
 // Ticket is what the operator hands to a bridge: a session and its token.
 type Ticket struct {
@@ -144,8 +180,8 @@ func (s *Service) CreateTopUp(ctx context.Context, idempotencyKey string, req le
 	if norm.Currency != s.profile.Currency {
 		return ledger.TopUp{}, nil, false, fmt.Errorf("%s, profile %s uses %s: %w", norm.Currency, s.profile.Name, s.profile.Currency, ErrCurrency)
 	}
-	if norm.Amount > s.profile.MaxAmount() {
-		return ledger.TopUp{}, nil, false, fmt.Errorf("amount %d above %d: %w", norm.Amount, s.profile.MaxAmount(), ErrAmountLimit)
+	if max := s.maxAmount(); norm.Amount > max {
+		return ledger.TopUp{}, nil, false, fmt.Errorf("amount %d above %d: %w", norm.Amount, max, ErrAmountLimit)
 	}
 	t, created, err := s.cfg.Ledger.CreateTopUp(ctx, norm, idempotencyKey, s.cfg.Now())
 	if err != nil {

@@ -26,11 +26,11 @@ func reissueTMAC(t *testing.T, card *simcard.Card, p profile.Profile, kp keys.Pr
 	t.Helper()
 	ctx := context.Background()
 	c := desfire.NewCard(card)
-	mk, err := kp.CardKey(ctx, keys.Ref{AID: p.AID, KeyNo: p.MasterKeyNo, Version: issue.KeyVersion}, testUID)
+	mk, err := kp.CardKey(ctx, keys.Ref{AID: p.AID, KeyNo: p.MasterKeyNo, Version: issue.KeyVersion}, card.UID())
 	if err != nil {
 		t.Fatal(err)
 	}
-	tmk, err := kp.CardKey(ctx, keys.Ref{AID: p.AID, Name: keys.TMACName, Version: ver}, testUID)
+	tmk, err := kp.CardKey(ctx, keys.Ref{AID: p.AID, Name: keys.TMACName, Version: ver}, card.UID())
 	if err != nil {
 		t.Fatal(err)
 	}

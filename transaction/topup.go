@@ -18,15 +18,15 @@ import (
 )
 
 // runTopUp is one top-up session, in the order it happens: lock the card,
-// take the top-up, authenticate, settle what earlier sessions left
-// unresolved on this card from its log, seal the credit, record in_doubt,
-// send the commit, record what the card proved.
+// take the top-up, find the card's profile and authenticate, settle what
+// earlier sessions left unresolved on this card from its log, seal the
+// credit, record in_doubt, send the commit, record what the card proved.
 func (s *Service) runTopUp(ctx context.Context, r *run) error {
 	uid, err := ledger.NormalizeCardUID(r.claimed)
 	if err != nil {
 		return err
 	}
-	r.res.CardUID = uid
+	r.card, r.res.CardUID = uid, uid
 	l, err := s.lockCard(ctx, uid)
 	if err != nil {
 		return err
@@ -84,7 +84,7 @@ func (s *Service) runTopUp(ctx context.Context, r *run) error {
 	}
 	// The commit is proven; a later failure (the card leaving before the
 	// final GetValue) changes nothing about that.
-	applied, aerr := bk.markApplied(ctx, tu, proof, s.profile.AID)
+	applied, aerr := bk.markApplied(ctx, tu, proof, r.prof.AID)
 	if aerr != nil {
 		if errors.Is(aerr, ledger.ErrTMCReplay) {
 			s.integrityFailure("tmc_replay")
@@ -99,23 +99,32 @@ func (s *Service) runTopUp(ctx context.Context, r *run) error {
 	return nil
 }
 
-// beforeCommit authenticates, settles the card's unresolved top-ups
-// (among them possibly this one), seals and stages the credit, and marks
-// the top-up in_doubt. It returns the top-up as it stands: in_doubt when
-// the commit is ready to leave (in r.credit), applied when the card's log
-// proved an earlier attempt of this very top-up.
+// beforeCommit finds the card's profile and authenticates, settles the
+// card's unresolved top-ups (among them possibly
+// this one), seals and stages the credit, and marks the top-up in_doubt.
+// It returns the top-up as it stands: in_doubt when the commit is ready
+// to leave (in r.credit), applied when the card's log proved an earlier
+// attempt of this very top-up.
 func (s *Service) beforeCommit(ctx context.Context, r *run, bk *books, l lock.Lock, tu ledger.TopUp, open []ledger.TopUp) (ledger.TopUp, error) {
 	uid, _ := hex.DecodeString(bk.card)
-	tmKey, wipe, err := s.tmacKeys(ctx, uid)
+	// The first exchange shows the card's kind and the profile that
+	// serves it; every later transition records that profile.
+	r.bridge.Prompt("Hold the card still", 0.2)
+	cs, err := s.startCard(ctx, r, uid, false)
+	if err != nil {
+		return tu, err
+	}
+	bk.profile = r.prof.Name
+	if r.prof.HasTMAC && len(uid) > desfire.MaxTMACUIDSize {
+		// The Transaction MAC session vector holds at most 7 UID bytes:
+		// the commit's proof could never be checked.
+		return tu, fmt.Errorf("%d-byte UID on a Transaction MAC profile: %w", len(uid), cardscript.ErrUnknownCard)
+	}
+	tmKey, wipe, err := s.tmacKeys(ctx, r.prof, uid)
 	if err != nil {
 		return tu, err
 	}
 	r.wipe = append(r.wipe, wipe)
-	r.bridge.Prompt("Hold the card still", 0.2)
-	cs, err := cardscript.Start(ctx, r.t, &s.profile, s.profile.TopUpKeyNo, s.keyFunc(uid), s.cfg.Rand)
-	if err != nil {
-		return tu, err
-	}
 	if len(open) > 0 {
 		if tu, err = s.settleFirst(ctx, bk, cs, tu, open); err != nil || tu.Status != ledger.StatusInProgress {
 			return tu, err
@@ -210,11 +219,12 @@ func payable(tu ledger.TopUp, uid string) error {
 	return nil
 }
 
-// keyFunc resolves the card's keys from the claimed UID. A wrong claim
-// yields a wrong key, which the card's authentication refuses.
-func (s *Service) keyFunc(uid []byte) cardscript.KeyFunc {
+// keyFunc resolves the card's keys for profile p from the claimed UID. A
+// wrong claim yields a wrong key, which the card's authentication
+// refuses.
+func (s *Service) keyFunc(p *profile.Profile, uid []byte) cardscript.KeyFunc {
 	return func(ctx context.Context, keyNo, version byte) ([]byte, error) {
-		return s.cfg.Keys.CardKey(ctx, keys.Ref{AID: s.profile.AID, KeyNo: keyNo, Version: version}, uid)
+		return s.cfg.Keys.CardKey(ctx, keys.Ref{AID: p.AID, KeyNo: keyNo, Version: version}, uid)
 	}
 }
 
@@ -224,11 +234,11 @@ func (s *Service) keyFunc(uid []byte) cardscript.KeyFunc {
 // whichever version it names must be at hand when the commit's proof
 // comes back. A key store that cannot answer thus fails the session with
 // nothing sent. The returned func clears the keys.
-func (s *Service) tmacKeys(ctx context.Context, uid []byte) (cardscript.TMACKeyFunc, func(), error) {
-	if !s.profile.HasTMAC {
+func (s *Service) tmacKeys(ctx context.Context, p *profile.Profile, uid []byte) (cardscript.TMACKeyFunc, func(), error) {
+	if !p.HasTMAC {
 		return nil, func() {}, nil
 	}
-	ref := keys.Ref{AID: s.profile.AID, Name: keys.TMACName}
+	ref := keys.Ref{AID: p.AID, Name: keys.TMACName}
 	versions := []byte{1}
 	if v, ok := s.cfg.Keys.(keys.Versioner); ok {
 		versions = v.Versions(ref)

@@ -41,8 +41,13 @@ const (
 // Options configure a new card. The zero value is a blank card with a
 // fixed UID and crypto/rand randomness.
 type Options struct {
-	// UID is the 7-byte card UID; default 04 01 02 03 04 05 06.
+	// UID is the card UID (4, 7 or 10 bytes); default 04 01 02 03 04 05 06.
 	UID []byte
+	// Generation is the card's generation: GetVersion reports it, and an
+	// EV1 card refuses the commands EV2 introduced (EV2 authentication,
+	// Transaction MAC file, CommitReaderID) with ILLEGAL_COMMAND, as a
+	// real EV1 card does. Default GenEV3.
+	Generation Generation
 	// RandomUID makes anticollision show a random 4-byte ID (08 xx xx xx)
 	// and GetVersion a zero UID; GetCardUID still returns UID.
 	RandomUID bool
@@ -73,6 +78,7 @@ type Card struct {
 	maxFrame int
 	rnd      io.Reader
 	randomID bool
+	gen      Generation
 	noChgOK  bool
 
 	// volatile state
@@ -98,8 +104,14 @@ func New(opts Options) (*Card, error) {
 	if uid == nil {
 		uid = []byte{0x04, 0x01, 0x02, 0x03, 0x04, 0x05, 0x06}
 	}
-	if len(uid) != 7 {
-		return nil, fmt.Errorf("simcard: UID of %d bytes, want 7", len(uid))
+	if len(uid) != 4 && len(uid) != 7 && len(uid) != 10 {
+		return nil, fmt.Errorf("simcard: UID of %d bytes, want 4, 7 or 10", len(uid))
+	}
+	if opts.Generation == 0 {
+		opts.Generation = GenEV3
+	}
+	if _, ok := versions[opts.Generation]; !ok {
+		return nil, fmt.Errorf("simcard: unknown generation %d", opts.Generation)
 	}
 	c := &Card{
 		uid:         append([]byte(nil), uid...),
@@ -108,6 +120,7 @@ func New(opts Options) (*Card, error) {
 		maxFrame:    opts.MaxFrame,
 		rnd:         opts.Rand,
 		randomID:    opts.RandomUID,
+		gen:         opts.Generation,
 		noChgOK:     opts.NoChangesOK,
 		removeAfter: -1,
 	}
@@ -391,7 +404,7 @@ func (c *Card) dispatch(code byte, payload []byte) result {
 // run executes a complete native command.
 func (c *Card) run(code byte, payload []byte) result {
 	h, ok := handlers[code]
-	if !ok {
+	if !ok || c.gen == GenEV1 && ev2Only[code] {
 		return fail(desfire.StatusIllegalCommand)
 	}
 	return h(c, code, payload)

@@ -98,8 +98,14 @@ func (c *Card) cmdSelectApplication(code byte, p []byte) result {
 
 // version data: EV3, 4 KB, ISO 14443-2 and -3 (frames of 7, 7 and 14).
 var (
-	versionHW = []byte{0x04, 0x01, 0x01, 0x33, 0x00, 0x18, 0x05}
-	versionSW = []byte{0x04, 0x01, 0x01, 0x03, 0x00, 0x18, 0x05}
+	// versions holds GetVersion's hardware and software parts per
+	// generation (vendor NXP, type DESFire, major.minor, 4 KB, ISO
+	// 14443-2 and -3): major hardware version 0x01 EV1, 0x12 EV2, 0x33 EV3.
+	versions = map[Generation][2][]byte{
+		GenEV1: {{0x04, 0x01, 0x01, 0x01, 0x00, 0x18, 0x05}, {0x04, 0x01, 0x01, 0x01, 0x04, 0x18, 0x05}},
+		GenEV2: {{0x04, 0x01, 0x01, 0x12, 0x00, 0x18, 0x05}, {0x04, 0x01, 0x01, 0x02, 0x01, 0x18, 0x05}},
+		GenEV3: {{0x04, 0x01, 0x01, 0x33, 0x00, 0x18, 0x05}, {0x04, 0x01, 0x01, 0x03, 0x00, 0x18, 0x05}},
+	}
 )
 
 func (c *Card) cmdGetVersion(code byte, p []byte) result {
@@ -110,11 +116,14 @@ func (c *Card) cmdGetVersion(code byte, p []byte) result {
 	if len(d) != 0 {
 		return fail(desfire.StatusLengthError)
 	}
+	// The UID field is 7 bytes: a random-ID card, and one whose UID is
+	// not 7 bytes long, show zeros there (a host must not rely on it).
 	uid := c.uid
-	if c.randomID {
+	if c.randomID || len(uid) != 7 {
 		uid = make([]byte, 7)
 	}
-	data := append(append(append([]byte(nil), versionHW...), versionSW...), uid...)
+	v := versions[c.gen]
+	data := append(append(append([]byte(nil), v[0]...), v[1]...), uid...)
 	data = append(data, 0xBA, 0x7C, 0x40, 0x00, 0x00, 0x25, 0x24) // batch, week, year
 	sealed := c.seal(data, c.mgmtMode())
 	c.pend = pending{kind: pendChunks, chunks: [][]byte{sealed[7:14], sealed[14:]}}

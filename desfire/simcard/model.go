@@ -205,3 +205,22 @@ func (c *Card) feedTMI(code byte, header, data, resp []byte, recSize int) {
 	}
 	_ = c.txn.tm.AddRecords(code, header, data, resp, recSize)
 }
+
+// Generation is a DESFire card generation.
+type Generation uint8
+
+// Generations the simulated card can play.
+const (
+	GenEV1 Generation = iota + 1
+	GenEV2
+	GenEV3
+)
+
+// ev2Only lists the native commands EV2 introduced; an EV1 card answers
+// them with ILLEGAL_COMMAND.
+var ev2Only = map[byte]bool{
+	cmdAuthEV2First:    true,
+	cmdAuthEV2NonFirst: true,
+	cmdCreateTMACFile:  true,
+	cmdCommitReaderID:  true,
+}

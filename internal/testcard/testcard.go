@@ -32,11 +32,18 @@ func Keys(t testing.TB, p profile.Profile) (*keys.Static, keys.File) {
 // initial value, and presents it again (as after issuance at a kiosk).
 func Issue(t testing.TB, p profile.Profile, kp keys.Provider, uid []byte, initial int32) *simcard.Card {
 	t.Helper()
-	card, err := simcard.New(simcard.Options{UID: uid})
+	return IssueCard(t, p, kp, simcard.Options{UID: uid}, initial)
+}
+
+// IssueCard is Issue on a simulated card made with opts (generation, UID
+// length, random ID).
+func IssueCard(t testing.TB, p profile.Profile, kp keys.Provider, opts simcard.Options, initial int32) *simcard.Card {
+	t.Helper()
+	card, err := simcard.New(opts)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := issue.Issue(context.Background(), card, p, kp, uid, initial, nil); err != nil {
+	if err := issue.Issue(context.Background(), card, p, kp, card.UID(), initial, nil); err != nil {
 		t.Fatalf("issue: %v", err)
 	}
 	card.Tap()

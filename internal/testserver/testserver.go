@@ -36,6 +36,10 @@ const APIKey = "test-api-key"
 // session).
 type Options struct {
 	ExchangeTimeout, SessionTimeout time.Duration
+	// Fleet, when set, makes one server serve these profiles (a mixed
+	// card fleet, detected per card); the profile given to New must be
+	// among them and is the default.
+	Fleet []profile.Profile
 }
 
 // Harness is one running server with its backends.
@@ -60,9 +64,22 @@ func New(t testing.TB, b testbackend.Backend, p profile.Profile, o Options) *Har
 		o.SessionTimeout = 10 * time.Second
 	}
 	l, lk := b.Open(t)
-	kp, kf := testcard.Keys(t, p)
+	set, names, aids := profile.DefaultSet(), []string(nil), []uint32{p.AID}
+	for _, fp := range o.Fleet {
+		set[fp.Name] = fp
+		names = append(names, fp.Name)
+		aids = append(aids, fp.AID)
+	}
+	kf, err := keys.DevFile(nil, aids...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kp, err := keys.New(kf)
+	if err != nil {
+		t.Fatal(err)
+	}
 	m := server.NewMetrics()
-	svc, err := transaction.New(transaction.Config{Ledger: l, Locker: lk, Keys: kp, Profile: p.Name, LockTTL: 2 * time.Second, Metrics: m})
+	svc, err := transaction.New(transaction.Config{Ledger: l, Locker: lk, Keys: kp, Profiles: set, Profile: p.Name, Fleet: names, LockTTL: 2 * time.Second, Metrics: m})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -71,6 +88,13 @@ func New(t testing.TB, b testbackend.Backend, p profile.Profile, o Options) *Har
 	hs := httptest.NewServer(srv.Handler())
 	t.Cleanup(hs.Close)
 	return &Harness{T: t, Server: srv, HTTP: hs, Keys: kp, KeyFile: kf, Profile: p, Ledger: l}
+}
+
+// CardFor issues a simulated card of profile p (one of the fleet's) made
+// with opts, and presents it.
+func (h *Harness) CardFor(p profile.Profile, opts simcard.Options, initial int32) *simcard.Card {
+	h.T.Helper()
+	return testcard.IssueCard(h.T, p, h.Keys, opts, initial)
 }
 
 // Card issues a simulated card with the server's keys and presents it.

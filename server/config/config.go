@@ -46,6 +46,11 @@ type Config struct {
 	ProfilesFile string `json:"profiles_file"`
 	// Profile is the card profile used for new top-ups and balance lookups.
 	Profile string `json:"profile"`
+	// Fleet lists the profiles one server serves for a mixed card fleet
+	// (EV1/EV2/EV3, several applications): each tap uses the profile that
+	// serves the card, detected in the first exchange; the first is the
+	// default guess. Empty (the default): Profile alone.
+	Fleet []string `json:"fleet"`
 	// APIKeyHashes are SHA-256 hex digests of the operator API keys.
 	APIKeyHashes []string `json:"api_key_hashes"`
 	// TLSCert and TLSKey serve HTTPS directly.
@@ -164,6 +169,19 @@ func settings() []setting {
 	})
 	add("RELAY_PROFILE", "profile", "card profile for new sessions", func() (func(*Config, string) error, func(*Config) string) {
 		return str(func(c *Config) *string { return &c.Profile })
+	})
+	add("RELAY_FLEET", "fleet", "comma-separated card profiles one server serves, detected per card; list EV2/EV3 profiles before EV1 ones (default: the profile option alone)", func() (func(*Config, string) error, func(*Config) string) {
+		return func(c *Config, v string) error {
+				c.Fleet = nil
+				for _, n := range strings.Split(v, ",") {
+					if n = strings.TrimSpace(n); n != "" {
+						c.Fleet = append(c.Fleet, n)
+					}
+				}
+				return nil
+			}, func(c *Config) string {
+				return strings.Join(c.Fleet, ",")
+			}
 	})
 	add("RELAY_API_KEY_HASHES", "api-key-hashes", "comma-separated SHA-256 hex digests of operator API keys", func() (func(*Config, string) error, func(*Config) string) {
 		return func(c *Config, v string) error {

@@ -220,7 +220,7 @@ func (m *matrix) sigkillFamily(t *testing.T, full bool, rng *rand.Rand) {
 	dbURL := testbackend.PostgresSchema(t)
 	redisURL := testenv.RedisURL(t)
 	rd := newRelayd(t, dbURL, redisURL)
-	probes := map[setup]int{}
+	probes := map[string]int{} // by setup
 	cfgs := allConfigs()
 	for i := 0; i < kills; i++ {
 		c := cfgs[rng.IntN(len(cfgs))]
@@ -231,10 +231,10 @@ func (m *matrix) sigkillFamily(t *testing.T, full bool, rng *rand.Rand) {
 			}
 		}
 		ep := rd.endpoint()
-		n, ok := probes[c]
+		n, ok := probes[c.String()]
 		if !ok {
 			n = m.probeAPDUs(t, ep, c.batch)
-			probes[c] = n
+			probes[c.String()] = n
 		}
 		k := rng.IntN(n + 1)
 		viaBalance := rng.IntN(2) == 0

@@ -62,38 +62,69 @@ type Session struct {
 // — and prepares the second frame. The proof goes out with Finish, or, on
 // EV1, with the first command sealed behind it.
 func Start(ctx context.Context, t desfire.Transport, p *profile.Profile, keyNo byte, key KeyFunc, rnd io.Reader) (*Session, error) {
-	_, batch := t.(desfire.Batcher)
 	card := desfire.NewCard(t)
 	pl := card.Pipeline()
-	if _, err := pl.Add(desfire.SelectApplicationCmd(p.AIDBytes())); err != nil {
-		return nil, err
-	}
-	kv, err := pl.Add(desfire.GetKeyVersionCmd(keyNo))
+	b, err := begin(pl, Candidate{Profile: p, KeyNo: keyNo, Key: key})
 	if err != nil {
-		return nil, err
-	}
-	code, payload := byte(cmdAuthEV2First), []byte{keyNo, 0x00}
-	if p.Auth == profile.AuthEV1 {
-		code, payload = cmdAuthAES, []byte{keyNo}
-	}
-	var st byte
-	var challenge []byte
-	if _, err := pl.AddRaw(code, payload, []uint16{0x91AF}, func(status byte, data []byte) error {
-		st, challenge = status, append([]byte(nil), data...)
-		return nil
-	}); err != nil {
 		return nil, err
 	}
 	if err := pl.Run(ctx); err != nil {
 		return nil, fmt.Errorf("select and authenticate: %w", err)
 	}
-	if len(kv.Data) != 1 {
+	return b.open(ctx, card, t, rnd)
+}
+
+// Candidate is a card profile a session may use, with the key it
+// authenticates with.
+type Candidate struct {
+	Profile *profile.Profile
+	KeyNo   byte
+	Key     KeyFunc
+}
+
+// beginning is exchange 1's select, key version and first authentication
+// frame, added to a pipeline and read once it ran.
+type beginning struct {
+	c         Candidate
+	kv, auth  *desfire.Result
+	st        byte
+	challenge []byte
+}
+
+func begin(pl *desfire.Pipeline, c Candidate) (*beginning, error) {
+	b := &beginning{c: c}
+	p := c.Profile
+	if _, err := pl.Add(desfire.SelectApplicationCmd(p.AIDBytes())); err != nil {
+		return nil, err
+	}
+	var err error
+	if b.kv, err = pl.Add(desfire.GetKeyVersionCmd(c.KeyNo)); err != nil {
+		return nil, err
+	}
+	code, payload := byte(cmdAuthEV2First), []byte{c.KeyNo, 0x00}
+	if p.Auth == profile.AuthEV1 {
+		code, payload = cmdAuthAES, []byte{c.KeyNo}
+	}
+	b.auth, err = pl.AddRaw(code, payload, []uint16{0x91AF}, func(status byte, data []byte) error {
+		b.st, b.challenge = status, append([]byte(nil), data...)
+		return nil
+	})
+	return b, err
+}
+
+// open derives the key of the version the card reported and answers its
+// challenge: the session is ready for its second frame.
+func (b *beginning) open(ctx context.Context, card *desfire.Card, t desfire.Transport, rnd io.Reader) (*Session, error) {
+	_, batch := t.(desfire.Batcher)
+	p, keyNo := b.c.Profile, b.c.KeyNo
+	if len(b.kv.Data) != 1 {
 		return nil, fmt.Errorf("key version: %w", desfire.ErrShortResponse)
 	}
-	k, err := key(ctx, keyNo, kv.Data[0])
+	k, err := b.c.Key(ctx, keyNo, b.kv.Data[0])
 	if err != nil {
-		return nil, fmt.Errorf("key %d version %d: %w", keyNo, kv.Data[0], err)
+		return nil, fmt.Errorf("key %d version %d: %w", keyNo, b.kv.Data[0], err)
 	}
+	defer clear(k)
 	s := &Session{card: card, prof: p, batch: batch}
 	if p.Auth == profile.AuthEV1 {
 		a, err := desfire.NewAuthAES(keyNo, k, rnd)
@@ -105,7 +136,7 @@ func Start(ctx context.Context, t desfire.Transport, p *profile.Profile, keyNo b
 		s.auth = desfire.NewAuthEV2First(keyNo, k, rnd)
 	}
 	s.auth.Start()
-	if s.second, err = s.auth.Respond(st, challenge); err != nil {
+	if s.second, err = s.auth.Respond(b.st, b.challenge); err != nil {
 		return nil, fmt.Errorf("authenticate: %w", err)
 	}
 	return s, nil

@@ -106,6 +106,9 @@ type Transition struct {
 	App uint32
 	// ErrorCode (contract error code, e.g. "tag_lost") goes on the Attempt.
 	ErrorCode string
+	// Profile is the card profile the session uses (recorded on the
+	// Attempt and the top-up; empty leaves them unchanged).
+	Profile string
 	// ExpiresAt, for failed → pending, gives the top-up a new expiry.
 	ExpiresAt time.Time
 	// Unbind, for in_progress → failed, clears the card binding the

@@ -208,6 +208,9 @@ type TopUp struct {
 	Resolution        string
 	ResolutionChecked bool
 	Conflict          string
+	// Profile is the card profile the last session that worked on the
+	// top-up used (detected from the card in a mixed fleet).
+	Profile string
 }
 
 // Attempt is one session's work on one top-up; the rows of a top-up are
@@ -225,6 +228,8 @@ type Attempt struct {
 	// Outcome is the status this session left the top-up in.
 	Outcome   Status
 	ErrorCode string
+	// Profile is the card profile the session used.
+	Profile string
 }
 
 // Session is one bridge connection's purpose: a top-up or a balance lookup.

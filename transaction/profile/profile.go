@@ -27,6 +27,13 @@ const (
 	AuthEV2 Auth = "ev2"
 )
 
+// Card generations as GetVersion reports them.
+const (
+	GenEV1 = "ev1"
+	GenEV2 = "ev2"
+	GenEV3 = "ev3"
+)
+
 // Errors returned by Validate and Load.
 var (
 	ErrInvalid        = errors.New("profile: invalid")
@@ -42,6 +49,12 @@ type Profile struct {
 	AID uint32 `json:"aid"`
 	// Auth selects EV1 (AuthenticateAES) or EV2 (AuthenticateEV2First).
 	Auth Auth `json:"auth"`
+	// Generations lists the card generations (GetVersion) this profile
+	// serves when one server serves a mixed fleet; empty means every
+	// generation for an EV1 profile (EV2/EV3 cards keep AuthenticateAES)
+	// and "ev2" and "ev3" for an EV2 one (EV1 cards lack EV2
+	// authentication).
+	Generations []string `json:"generations,omitempty"`
 	// Currency is the ISO 4217 code of the value file's unit.
 	Currency string `json:"currency"`
 	// SystemID is appended to UID ‖ AID in the AN10922 diversification input.
@@ -129,6 +142,23 @@ func AN12113EV1() Profile {
 	return p
 }
 
+// Serves reports whether the profile serves cards of generation gen.
+func (p *Profile) Serves(gen string) bool {
+	gens := p.Generations
+	if len(gens) == 0 {
+		gens = []string{GenEV2, GenEV3}
+		if p.Auth == AuthEV1 {
+			gens = []string{GenEV1, GenEV2, GenEV3}
+		}
+	}
+	for _, g := range gens {
+		if g == gen {
+			return true
+		}
+	}
+	return false
+}
+
 // AIDBytes returns the AID as sent on the wire (LSB first).
 func (p *Profile) AIDBytes() []byte {
 	return []byte{byte(p.AID), byte(p.AID >> 8), byte(p.AID >> 16)}
@@ -183,6 +213,14 @@ func (p *Profile) Validate() error {
 	}
 	if p.TopUpLogMode == desfire.CommPlain {
 		return bad("top-up log in CommMode.Plain: a bridge could forge the record that proves a credit; use MAC or Full")
+	}
+	for _, g := range p.Generations {
+		switch {
+		case g != GenEV1 && g != GenEV2 && g != GenEV3:
+			return bad("generation %q is none of ev1, ev2, ev3", g)
+		case g == GenEV1 && p.Auth == AuthEV2:
+			return bad("an EV2 profile cannot serve EV1 cards (no EV2 authentication)")
+		}
 	}
 	keys := []byte{p.MasterKeyNo, p.ReadKeyNo, p.WriteKeyNo, p.TopUpKeyNo}
 	for _, k := range keys {

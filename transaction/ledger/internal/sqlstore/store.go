@@ -57,7 +57,7 @@ func New(db DB, d Dialect, cfg ledger.Config) *Store {
 
 const topUpCols = `id, idempotency_key, request_hash, amount, currency, card_uid, reference, status,
 	balance_before, balance_after, tmc, tmv, log_ref, attempts, fence,
-	created_at, updated_at, expires_at, applied_at, resolution, resolution_checked, conflict`
+	created_at, updated_at, expires_at, applied_at, resolution, resolution_checked, conflict, profile`
 
 func scanTopUp(r Row) (ledger.TopUp, error) {
 	var (
@@ -70,7 +70,7 @@ func scanTopUp(r Row) (ledger.TopUp, error) {
 	)
 	err := r.Scan(&id, &t.IdempotencyKey, &t.RequestHash, &t.Amount, &t.Currency, &t.CardUID, &t.Reference, &status,
 		&t.BalanceBefore, &t.BalanceAfter, &tmc, &t.TMV, &t.LogRef, &attempts, &t.Fence,
-		&created, &updated, &expiresAt, &applied, &t.Resolution, &checked, &t.Conflict)
+		&created, &updated, &expiresAt, &applied, &t.Resolution, &checked, &t.Conflict, &t.Profile)
 	if err != nil {
 		return ledger.TopUp{}, err
 	}
@@ -220,7 +220,7 @@ func (s *Store) UnresolvedByCard(ctx context.Context, cardUID string) ([]ledger.
 
 // ListAttempts implements ledger.Ledger.
 func (s *Store) ListAttempts(ctx context.Context, topUpID uuid.UUID) ([]ledger.Attempt, error) {
-	rows, err := s.db.Query(ctx, `SELECT id, topup_id, session_id, card_uid, fence, started_at, ended_at, outcome, error_code
+	rows, err := s.db.Query(ctx, `SELECT id, topup_id, session_id, card_uid, fence, started_at, ended_at, outcome, error_code, profile
 FROM attempts WHERE topup_id = $1 ORDER BY started_at ASC, id ASC`, topUpID.String())
 	if err != nil {
 		return nil, fmt.Errorf("list attempts: %w", err)
@@ -234,7 +234,7 @@ FROM attempts WHERE topup_id = $1 ORDER BY started_at ASC, id ASC`, topUpID.Stri
 			started              int64
 			ended                *int64
 		)
-		if err := rows.Scan(&id, &tid, &sid, &a.CardUID, &a.Fence, &started, &ended, &status, &a.ErrorCode); err != nil {
+		if err := rows.Scan(&id, &tid, &sid, &a.CardUID, &a.Fence, &started, &ended, &status, &a.ErrorCode, &a.Profile); err != nil {
 			return nil, fmt.Errorf("list attempts: %w", err)
 		}
 		var perr [3]error
@@ -307,9 +307,10 @@ WHERE card_fences.fence <= excluded.fence`, card, t.Fence, now)
 			if t.To != ledger.StatusInProgress {
 				ended = now
 			}
-			n, err := q.Exec(ctx, `UPDATE attempts SET fence = $1, outcome = $2, ended_at = $3, error_code = $4
+			n, err := q.Exec(ctx, `UPDATE attempts SET fence = $1, outcome = $2, ended_at = $3, error_code = $4,
+	profile = CASE WHEN $7 = '' THEN profile ELSE $7 END
 WHERE topup_id = $5 AND session_id = $6`,
-				t.Fence, t.To.String(), ended, t.ErrorCode, cur.ID.String(), t.SessionID.String())
+				t.Fence, t.To.String(), ended, t.ErrorCode, cur.ID.String(), t.SessionID.String(), t.Profile)
 			if err != nil {
 				return fmt.Errorf("update attempt: %w", err)
 			}
@@ -320,9 +321,9 @@ WHERE topup_id = $5 AND session_id = $6`,
 				}
 				// The top-up row is locked, so no other transaction can
 				// insert this (top-up, session) attempt meanwhile.
-				if _, err := q.Exec(ctx, `INSERT INTO attempts (id, topup_id, session_id, card_uid, fence, started_at, ended_at, outcome, error_code)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)`,
-					aid.String(), cur.ID.String(), t.SessionID.String(), card, t.Fence, now, ended, t.To.String(), t.ErrorCode); err != nil {
+				if _, err := q.Exec(ctx, `INSERT INTO attempts (id, topup_id, session_id, card_uid, fence, started_at, ended_at, outcome, error_code, profile)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)`,
+					aid.String(), cur.ID.String(), t.SessionID.String(), card, t.Fence, now, ended, t.To.String(), t.ErrorCode, t.Profile); err != nil {
 					return fmt.Errorf("record attempt: %w", err)
 				}
 				attempts++
@@ -339,6 +340,9 @@ VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)`,
 		next := cur
 		if t.BalanceBefore != nil {
 			next.BalanceBefore = t.BalanceBefore
+		}
+		if t.Profile != "" {
+			next.Profile = t.Profile
 		}
 		if t.BalanceAfter != nil {
 			next.BalanceAfter = t.BalanceAfter
@@ -365,12 +369,13 @@ VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)`,
 			expires = micros(t.ExpiresAt)
 		}
 		out, err = scanTopUp(q.QueryRow(ctx, `UPDATE topups SET status = $1, updated_at = $2, card_uid = $3, fence = $4,
-	balance_before = $5, balance_after = $6, tmc = $7, tmv = $8, applied_at = $9, expires_at = $10, attempts = $11
+	balance_before = $5, balance_after = $6, tmc = $7, tmv = $8, applied_at = $9, expires_at = $10, attempts = $11,
+	profile = $14
 WHERE id = $12 AND status = $13
 RETURNING `+topUpCols,
 			t.To.String(), now, card, fence,
 			nullInt(next.BalanceBefore), nullInt(next.BalanceAfter), tmc, nullBytes(next.TMV), applied, expires, attempts,
-			cur.ID.String(), t.From.String()))
+			cur.ID.String(), t.From.String(), next.Profile))
 		if errors.Is(err, ErrNoRows) {
 			// The row is locked (or the database has one writer), so this
 			// means the lock did not hold; refuse rather than guess.

@@ -1,0 +1,146 @@
+// Package fleet runs a mixed card population against one server through
+// the real bridge WebSocket: EV1, EV2 and EV3 cards of two applications,
+// 4-, 7- and 10-byte UIDs, a Transaction MAC key of version 0, on the
+// embedded ledger and on Redis + PostgreSQL.
+package fleet
+
+import (
+	"context"
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/desfire-relay/relay/desfire/simcard"
+	"github.com/desfire-relay/relay/internal/testbackend"
+	"github.com/desfire-relay/relay/internal/testserver"
+	"github.com/desfire-relay/relay/mobile-bridge/bridge"
+	"github.com/desfire-relay/relay/transaction/profile"
+)
+
+// transit is a second application of the fleet, on EV3 cards only.
+func transit() profile.Profile {
+	p := profile.AN12113()
+	p.Name, p.AID, p.Generations = "transit-ev3", 0x015500, []string{profile.GenEV3}
+	return p
+}
+
+// kind is one sort of card in the population.
+type kind struct {
+	name string
+	prof profile.Profile
+	gen  simcard.Generation
+	uid  func(n int) []byte
+	// first and known: exchanges on a batching bridge for the card's
+	// first tap and for later ones (the server remembers its kind).
+	first, known int
+}
+
+func uid7(tag byte) func(int) []byte {
+	return func(n int) []byte { return []byte{4, tag, 0, 0, 0, byte(n >> 8), byte(n)} }
+}
+
+func population() []kind {
+	ev2, ev1 := profile.AN12113(), profile.AN12113EV1()
+	return []kind{
+		{"ev2", ev2, simcard.GenEV2, uid7(0x31), 3, 3},
+		{"ev3-4byte", ev2, simcard.GenEV3, func(n int) []byte { return []byte{0x08, 0x32, byte(n >> 8), byte(n)} }, 3, 3},
+		{"ev1", ev1, simcard.GenEV1, uid7(0x33), 3, 2},
+		{"ev1-10byte", ev1, simcard.GenEV1, func(n int) []byte { return []byte{4, 0x34, 0, 0, 0, 0, 0, 0, byte(n >> 8), byte(n)} }, 3, 2},
+		{"ev3-transit", transit(), simcard.GenEV3, uid7(0x35), 5, 3},
+	}
+}
+
+func session(t *testing.T, h *testserver.Harness, token string, card *simcard.Card, uid []byte) (*bridge.Report, error) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+	defer cancel()
+	return bridge.Run(ctx, bridge.Options{URL: h.WSURL(), Token: token, Name: "fleet", Version: "1", Platform: "sim", Batch: true},
+		bridge.Sim{Card: card}, bridge.CardInfo{UID: uid})
+}
+
+// TestMixedPopulation: every kind of card is topped up through the real
+// WebSocket with the right balance, in the published exchanges; a card
+// lifted at any APDU of its top-up is credited exactly once after the next
+// tap (a new token for the same top-up).
+func TestMixedPopulation(t *testing.T) {
+	for _, b := range testbackend.Backends() {
+		t.Run(b.Name, func(t *testing.T) {
+			pop := population()
+			fleet := []profile.Profile{profile.AN12113(), profile.AN12113EV1(), transit()}
+			h := testserver.New(t, b, fleet[0], testserver.Options{Fleet: fleet})
+			for _, k := range pop {
+				t.Run(k.name, func(t *testing.T) {
+					n := 0
+					newCard := func() (*simcard.Card, []byte) {
+						n++
+						uid := k.uid(n)
+						return h.CardFor(k.prof, simcard.Options{UID: uid, Generation: k.gen}, 1000), uid
+					}
+					value := func(c *simcard.Card) int32 {
+						v, err := c.Value(k.prof.AIDBytes(), k.prof.ValueFile)
+						if err != nil {
+							t.Fatal(err)
+						}
+						return v
+					}
+					// Two clean top-ups: first tap, then a known card.
+					card, uid := newCard()
+					total := 0
+					for i, want := range []int{k.first, k.known} {
+						id, tok := h.TopUp(fmt.Sprintf("%s-%s-clean-%d", b.Name, k.name, i), 100, "")
+						rep, err := session(t, h, tok, card, uid)
+						if err != nil || rep.Result.Status != "applied" || h.Status(id) != "applied" {
+							t.Fatalf("tap %d: %v %+v", i+1, err, rep)
+						}
+						if v := value(card); v != 1000+100*int32(i+1) {
+							t.Fatalf("tap %d: card value %d", i+1, v)
+						}
+						if rep.Exchanges != want {
+							t.Fatalf("tap %d: %d exchanges, want %d", i+1, rep.Exchanges, want)
+						}
+						code, got := h.API("GET", "/v1/topups/"+id, "", nil)
+						if code != 200 || got["status"] != "applied" {
+							t.Fatalf("read back: %d %v", code, got)
+						}
+						total = rep.Commands
+						card.Tap()
+					}
+					// A tear at every APDU of a known card's top-up.
+					retried := 0
+					for at := 1; at <= total; at++ {
+						card, uid := newCard()
+						// Teach the server the card's kind, as a first tap would.
+						_, tok := h.TopUp(fmt.Sprintf("%s-%s-warm-%d", b.Name, k.name, at), 1, "")
+						if rep, err := session(t, h, tok, card, uid); err != nil {
+							t.Fatalf("warm-up: %v %+v", err, rep)
+						}
+						card.Tap()
+						id, tok := h.TopUp(fmt.Sprintf("%s-%s-tear-%d", b.Name, k.name, at), 250, "")
+						card.RemoveAfter(at - 1)
+						if _, err := session(t, h, tok, card, uid); err == nil {
+							if v := value(card); v != 1251 || h.Status(id) != "applied" {
+								t.Fatalf("tear at %d: success with card %d, ledger %s", at, v, h.Status(id))
+							}
+							continue
+						}
+						retried++
+						card.Tap()
+						code, out := h.API("POST", "/v1/topups/"+id+"/bridge-tokens", "", nil)
+						if tok2, ok := out["bridge_token"].(string); (code == 201 || code == 200) && ok {
+							session(t, h, tok2, card, uid)
+						} else if h.Status(id) != "applied" {
+							t.Fatalf("tear at %d: new token %d %v", at, code, out)
+						}
+						if v, st := value(card), h.Status(id); v != 1251 || st != "applied" {
+							t.Fatalf("tear at %d: card %d, ledger %s after the next tap: want exactly one credit", at, v, st)
+						}
+					}
+					t.Logf("%s: %d/%d exchanges (first/known tap), %d APDUs, %d tears settled by the next tap", k.name, k.first, k.known, total, retried)
+					if retried == 0 {
+						t.Fatal("no tear needed a second tap")
+					}
+				})
+			}
+		})
+	}
+}

@@ -1,0 +1,83 @@
+package transaction
+
+import (
+	"context"
+	"sync"
+
+	"github.com/desfire-relay/relay/transaction/cardscript"
+)
+
+// guessesMax bounds the cards whose last profile the service remembers.
+const guessesMax = 100_000
+
+// guesses remembers, per card UID, the fleet profile its last session
+// used: the first exchange of its next session then carries that
+// profile's select and authentication, so a known card of any generation
+// costs no extra exchange. It is a hint only (a wrong guess costs one
+// exchange), so it lives in memory and is simply emptied when full.
+type guesses struct {
+	mu  sync.Mutex
+	max int
+	m   map[string]int
+}
+
+func newGuesses(max int) *guesses { return &guesses{max: max, m: map[string]int{}} }
+
+func (g *guesses) get(uid string) int {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.m[uid]
+}
+
+func (g *guesses) put(uid string, i int) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if len(g.m) >= g.max {
+		clear(g.m)
+	}
+	g.m[uid] = i
+}
+
+// candidates are the fleet's profiles with the key a session of this kind
+// authenticates with (the top-up key, or the read key of a balance
+// lookup), diversified for uid.
+func (s *Service) candidates(uid []byte, balance bool) []cardscript.Candidate {
+	out := make([]cardscript.Candidate, len(s.fleet))
+	for i := range s.fleet {
+		p := &s.fleet[i]
+		keyNo := p.TopUpKeyNo
+		if balance {
+			keyNo = p.ReadKeyNo
+		}
+		out[i] = cardscript.Candidate{Profile: p, KeyNo: keyNo, Key: s.keyFunc(p, uid)}
+	}
+	return out
+}
+
+// maxAmount is the largest top-up every profile of the fleet allows (a
+// top-up may land on a card of any of them).
+func (s *Service) maxAmount() int64 {
+	max := s.fleet[0].MaxAmount()
+	for i := range s.fleet {
+		if m := s.fleet[i].MaxAmount(); m < max {
+			max = m
+		}
+	}
+	return max
+}
+
+// startCard runs the first exchange for the card r names: GetVersion with
+// the guessed profile's select and authentication, and, when the card is
+// of another kind, the profile that serves it. It records the profile in
+// r.
+func (s *Service) startCard(ctx context.Context, r *run, uid []byte, balance bool) (*cardscript.Session, error) {
+	cands := s.candidates(uid, balance)
+	cs, d, err := cardscript.StartDetect(ctx, r.t, uid, cands, s.seen.get(r.card), s.cfg.Rand)
+	if err != nil {
+		return nil, err
+	}
+	r.prof = cands[d.Profile].Profile
+	r.res.Profile = r.prof.Name
+	s.seen.put(r.card, d.Profile)
+	return cs, nil
+}
