@@ -52,6 +52,10 @@ type Request struct {
 	// Region is an optional location hint (country or region code from a
 	// trusted proxy header), used for impossible-travel signals.
 	Region string
+	// AllowTag, if set, is asked once the message's MAC verified and
+	// before anything is stored; false refuses it with ErrRateLimited
+	// (a per-tag rate limit that unauthenticated noise cannot drain).
+	AllowTag func(uid string) bool
 }
 
 // Result is a verification's outcome. UID, Counter and FileData are set
@@ -77,9 +81,6 @@ type Config struct {
 	Store     ledger.SUNStore
 	// Now is the clock (default time.Now).
 	Now func() time.Time
-	// AllowTag, if set, is asked once a message's MAC verified and before
-	// anything is stored; false refuses it with ErrRateLimited.
-	AllowTag func(uid string) bool
 }
 
 // Verifier checks SUN messages against configured templates.
@@ -171,7 +172,7 @@ func (v *Verifier) Verify(ctx context.Context, req Request) (Result, error) {
 	if m.Tamper != "" {
 		res.Tamper = m.Tamper
 	}
-	if v.cfg.AllowTag != nil && !v.cfg.AllowTag(uid) {
+	if req.AllowTag != nil && !req.AllowTag(uid) {
 		return Result{}, ErrRateLimited
 	}
 	now := v.cfg.Now()
