@@ -46,6 +46,12 @@ type Config struct {
 	ProfilesFile string `json:"profiles_file"`
 	// Profile is the card profile used for new top-ups and balance lookups.
 	Profile string `json:"profile"`
+	// SUNTemplatesFile holds the SUN verification templates (empty: the
+	// public GET /v1/sun/{template} endpoint answers sun_disabled).
+	SUNTemplatesFile string `json:"sun_templates_file"`
+	// SUNRegionHeader names a header a trusted proxy sets to the client's
+	// region, for impossible-travel signals (empty: none).
+	SUNRegionHeader string `json:"sun_region_header"`
 	// APIKeyHashes are SHA-256 hex digests of the operator API keys.
 	APIKeyHashes []string `json:"api_key_hashes"`
 	// TLSCert and TLSKey serve HTTPS directly.
@@ -164,6 +170,12 @@ func settings() []setting {
 	})
 	add("RELAY_PROFILE", "profile", "card profile for new sessions", func() (func(*Config, string) error, func(*Config) string) {
 		return str(func(c *Config) *string { return &c.Profile })
+	})
+	add("RELAY_SUN_TEMPLATES_FILE", "sun-templates-file", "JSON file with SUN verification templates (empty: SUN off)", func() (func(*Config, string) error, func(*Config) string) {
+		return str(func(c *Config) *string { return &c.SUNTemplatesFile })
+	})
+	add("RELAY_SUN_REGION_HEADER", "sun-region-header", "header a trusted proxy sets to the client's region (SUN travel signals)", func() (func(*Config, string) error, func(*Config) string) {
+		return str(func(c *Config) *string { return &c.SUNRegionHeader })
 	})
 	add("RELAY_API_KEY_HASHES", "api-key-hashes", "comma-separated SHA-256 hex digests of operator API keys", func() (func(*Config, string) error, func(*Config) string) {
 		return func(c *Config, v string) error {
