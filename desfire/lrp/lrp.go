@@ -118,9 +118,7 @@ func New(k []byte, u int) (*LRP, error) {
 		return nil, err
 	}
 	l := &LRP{ku: uks[u]}
-	for i, p := range ps {
-		l.pt[i] = p
-	}
+	copy(l.pt[:], ps)
 	return l, nil
 }
 
