@@ -6,6 +6,6 @@
 //
 // It exists to prove the published SDM vectors with the same primitives as
 // the secure channels in package desfire; it does not parse URLs or NDEF
-// records (transaction/sun does) and does not derive per-tag keys
-// (use dfcrypto.Diversify for AN10922).
+// records (transaction/sun does). Per-tag keys: dfcrypto.Diversify for
+// AN10922, or BackendTagKey for the scheme of nfc-developer/sdm-backend.
 package sdm

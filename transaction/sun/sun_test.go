@@ -407,3 +407,34 @@ func TestTemplateValidation(t *testing.T) {
 		}
 	}
 }
+
+// TestSDMBackendDerivation verifies tags keyed with nfc-developer/
+// sdm-backend's derivation from a master in the key file (master and UID
+// from sdm.json's sdm_backend_kdf_checks).
+func TestSDMBackendDerivation(t *testing.T) {
+	master := "C9EB67DF090AFF47C3B19A2516680B9D"
+	kp := provider(t, keys.Entry{AID: "000001", KeyNo: 1, Key: master}, keys.Entry{AID: "000001", KeyNo: 2, Key: master})
+	tpl := sun.Template{Name: "sdmb", PICCParam: "e", MACParam: "c",
+		MetaReadKey: &sun.KeyRef{AID: "000001", KeyNo: 1, Derivation: sun.DerivationSDMBackend},
+		FileReadKey: sun.KeyRef{AID: "000001", KeyNo: 2, Derivation: sun.DerivationSDMBackend}}
+	v := verifier(t, store(t), kp, &clock{t: base}, tpl)
+	uid := mustHex(t, "03030303030303")
+	// sdm.json: undiversified_1 and tag key 2 of 03030303030303 under this master.
+	tag := &suntest.Tag{UID: uid, MetaKey: mustHex(t, "A13086F194D7BDFD108DD11716EA2BDF"), FileKey: mustHex(t, "85F7CC459A5B4B2F5D1A5019DED61C88")}
+	if err := tpl.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	q, err := tag.Read(&tpl)
+	if err != nil {
+		t.Fatal(err)
+	}
+	res, err := v.Verify(context.Background(), sun.Request{Template: "sdmb", RawQuery: q})
+	if err != nil || res.Status != sun.Authentic || res.UID != "03030303030303" {
+		t.Fatalf("%+v %v", res, err)
+	}
+	bad := tpl
+	bad.Name, bad.MetaReadKey = "bad", &sun.KeyRef{AID: "000001", KeyNo: 2, Derivation: sun.DerivationSDMBackend}
+	if err := bad.Validate(); !errors.Is(err, sun.ErrTemplate) {
+		t.Fatalf("sdm-backend meta key 2: %v", err)
+	}
+}

@@ -56,11 +56,20 @@ func (d Duration) MarshalJSON() ([]byte, error) { return json.Marshal(time.Durat
 // newest first (more than one while tags are re-keyed). Whether the key
 // is diversified per tag (AN10922 with the tag's UID) is the key file's
 // setting, as provisioning writes it.
+//
+// Derivation "sdm-backend" instead takes the key file's entry (not
+// diversified there) as the master key of nfc-developer/sdm-backend's
+// scheme and derives the tag's key from it (meta-read: key 1,
+// undiversified; file-read: per UID and key number).
 type KeyRef struct {
-	AID      string `json:"aid"`
-	KeyNo    byte   `json:"key_no"`
-	Versions []byte `json:"versions,omitempty"`
+	AID        string `json:"aid"`
+	KeyNo      byte   `json:"key_no"`
+	Versions   []byte `json:"versions,omitempty"`
+	Derivation string `json:"derivation,omitempty"`
 }
+
+// DerivationSDMBackend selects the sdm-backend key derivation.
+const DerivationSDMBackend = "sdm-backend"
 
 func (k KeyRef) refs() ([]keys.Ref, error) {
 	b, err := hex.DecodeString(k.AID)
@@ -69,6 +78,9 @@ func (k KeyRef) refs() ([]keys.Ref, error) {
 	}
 	if k.KeyNo > 4 {
 		return nil, fmt.Errorf("key number %d above 4: %w", k.KeyNo, ErrTemplate)
+	}
+	if k.Derivation != "" && k.Derivation != DerivationSDMBackend {
+		return nil, fmt.Errorf("derivation %q: %w", k.Derivation, ErrTemplate)
 	}
 	vs := k.Versions
 	if len(vs) == 0 {
@@ -187,6 +199,9 @@ func (t *Template) Validate() error {
 		var err error
 		if t.metaRefs, err = t.MetaReadKey.refs(); err != nil {
 			return fmt.Errorf("template %s: meta_read_key: %w", t.Name, err)
+		}
+		if t.MetaReadKey.Derivation == DerivationSDMBackend && t.MetaReadKey.KeyNo != 1 {
+			return fmt.Errorf("template %s: sdm-backend derives only key 1 undiversified: %w", t.Name, ErrTemplate)
 		}
 	}
 	var err error

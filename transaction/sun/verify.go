@@ -256,6 +256,11 @@ func (v *Verifier) picc(ctx context.Context, t *Template, m *Message) (*sdm.PICC
 			return nil, "", fmt.Errorf("template %s: meta read key %s: %w", t.Name, ref, err)
 		}
 		found = true
+		if t.MetaReadKey.Derivation == DerivationSDMBackend {
+			if k, err = sdm.BackendMetaReadKey(k); err != nil {
+				return nil, "", fmt.Errorf("template %s: meta read key: %w", t.Name, err)
+			}
+		}
 		var p *sdm.PICCData
 		if t.Mode == ModeLRP {
 			p, err = sdm.DecryptPICCDataLRP(k, m.EncPICC)
@@ -295,6 +300,11 @@ func (v *Verifier) checkMAC(ctx context.Context, t *Template, m *Message, p *sdm
 			return nil, "", fmt.Errorf("template %s: file read key %s: %w", t.Name, ref, err)
 		}
 		found = true
+		if t.FileReadKey.Derivation == DerivationSDMBackend {
+			if k, err = sdm.BackendTagKey(k, p.UID, ref.KeyNo); err != nil {
+				return nil, "", fmt.Errorf("template %s: file read key: %w", t.Name, err)
+			}
+		}
 		var ses, want []byte
 		if t.Mode == ModeLRP {
 			if ses, err = sdm.SessionKeyLRP(k, p); err == nil {
