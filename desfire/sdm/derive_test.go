@@ -31,9 +31,9 @@ func TestBackendKDF(t *testing.T) {
 		Checks struct {
 			Source string
 			Cases  []struct {
-				Master string          `json:"master_key"`
-				Undiv1 string          `json:"undiversified_1"`
-				RawTag [][]any         `json:"tag"`
+				Master string  `json:"master_key"`
+				Undiv1 string  `json:"undiversified_1"`
+				RawTag [][]any `json:"tag"`
 			}
 		} `json:"sdm_backend_kdf_checks"`
 	}
