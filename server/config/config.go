@@ -52,6 +52,9 @@ type Config struct {
 	// SUNRegionHeader names a header a trusted proxy sets to the client's
 	// region, for impossible-travel signals (empty: none).
 	SUNRegionHeader string `json:"sun_region_header"`
+	// SUNClientIPHeader names a header a trusted proxy sets to the client's
+	// address, for the SUN per-address rate limit (empty: the peer).
+	SUNClientIPHeader string `json:"sun_client_ip_header"`
 	// APIKeyHashes are SHA-256 hex digests of the operator API keys.
 	APIKeyHashes []string `json:"api_key_hashes"`
 	// TLSCert and TLSKey serve HTTPS directly.
@@ -176,6 +179,9 @@ func settings() []setting {
 	})
 	add("RELAY_SUN_REGION_HEADER", "sun-region-header", "header a trusted proxy sets to the client's region (SUN travel signals)", func() (func(*Config, string) error, func(*Config) string) {
 		return str(func(c *Config) *string { return &c.SUNRegionHeader })
+	})
+	add("RELAY_SUN_CLIENT_IP_HEADER", "sun-client-ip-header", "header a trusted proxy sets to the client's address (SUN rate limit)", func() (func(*Config, string) error, func(*Config) string) {
+		return str(func(c *Config) *string { return &c.SUNClientIPHeader })
 	})
 	add("RELAY_API_KEY_HASHES", "api-key-hashes", "comma-separated SHA-256 hex digests of operator API keys", func() (func(*Config, string) error, func(*Config) string) {
 		return func(c *Config, v string) error {

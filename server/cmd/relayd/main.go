@@ -222,6 +222,7 @@ func build(ctx context.Context, cfg config.Config, log *zap.Logger) (*app, error
 	}
 	sunOpts, err := sunOptions(cfg, kp, a.ledger)
 	if err != nil {
+		a.close()
 		return nil, err
 	}
 	a.srv = server.New(server.Options{
@@ -239,7 +240,7 @@ func sunOptions(cfg config.Config, kp keys.Provider, l ledger.Ledger) (server.SU
 	if !ok {
 		return server.SUNOptions{}, fmt.Errorf("ledger %T keeps no SUN state", l)
 	}
-	o := server.SUNOptions{Store: st, RegionHeader: cfg.SUNRegionHeader}
+	o := server.SUNOptions{Store: st, RegionHeader: cfg.SUNRegionHeader, ClientIPHeader: cfg.SUNClientIPHeader}
 	if cfg.SUNTemplatesFile == "" {
 		return o, nil
 	}
