@@ -37,8 +37,8 @@ type SUNOptions struct {
 	// (default 5/s, burst 20).
 	PerClient   rate.Limit
 	ClientBurst int
-	// PerTag and TagBurst limit verifications per tag (default 1/s,
-	// burst 10).
+	// PerTag and TagBurst limit repeated verifications per tag (default
+	// 1/s, burst 10); a reading newer than any seen is never held back.
 	PerTag   rate.Limit
 	TagBurst int
 	// RegionHeader names a header a trusted proxy sets to the client's
@@ -81,6 +81,9 @@ type limiters struct {
 type limiterEntry struct {
 	l    *rate.Limiter
 	seen time.Time
+	// max is the highest authentic counter seen for a tag (per-tag set).
+	max    uint32
+	hasMax bool
 }
 
 func newLimiters(l rate.Limit, burst int) *limiters {
@@ -88,6 +91,19 @@ func newLimiters(l rate.Limit, burst int) *limiters {
 }
 
 func (ls *limiters) allow(key string) bool {
+	return ls.take(key, nil)
+}
+
+// allowTag is the per-tag limit. Its input is authentic (the MAC
+// verified), so a counter above every counter seen here is a fresh tap of
+// the real tag and always passes: only repeats (replays of copied URLs)
+// draw from the bucket, and a flood of one copied URL cannot hold back
+// the genuine tag's next reading.
+func (ls *limiters) allowTag(uid string, counter uint32) bool {
+	return ls.take(uid, &counter)
+}
+
+func (ls *limiters) take(key string, counter *uint32) bool {
 	now := time.Now()
 	ls.mu.Lock()
 	defer ls.mu.Unlock()
@@ -110,6 +126,10 @@ func (ls *limiters) allow(key string) bool {
 		ls.m[key] = e
 	}
 	e.seen = now
+	if counter != nil && (!e.hasMax || *counter > e.max) {
+		e.max, e.hasMax = *counter, true
+		return true
+	}
 	return e.l.AllowN(now, 1)
 }
 
@@ -206,7 +226,7 @@ func (h *sunHandler) verify(w http.ResponseWriter, r *http.Request) {
 		h.fail(w, html, http.StatusTooManyRequests, codeRateLimited, "too many requests from this address")
 		return
 	}
-	req := sun.Request{Template: r.PathValue("template"), RawQuery: r.URL.RawQuery, AllowTag: h.tags.allow}
+	req := sun.Request{Template: r.PathValue("template"), RawQuery: r.URL.RawQuery, AllowTag: h.tags.allowTag}
 	if h.o.RegionHeader != "" {
 		if v := r.Header.Get(h.o.RegionHeader); regionHint.MatchString(v) {
 			req.Region = strings.ToUpper(v)

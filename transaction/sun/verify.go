@@ -52,10 +52,11 @@ type Request struct {
 	// Region is an optional location hint (country or region code from a
 	// trusted proxy header), used for impossible-travel signals.
 	Region string
-	// AllowTag, if set, is asked once the message's MAC verified and
-	// before anything is stored; false refuses it with ErrRateLimited
-	// (a per-tag rate limit that unauthenticated noise cannot drain).
-	AllowTag func(uid string) bool
+	// AllowTag, if set, is asked with the authentic UID and counter once
+	// the message's MAC verified and before anything is stored; false
+	// refuses it with ErrRateLimited (a per-tag rate limit that
+	// unauthenticated noise cannot drain).
+	AllowTag func(uid string, counter uint32) bool
 }
 
 // Result is a verification's outcome. UID, Counter and FileData are set
@@ -172,7 +173,7 @@ func (v *Verifier) Verify(ctx context.Context, req Request) (Result, error) {
 	if m.Tamper != "" {
 		res.Tamper = m.Tamper
 	}
-	if req.AllowTag != nil && !req.AllowTag(uid) {
+	if req.AllowTag != nil && !req.AllowTag(uid, ctr) {
 		return Result{}, ErrRateLimited
 	}
 	now := v.cfg.Now()
