@@ -42,6 +42,7 @@ type InputError struct {
 	Msg   string
 }
 
+// Error says what was refused, naming the parameter.
 func (e *InputError) Error() string {
 	if e.Param != "" {
 		return fmt.Sprintf("sun: %s: parameter %q: %s", e.Code, e.Param, e.Msg)
