@@ -49,12 +49,18 @@ func durable(b *testing.B, admin *pgx.Conn) {
 	})
 }
 
-// BenchmarkSUNVerify measures SUN verifications per second against
-// PostgreSQL with fsync and synchronous_commit on: MAC check, decryption
-// and the atomic counter update, from 8 goroutines per GOMAXPROCS, each
-// with its own simulated tags. It reports verifications/s and the
-// statements each verification sends (one is the floor).
-func BenchmarkSUNVerify(b *testing.B) {
+// sunBench is a verifier over a durable PostgreSQL ledger whose pool
+// counts statements.
+type sunBench struct {
+	v        *sun.Verifier
+	tpl      sun.Template
+	kp       keys.Provider
+	metaKey  []byte
+	stmts    *statementCounter
+	settings [3]string
+}
+
+func newSUNBench(b *testing.B) *sunBench {
 	ctx := context.Background()
 	dsn := testenv.DatabaseURL(b)
 	admin, err := pgx.Connect(ctx, dsn)
@@ -130,32 +136,52 @@ func BenchmarkSUNVerify(b *testing.B) {
 		b.Fatal(err)
 	}
 	mk, _ := hex.DecodeString(metaKey)
+	return &sunBench{v: v, tpl: tpl, kp: kp, metaKey: mk, stmts: stmts, settings: settings}
+}
+
+func (s *sunBench) tag(b *testing.B, uid []byte) *suntest.Tag {
+	fk, err := s.kp.CardKey(context.Background(), keys.Ref{AID: 0xD27600, KeyNo: 3}, uid)
+	if err != nil {
+		b.Fatal(err)
+	}
+	return &suntest.Tag{UID: uid, MetaKey: s.metaKey, FileKey: fk, FileData: []byte("CCbenchmark-data")}
+}
+
+func (s *sunBench) report(b *testing.B) {
+	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "verifications/s")
+	b.ReportMetric(float64(s.stmts.n.Load())/float64(b.N), "statements/verification")
+	b.Logf("PostgreSQL %s, fsync=%s, synchronous_commit=%s, GOMAXPROCS=%d, %d goroutines",
+		s.settings[2], s.settings[0], s.settings[1], runtime.GOMAXPROCS(0), 8*runtime.GOMAXPROCS(0))
+}
+
+// BenchmarkSUNVerify measures SUN verifications per second against
+// PostgreSQL with fsync and synchronous_commit on: MAC check, decryption
+// and the atomic counter update, from 8 goroutines per GOMAXPROCS, each
+// with its own simulated tags. It reports verifications/s and the
+// statements each verification sends (one is the floor).
+func BenchmarkSUNVerify(b *testing.B) {
+	ctx := context.Background()
+	s := newSUNBench(b)
 	var worker atomic.Int64
 	var bad atomic.Int64
 	b.SetParallelism(8)
 	b.ResetTimer()
-	stmts.n.Store(0)
+	s.stmts.n.Store(0)
 	b.RunParallel(func(pb *testing.PB) {
 		// Each goroutine has its own tags, so its URLs arrive in counter
 		// order and every one must be authentic.
 		w := worker.Add(1)
 		var tags []*suntest.Tag
 		for i := 0; i < 8; i++ {
-			uid := []byte{0x04, 0xB0, byte(w >> 8), byte(w), byte(i), 0x12, 0x80}
-			fk, err := kp.CardKey(ctx, keys.Ref{AID: 0xD27600, KeyNo: 3}, uid)
-			if err != nil {
-				b.Error(err)
-				return
-			}
-			tags = append(tags, &suntest.Tag{UID: uid, MetaKey: mk, FileKey: fk, FileData: []byte("CCbenchmark-data")})
+			tags = append(tags, s.tag(b, []byte{0x04, 0xB0, byte(w >> 8), byte(w), byte(i), 0x12, 0x80}))
 		}
 		for i := 0; pb.Next(); i++ {
-			q, err := tags[i%len(tags)].Read(&tpl)
+			q, err := tags[i%len(tags)].Read(&s.tpl)
 			if err != nil {
 				b.Error(err)
 				return
 			}
-			res, err := v.Verify(ctx, sun.Request{Template: "bench", RawQuery: q})
+			res, err := s.v.Verify(ctx, sun.Request{Template: "bench", RawQuery: q})
 			if err != nil || res.Status != sun.Authentic {
 				bad.Add(1)
 			}
@@ -165,8 +191,43 @@ func BenchmarkSUNVerify(b *testing.B) {
 	if n := bad.Load(); n > 0 {
 		b.Fatalf("%d of %d verifications not authentic", n, b.N)
 	}
-	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "verifications/s")
-	b.ReportMetric(float64(stmts.n.Load())/float64(b.N), "statements/verification")
-	b.Logf("PostgreSQL %s, fsync=%s, synchronous_commit=%s, GOMAXPROCS=%d, %d goroutines",
-		settings[2], settings[0], settings[1], runtime.GOMAXPROCS(0), 8*runtime.GOMAXPROCS(0))
+	s.report(b)
+}
+
+// BenchmarkSUNVerifyReplayed measures the answer to copied URLs: every
+// request repeats one of 128 URLs already accepted, so each is replayed
+// (the refused upsert, then the statement that counts the replay).
+func BenchmarkSUNVerifyReplayed(b *testing.B) {
+	ctx := context.Background()
+	s := newSUNBench(b)
+	urls := make([]string, 128)
+	for i := range urls {
+		g := s.tag(b, []byte{0x04, 0xC0, 0x00, byte(i), 0x00, 0x12, 0x80})
+		q, err := g.Read(&s.tpl)
+		if err != nil {
+			b.Fatal(err)
+		}
+		if res, err := s.v.Verify(ctx, sun.Request{Template: "bench", RawQuery: q}); err != nil || res.Status != sun.Authentic {
+			b.Fatalf("first verification: %+v %v", res, err)
+		}
+		urls[i] = q
+	}
+	var next, bad atomic.Int64
+	b.SetParallelism(8)
+	b.ResetTimer()
+	s.stmts.n.Store(0)
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			q := urls[next.Add(1)%int64(len(urls))]
+			res, err := s.v.Verify(ctx, sun.Request{Template: "bench", RawQuery: q})
+			if err != nil || res.Status != sun.Replayed {
+				bad.Add(1)
+			}
+		}
+	})
+	b.StopTimer()
+	if n := bad.Load(); n > 0 {
+		b.Fatalf("%d of %d verifications not replayed", n, b.N)
+	}
+	s.report(b)
 }
