@@ -438,3 +438,15 @@ func TestSDMBackendDerivation(t *testing.T) {
 		t.Fatalf("sdm-backend meta key 2: %v", err)
 	}
 }
+
+// TestExampleTemplates keeps deploy/sun-templates.example.json (the
+// example in docs/SUN.md) valid.
+func TestExampleTemplates(t *testing.T) {
+	ts, err := sun.LoadTemplates(filepath.Join("..", "..", "deploy", "sun-templates.example.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(ts) != 3 || ts[2].Mode != sun.ModeLRP {
+		t.Fatalf("%d templates: %+v", len(ts), ts)
+	}
+}
