@@ -217,6 +217,18 @@ func wantsHTML(r *http.Request) bool {
 // verify answers GET /v1/sun/{template}: public, no API key.
 func (h *sunHandler) verify(w http.ResponseWriter, r *http.Request) {
 	html := wantsHTML(r)
+	if r.Method == http.MethodHead {
+		// The GET pattern also matches HEAD. A HEAD (a link checker)
+		// must not spend the tag's counter: answer without verifying.
+		w.Header().Set("Cache-Control", "no-store")
+		if html {
+			w.Header().Set("Content-Type", "text/html; charset=utf-8")
+		} else {
+			w.Header().Set("Content-Type", "application/json")
+		}
+		w.WriteHeader(http.StatusOK)
+		return
+	}
 	if h.o.Verifier == nil {
 		h.fail(w, html, http.StatusServiceUnavailable, codeSUNDisabled, "SUN verification is not configured")
 		return
