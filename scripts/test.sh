@@ -39,6 +39,9 @@ echo "==> test.sh in $root ($(go version | awk '{print $3}'), CI=${CI:-unset})"
 services_start
 # docker-compose (v1) validates docker-compose.yml in tests/.
 command -v docker-compose >/dev/null || svc_install docker-compose
+# Headless Chromium renders the SUN verification page (server, chromedp);
+# its screenshots are kept in tmp/artefacts (TEST_ARTEFACTS).
+command -v chromium >/dev/null || command -v chromium-browser >/dev/null || svc_install chromium
 echo "==> REDIS_URL=${REDIS_URL:-unset}"
 echo "==> DATABASE_URL=${DATABASE_URL:-unset}"
 # A private pcscd with the vpcd virtual reader: the PC/SC bridge's

@@ -46,6 +46,8 @@ type Options struct {
 	Log   *zap.Logger
 	// Metrics (nil: a new set).
 	Metrics *Metrics
+	// SUN configures the public SUN verify endpoint and GET /v1/tags/{uid}.
+	SUN SUNOptions
 }
 
 // Server serves the operator API and the bridge endpoint.
@@ -106,7 +108,7 @@ func (s *Server) Handler() http.Handler { return s.mux }
 func Routes() []string {
 	return []string{
 		"POST /v1/topups", "GET /v1/topups", "GET /v1/topups/{id}", "POST /v1/topups/{id}/bridge-tokens",
-		"POST /v1/topups/{id}/resolve",
+		"POST /v1/topups/{id}/resolve", "GET /v1/sun/{template}", "GET /v1/tags/{uid}",
 		"POST /v1/sessions", "GET /v1/sessions/{id}", "GET /v1/cards/{uid}/topups",
 		"GET /v1/bridge", "GET /healthz", "GET /readyz", "GET /metrics", "GET /openapi.yaml",
 	}
@@ -127,6 +129,7 @@ func (s *Server) routes() {
 		s.mux.Handle(pattern, s.auth(h))
 	}
 	s.mux.HandleFunc("GET /v1/bridge", s.bridge)
+	s.sunRoutes()
 	s.mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
 		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
 	})

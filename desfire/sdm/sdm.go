@@ -59,6 +59,12 @@ func DecryptPICCData(metaReadKey, enc []byte) (*PICCData, error) {
 	if err != nil {
 		return nil, fmt.Errorf("decrypt PICCData: %w", err)
 	}
+	return parsePICCData(plain)
+}
+
+// parsePICCData reads PICCDataTag ‖ [UID(7)] ‖ [SDMReadCtr(3, LE)] ‖
+// padding from a decrypted 16-byte block.
+func parsePICCData(plain []byte) (*PICCData, error) {
 	p := &PICCData{Tag: plain[0]}
 	uidLen := int(p.Tag & tagUIDLenMask)
 	hasUID := p.Tag&tagUIDMirror != 0

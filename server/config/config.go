@@ -51,6 +51,15 @@ type Config struct {
 	// serves the card, detected in the first exchange; the first is the
 	// default guess. Empty (the default): Profile alone.
 	Fleet []string `json:"fleet"`
+	// SUNTemplatesFile holds the SUN verification templates (empty: the
+	// public GET /v1/sun/{template} endpoint answers sun_disabled).
+	SUNTemplatesFile string `json:"sun_templates_file"`
+	// SUNRegionHeader names a header a trusted proxy sets to the client's
+	// region, for impossible-travel signals (empty: none).
+	SUNRegionHeader string `json:"sun_region_header"`
+	// SUNClientIPHeader names a header a trusted proxy sets to the client's
+	// address, for the SUN per-address rate limit (empty: the peer).
+	SUNClientIPHeader string `json:"sun_client_ip_header"`
 	// APIKeyHashes are SHA-256 hex digests of the operator API keys.
 	APIKeyHashes []string `json:"api_key_hashes"`
 	// TLSCert and TLSKey serve HTTPS directly.
@@ -182,6 +191,15 @@ func settings() []setting {
 			}, func(c *Config) string {
 				return strings.Join(c.Fleet, ",")
 			}
+	})
+	add("RELAY_SUN_TEMPLATES_FILE", "sun-templates-file", "JSON file with SUN verification templates (empty: SUN off)", func() (func(*Config, string) error, func(*Config) string) {
+		return str(func(c *Config) *string { return &c.SUNTemplatesFile })
+	})
+	add("RELAY_SUN_REGION_HEADER", "sun-region-header", "header a trusted proxy sets to the client's region (SUN travel signals)", func() (func(*Config, string) error, func(*Config) string) {
+		return str(func(c *Config) *string { return &c.SUNRegionHeader })
+	})
+	add("RELAY_SUN_CLIENT_IP_HEADER", "sun-client-ip-header", "header a trusted proxy sets to the client's address (SUN rate limit)", func() (func(*Config, string) error, func(*Config) string) {
+		return str(func(c *Config) *string { return &c.SUNClientIPHeader })
 	})
 	add("RELAY_API_KEY_HASHES", "api-key-hashes", "comma-separated SHA-256 hex digests of operator API keys", func() (func(*Config, string) error, func(*Config) string) {
 		return func(c *Config, v string) error {

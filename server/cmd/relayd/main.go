@@ -32,6 +32,7 @@ import (
 	"github.com/desfire-relay/relay/transaction/ledger/sqlite"
 	"github.com/desfire-relay/relay/transaction/lock"
 	"github.com/desfire-relay/relay/transaction/profile"
+	"github.com/desfire-relay/relay/transaction/sun"
 )
 
 func main() {
@@ -219,11 +220,38 @@ func build(ctx context.Context, cfg config.Config, log *zap.Logger) (*app, error
 	if err != nil {
 		return nil, err
 	}
+	sunOpts, err := sunOptions(cfg, kp, a.ledger)
+	if err != nil {
+		a.close()
+		return nil, err
+	}
 	a.srv = server.New(server.Options{
 		Service: a.svc, APIKeyHashes: hashes, ExchangeTimeout: cfg.ExchangeTimeout.D(),
 		SessionTimeout: cfg.SessionTimeout.D(), MaxSessions: cfg.MaxSessions, Ready: ready, Log: log, Metrics: metrics,
+		SUN: sunOpts,
 	})
 	return a, nil
+}
+
+// sunOptions loads the SUN templates, if configured, over the ledger's
+// SUN store and the card key provider.
+func sunOptions(cfg config.Config, kp keys.Provider, l ledger.Ledger) (server.SUNOptions, error) {
+	st, ok := l.(ledger.SUNStore)
+	if !ok {
+		return server.SUNOptions{}, fmt.Errorf("ledger %T keeps no SUN state", l)
+	}
+	o := server.SUNOptions{Store: st, RegionHeader: cfg.SUNRegionHeader, ClientIPHeader: cfg.SUNClientIPHeader}
+	if cfg.SUNTemplatesFile == "" {
+		return o, nil
+	}
+	ts, err := sun.LoadTemplates(cfg.SUNTemplatesFile)
+	if err != nil {
+		return server.SUNOptions{}, err
+	}
+	if o.Verifier, err = sun.NewVerifier(sun.Config{Templates: ts, Keys: kp, Store: st}); err != nil {
+		return server.SUNOptions{}, err
+	}
+	return o, nil
 }
 
 // loadKeys reads the key file, or in dev mode without one generates
