@@ -7,6 +7,7 @@ import (
 	"context"
 	"testing"
 
+	"github.com/desfire-relay/relay/desfire/personalize"
 	"github.com/desfire-relay/relay/desfire/simcard"
 	"github.com/desfire-relay/relay/transaction/cardscript"
 	"github.com/desfire-relay/relay/transaction/issue"
@@ -29,17 +30,14 @@ func Keys(t testing.TB, p profile.Profile) (*keys.Static, keys.File) {
 }
 
 // Issue personalises a new simulated card with kp's keys and the given
-// initial value, and presents it again (as after issuance at a kiosk).
+// initial value, and presents it again (as after issuance at a kiosk),
+// with the simulated bridge's issuer (personalize.IssueSimulated).
 func Issue(t testing.TB, p profile.Profile, kp keys.Provider, uid []byte, initial int32) *simcard.Card {
 	t.Helper()
-	card, err := simcard.New(simcard.Options{UID: uid})
+	card, err := personalize.IssueSimulated(context.Background(), p.Layout(), issue.CardKeys(p, kp, uid), uid, initial)
 	if err != nil {
-		t.Fatal(err)
-	}
-	if err := issue.Issue(context.Background(), card, p, kp, uid, initial, nil); err != nil {
 		t.Fatalf("issue: %v", err)
 	}
-	card.Tap()
 	return card
 }
 

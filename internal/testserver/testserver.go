@@ -73,6 +73,16 @@ func New(t testing.TB, b testbackend.Backend, p profile.Profile, o Options) *Har
 	return &Harness{T: t, Server: srv, HTTP: hs, Keys: kp, KeyFile: kf, Profile: p, Ledger: l}
 }
 
+// Profile returns the named built-in card profile or fails the test.
+func Profile(t testing.TB, name string) profile.Profile {
+	t.Helper()
+	p, err := profile.DefaultSet().Get(name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
 // Card issues a simulated card with the server's keys and presents it.
 func (h *Harness) Card(uid []byte, initial int32) *simcard.Card {
 	h.T.Helper()
