@@ -89,9 +89,6 @@ func New(o Options) *Server {
 	return s
 }
 
-// Metrics returns the server's collectors (for the transaction service).
-func (s *Server) Metrics() *Metrics { return s.metrics }
-
 // Handler is the server's HTTP handler.
 func (s *Server) Handler() http.Handler { return s.mux }
 

@@ -443,18 +443,6 @@ func Features(batch bool) []string {
 	return []string{}
 }
 
-// WriteJSON encodes v and sends it as one text frame.
-func WriteJSON(ctx context.Context, ws *websocket.Conn, v any) error {
-	b, err := json.Marshal(v)
-	if err != nil {
-		return fmt.Errorf("encode: %w", err)
-	}
-	if err := ws.Write(ctx, websocket.MessageText, b); err != nil {
-		return fmt.Errorf("write: %w", err)
-	}
-	return nil
-}
-
 // HexList converts responses to the contract's hex strings.
 func HexList(rs [][]byte) []protocol.HexBytes {
 	out := make([]protocol.HexBytes, len(rs))

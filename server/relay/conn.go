@@ -50,11 +50,9 @@ type Conn struct {
 	wg      sync.WaitGroup
 	readErr error // set before msgs is closed
 
-	mu        sync.Mutex // guards nextID, exchanges, pending cards
+	mu        sync.Mutex // guards nextID, exchanges, fault
 	nextID    uint64
 	exchanges int
-	cards     []*protocol.Card
-	cancelled bool
 	fault     error
 
 	// OnExchange, when set, observes each exchange's latency.
@@ -163,18 +161,6 @@ func (c *Conn) Exchanges() int {
 	return c.exchanges
 }
 
-// TakeCard returns a card message that arrived during an exchange, if any.
-func (c *Conn) TakeCard() *protocol.Card {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if len(c.cards) == 0 {
-		return nil
-	}
-	k := c.cards[0]
-	c.cards = c.cards[1:]
-	return k
-}
-
 // Transmit implements desfire.Transport with a one-command transceive.
 func (c *Conn) Transmit(ctx context.Context, capdu []byte) ([]byte, error) {
 	rs, err := c.TransmitBatch(ctx, []desfire.BatchCommand{{APDU: capdu}})
@@ -251,16 +237,10 @@ func (c *Conn) transceive(ctx context.Context, cmds []desfire.BatchCommand) ([][
 		case protocol.TypeResponses:
 			return c.check(id, cmds, m.Responses)
 		case protocol.TypeCancel:
-			c.mu.Lock()
-			c.cancelled = true
-			c.mu.Unlock()
 			return nil, ErrCancelled
 		case protocol.TypeCard:
-			c.mu.Lock()
-			if len(c.cards) < 4 {
-				c.cards = append(c.cards, m.Card)
-			}
-			c.mu.Unlock()
+			// A card announced during an exchange changes nothing: the
+			// session goes on with the card it started with.
 		default:
 			return nil, fmt.Errorf("%s during an exchange: %w", m.Type, protocol.ErrProtocol)
 		}
@@ -304,13 +284,6 @@ func (c *Conn) check(id uint64, cmds []desfire.BatchCommand, r *protocol.Respons
 		}
 	}
 	return out, nil
-}
-
-// Cancelled reports whether the bridge sent cancel.
-func (c *Conn) Cancelled() bool {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.cancelled
 }
 
 // Close closes the socket with code and reason and waits for the reader.

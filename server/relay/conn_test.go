@@ -138,7 +138,4 @@ func TestCardDuringExchangeAndIDs(t *testing.T) {
 			t.Fatalf("transmit %d: %X %v", i, r, err)
 		}
 	}
-	if k := conn.TakeCard(); k == nil || len(k.UID) != 7 {
-		t.Fatalf("card not kept: %+v", k)
-	}
 }
