@@ -102,10 +102,8 @@ func AN12113() Profile {
 // Transaction MAC file), with no GetCardUID check (the UID is proven by
 // the diversified key alone).
 func AN12113EV1() Profile {
-	p := FromLayout(personalize.AN12113EV1())
-	p.Currency = "EUR"
-	p.SystemID = "relay"
-	p.MaxTopUp = 50_000
+	p, ev2 := FromLayout(personalize.AN12113EV1()), AN12113()
+	p.Currency, p.SystemID, p.MaxTopUp = ev2.Currency, ev2.SystemID, ev2.MaxTopUp
 	return p
 }
 
