@@ -108,8 +108,13 @@ func (c *Card) okReply(x *call, data []byte) result { return c.ok(data, x.reply)
 
 // --- length rules ---
 
+// exactly: the data holds n bytes.
 func exactly(n int) func(x *call) bool { return func(x *call) bool { return len(x.d) == n } }
-func atMost(n int) func(x *call) bool  { return func(x *call) bool { return len(x.d) <= n } }
+
+// atMost: the data holds at most n bytes.
+func atMost(n int) func(x *call) bool { return func(x *call) bool { return len(x.d) <= n } }
+
+// atLeast: the data holds at least n bytes (the command checks the rest).
 func atLeast(n int) func(x *call) bool { return func(x *call) bool { return len(x.d) >= n } }
 
 // --- comm rules ---
@@ -138,9 +143,16 @@ func fileWrite(hdr int, dataLen func(x *call) int) func(c *Card, x *call) cmdIn 
 
 // --- reply rules ---
 
-func replyMgmt(c *Card, _ *call) desfire.CommMode    { return c.mgmtMode() }
-func replyFile(_ *Card, x *call) desfire.CommMode    { return x.mode }
+// replyMgmt: a management answer, MACed when authenticated.
+func replyMgmt(c *Card, _ *call) desfire.CommMode { return c.mgmtMode() }
+
+// replyFile: data read from a file, in the file's protection.
+func replyFile(_ *Card, x *call) desfire.CommMode { return x.mode }
+
+// replyWritten: the answer to a write, which carries no data.
 func replyWritten(_ *Card, x *call) desfire.CommMode { return writeRespMode(x.mode) }
+
+// replyMode: always m.
 func replyMode(m desfire.CommMode) func(*Card, *call) desfire.CommMode {
 	return func(*Card, *call) desfire.CommMode { return m }
 }
@@ -211,11 +223,20 @@ func fileAccess(types []byte, rights func(f *file, code byte) []byte) accessRule
 	}
 }
 
-// File rights by command.
-func readRights(f *file, _ byte) []byte     { return []byte{f.read(), f.readWrite()} }
+// readRights: Read or ReadWrite.
+func readRights(f *file, _ byte) []byte { return []byte{f.read(), f.readWrite()} }
+
+// readWriteRight: ReadWrite only.
 func readWriteRight(f *file, _ byte) []byte { return []byte{f.readWrite()} }
-func changeRight(f *file, _ byte) []byte    { return []byte{f.change()} }
-func anyValueRight(f *file, _ byte) []byte  { return []byte{f.read(), f.write(), f.readWrite()} }
+
+// changeRight: Change only.
+func changeRight(f *file, _ byte) []byte { return []byte{f.change()} }
+
+// anyValueRight: GetValue takes any right of the value file.
+func anyValueRight(f *file, _ byte) []byte { return []byte{f.read(), f.write(), f.readWrite()} }
+
+// valueOpRights: Credit needs ReadWrite; Debit any right; LimitedCredit
+// Write or ReadWrite.
 func valueOpRights(f *file, code byte) []byte {
 	switch code {
 	case cmdCredit:
@@ -236,6 +257,8 @@ var (
 // commands is every native command but the additional frame.
 var commands map[byte]command
 
+// init builds the command table (a function of its own: the rules refer
+// to the commands' functions, which refer to the table through run).
 func init() {
 	auth := command{run: func(c *Card, x *call) result { return c.cmdAuthenticate(x.code, x.p) }}
 	createFile := command{level: appLevel, access: []accessRule{masterKeyOr(0x04)}, comm: mgmt,
@@ -318,10 +341,13 @@ func init() {
 	}
 }
 
+// le24 reads a 3-byte little-endian number.
 func le24(b []byte) int { return int(b[0]) | int(b[1])<<8 | int(b[2])<<16 }
 
+// le32 reads a 4-byte little-endian signed number.
 func le32(b []byte) int32 { return int32(binary.LittleEndian.Uint32(b)) }
 
+// put24 writes a 3-byte little-endian number.
 func put24(v int) []byte { return []byte{byte(v), byte(v >> 8), byte(v >> 16)} }
 
 // isKey reports whether the session is authenticated with key k.
@@ -371,6 +397,8 @@ func writeRespMode(m desfire.CommMode) desfire.CommMode {
 	return m
 }
 
+// fileOf returns the selected application's file no (F0 FILE_NOT_FOUND
+// when missing).
 func (c *Card) fileOf(no byte) (*file, byte) {
 	f := c.sel.files[no]
 	if f == nil {
@@ -381,6 +409,8 @@ func (c *Card) fileOf(no byte) (*file, byte) {
 
 // --- PICC and application level ---
 
+// cmdSelectApplication: AID(3); 000000 selects the PICC. Any selection
+// ends the session (deselect).
 func (c *Card) cmdSelectApplication(x *call) result {
 	aid := [3]byte{x.d[0], x.d[1], x.d[2]}
 	if aid == ([3]byte{}) {
@@ -402,6 +432,7 @@ var (
 	versionSW = []byte{0x04, 0x01, 0x01, 0x03, 0x00, 0x18, 0x05}
 )
 
+// cmdGetVersion answers the version data in three frames (7, 7, 14 bytes).
 func (c *Card) cmdGetVersion(x *call) result {
 	uid := c.uid
 	if c.randomID {
@@ -414,10 +445,12 @@ func (c *Card) cmdGetVersion(x *call) result {
 	return result{status: desfire.StatusAdditionalFrame, data: sealed[:7]}
 }
 
+// cmdGetCardUID answers the real UID, enciphered.
 func (c *Card) cmdGetCardUID(x *call) result {
 	return c.okReply(x, append([]byte(nil), c.uid...))
 }
 
+// cmdGetKeyVersion: KeyNo(1); answers the key's version.
 func (c *Card) cmdGetKeyVersion(x *call) result {
 	k := int(x.d[0])
 	if c.sel.isPICC() {
@@ -429,6 +462,7 @@ func (c *Card) cmdGetKeyVersion(x *call) result {
 	return c.okReply(x, []byte{c.sel.keys[k].version})
 }
 
+// cmdGetKeySettings answers KeySett1 ‖ KeySett2 of the selected level.
 func (c *Card) cmdGetKeySettings(x *call) result {
 	return c.okReply(x, []byte{c.sel.ks1, c.sel.ks2})
 }
@@ -442,6 +476,7 @@ func listAccess(c *Card, _ *call) byte {
 	return desfire.StatusOK
 }
 
+// cmdGetApplicationIDs answers the AIDs in creation order.
 func (c *Card) cmdGetApplicationIDs(x *call) result {
 	out := []byte{}
 	for _, aid := range c.appOrder {
@@ -458,6 +493,7 @@ func formatAccess(c *Card, _ *call) byte {
 	return desfire.StatusOK
 }
 
+// cmdFormatPICC deletes every application.
 func (c *Card) cmdFormatPICC(x *call) result {
 	c.apps = map[[3]byte]*app{}
 	c.appOrder = nil
@@ -466,6 +502,8 @@ func (c *Card) cmdFormatPICC(x *call) result {
 	return c.okReply(x, nil)
 }
 
+// cmdCreateApplication: AID(3) ‖ KeySett1 ‖ KeySett2 [‖ ISOFileID(2) ‖
+// DFName(0..16)].
 func (c *Card) cmdCreateApplication(x *call) result {
 	d := x.d
 	aid := [3]byte{d[0], d[1], d[2]}
@@ -516,6 +554,8 @@ func deleteAppAccess(c *Card, x *call) byte {
 	return desfire.StatusOK
 }
 
+// cmdDeleteApplication: AID(3); deleting the selected application ends
+// the session and selects the PICC.
 func (c *Card) cmdDeleteApplication(x *call) result {
 	aid := [3]byte{x.p[0], x.p[1], x.p[2]}
 	a := c.apps[aid]
@@ -547,6 +587,7 @@ func settingsChangeable(c *Card, _ *call) byte {
 	return desfire.StatusOK
 }
 
+// cmdChangeKeySettings: KeySett1(1), enciphered.
 func (c *Card) cmdChangeKeySettings(x *call) result {
 	c.sel.ks1 = x.d[0]
 	return c.okReply(x, nil)
@@ -640,6 +681,8 @@ func (c *Card) cmdChangeKey(x *call) result {
 	return c.okReply(x, nil)
 }
 
+// keyFrom recovers the new key from the cryptogram (XORed with the old
+// one when another key than the session's changes).
 func keyFrom(d, old []byte, same bool) []byte {
 	nk := append([]byte(nil), d...)
 	if !same {
@@ -652,6 +695,7 @@ func keyFrom(d, old []byte, same bool) []byte {
 
 // --- file management ---
 
+// cmdGetFileIDs answers the file numbers of the selected application.
 func (c *Card) cmdGetFileIDs(x *call) result {
 	out := []byte{}
 	for i := 0; i < MaxFiles; i++ {
@@ -662,6 +706,7 @@ func (c *Card) cmdGetFileIDs(x *call) result {
 	return c.okReply(x, out)
 }
 
+// cmdGetFileSettings: FileNo(1); answers fileSettings.
 func (c *Card) cmdGetFileSettings(x *call) result {
 	f, st := c.fileOf(x.d[0])
 	if st != desfire.StatusOK {
@@ -760,6 +805,7 @@ func (c *Card) cmdCreateFile(x *call) result {
 	return c.okReply(x, nil)
 }
 
+// cmdDeleteFile: FileNo(1); drops pending changes to the file.
 func (c *Card) cmdDeleteFile(x *call) result {
 	f, st := c.fileOf(x.d[0])
 	if st != desfire.StatusOK {
@@ -782,6 +828,8 @@ func settingsMode(f *file) desfire.CommMode {
 	return desfire.CommPlain
 }
 
+// cmdChangeFileSettings: FileNo(1) ‖ Comm ‖ Access(2), enciphered unless
+// the Change right is free.
 func (c *Card) cmdChangeFileSettings(x *call) result {
 	comm := desfire.CommMode(x.d[0])
 	if comm != desfire.CommPlain && comm != desfire.CommMAC && comm != desfire.CommFull {
@@ -793,6 +841,8 @@ func (c *Card) cmdChangeFileSettings(x *call) result {
 
 // --- data commands ---
 
+// cmdReadData: FileNo ‖ Offset(3) ‖ Length(3) (0: to the end); the
+// Transaction MAC file reads as TMC(4) ‖ TMV(8).
 func (c *Card) cmdReadData(x *call) result {
 	f, h := x.f, x.h
 	img := f.data
@@ -880,6 +930,8 @@ func writeAccess(c *Card, x *call) byte {
 	return desfire.StatusOK
 }
 
+// cmdWrite is WriteData and WriteRecord: FileNo ‖ Offset(3) ‖ Length(3)
+// ‖ data; backup and record files change in the transaction's image.
 func (c *Card) cmdWrite(x *call) result {
 	f, h, d := x.f, x.h, x.d
 	off := le24(h[1:4])
@@ -906,6 +958,7 @@ func (c *Card) cmdWrite(x *call) result {
 	return c.okReply(x, nil)
 }
 
+// cmdGetValue: FileNo(1); answers the committed value (LE32).
 func (c *Card) cmdGetValue(x *call) result {
 	out := binary.LittleEndian.AppendUint32(nil, uint32(x.f.value))
 	c.feedTMI(x.code, x.h, nil, out, 0)
@@ -971,6 +1024,7 @@ func (c *Card) cmdReadRecords(x *call) result {
 	return c.okReply(x, out)
 }
 
+// cmdClearRecordFile: FileNo(1); clears the records at commit.
 func (c *Card) cmdClearRecordFile(x *call) result {
 	if w := c.peekWork(x.f); w != nil && w.newRec != nil {
 		return fail(desfire.StatusPermissionDenied)
@@ -982,6 +1036,7 @@ func (c *Card) cmdClearRecordFile(x *call) result {
 
 // --- transactions ---
 
+// cmdCommitTransaction: [Option(1), bit 0: answer TMC ‖ TMV].
 func (c *Card) cmdCommitTransaction(x *call) result {
 	d := x.d
 	tf := c.sel.tmacFile()
@@ -1050,6 +1105,7 @@ func (c *Card) commit() {
 	}
 }
 
+// cmdAbortTransaction discards the transaction's images.
 func (c *Card) cmdAbortTransaction(x *call) result {
 	if c.txn == nil && !c.noChgOK {
 		return c.noChanges()
