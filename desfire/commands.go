@@ -17,7 +17,7 @@ import (
 // AN12196 traces (the header/data split of GetFileSettings, ReadData,
 // WriteData, WriteRecord, ReadRecords, GetValue, Credit, Debit,
 // CommitReaderID, CommitTransaction, GetKeyVersion, ChangeKey and
-// ChangeFileSettings in ../shared/vectors/ev2_secure_messaging.json); the
+// ChangeFileSettings in testdata/vectors/ev2_secure_messaging.json); the
 // NXP reader library (phalMfdfEVx, phalMfdfLight) for the commands those
 // documents do not trace (issuance).
 const (

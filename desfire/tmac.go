@@ -68,7 +68,7 @@ package desfire
 // checked against the only public vector (proxmark3 TestTransSessionKeys);
 // the TMI rules above come from the documents cited, and the host and the
 // simulated card share this one implementation, so a misreading would not
-// show up between them. See ../shared/vectors/README.md, "Known gaps".
+// show up between them. See testdata/vectors/README.md, "Known gaps".
 
 import (
 	"encoding/binary"

@@ -79,12 +79,3 @@ func sequential(ctx context.Context, t Transport, cmds []BatchCommand, at int, b
 	}
 	return out, nil
 }
-
-// TransmitBatch sends cmds through t, in one round trip when t is a Batcher
-// and one command at a time otherwise.
-func TransmitBatch(ctx context.Context, t Transport, cmds []BatchCommand) ([][]byte, error) {
-	if b, ok := t.(Batcher); ok {
-		return b.TransmitBatch(ctx, cmds)
-	}
-	return SequentialBatch(ctx, t, cmds)
-}

@@ -20,11 +20,10 @@ const MaxFrame = 16 << 10
 
 // Close codes of the protocol.
 const (
-	CloseNormal    = 1000
-	CloseProtocol  = 1008
-	CloseInternal  = 1011
-	CloseTooSlow   = 4408
-	CloseGoingAway = 1001
+	CloseNormal   = 1000
+	CloseProtocol = 1008
+	CloseInternal = 1011
+	CloseTooSlow  = 4408
 )
 
 // Message types.

@@ -14,7 +14,7 @@
 #   4. every Fuzz* target for FUZZTIME (default 5s) each (scripts/fuzz.sh).
 #
 # Environment: REDIS_URL, DATABASE_URL, SKIP_SERVICES=1, FUZZTIME,
-# SKIP_FUZZ=1, DESFIRE_VECTORS (published vectors; default ../shared/vectors),
+# SKIP_FUZZ=1, DESFIRE_VECTORS (published vectors; default testdata/vectors),
 # CI=true (tests fail instead of skipping when a service is missing).
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/desfire-relay/relay/internal/testbackend"
+	"github.com/desfire-relay/relay/internal/testserver"
 	"github.com/desfire-relay/relay/protocol"
 	"github.com/desfire-relay/relay/server"
 	"github.com/desfire-relay/relay/server/config"
@@ -49,10 +50,10 @@ func TestOperatorAPIBadInput(t *testing.T) {
 	}
 	for name, c := range cases {
 		t.Run(name, func(t *testing.T) {
-			r, _ := http.NewRequest(c.method, h.http.URL+c.path, strings.NewReader(c.body))
+			r, _ := http.NewRequest(c.method, h.HTTP.URL+c.path, strings.NewReader(c.body))
 			switch c.key {
 			case "":
-				r.Header.Set("Authorization", "Bearer "+apiKey)
+				r.Header.Set("Authorization", "Bearer "+testserver.APIKey)
 			case "-":
 			default:
 				r.Header.Set("Authorization", "Bearer "+c.key)
@@ -78,7 +79,7 @@ func TestOperatorAPIBadInput(t *testing.T) {
 		})
 	}
 	// Nothing was written by the refused creates.
-	code, hist := h.api("GET", "/v1/cards/04102030405060/topups", "", nil)
+	code, hist := h.API("GET", "/v1/cards/04102030405060/topups", "", nil)
 	if code != 200 || len(hist["topups"].([]any)) != 0 {
 		t.Fatalf("history %d %v", code, hist)
 	}
@@ -92,21 +93,21 @@ func TestExpiredTokenRefusedBeforeUpgrade(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv := server.New(server.Options{Service: svc, APIKeyHashes: []string{config.HashAPIKey(apiKey)}})
-	h := &harness{t: t, srv: srv, http: newTestServer(t, srv)}
-	_, tu := h.api("POST", "/v1/topups", "e", map[string]any{"amount": 1, "currency": "EUR"})
+	srv := server.New(server.Options{Service: svc, APIKeyHashes: []string{config.HashAPIKey(testserver.APIKey)}})
+	h := &testserver.Harness{T: t, Server: srv, HTTP: newTestServer(t, srv)}
+	_, tu := h.API("POST", "/v1/topups", "e", map[string]any{"amount": 1, "currency": "EUR"})
 	time.Sleep(20 * time.Millisecond)
 	_, resp, err := dial(h, http.Header{"Authorization": {"Bearer " + tu["bridge_token"].(string)}}, "", protocol.Subprotocol)
 	if err == nil || resp == nil || resp.StatusCode != 401 {
 		t.Fatalf("expired token: %v %v", err, resp)
 	}
 	// Readiness reports the ledger.
-	r, _ := http.Get(h.http.URL + "/readyz")
+	r, _ := http.Get(h.HTTP.URL + "/readyz")
 	if r.StatusCode != 200 {
 		t.Fatalf("readyz %d", r.StatusCode)
 	}
 	l.Close()
-	r, _ = http.Get(h.http.URL + "/readyz")
+	r, _ = http.Get(h.HTTP.URL + "/readyz")
 	if r.StatusCode != 503 {
 		t.Fatalf("readyz with the ledger closed: %d", r.StatusCode)
 	}

@@ -1,97 +1,32 @@
 package server_test
 
 import (
-	"bytes"
 	"context"
 	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"net/http"
-	"net/http/httptest"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/coder/websocket"
 
-	"github.com/desfire-relay/relay/desfire/simcard"
 	"github.com/desfire-relay/relay/internal/testbackend"
-	"github.com/desfire-relay/relay/internal/testcard"
+	"github.com/desfire-relay/relay/internal/testserver"
 	"github.com/desfire-relay/relay/mobile-bridge/bridge"
 	"github.com/desfire-relay/relay/protocol"
-	"github.com/desfire-relay/relay/server"
-	"github.com/desfire-relay/relay/server/config"
-	"github.com/desfire-relay/relay/transaction"
-	"github.com/desfire-relay/relay/transaction/keys"
 	"github.com/desfire-relay/relay/transaction/ledger"
 	"github.com/desfire-relay/relay/transaction/profile"
 )
 
-const apiKey = "test-api-key"
-
 var cardUID = []byte{0x04, 0x10, 0x20, 0x30, 0x40, 0x50, 0x60}
 
-type harness struct {
-	t    *testing.T
-	srv  *server.Server
-	http *httptest.Server
-	kp   keys.Provider
-	p    profile.Profile
-	l    ledger.Ledger
-}
-
-func newHarness(t *testing.T, b testbackend.Backend, p profile.Profile, exchange time.Duration) *harness {
+// newHarness starts the real server for one test over backend b and card
+// profile p, with the given per-exchange deadline.
+func newHarness(t *testing.T, b testbackend.Backend, p profile.Profile, exchange time.Duration) *testserver.Harness {
 	t.Helper()
-	l, lk := b.Open(t)
-	kp, _ := testcard.Keys(t, p)
-	m := server.NewMetrics()
-	svc, err := transaction.New(transaction.Config{Ledger: l, Locker: lk, Keys: kp, Profile: p.Name, LockTTL: 2 * time.Second, Metrics: m})
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := server.New(server.Options{Service: svc, APIKeyHashes: []string{config.HashAPIKey(apiKey)}, ExchangeTimeout: exchange, SessionTimeout: 10 * time.Second, Metrics: m})
-	hs := httptest.NewServer(srv.Handler())
-	t.Cleanup(hs.Close)
-	return &harness{t: t, srv: srv, http: hs, kp: kp, p: p, l: l}
-}
-
-func (h *harness) card(initial int32) *simcard.Card {
-	h.t.Helper()
-	return testcard.Issue(h.t, h.p, h.kp, cardUID, initial)
-}
-
-func (h *harness) api(method, path, idem string, body any) (int, map[string]any) {
-	h.t.Helper()
-	var r io.Reader
-	if body != nil {
-		b, _ := json.Marshal(body)
-		r = bytes.NewReader(b)
-	}
-	req, _ := http.NewRequest(method, h.http.URL+path, r)
-	req.Header.Set("Authorization", "Bearer "+apiKey)
-	req.Header.Set("Content-Type", "application/json")
-	if idem != "" {
-		req.Header.Set("Idempotency-Key", idem)
-	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		h.t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	var out map[string]any
-	json.NewDecoder(resp.Body).Decode(&out)
-	return resp.StatusCode, out
-}
-
-func (h *harness) wsURL() string { return "ws" + strings.TrimPrefix(h.http.URL, "http") + "/v1/bridge" }
-
-func (h *harness) bridge(token string, card *simcard.Card, batch bool) (*bridge.Report, error) {
-	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
-	defer cancel()
-	return bridge.Run(ctx, bridge.Options{URL: h.wsURL(), Token: token, Name: "test", Version: "1", Platform: "sim", Batch: batch},
-		bridge.Sim{Card: card}, bridge.CardInfo{UID: card.UID()})
+	return testserver.New(t, b, p, testserver.Options{ExchangeTimeout: exchange})
 }
 
 func backends(t *testing.T) []testbackend.Backend { return testbackend.Backends() }
@@ -102,12 +37,12 @@ func TestEndToEndTopUpAndBalance(t *testing.T) {
 			for _, batch := range []bool{true, false} {
 				t.Run(fmt.Sprintf("%s/%s/batch=%v", b.Name, p.Name, batch), func(t *testing.T) {
 					h := newHarness(t, b, p, 3*time.Second)
-					card := h.card(100)
-					code, tu := h.api("POST", "/v1/topups", "idem-1", map[string]any{"amount": 250, "currency": "EUR", "reference": "order 42"})
+					card := h.Card(cardUID, 100)
+					code, tu := h.API("POST", "/v1/topups", "idem-1", map[string]any{"amount": 250, "currency": "EUR", "reference": "order 42"})
 					if code != 201 || tu["status"] != "pending" || tu["bridge_token"] == nil {
 						t.Fatalf("create: %d %v", code, tu)
 					}
-					rep, err := h.bridge(tu["bridge_token"].(string), card, batch)
+					rep, err := h.Bridge(tu["bridge_token"].(string), card, batch)
 					if err != nil {
 						t.Fatalf("bridge: %v (%+v)", err, rep)
 					}
@@ -120,7 +55,7 @@ func TestEndToEndTopUpAndBalance(t *testing.T) {
 							t.Fatalf("%d exchanges, want %d", rep.Exchanges, want)
 						}
 					}
-					code, got := h.api("GET", "/v1/topups/"+tu["id"].(string), "", nil)
+					code, got := h.API("GET", "/v1/topups/"+tu["id"].(string), "", nil)
 					if code != 200 || got["status"] != "applied" || got["balance_after"].(float64) != 350 || got["card_uid"] != strings.ToUpper(hex.EncodeToString(cardUID)) {
 						t.Fatalf("read back: %d %v", code, got)
 					}
@@ -128,29 +63,29 @@ func TestEndToEndTopUpAndBalance(t *testing.T) {
 						t.Fatal("no TMAC in the ledger")
 					}
 					// Idempotent create: same key and body → same top-up, 200.
-					code, again := h.api("POST", "/v1/topups", "idem-1", map[string]any{"amount": 250, "currency": "EUR", "reference": "order 42"})
+					code, again := h.API("POST", "/v1/topups", "idem-1", map[string]any{"amount": 250, "currency": "EUR", "reference": "order 42"})
 					if code != 200 || again["id"] != tu["id"] || again["status"] != "applied" {
 						t.Fatalf("replay: %d %v", code, again)
 					}
-					code, conflict := h.api("POST", "/v1/topups", "idem-1", map[string]any{"amount": 251, "currency": "EUR"})
+					code, conflict := h.API("POST", "/v1/topups", "idem-1", map[string]any{"amount": 251, "currency": "EUR"})
 					if code != 409 || conflict["error"].(map[string]any)["code"] != "idempotency_conflict" {
 						t.Fatalf("conflict: %d %v", code, conflict)
 					}
 					// Balance lookup.
 					card.Tap()
-					code, s := h.api("POST", "/v1/sessions", "", map[string]any{"kind": "balance"})
+					code, s := h.API("POST", "/v1/sessions", "", map[string]any{"kind": "balance"})
 					if code != 201 {
 						t.Fatalf("balance session: %d %v", code, s)
 					}
-					rep, err = h.bridge(s["bridge_token"].(string), card, batch)
+					rep, err = h.Bridge(s["bridge_token"].(string), card, batch)
 					if err != nil || *rep.Result.Balance != 350 || rep.Result.CardUID == "" || len(rep.Result.Records) != 1 {
 						t.Fatalf("balance: %v %+v", err, rep.Result)
 					}
-					code, so := h.api("GET", "/v1/sessions/"+s["session_id"].(string), "", nil)
+					code, so := h.API("GET", "/v1/sessions/"+s["session_id"].(string), "", nil)
 					if code != 200 || so["status"] != "ok" || so["balance"].(float64) != 350 {
 						t.Fatalf("session outcome: %d %v", code, so)
 					}
-					code, hist := h.api("GET", "/v1/cards/"+hex.EncodeToString(cardUID)+"/topups", "", nil)
+					code, hist := h.API("GET", "/v1/cards/"+hex.EncodeToString(cardUID)+"/topups", "", nil)
 					if code != 200 || len(hist["topups"].([]any)) != 1 {
 						t.Fatalf("history: %d %v", code, hist)
 					}
@@ -164,29 +99,29 @@ func TestInDoubtRetry(t *testing.T) {
 	for _, b := range backends(t) {
 		t.Run(b.Name, func(t *testing.T) {
 			h := newHarness(t, b, profile.AN12113(), 3*time.Second)
-			card := h.card(0)
-			_, tu := h.api("POST", "/v1/topups", "k", map[string]any{"amount": 500, "currency": "EUR"})
+			card := h.Card(cardUID, 0)
+			_, tu := h.API("POST", "/v1/topups", "k", map[string]any{"amount": 500, "currency": "EUR"})
 			card.SetTearAfterCommit(true)
-			rep, err := h.bridge(tu["bridge_token"].(string), card, true)
+			rep, err := h.Bridge(tu["bridge_token"].(string), card, true)
 			if err == nil || rep.Result.Status != "in_doubt" || rep.Result.Error.Code != "tag_lost" {
 				t.Fatalf("torn session: %v %+v", err, rep)
 			}
 			card.Tap()
-			code, tk := h.api("POST", "/v1/topups/"+tu["id"].(string)+"/bridge-tokens", "", nil)
+			code, tk := h.API("POST", "/v1/topups/"+tu["id"].(string)+"/bridge-tokens", "", nil)
 			if code != 201 {
 				t.Fatalf("new token: %d %v", code, tk)
 			}
-			rep, err = h.bridge(tk["bridge_token"].(string), card, true)
+			rep, err = h.Bridge(tk["bridge_token"].(string), card, true)
 			if err != nil || rep.Result.Status != "applied" {
 				t.Fatalf("retry: %v %+v", err, rep.Result)
 			}
-			_, got := h.api("GET", "/v1/topups/"+tu["id"].(string), "", nil)
+			_, got := h.API("GET", "/v1/topups/"+tu["id"].(string), "", nil)
 			if got["status"] != "applied" {
 				t.Fatalf("status %v", got["status"])
 			}
 			card.Tap()
-			_, s := h.api("POST", "/v1/sessions", "", map[string]any{"kind": "balance"})
-			rep, _ = h.bridge(s["bridge_token"].(string), card, true)
+			_, s := h.API("POST", "/v1/sessions", "", map[string]any{"kind": "balance"})
+			rep, _ = h.Bridge(s["bridge_token"].(string), card, true)
 			if *rep.Result.Balance != 500 {
 				t.Fatalf("credited %d, want exactly 500", *rep.Result.Balance)
 			}
@@ -194,15 +129,15 @@ func TestInDoubtRetry(t *testing.T) {
 	}
 }
 
-func dial(h *harness, header http.Header, query string, subprotocols ...string) (*websocket.Conn, *http.Response, error) {
+func dial(h *testserver.Harness, header http.Header, query string, subprotocols ...string) (*websocket.Conn, *http.Response, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	return websocket.Dial(ctx, h.wsURL()+query, &websocket.DialOptions{HTTPHeader: header, Subprotocols: subprotocols})
+	return websocket.Dial(ctx, h.WSURL()+query, &websocket.DialOptions{HTTPHeader: header, Subprotocols: subprotocols})
 }
 
 func TestBridgeTokenRefusals(t *testing.T) {
 	h := newHarness(t, testbackend.Backends()[0], profile.AN12113(), 3*time.Second)
-	_, a := h.api("POST", "/v1/topups", "a", map[string]any{"amount": 1, "currency": "EUR"})
+	_, a := h.API("POST", "/v1/topups", "a", map[string]any{"amount": 1, "currency": "EUR"})
 	tokA := a["bridge_token"].(string)
 	bearer := func(tok string) http.Header { return http.Header{"Authorization": {"Bearer " + tok}} }
 	cases := []struct {
@@ -225,9 +160,9 @@ func TestBridgeTokenRefusals(t *testing.T) {
 		})
 	}
 	// The token works once (query form), then is refused.
-	card := h.card(0)
+	card := h.Card(cardUID, 0)
 	ctx := context.Background()
-	rep, err := bridge.Run(ctx, bridge.Options{URL: h.wsURL(), Token: tokA, TokenInQuery: true, Batch: true}, bridge.Sim{Card: card}, bridge.CardInfo{UID: card.UID()})
+	rep, err := bridge.Run(ctx, bridge.Options{URL: h.WSURL(), Token: tokA, TokenInQuery: true, Batch: true}, bridge.Sim{Card: card}, bridge.CardInfo{UID: card.UID()})
 	if err != nil || !rep.Result.OK {
 		t.Fatalf("first use: %v", err)
 	}
@@ -235,15 +170,15 @@ func TestBridgeTokenRefusals(t *testing.T) {
 		t.Fatalf("reused token: %v", err)
 	}
 	// A token for top-up B only ever pays B.
-	_, bb := h.api("POST", "/v1/topups", "b", map[string]any{"amount": 7, "currency": "EUR"})
+	_, bb := h.API("POST", "/v1/topups", "b", map[string]any{"amount": 7, "currency": "EUR"})
 	card.Tap()
-	rep, err = h.bridge(bb["bridge_token"].(string), card, true)
+	rep, err = h.Bridge(bb["bridge_token"].(string), card, true)
 	if err != nil || rep.Result.TopUpID != bb["id"] || *rep.Result.Amount != 7 {
 		t.Fatalf("token B: %v %+v", err, rep.Result)
 	}
 	// Expired token.
-	_, cc := h.api("POST", "/v1/topups", "c", map[string]any{"amount": 7, "currency": "EUR"})
-	_, err = h.l.ConsumeToken(ctx, hashOf(cc["bridge_token"].(string)), time.Now().Add(time.Hour))
+	_, cc := h.API("POST", "/v1/topups", "c", map[string]any{"amount": 7, "currency": "EUR"})
+	_, err = h.Ledger.ConsumeToken(ctx, hashOf(cc["bridge_token"].(string)), time.Now().Add(time.Hour))
 	if !errors.Is(err, ledger.ErrTokenExpired) {
 		t.Fatalf("expired token: %v", err)
 	}
@@ -255,9 +190,9 @@ func hashOf(tok string) []byte {
 }
 
 // rawSession connects with a fresh top-up token and returns the socket.
-func rawSession(t *testing.T, h *harness, key string) (*websocket.Conn, string) {
+func rawSession(t *testing.T, h *testserver.Harness, key string) (*websocket.Conn, string) {
 	t.Helper()
-	_, tu := h.api("POST", "/v1/topups", key, map[string]any{"amount": 10, "currency": "EUR"})
+	_, tu := h.API("POST", "/v1/topups", key, map[string]any{"amount": 10, "currency": "EUR"})
 	c, _, err := dial(h, http.Header{"Authorization": {"Bearer " + tu["bridge_token"].(string)}}, "", protocol.Subprotocol)
 	if err != nil {
 		t.Fatal(err)
@@ -292,7 +227,7 @@ func TestHostileFramesClose1008(t *testing.T) {
 			if code := closeCode(c); code != protocol.CloseProtocol {
 				t.Fatalf("close code %d", code)
 			}
-			_, tu := h.api("GET", "/v1/topups/"+id, "", nil)
+			_, tu := h.API("GET", "/v1/topups/"+id, "", nil)
 			if tu["status"] != "pending" || tu["attempts"].(float64) != 0 {
 				t.Fatalf("ledger touched: %v", tu)
 			}
@@ -315,7 +250,7 @@ func TestSilentBridge4408(t *testing.T) {
 		t.Fatalf("close code after hello %d", code)
 	}
 	for _, x := range []string{id, id2} {
-		_, tu := h.api("GET", "/v1/topups/"+x, "", nil)
+		_, tu := h.API("GET", "/v1/topups/"+x, "", nil)
 		if tu["status"] != "pending" && tu["status"] != "failed" {
 			t.Fatalf("silent bridge left %v", tu["status"])
 		}
@@ -324,18 +259,18 @@ func TestSilentBridge4408(t *testing.T) {
 
 func TestGracefulShutdownDuringSession(t *testing.T) {
 	h := newHarness(t, testbackend.Backends()[0], profile.AN12113(), 3*time.Second)
-	card := h.card(0)
+	card := h.Card(cardUID, 0)
 	card.SetDelay(50 * time.Millisecond)
-	_, tu := h.api("POST", "/v1/topups", "g", map[string]any{"amount": 5, "currency": "EUR"})
+	_, tu := h.API("POST", "/v1/topups", "g", map[string]any{"amount": 5, "currency": "EUR"})
 	done := make(chan *bridge.Report, 1)
 	go func() {
-		rep, _ := h.bridge(tu["bridge_token"].(string), card, false)
+		rep, _ := h.Bridge(tu["bridge_token"].(string), card, false)
 		done <- rep
 	}()
 	time.Sleep(150 * time.Millisecond)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	if err := h.srv.Drain(ctx); err != nil {
+	if err := h.Server.Drain(ctx); err != nil {
 		t.Fatalf("drain: %v", err)
 	}
 	rep := <-done
@@ -343,7 +278,7 @@ func TestGracefulShutdownDuringSession(t *testing.T) {
 		t.Fatalf("session during shutdown: %+v", rep)
 	}
 	// New sessions are refused while draining.
-	_, tu2 := h.api("POST", "/v1/topups", "g2", map[string]any{"amount": 5, "currency": "EUR"})
+	_, tu2 := h.API("POST", "/v1/topups", "g2", map[string]any{"amount": 5, "currency": "EUR"})
 	if _, resp, err := dial(h, http.Header{"Authorization": {"Bearer " + tu2["bridge_token"].(string)}}, "", protocol.Subprotocol); err == nil || resp.StatusCode != 503 {
 		t.Fatalf("session accepted while draining: %v", err)
 	}

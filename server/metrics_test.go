@@ -13,13 +13,13 @@ import (
 
 func TestMetricsAfterASession(t *testing.T) {
 	h := newHarness(t, testbackend.Backends()[0], profile.AN12113(), 3*time.Second)
-	card := h.card(0)
-	_, tu := h.api("POST", "/v1/topups", "m", map[string]any{"amount": 5, "currency": "EUR"})
-	if _, err := h.bridge(tu["bridge_token"].(string), card, true); err != nil {
+	card := h.Card(cardUID, 0)
+	_, tu := h.API("POST", "/v1/topups", "m", map[string]any{"amount": 5, "currency": "EUR"})
+	if _, err := h.Bridge(tu["bridge_token"].(string), card, true); err != nil {
 		t.Fatal(err)
 	}
 	scrape := func() string {
-		resp, err := http.Get(h.http.URL + "/metrics")
+		resp, err := http.Get(h.HTTP.URL + "/metrics")
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -58,6 +58,8 @@ type Server struct {
 	metrics  *Metrics
 	log      *zap.Logger
 	slots    chan struct{}
+	sunOnce  sync.Once
+	sunH     *sunHandler
 	sessions sync.WaitGroup
 
 	mu       sync.Mutex // guards draining and cancels
@@ -98,47 +100,64 @@ func New(o Options) *Server {
 	return s
 }
 
-// Metrics returns the server's collectors (for the transaction service).
-func (s *Server) Metrics() *Metrics { return s.metrics }
-
 // Handler is the server's HTTP handler.
 func (s *Server) Handler() http.Handler { return s.mux }
 
-// Routes lists "METHOD /path" of every route, for the OpenAPI test.
-func Routes() []string {
-	return []string{
-		"POST /v1/topups", "GET /v1/topups", "GET /v1/topups/{id}", "POST /v1/topups/{id}/bridge-tokens",
-		"POST /v1/topups/{id}/resolve", "GET /v1/sun/{template}", "GET /v1/tags/{uid}",
-		"POST /v1/sessions", "GET /v1/sessions/{id}", "GET /v1/cards/{uid}/topups",
-		"GET /v1/bridge", "GET /healthz", "GET /readyz", "GET /metrics", "GET /openapi.yaml",
-	}
+// route is one served route: its pattern and its handler on a server.
+type route struct {
+	pattern string
+	handler func(s *Server) http.Handler
 }
 
+// apiRoute is an operator API route (behind the API key).
+func apiRoute(pattern string, h func(s *Server) http.HandlerFunc) route {
+	return route{pattern, func(s *Server) http.Handler { return s.auth(h(s)) }}
+}
+
+// routeTable is every route the server serves; Routes and routes both
+// read it, so the OpenAPI test checks what is really registered.
+var routeTable = []route{
+	apiRoute("POST /v1/topups", func(s *Server) http.HandlerFunc { return s.createTopUp }),
+	apiRoute("GET /v1/topups", func(s *Server) http.HandlerFunc { return s.listTopUps }),
+	apiRoute("GET /v1/topups/{id}", func(s *Server) http.HandlerFunc { return s.getTopUp }),
+	apiRoute("POST /v1/topups/{id}/bridge-tokens", func(s *Server) http.HandlerFunc { return s.topUpToken }),
+	apiRoute("POST /v1/topups/{id}/resolve", func(s *Server) http.HandlerFunc { return s.resolveTopUp }),
+	apiRoute("POST /v1/sessions", func(s *Server) http.HandlerFunc { return s.createSession }),
+	apiRoute("GET /v1/sessions/{id}", func(s *Server) http.HandlerFunc { return s.getSession }),
+	apiRoute("GET /v1/cards/{uid}/topups", func(s *Server) http.HandlerFunc { return s.cardTopUps }),
+	{"GET /v1/sun/{template}", func(s *Server) http.Handler { return http.HandlerFunc(s.sun().verify) }},
+	apiRoute("GET /v1/tags/{uid}", func(s *Server) http.HandlerFunc { return s.sun().tag }),
+	{"GET /v1/bridge", func(s *Server) http.Handler { return http.HandlerFunc(s.bridge) }},
+	{"GET /healthz", func(*Server) http.Handler {
+		return http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+			writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+		})
+	}},
+	{"GET /readyz", func(s *Server) http.Handler { return http.HandlerFunc(s.readyz) }},
+	{"GET /metrics", func(s *Server) http.Handler { return promhttp.HandlerFor(s.metrics.reg, promhttp.HandlerOpts{}) }},
+	{"GET /openapi.yaml", func(*Server) http.Handler {
+		return http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+			w.Header().Set("Content-Type", "application/yaml")
+			w.Write(openAPI)
+		})
+	}},
+}
+
+// Routes lists "METHOD /path" of every route the server serves (the
+// OpenAPI test compares them with the document).
+func Routes() []string {
+	out := make([]string, len(routeTable))
+	for i, r := range routeTable {
+		out[i] = r.pattern
+	}
+	return out
+}
+
+// routes registers routeTable and a JSON 404 for everything else.
 func (s *Server) routes() {
-	api := map[string]http.HandlerFunc{
-		"POST /v1/topups":                    s.createTopUp,
-		"GET /v1/topups":                     s.listTopUps,
-		"GET /v1/topups/{id}":                s.getTopUp,
-		"POST /v1/topups/{id}/resolve":       s.resolveTopUp,
-		"POST /v1/topups/{id}/bridge-tokens": s.topUpToken,
-		"POST /v1/sessions":                  s.createSession,
-		"GET /v1/sessions/{id}":              s.getSession,
-		"GET /v1/cards/{uid}/topups":         s.cardTopUps,
+	for _, r := range routeTable {
+		s.mux.Handle(r.pattern, r.handler(s))
 	}
-	for pattern, h := range api {
-		s.mux.Handle(pattern, s.auth(h))
-	}
-	s.mux.HandleFunc("GET /v1/bridge", s.bridge)
-	s.sunRoutes()
-	s.mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
-		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
-	})
-	s.mux.HandleFunc("GET /readyz", s.readyz)
-	s.mux.Handle("GET /metrics", promhttp.HandlerFor(s.metrics.reg, promhttp.HandlerOpts{}))
-	s.mux.HandleFunc("GET /openapi.yaml", func(w http.ResponseWriter, _ *http.Request) {
-		w.Header().Set("Content-Type", "application/yaml")
-		w.Write(openAPI)
-	})
 	s.mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, codeNotFound, "no such route")
 	})

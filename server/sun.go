@@ -174,13 +174,16 @@ type sunHandler struct {
 
 var regionHint = regexp.MustCompile(`^[A-Za-z0-9-]{1,16}$`)
 
-func (s *Server) sunRoutes() {
-	o := s.o.SUN
-	o.defaults()
-	h := &sunHandler{o: o, log: s.log, clients: newLimiters(o.PerClient, o.ClientBurst),
-		tags: newLimiters(o.PerTag, o.TagBurst), m: newSUNMetrics(s.metrics.reg)}
-	s.mux.HandleFunc("GET /v1/sun/{template}", h.verify)
-	s.mux.Handle("GET /v1/tags/{uid}", s.auth(h.tag))
+// sun returns the server's SUN handler, made on first use (the route
+// table asks for it once per route).
+func (s *Server) sun() *sunHandler {
+	s.sunOnce.Do(func() {
+		o := s.o.SUN
+		o.defaults()
+		s.sunH = &sunHandler{o: o, log: s.log, clients: newLimiters(o.PerClient, o.ClientBurst),
+			tags: newLimiters(o.PerTag, o.TagBurst), m: newSUNMetrics(s.metrics.reg)}
+	})
+	return s.sunH
 }
 
 func (h *sunHandler) clientAddr(r *http.Request) string {

@@ -202,11 +202,6 @@ func (s *Service) GetTopUp(ctx context.Context, id uuid.UUID) (ledger.TopUp, err
 	return s.cfg.Ledger.GetTopUp(ctx, id)
 }
 
-// Attempts returns the sessions that worked on a top-up.
-func (s *Service) Attempts(ctx context.Context, id uuid.UUID) ([]ledger.Attempt, error) {
-	return s.cfg.Ledger.ListAttempts(ctx, id)
-}
-
 // TopUpTicket issues a fresh bridge ticket for a pending, in_doubt or
 // failed top-up (a failed one returns to pending).
 func (s *Service) TopUpTicket(ctx context.Context, id uuid.UUID) (*Ticket, error) {

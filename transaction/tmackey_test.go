@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/desfire-relay/relay/desfire"
+	"github.com/desfire-relay/relay/desfire/personalize"
 	"github.com/desfire-relay/relay/desfire/simcard"
 	"github.com/desfire-relay/relay/internal/testcard"
 	"github.com/desfire-relay/relay/transaction"
@@ -40,7 +41,7 @@ func reissueTMAC(t *testing.T, card *simcard.Card, p profile.Profile, kp keys.Pr
 		func() error { return c.Authenticate(ctx, desfire.NewAuthEV2First(p.MasterKeyNo, mk, rand.Reader)) },
 		func() error { return c.DeleteFile(ctx, p.TMACFile) },
 		func() error {
-			access := issue.Access{Read: p.ReadKeyNo, Write: 0xF, ReadWrite: 0xF, Change: p.MasterKeyNo}.Bytes()
+			access := personalize.Access{Read: p.ReadKeyNo, Write: 0xF, ReadWrite: 0xF, Change: p.MasterKeyNo}.Bytes()
 			return c.CreateTransactionMACFile(ctx, p.TMACFile, byte(desfire.CommPlain), access, tmk, ver)
 		},
 	}

@@ -180,16 +180,6 @@ func RotL(b []byte) []byte {
 	return append(out, b[0])
 }
 
-// RotR returns b rotated right by one byte.
-func RotR(b []byte) []byte {
-	if len(b) == 0 {
-		return nil
-	}
-	out := make([]byte, 0, len(b))
-	out = append(out, b[len(b)-1])
-	return append(out, b[:len(b)-1]...)
-}
-
 // CRC32 returns the DESFire CRC32: the reflected IEEE polynomial 0xEDB88320
 // with initial value 0xFFFFFFFF and no final XOR (JAMCRC), which is the
 // complement of the standard IEEE CRC-32. On the wire it is sent least

@@ -401,60 +401,6 @@ func (c *Card) dispatch(code byte, payload []byte) result {
 	return c.run(code, payload)
 }
 
-// run executes a complete native command.
-func (c *Card) run(code byte, payload []byte) result {
-	h, ok := handlers[code]
-	if !ok || c.gen == GenEV1 && ev2Only[code] {
-		return fail(desfire.StatusIllegalCommand)
-	}
-	return h(c, code, payload)
-}
-
-type handler func(c *Card, code byte, p []byte) result
-
-var handlers map[byte]handler
-
-func init() {
-	handlers = map[byte]handler{
-		cmdAuthAES:            (*Card).cmdAuthenticate,
-		cmdAuthEV2First:       (*Card).cmdAuthenticate,
-		cmdAuthEV2NonFirst:    (*Card).cmdAuthenticate,
-		cmdSelectApplication:  (*Card).cmdSelectApplication,
-		cmdGetVersion:         (*Card).cmdGetVersion,
-		cmdGetCardUID:         (*Card).cmdGetCardUID,
-		cmdGetKeyVersion:      (*Card).cmdGetKeyVersion,
-		cmdGetApplicationIDs:  (*Card).cmdGetApplicationIDs,
-		cmdGetFileIDs:         (*Card).cmdGetFileIDs,
-		cmdGetFileSettings:    (*Card).cmdGetFileSettings,
-		cmdGetKeySettings:     (*Card).cmdGetKeySettings,
-		cmdFormatPICC:         (*Card).cmdFormatPICC,
-		cmdCreateApplication:  (*Card).cmdCreateApplication,
-		cmdDeleteApplication:  (*Card).cmdDeleteApplication,
-		cmdChangeKey:          (*Card).cmdChangeKey,
-		cmdChangeKeySettings:  (*Card).cmdChangeKeySettings,
-		cmdCreateStdDataFile:  (*Card).cmdCreateFile,
-		cmdCreateBackupFile:   (*Card).cmdCreateFile,
-		cmdCreateValueFile:    (*Card).cmdCreateFile,
-		cmdCreateLinearRecord: (*Card).cmdCreateFile,
-		cmdCreateCyclicRecord: (*Card).cmdCreateFile,
-		cmdCreateTMACFile:     (*Card).cmdCreateFile,
-		cmdDeleteFile:         (*Card).cmdDeleteFile,
-		cmdChangeFileSettings: (*Card).cmdChangeFileSettings,
-		cmdGetValue:           (*Card).cmdGetValue,
-		cmdCredit:             (*Card).cmdValueOp,
-		cmdDebit:              (*Card).cmdValueOp,
-		cmdLimitedCredit:      (*Card).cmdValueOp,
-		cmdReadData:           (*Card).cmdReadData,
-		cmdWriteData:          (*Card).cmdWrite,
-		cmdWriteRecord:        (*Card).cmdWrite,
-		cmdReadRecords:        (*Card).cmdReadRecords,
-		cmdClearRecordFile:    (*Card).cmdClearRecordFile,
-		cmdCommitTransaction:  (*Card).cmdCommitTransaction,
-		cmdAbortTransaction:   (*Card).cmdAbortTransaction,
-		cmdCommitReaderID:     (*Card).cmdCommitReaderID,
-	}
-}
-
 // random reads n bytes from the injected reader.
 func (c *Card) random(n int) ([]byte, error) {
 	b := make([]byte, n)

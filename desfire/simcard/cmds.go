@@ -2,15 +2,352 @@ package simcard
 
 import (
 	"encoding/binary"
+	"slices"
 
 	"github.com/desfire-relay/relay/desfire"
 	"github.com/desfire-relay/relay/desfire/dfcrypto"
 )
 
+// The native commands as a table. Each command declares where it runs
+// (level), who may run it (access rules, checked in order before anything
+// is read), how its payload is protected (comm), how long its plaintext
+// data must be (length) and how its answer is protected (reply); the
+// dispatcher, run, applies these once, in that order, and the command's
+// own function does only what is particular to it. The first failing rule
+// gives the status word, as on a real card.
+
+// level says where a command runs; elsewhere it answers 1C
+// ILLEGAL_COMMAND.
+type level uint8
+
+const (
+	anyLevel  level = iota
+	piccLevel       // only with the PICC selected
+	appLevel        // only with an application selected
+)
+
+// call is one command being run: its code and raw payload, then what the
+// rules found.
+type call struct {
+	code byte
+	p    []byte
+	// f and mode: for file commands, the file p[0] names and the
+	// protection this session gets for it (fileAccess).
+	f    *file
+	mode desfire.CommMode
+	// h and d are the payload's plain header and data, secure
+	// messaging removed.
+	h, d []byte
+	// reply is the protection of the answer.
+	reply desfire.CommMode
+}
+
+// accessRule checks, before the payload is opened, whether the command may
+// run; it answers a status (StatusOK to go on) and may note what it found
+// in x.
+type accessRule func(c *Card, x *call) byte
+
+// command is one native command's declaration.
+type command struct {
+	level level
+	// deselect ends the session and the transaction before anything
+	// else (SelectApplication).
+	deselect bool
+	access   []accessRule
+	// comm says how the payload is protected; nil: not at all (the
+	// payload is the data).
+	comm func(c *Card, x *call) cmdIn
+	// length checks the plaintext data's length (1C7E LENGTH_ERROR
+	// when false); nil: any length.
+	length func(x *call) bool
+	// reply is the answer's protection; nil: plain.
+	reply func(c *Card, x *call) desfire.CommMode
+	// run does the command's own work.
+	run func(c *Card, x *call) result
+}
+
+// run executes a complete native command by its declaration.
+func (c *Card) run(code byte, p []byte) result {
+	cmd, ok := commands[code]
+	if !ok || c.gen == GenEV1 && ev2Only[code] {
+		return fail(desfire.StatusIllegalCommand)
+	}
+	if cmd.deselect {
+		c.sess = nil
+		c.discardTxn()
+	}
+	switch {
+	case cmd.level == piccLevel && !c.sel.isPICC(), cmd.level == appLevel && c.sel.isPICC():
+		return fail(desfire.StatusIllegalCommand)
+	}
+	x := &call{code: code, p: p}
+	for _, a := range cmd.access {
+		if st := a(c, x); st != desfire.StatusOK {
+			return fail(st)
+		}
+	}
+	x.d = p
+	if cmd.comm != nil {
+		h, d, st := c.open(code, p, cmd.comm(c, x))
+		if st != desfire.StatusOK {
+			return fail(st)
+		}
+		x.h, x.d = h, d
+	}
+	if cmd.length != nil && !cmd.length(x) {
+		return fail(desfire.StatusLengthError)
+	}
+	if cmd.reply != nil {
+		x.reply = cmd.reply(c, x)
+	}
+	return cmd.run(c, x)
+}
+
+// okReply answers success with data under the declared reply protection.
+func (c *Card) okReply(x *call, data []byte) result { return c.ok(data, x.reply) }
+
+// --- length rules ---
+
+// exactly: the data holds n bytes.
+func exactly(n int) func(x *call) bool { return func(x *call) bool { return len(x.d) == n } }
+
+// atMost: the data holds at most n bytes.
+func atMost(n int) func(x *call) bool { return func(x *call) bool { return len(x.d) <= n } }
+
+// atLeast: the data holds at least n bytes (the command checks the rest).
+func atLeast(n int) func(x *call) bool { return func(x *call) bool { return len(x.d) >= n } }
+
+// --- comm rules ---
+
+// mgmt: a management command, all parameters in the data, MACed when
+// authenticated.
+func mgmt(c *Card, _ *call) cmdIn { return cmdIn{mode: c.mgmtMode()} }
+
+// full: hdr plain header bytes, then enciphered data of ev1DataLen bytes.
+func full(hdr, ev1DataLen int) func(c *Card, x *call) cmdIn {
+	return func(*Card, *call) cmdIn { return cmdIn{hdr: hdr, mode: desfire.CommFull, ev1DataLen: ev1DataLen} }
+}
+
+// fileRead: a read carries no data, so the command is MACed (EV2) or
+// CMAC-chained (EV1) when the file is protected.
+func fileRead(hdr int) func(c *Card, x *call) cmdIn {
+	return func(_ *Card, x *call) cmdIn { return cmdIn{hdr: hdr, mode: readCmdMode(x.mode)} }
+}
+
+// fileWrite: data of n bytes (dataLen) in the file's mode, MACed in EV1.
+func fileWrite(hdr int, dataLen func(x *call) int) func(c *Card, x *call) cmdIn {
+	return func(_ *Card, x *call) cmdIn {
+		return cmdIn{hdr: hdr, mode: x.mode, ev1DataLen: dataLen(x), ev1MAC: true}
+	}
+}
+
+// --- reply rules ---
+
+// replyMgmt: a management answer, MACed when authenticated.
+func replyMgmt(c *Card, _ *call) desfire.CommMode { return c.mgmtMode() }
+
+// replyFile: data read from a file, in the file's protection.
+func replyFile(_ *Card, x *call) desfire.CommMode { return x.mode }
+
+// replyWritten: the answer to a write, which carries no data.
+func replyWritten(_ *Card, x *call) desfire.CommMode { return writeRespMode(x.mode) }
+
+// replyMode: always m.
+func replyMode(m desfire.CommMode) func(*Card, *call) desfire.CommMode {
+	return func(*Card, *call) desfire.CommMode { return m }
+}
+
+// --- access rules ---
+
+// authenticated: any session (AE AUTHENTICATION_ERROR without one).
+func authenticated(c *Card, _ *call) byte {
+	if c.sess == nil {
+		return desfire.StatusAuthenticationError
+	}
+	return desfire.StatusOK
+}
+
+// masterKey: the selected level's master key (AE without a session, 9D
+// PERMISSION_DENIED with another key).
+func masterKey(c *Card, _ *call) byte {
+	if !c.isKey(0) {
+		if c.sess == nil {
+			return desfire.StatusAuthenticationError
+		}
+		return desfire.StatusPermissionDenied
+	}
+	return desfire.StatusOK
+}
+
+// masterKeyOr: free when key settings bit is set, otherwise as masterKey.
+func masterKeyOr(bit byte) accessRule {
+	return func(c *Card, x *call) byte {
+		if c.sel.ks1&bit != 0 {
+			return desfire.StatusOK
+		}
+		return masterKey(c, x)
+	}
+}
+
+// payload: the raw payload holds at least n bytes (the plain header).
+func payload(n int) accessRule {
+	return func(_ *Card, x *call) byte {
+		if len(x.p) < n {
+			return desfire.StatusLengthError
+		}
+		return desfire.StatusOK
+	}
+}
+
+// fileAccess: p[0] names an existing file of one of types (nil: any),
+// and the session holds one of the rights the file gives for the command
+// (a free right means plain); sets x.f and x.mode.
+func fileAccess(types []byte, rights func(f *file, code byte) []byte) accessRule {
+	return func(c *Card, x *call) byte {
+		if len(x.p) < 1 {
+			return desfire.StatusLengthError
+		}
+		f, st := c.fileOf(x.p[0])
+		if st != desfire.StatusOK {
+			return st
+		}
+		if types != nil && !slices.Contains(types, f.typ) {
+			return desfire.StatusParameterError
+		}
+		mode, st := c.fileMode(f, rights(f, x.code)...)
+		if st != desfire.StatusOK {
+			return st
+		}
+		x.f, x.mode = f, mode
+		return desfire.StatusOK
+	}
+}
+
+// readRights: Read or ReadWrite.
+func readRights(f *file, _ byte) []byte { return []byte{f.read(), f.readWrite()} }
+
+// readWriteRight: ReadWrite only.
+func readWriteRight(f *file, _ byte) []byte { return []byte{f.readWrite()} }
+
+// changeRight: Change only.
+func changeRight(f *file, _ byte) []byte { return []byte{f.change()} }
+
+// anyValueRight: GetValue takes any right of the value file.
+func anyValueRight(f *file, _ byte) []byte { return []byte{f.read(), f.write(), f.readWrite()} }
+
+// valueOpRights: Credit needs ReadWrite; Debit any right; LimitedCredit
+// Write or ReadWrite.
+func valueOpRights(f *file, code byte) []byte {
+	switch code {
+	case cmdCredit:
+		return []byte{f.readWrite()}
+	case cmdDebit:
+		return []byte{f.read(), f.write(), f.readWrite()}
+	default:
+		return []byte{f.write(), f.readWrite()}
+	}
+}
+
+var (
+	dataFiles   = []byte{FileStandard, FileBackup, FileTMAC}
+	valueFiles  = []byte{FileValue}
+	recordFiles = []byte{FileLinear, FileCyclic}
+)
+
+// commands is every native command but the additional frame.
+var commands map[byte]command
+
+// init builds the command table (a function of its own: the rules refer
+// to the commands' functions, which refer to the table through run).
+func init() {
+	auth := command{run: func(c *Card, x *call) result { return c.cmdAuthenticate(x.code, x.p) }}
+	createFile := command{level: appLevel, access: []accessRule{masterKeyOr(0x04)}, comm: mgmt,
+		reply: replyMgmt, run: (*Card).cmdCreateFile}
+	create := func(hdr int) command { c := createFile; c.length = exactly(hdr); return c }
+	valueOp := command{access: []accessRule{fileAccess(valueFiles, valueOpRights)},
+		comm: fileWrite(1, func(*call) int { return 4 }), length: exactly(4), reply: replyWritten, run: (*Card).cmdValueOp}
+	write := command{access: []accessRule{writeAccess},
+		comm:   fileWrite(7, func(x *call) int { return le24(x.p[4:7]) }),
+		length: func(x *call) bool { return len(x.d) == le24(x.p[4:7]) }, reply: replyWritten, run: (*Card).cmdWrite}
+	commands = map[byte]command{
+		cmdAuthAES:         auth,
+		cmdAuthEV2First:    auth,
+		cmdAuthEV2NonFirst: auth,
+
+		// PICC and application level.
+		cmdSelectApplication: {deselect: true, length: exactly(3), run: (*Card).cmdSelectApplication},
+		cmdGetVersion:        {comm: mgmt, length: exactly(0), reply: replyMgmt, run: (*Card).cmdGetVersion},
+		cmdGetCardUID: {access: []accessRule{authenticated}, comm: mgmt, length: exactly(0),
+			reply: replyMode(desfire.CommFull), run: (*Card).cmdGetCardUID},
+		cmdGetKeyVersion:  {comm: mgmt, length: exactly(1), reply: replyMgmt, run: (*Card).cmdGetKeyVersion},
+		cmdGetKeySettings: {comm: mgmt, length: exactly(0), reply: replyMgmt, run: (*Card).cmdGetKeySettings},
+		cmdGetApplicationIDs: {level: piccLevel, access: []accessRule{listAccess}, comm: mgmt, length: exactly(0),
+			reply: replyMgmt, run: (*Card).cmdGetApplicationIDs},
+		cmdFormatPICC: {level: piccLevel, access: []accessRule{formatAccess}, comm: mgmt, length: exactly(0),
+			reply: replyMgmt, run: (*Card).cmdFormatPICC},
+		cmdCreateApplication: {level: piccLevel, access: []accessRule{masterKeyOr(0x04)}, comm: mgmt, length: atLeast(5),
+			reply: replyMgmt, run: (*Card).cmdCreateApplication},
+		cmdDeleteApplication: {access: []accessRule{payload(3), deleteAppAccess}, comm: mgmt, length: exactly(3),
+			reply: replyMgmt, run: (*Card).cmdDeleteApplication},
+		cmdChangeKeySettings: {access: []accessRule{masterKey, settingsChangeable}, comm: full(0, 1), length: exactly(1),
+			reply: replyMode(desfire.CommMAC), run: (*Card).cmdChangeKeySettings},
+		cmdChangeKey: {access: []accessRule{payload(1), authenticated, changeKeyAccess},
+			comm:  func(*Card, *call) cmdIn { return cmdIn{hdr: 1, mode: desfire.CommFull, rawEV1: true} },
+			reply: replyMode(desfire.CommMAC), run: (*Card).cmdChangeKey},
+
+		// File management.
+		cmdGetFileIDs: {level: appLevel, access: []accessRule{masterKeyOr(0x02)}, comm: mgmt, length: exactly(0),
+			reply: replyMgmt, run: (*Card).cmdGetFileIDs},
+		cmdGetFileSettings: {level: appLevel, access: []accessRule{masterKeyOr(0x02)}, comm: mgmt, length: exactly(1),
+			reply: replyMgmt, run: (*Card).cmdGetFileSettings},
+		cmdCreateStdDataFile:  create(7),
+		cmdCreateBackupFile:   create(7),
+		cmdCreateValueFile:    create(17),
+		cmdCreateLinearRecord: create(10),
+		cmdCreateCyclicRecord: create(10),
+		cmdCreateTMACFile: {level: appLevel, access: []accessRule{masterKeyOr(0x04), authenticated},
+			comm: full(5, 17), length: exactly(17), reply: replyMgmt, run: (*Card).cmdCreateFile},
+		cmdDeleteFile: {level: appLevel, access: []accessRule{masterKeyOr(0x04)}, comm: mgmt, length: exactly(1),
+			reply: replyMgmt, run: (*Card).cmdDeleteFile},
+		cmdChangeFileSettings: {level: appLevel, access: []accessRule{fileAccess(nil, changeRight)},
+			comm:   func(_ *Card, x *call) cmdIn { return cmdIn{hdr: 1, mode: settingsMode(x.f), ev1DataLen: 3} },
+			length: exactly(3),
+			reply:  func(_ *Card, x *call) desfire.CommMode { return writeRespMode(settingsMode(x.f)) },
+			run:    (*Card).cmdChangeFileSettings},
+
+		// Data.
+		cmdReadData: {access: []accessRule{fileAccess(dataFiles, readRights)}, comm: fileRead(7), length: exactly(0),
+			reply: replyFile, run: (*Card).cmdReadData},
+		cmdWriteData:   write,
+		cmdWriteRecord: write,
+		cmdGetValue: {access: []accessRule{fileAccess(valueFiles, anyValueRight)}, comm: fileRead(1), length: exactly(0),
+			reply: replyFile, run: (*Card).cmdGetValue},
+		cmdCredit:        valueOp,
+		cmdDebit:         valueOp,
+		cmdLimitedCredit: valueOp,
+		cmdReadRecords: {access: []accessRule{fileAccess(recordFiles, readRights)}, comm: fileRead(7), length: exactly(0),
+			reply: replyFile, run: (*Card).cmdReadRecords},
+		// No data travels: MACed like a management command when
+		// authenticated.
+		cmdClearRecordFile: {access: []accessRule{fileAccess(recordFiles, readWriteRight)},
+			comm:   func(c *Card, _ *call) cmdIn { return cmdIn{hdr: 1, mode: c.mgmtMode()} },
+			length: exactly(0), reply: replyMgmt, run: (*Card).cmdClearRecordFile},
+
+		// Transactions.
+		cmdCommitTransaction: {level: appLevel, comm: mgmt, length: atMost(1), reply: replyMgmt, run: (*Card).cmdCommitTransaction},
+		cmdAbortTransaction:  {level: appLevel, comm: mgmt, length: exactly(0), reply: replyMgmt, run: (*Card).cmdAbortTransaction},
+		cmdCommitReaderID: {level: appLevel, access: []accessRule{readerIDAccess}, comm: mgmt, length: exactly(desfire.TMRISize),
+			reply: replyMgmt, run: (*Card).cmdCommitReaderID},
+	}
+}
+
+// le24 reads a 3-byte little-endian number.
 func le24(b []byte) int { return int(b[0]) | int(b[1])<<8 | int(b[2])<<16 }
 
+// le32 reads a 4-byte little-endian signed number.
 func le32(b []byte) int32 { return int32(binary.LittleEndian.Uint32(b)) }
 
+// put24 writes a 3-byte little-endian number.
 func put24(v int) []byte { return []byte{byte(v), byte(v >> 8), byte(v >> 16)} }
 
 // isKey reports whether the session is authenticated with key k.
@@ -60,12 +397,8 @@ func writeRespMode(m desfire.CommMode) desfire.CommMode {
 	return m
 }
 
-// openMgmt opens a management command: all parameters in the header.
-func (c *Card) openMgmt(code byte, p []byte) ([]byte, byte) {
-	_, d, st := c.open(code, p, cmdIn{mode: c.mgmtMode()})
-	return d, st
-}
-
+// fileOf returns the selected application's file no (F0 FILE_NOT_FOUND
+// when missing).
 func (c *Card) fileOf(no byte) (*file, byte) {
 	f := c.sel.files[no]
 	if f == nil {
@@ -76,13 +409,10 @@ func (c *Card) fileOf(no byte) (*file, byte) {
 
 // --- PICC and application level ---
 
-func (c *Card) cmdSelectApplication(code byte, p []byte) result {
-	c.sess = nil
-	c.discardTxn()
-	if len(p) != 3 {
-		return fail(desfire.StatusLengthError)
-	}
-	aid := [3]byte{p[0], p[1], p[2]}
+// cmdSelectApplication: AID(3); 000000 selects the PICC. Any selection
+// ends the session (deselect).
+func (c *Card) cmdSelectApplication(x *call) result {
+	aid := [3]byte{x.d[0], x.d[1], x.d[2]}
 	if aid == ([3]byte{}) {
 		c.sel = c.picc
 		return result{status: desfire.StatusOK}
@@ -108,16 +438,8 @@ var (
 	}
 )
 
-func (c *Card) cmdGetVersion(code byte, p []byte) result {
-	d, st := c.openMgmt(code, p)
-	if st != desfire.StatusOK {
-		return fail(st)
-	}
-	if len(d) != 0 {
-		return fail(desfire.StatusLengthError)
-	}
-	// The UID field is 7 bytes: a random-ID card, and one whose UID is
-	// not 7 bytes long, show zeros there (a host must not rely on it).
+// cmdGetVersion answers the version data in three frames (7, 7, 14 bytes).
+func (c *Card) cmdGetVersion(x *call) result {
 	uid := c.uid
 	if c.randomID || len(uid) != 7 {
 		uid = make([]byte, 7)
@@ -125,113 +447,72 @@ func (c *Card) cmdGetVersion(code byte, p []byte) result {
 	v := versions[c.gen]
 	data := append(append(append([]byte(nil), v[0]...), v[1]...), uid...)
 	data = append(data, 0xBA, 0x7C, 0x40, 0x00, 0x00, 0x25, 0x24) // batch, week, year
-	sealed := c.seal(data, c.mgmtMode())
+	sealed := c.seal(data, x.reply)
 	c.pend = pending{kind: pendChunks, chunks: [][]byte{sealed[7:14], sealed[14:]}}
 	return result{status: desfire.StatusAdditionalFrame, data: sealed[:7]}
 }
 
-func (c *Card) cmdGetCardUID(code byte, p []byte) result {
-	if c.sess == nil {
-		return fail(desfire.StatusAuthenticationError)
-	}
-	d, st := c.openMgmt(code, p)
-	if st != desfire.StatusOK {
-		return fail(st)
-	}
-	if len(d) != 0 {
-		return fail(desfire.StatusLengthError)
-	}
-	return c.ok(append([]byte(nil), c.uid...), desfire.CommFull)
+// cmdGetCardUID answers the real UID, enciphered.
+func (c *Card) cmdGetCardUID(x *call) result {
+	return c.okReply(x, append([]byte(nil), c.uid...))
 }
 
-func (c *Card) cmdGetKeyVersion(code byte, p []byte) result {
-	d, st := c.openMgmt(code, p)
-	if st != desfire.StatusOK {
-		return fail(st)
-	}
-	if len(d) != 1 {
-		return fail(desfire.StatusLengthError)
-	}
-	k := int(d[0])
+// cmdGetKeyVersion: KeyNo(1); answers the key's version.
+func (c *Card) cmdGetKeyVersion(x *call) result {
+	k := int(x.d[0])
 	if c.sel.isPICC() {
-		k = int(d[0] & 0x3F)
+		k = int(x.d[0] & 0x3F)
 	}
 	if k >= len(c.sel.keys) {
 		return fail(desfire.StatusNoSuchKey)
 	}
-	return c.ok([]byte{c.sel.keys[k].version}, c.mgmtMode())
+	return c.okReply(x, []byte{c.sel.keys[k].version})
 }
 
-func (c *Card) cmdGetKeySettings(code byte, p []byte) result {
-	d, st := c.openMgmt(code, p)
-	if st != desfire.StatusOK {
-		return fail(st)
-	}
-	if len(d) != 0 {
-		return fail(desfire.StatusLengthError)
-	}
-	return c.ok([]byte{c.sel.ks1, c.sel.ks2}, c.mgmtMode())
+// cmdGetKeySettings answers KeySett1 ‖ KeySett2 of the selected level.
+func (c *Card) cmdGetKeySettings(x *call) result {
+	return c.okReply(x, []byte{c.sel.ks1, c.sel.ks2})
 }
 
-func (c *Card) cmdGetApplicationIDs(code byte, p []byte) result {
-	if !c.sel.isPICC() {
-		return fail(desfire.StatusIllegalCommand)
-	}
+// listAccess: listing applications is free when key settings bit 1 is
+// set, otherwise it needs the PICC master key (9D either way).
+func listAccess(c *Card, _ *call) byte {
 	if c.sel.ks1&0x02 == 0 && !c.isKey(0) {
-		return fail(desfire.StatusPermissionDenied)
+		return desfire.StatusPermissionDenied
 	}
-	d, st := c.openMgmt(code, p)
-	if st != desfire.StatusOK {
-		return fail(st)
-	}
-	if len(d) != 0 {
-		return fail(desfire.StatusLengthError)
-	}
+	return desfire.StatusOK
+}
+
+// cmdGetApplicationIDs answers the AIDs in creation order.
+func (c *Card) cmdGetApplicationIDs(x *call) result {
 	out := []byte{}
 	for _, aid := range c.appOrder {
 		out = append(out, aid[:]...)
 	}
-	return c.ok(out, c.mgmtMode())
+	return c.okReply(x, out)
 }
 
-func (c *Card) cmdFormatPICC(code byte, p []byte) result {
-	if !c.sel.isPICC() {
-		return fail(desfire.StatusIllegalCommand)
-	}
+// formatAccess: formatting needs the PICC master key (AE otherwise).
+func formatAccess(c *Card, _ *call) byte {
 	if !c.isKey(0) {
-		return fail(desfire.StatusAuthenticationError)
+		return desfire.StatusAuthenticationError
 	}
-	d, st := c.openMgmt(code, p)
-	if st != desfire.StatusOK {
-		return fail(st)
-	}
-	if len(d) != 0 {
-		return fail(desfire.StatusLengthError)
-	}
+	return desfire.StatusOK
+}
+
+// cmdFormatPICC deletes every application.
+func (c *Card) cmdFormatPICC(x *call) result {
 	c.apps = map[[3]byte]*app{}
 	c.appOrder = nil
 	c.used = 0
 	c.discardTxn()
-	return c.ok(nil, c.mgmtMode())
+	return c.okReply(x, nil)
 }
 
-func (c *Card) cmdCreateApplication(code byte, p []byte) result {
-	if !c.sel.isPICC() {
-		return fail(desfire.StatusIllegalCommand)
-	}
-	if c.sel.ks1&0x04 == 0 && !c.isKey(0) {
-		if c.sess == nil {
-			return fail(desfire.StatusAuthenticationError)
-		}
-		return fail(desfire.StatusPermissionDenied)
-	}
-	d, st := c.openMgmt(code, p)
-	if st != desfire.StatusOK {
-		return fail(st)
-	}
-	if len(d) < 5 {
-		return fail(desfire.StatusLengthError)
-	}
+// cmdCreateApplication: AID(3) ‖ KeySett1 ‖ KeySett2 [‖ ISOFileID(2) ‖
+// DFName(0..16)].
+func (c *Card) cmdCreateApplication(x *call) result {
+	d := x.d
 	aid := [3]byte{d[0], d[1], d[2]}
 	ks1, ks2 := d[3], d[4]
 	var fid, name []byte
@@ -261,40 +542,38 @@ func (c *Card) cmdCreateApplication(code byte, p []byte) result {
 	c.apps[aid] = a
 	c.appOrder = append(c.appOrder, aid)
 	c.used += 64
-	return c.ok(nil, c.mgmtMode())
+	return c.okReply(x, nil)
 }
 
-func (c *Card) cmdDeleteApplication(code byte, p []byte) result {
-	if len(p) < 3 {
-		return fail(desfire.StatusLengthError)
-	}
-	aid := [3]byte{p[0], p[1], p[2]}
-	a := c.apps[aid]
+// deleteAppAccess: the application exists, and the session holds the PICC
+// master key, or the application's own master key when it is selected.
+func deleteAppAccess(c *Card, x *call) byte {
+	a := c.apps[[3]byte{x.p[0], x.p[1], x.p[2]}]
 	if a == nil {
-		return fail(desfire.StatusApplicationNotFound)
+		return desfire.StatusApplicationNotFound
 	}
-	// PICC master key, or the application's own master key when selected.
 	if !(c.sel.isPICC() && c.isKey(0)) && !(c.sel == a && c.isKey(0)) {
 		if c.sess == nil {
-			return fail(desfire.StatusAuthenticationError)
+			return desfire.StatusAuthenticationError
 		}
-		return fail(desfire.StatusPermissionDenied)
+		return desfire.StatusPermissionDenied
 	}
-	d, st := c.openMgmt(code, p)
-	if st != desfire.StatusOK {
-		return fail(st)
-	}
-	if len(d) != 3 {
-		return fail(desfire.StatusLengthError)
-	}
-	res := c.ok(nil, c.mgmtMode())
+	return desfire.StatusOK
+}
+
+// cmdDeleteApplication: AID(3); deleting the selected application ends
+// the session and selects the PICC.
+func (c *Card) cmdDeleteApplication(x *call) result {
+	aid := [3]byte{x.p[0], x.p[1], x.p[2]}
+	a := c.apps[aid]
+	res := c.okReply(x, nil)
 	for _, f := range a.files {
 		c.used -= f.storage()
 	}
 	c.used -= 64
 	delete(c.apps, aid)
-	for i, x := range c.appOrder {
-		if x == aid {
+	for i, id := range c.appOrder {
+		if id == aid {
 			c.appOrder = append(c.appOrder[:i:i], c.appOrder[i+1:]...)
 			break
 		}
@@ -307,72 +586,64 @@ func (c *Card) cmdDeleteApplication(code byte, p []byte) result {
 	return res
 }
 
-func (c *Card) cmdChangeKeySettings(code byte, p []byte) result {
-	if !c.isKey(0) {
-		if c.sess == nil {
-			return fail(desfire.StatusAuthenticationError)
-		}
-		return fail(desfire.StatusPermissionDenied)
-	}
+// settingsChangeable: key settings bit 3 allows changing the settings.
+func settingsChangeable(c *Card, _ *call) byte {
 	if c.sel.ks1&0x08 == 0 {
-		return fail(desfire.StatusPermissionDenied)
+		return desfire.StatusPermissionDenied
 	}
-	_, d, st := c.open(code, p, cmdIn{mode: desfire.CommFull, ev1DataLen: 1})
-	if st != desfire.StatusOK {
-		return fail(st)
+	return desfire.StatusOK
+}
+
+// cmdChangeKeySettings: KeySett1(1), enciphered.
+func (c *Card) cmdChangeKeySettings(x *call) result {
+	c.sel.ks1 = x.d[0]
+	return c.okReply(x, nil)
+}
+
+// changeKeyAccess: KeyNo names an existing key of the selected level (the
+// PICC takes 0 with an optional AES flag, 80), and the session's key may
+// change it (key settings bits 7-4 and bit 0).
+func changeKeyAccess(c *Card, x *call) byte {
+	keyNo := x.p[0]
+	k := int(keyNo & 0x3F)
+	if c.sel.isPICC() {
+		if keyNo&0x3F != 0 || (keyNo&0xC0 != 0x80 && keyNo&0xC0 != 0) {
+			return desfire.StatusParameterError
+		}
+	} else if keyNo&0xC0 != 0 {
+		return desfire.StatusParameterError
 	}
-	if len(d) != 1 {
-		return fail(desfire.StatusLengthError)
+	if k >= len(c.sel.keys) {
+		return desfire.StatusNoSuchKey
 	}
-	c.sel.ks1 = d[0]
-	return c.ok(nil, desfire.CommMAC)
+	ck := c.sel.ks1 >> 4
+	switch {
+	case k == 0 || c.sel.isPICC():
+		if !c.isKey(0) || c.sel.ks1&0x01 == 0 {
+			return desfire.StatusPermissionDenied
+		}
+	case ck == 0x0F:
+		return desfire.StatusPermissionDenied
+	case ck == 0x0E:
+		if !c.isKey(byte(k)) {
+			return desfire.StatusPermissionDenied
+		}
+	default:
+		if !c.isKey(ck) {
+			return desfire.StatusPermissionDenied
+		}
+	}
+	return desfire.StatusOK
 }
 
 // cmdChangeKey: KeyNo ‖ cryptogram. Same key: NewKey ‖ KeyVer; other key:
 // (NewKey ⊕ OldKey) ‖ KeyVer ‖ CRC32(NewKey). EV1 puts CRC32(C4 ‖ KeyNo ‖
 // those 17 bytes) after them and pads with zeros; EV2 pads with 80 00...
-func (c *Card) cmdChangeKey(code byte, p []byte) result {
-	if len(p) < 1 {
-		return fail(desfire.StatusLengthError)
-	}
-	if c.sess == nil {
-		return fail(desfire.StatusAuthenticationError)
-	}
-	keyNo := p[0]
+func (c *Card) cmdChangeKey(x *call) result {
+	keyNo := x.p[0]
 	k := int(keyNo & 0x3F)
-	if c.sel.isPICC() {
-		if keyNo&0x3F != 0 || (keyNo&0xC0 != 0x80 && keyNo&0xC0 != 0) {
-			return fail(desfire.StatusParameterError)
-		}
-	} else if keyNo&0xC0 != 0 {
-		return fail(desfire.StatusParameterError)
-	}
-	if k >= len(c.sel.keys) {
-		return fail(desfire.StatusNoSuchKey)
-	}
-	// Who may change key k (key settings bits 7-4 and bit 0).
-	ck := c.sel.ks1 >> 4
-	switch {
-	case k == 0 || c.sel.isPICC():
-		if !c.isKey(0) || c.sel.ks1&0x01 == 0 {
-			return fail(desfire.StatusPermissionDenied)
-		}
-	case ck == 0x0F:
-		return fail(desfire.StatusPermissionDenied)
-	case ck == 0x0E:
-		if !c.isKey(byte(k)) {
-			return fail(desfire.StatusPermissionDenied)
-		}
-	default:
-		if !c.isKey(ck) {
-			return fail(desfire.StatusPermissionDenied)
-		}
-	}
 	same := c.sess.keyNo == byte(k)
-	_, d, st := c.open(code, p, cmdIn{hdr: 1, mode: desfire.CommFull, rawEV1: true})
-	if st != desfire.StatusOK {
-		return fail(st)
-	}
+	d := x.d
 	var nk []byte
 	old := c.sel.keys[k].value[:]
 	var ver byte
@@ -390,7 +661,7 @@ func (c *Card) cmdChangeKey(code byte, p []byte) result {
 				return fail(desfire.StatusIntegrityError)
 			}
 		}
-		crc := dfcrypto.CRC32LE(append([]byte{code, keyNo}, d[:17]...))
+		crc := dfcrypto.CRC32LE(append([]byte{x.code, keyNo}, d[:17]...))
 		if !dfcrypto.Equal(crc, d[17:21]) {
 			return fail(desfire.StatusIntegrityError)
 		}
@@ -414,9 +685,11 @@ func (c *Card) cmdChangeKey(code byte, p []byte) result {
 		c.sess = nil
 		return result{status: desfire.StatusOK}
 	}
-	return c.ok(nil, desfire.CommMAC)
+	return c.okReply(x, nil)
 }
 
+// keyFrom recovers the new key from the cryptogram (XORed with the old
+// one when another key than the session's changes).
 func keyFrom(d, old []byte, same bool) []byte {
 	nk := append([]byte(nil), d...)
 	if !same {
@@ -429,54 +702,24 @@ func keyFrom(d, old []byte, same bool) []byte {
 
 // --- file management ---
 
-func (c *Card) cmdGetFileIDs(code byte, p []byte) result {
-	if c.sel.isPICC() {
-		return fail(desfire.StatusIllegalCommand)
-	}
-	if c.sel.ks1&0x02 == 0 && !c.isKey(0) {
-		if c.sess == nil {
-			return fail(desfire.StatusAuthenticationError)
-		}
-		return fail(desfire.StatusPermissionDenied)
-	}
-	d, st := c.openMgmt(code, p)
-	if st != desfire.StatusOK {
-		return fail(st)
-	}
-	if len(d) != 0 {
-		return fail(desfire.StatusLengthError)
-	}
+// cmdGetFileIDs answers the file numbers of the selected application.
+func (c *Card) cmdGetFileIDs(x *call) result {
 	out := []byte{}
 	for i := 0; i < MaxFiles; i++ {
 		if c.sel.files[byte(i)] != nil {
 			out = append(out, byte(i))
 		}
 	}
-	return c.ok(out, c.mgmtMode())
+	return c.okReply(x, out)
 }
 
-func (c *Card) cmdGetFileSettings(code byte, p []byte) result {
-	if c.sel.isPICC() {
-		return fail(desfire.StatusIllegalCommand)
-	}
-	if c.sel.ks1&0x02 == 0 && !c.isKey(0) {
-		if c.sess == nil {
-			return fail(desfire.StatusAuthenticationError)
-		}
-		return fail(desfire.StatusPermissionDenied)
-	}
-	d, st := c.openMgmt(code, p)
+// cmdGetFileSettings: FileNo(1); answers fileSettings.
+func (c *Card) cmdGetFileSettings(x *call) result {
+	f, st := c.fileOf(x.d[0])
 	if st != desfire.StatusOK {
 		return fail(st)
 	}
-	if len(d) != 1 {
-		return fail(desfire.StatusLengthError)
-	}
-	f, st := c.fileOf(d[0])
-	if st != desfire.StatusOK {
-		return fail(st)
-	}
-	return c.ok(fileSettings(f), c.mgmtMode())
+	return c.okReply(x, fileSettings(f))
 }
 
 // fileSettings is the GetFileSettings answer: Type ‖ Comm ‖ Access(2) ‖
@@ -501,47 +744,13 @@ func fileSettings(f *file) []byte {
 	return out
 }
 
-// createHeader is the length of the plain header of each create command.
-var createHeader = map[byte]int{
-	cmdCreateStdDataFile:  7,
-	cmdCreateBackupFile:   7,
-	cmdCreateValueFile:    17,
-	cmdCreateLinearRecord: 10,
-	cmdCreateCyclicRecord: 10,
-	cmdCreateTMACFile:     5,
-}
-
-func (c *Card) cmdCreateFile(code byte, p []byte) result {
-	if c.sel.isPICC() {
-		return fail(desfire.StatusIllegalCommand)
-	}
-	if c.sel.ks1&0x04 == 0 && !c.isKey(0) {
-		if c.sess == nil {
-			return fail(desfire.StatusAuthenticationError)
-		}
-		return fail(desfire.StatusPermissionDenied)
-	}
-	hl := createHeader[code]
-	var h, d []byte
-	var st byte
+// cmdCreateFile creates any file type: FileNo ‖ Comm ‖ Access(2) ‖
+// type-specific header; the Transaction MAC file's key travels enciphered
+// after its header.
+func (c *Card) cmdCreateFile(x *call) result {
+	code, h, d := x.code, x.d, x.d
 	if code == cmdCreateTMACFile {
-		if c.sess == nil {
-			return fail(desfire.StatusAuthenticationError)
-		}
-		h, d, st = c.open(code, p, cmdIn{hdr: hl, mode: desfire.CommFull, ev1DataLen: 17})
-		if st == desfire.StatusOK && len(d) != 17 {
-			st = desfire.StatusLengthError
-		}
-	} else {
-		var all []byte
-		all, st = c.openMgmt(code, p)
-		if st == desfire.StatusOK && len(all) != hl {
-			st = desfire.StatusLengthError
-		}
-		h = all
-	}
-	if st != desfire.StatusOK {
-		return fail(st)
+		h = x.h
 	}
 	no := h[0]
 	if no >= MaxFiles {
@@ -600,27 +809,12 @@ func (c *Card) cmdCreateFile(code byte, p []byte) result {
 	}
 	c.used += f.storage()
 	c.sel.files[no] = f
-	return c.ok(nil, c.mgmtMode())
+	return c.okReply(x, nil)
 }
 
-func (c *Card) cmdDeleteFile(code byte, p []byte) result {
-	if c.sel.isPICC() {
-		return fail(desfire.StatusIllegalCommand)
-	}
-	if c.sel.ks1&0x04 == 0 && !c.isKey(0) {
-		if c.sess == nil {
-			return fail(desfire.StatusAuthenticationError)
-		}
-		return fail(desfire.StatusPermissionDenied)
-	}
-	d, st := c.openMgmt(code, p)
-	if st != desfire.StatusOK {
-		return fail(st)
-	}
-	if len(d) != 1 {
-		return fail(desfire.StatusLengthError)
-	}
-	f, st := c.fileOf(d[0])
+// cmdDeleteFile: FileNo(1); drops pending changes to the file.
+func (c *Card) cmdDeleteFile(x *call) result {
+	f, st := c.fileOf(x.d[0])
 	if st != desfire.StatusOK {
 		return fail(st)
 	}
@@ -629,66 +823,35 @@ func (c *Card) cmdDeleteFile(code byte, p []byte) result {
 	if c.txn != nil {
 		delete(c.txn.files, f.no)
 	}
-	return c.ok(nil, c.mgmtMode())
+	return c.okReply(x, nil)
 }
 
-func (c *Card) cmdChangeFileSettings(code byte, p []byte) result {
-	if c.sel.isPICC() {
-		return fail(desfire.StatusIllegalCommand)
-	}
-	if len(p) < 1 {
-		return fail(desfire.StatusLengthError)
-	}
-	f, st := c.fileOf(p[0])
-	if st != desfire.StatusOK {
-		return fail(st)
-	}
-	if _, st := c.fileMode(f, f.change()); st != desfire.StatusOK {
-		return fail(st)
-	}
-	mode := desfire.CommPlain
+// settingsMode: new file settings travel enciphered unless the change
+// right is free.
+func settingsMode(f *file) desfire.CommMode {
 	if f.change() != accessFree {
-		mode = desfire.CommFull // the new settings travel enciphered
+		return desfire.CommFull
 	}
-	_, d, st := c.open(code, p, cmdIn{hdr: 1, mode: mode, ev1DataLen: 3})
-	if st != desfire.StatusOK {
-		return fail(st)
-	}
-	if len(d) != 3 {
-		return fail(desfire.StatusLengthError)
-	}
-	comm := desfire.CommMode(d[0])
+	return desfire.CommPlain
+}
+
+// cmdChangeFileSettings: FileNo(1) ‖ Comm ‖ Access(2), enciphered unless
+// the Change right is free.
+func (c *Card) cmdChangeFileSettings(x *call) result {
+	comm := desfire.CommMode(x.d[0])
 	if comm != desfire.CommPlain && comm != desfire.CommMAC && comm != desfire.CommFull {
 		return fail(desfire.StatusParameterError)
 	}
-	f.comm, f.access = comm, uint16(d[1])|uint16(d[2])<<8
-	return c.ok(nil, writeRespMode(mode))
+	x.f.comm, x.f.access = comm, uint16(x.d[1])|uint16(x.d[2])<<8
+	return c.okReply(x, nil)
 }
 
 // --- data commands ---
 
-func (c *Card) cmdReadData(code byte, p []byte) result {
-	if len(p) < 1 {
-		return fail(desfire.StatusLengthError)
-	}
-	f, st := c.fileOf(p[0])
-	if st != desfire.StatusOK {
-		return fail(st)
-	}
-	if f.typ != FileStandard && f.typ != FileBackup && f.typ != FileTMAC {
-		return fail(desfire.StatusParameterError)
-	}
-	mode, st := c.fileMode(f, f.read(), f.readWrite())
-	if st != desfire.StatusOK {
-		return fail(st)
-	}
-	h, d, st := c.open(code, p, cmdIn{hdr: 7, mode: readCmdMode(mode)})
-	if st != desfire.StatusOK {
-		return fail(st)
-	}
-	if len(d) != 0 {
-		return fail(desfire.StatusLengthError)
-	}
+// cmdReadData: FileNo ‖ Offset(3) ‖ Length(3) (0: to the end); the
+// Transaction MAC file reads as TMC(4) ‖ TMV(8).
+func (c *Card) cmdReadData(x *call) result {
+	f, h := x.f, x.h
 	img := f.data
 	if f.typ == FileTMAC {
 		img = binary.LittleEndian.AppendUint32(nil, f.tmc)
@@ -703,9 +866,9 @@ func (c *Card) cmdReadData(code byte, p []byte) result {
 	}
 	out := append([]byte(nil), img[off:off+n]...)
 	if f.typ != FileTMAC {
-		c.feedTMI(code, h, nil, out, 0)
+		c.feedTMI(x.code, h, nil, out, 0)
 	}
-	return c.ok(out, mode)
+	return c.okReply(x, out)
 }
 
 // writeTarget parses the first frame of WriteData/WriteRecord: the file,
@@ -760,22 +923,24 @@ func (c *Card) chainNeed(code byte, p []byte) (int, byte) {
 	return need, desfire.StatusOK
 }
 
-func (c *Card) cmdWrite(code byte, p []byte) result {
-	f, mode, need, st := c.writeTarget(code, p)
+// writeAccess: the first frame of WriteData/WriteRecord names a file of
+// the right type the session may write, and the whole payload arrived.
+func writeAccess(c *Card, x *call) byte {
+	f, mode, need, st := c.writeTarget(x.code, x.p)
 	if st != desfire.StatusOK {
-		return fail(st)
+		return st
 	}
-	if len(p) != need {
-		return fail(desfire.StatusLengthError)
+	if len(x.p) != need {
+		return desfire.StatusLengthError
 	}
-	n := le24(p[4:7])
-	h, d, st := c.open(code, p, cmdIn{hdr: 7, mode: mode, ev1DataLen: n, ev1MAC: true})
-	if st != desfire.StatusOK {
-		return fail(st)
-	}
-	if len(d) != n {
-		return fail(desfire.StatusLengthError)
-	}
+	x.f, x.mode = f, mode
+	return desfire.StatusOK
+}
+
+// cmdWrite is WriteData and WriteRecord: FileNo ‖ Offset(3) ‖ Length(3)
+// ‖ data; backup and record files change in the transaction's image.
+func (c *Card) cmdWrite(x *call) result {
+	f, h, d := x.f, x.h, x.d
 	off := le24(h[1:4])
 	switch f.typ {
 	case FileStandard:
@@ -796,69 +961,20 @@ func (c *Card) cmdWrite(code byte, p []byte) result {
 		}
 		copy(w.newRec[off:], d)
 	}
-	c.feedTMI(code, h, d, nil, 0)
-	return c.ok(nil, writeRespMode(mode))
+	c.feedTMI(x.code, h, d, nil, 0)
+	return c.okReply(x, nil)
 }
 
-func (c *Card) cmdGetValue(code byte, p []byte) result {
-	if len(p) < 1 {
-		return fail(desfire.StatusLengthError)
-	}
-	f, st := c.fileOf(p[0])
-	if st != desfire.StatusOK {
-		return fail(st)
-	}
-	if f.typ != FileValue {
-		return fail(desfire.StatusParameterError)
-	}
-	mode, st := c.fileMode(f, f.read(), f.write(), f.readWrite())
-	if st != desfire.StatusOK {
-		return fail(st)
-	}
-	h, d, st := c.open(code, p, cmdIn{hdr: 1, mode: readCmdMode(mode)})
-	if st != desfire.StatusOK {
-		return fail(st)
-	}
-	if len(d) != 0 {
-		return fail(desfire.StatusLengthError)
-	}
-	out := binary.LittleEndian.AppendUint32(nil, uint32(f.value))
-	c.feedTMI(code, h, nil, out, 0)
-	return c.ok(out, mode)
+// cmdGetValue: FileNo(1); answers the committed value (LE32).
+func (c *Card) cmdGetValue(x *call) result {
+	out := binary.LittleEndian.AppendUint32(nil, uint32(x.f.value))
+	c.feedTMI(x.code, x.h, nil, out, 0)
+	return c.okReply(x, out)
 }
 
 // cmdValueOp is Credit, Debit and LimitedCredit: FileNo ‖ Value(4).
-func (c *Card) cmdValueOp(code byte, p []byte) result {
-	if len(p) < 1 {
-		return fail(desfire.StatusLengthError)
-	}
-	f, st := c.fileOf(p[0])
-	if st != desfire.StatusOK {
-		return fail(st)
-	}
-	if f.typ != FileValue {
-		return fail(desfire.StatusParameterError)
-	}
-	var rights []byte
-	switch code {
-	case cmdCredit:
-		rights = []byte{f.readWrite()}
-	case cmdDebit:
-		rights = []byte{f.read(), f.write(), f.readWrite()}
-	default:
-		rights = []byte{f.write(), f.readWrite()}
-	}
-	mode, st := c.fileMode(f, rights...)
-	if st != desfire.StatusOK {
-		return fail(st)
-	}
-	h, d, st := c.open(code, p, cmdIn{hdr: 1, mode: mode, ev1DataLen: 4, ev1MAC: true})
-	if st != desfire.StatusOK {
-		return fail(st)
-	}
-	if len(d) != 4 {
-		return fail(desfire.StatusLengthError)
-	}
+func (c *Card) cmdValueOp(x *call) result {
+	code, f, d := x.code, x.f, x.d
 	v := int64(le32(d))
 	if v < 0 {
 		return fail(desfire.StatusParameterError)
@@ -887,35 +1003,15 @@ func (c *Card) cmdValueOp(code byte, p []byte) result {
 		w.value += v
 		w.lc = true
 	}
-	c.feedTMI(code, h, d, nil, 0)
-	return c.ok(nil, writeRespMode(mode))
+	c.feedTMI(code, x.h, d, nil, 0)
+	return c.okReply(x, nil)
 }
 
 // cmdReadRecords: RecNo counts back from the newest record (0), RecCount 0
 // reads to the oldest; records are returned oldest first (chronological
 // order, as the DESFire EV1 command description states).
-func (c *Card) cmdReadRecords(code byte, p []byte) result {
-	if len(p) < 1 {
-		return fail(desfire.StatusLengthError)
-	}
-	f, st := c.fileOf(p[0])
-	if st != desfire.StatusOK {
-		return fail(st)
-	}
-	if f.typ != FileLinear && f.typ != FileCyclic {
-		return fail(desfire.StatusParameterError)
-	}
-	mode, st := c.fileMode(f, f.read(), f.readWrite())
-	if st != desfire.StatusOK {
-		return fail(st)
-	}
-	h, d, st := c.open(code, p, cmdIn{hdr: 7, mode: readCmdMode(mode)})
-	if st != desfire.StatusOK {
-		return fail(st)
-	}
-	if len(d) != 0 {
-		return fail(desfire.StatusLengthError)
-	}
+func (c *Card) cmdReadRecords(x *call) result {
+	f, h := x.f, x.h
 	n := len(f.records)
 	recNo, cnt := le24(h[1:4]), le24(h[4:7])
 	if recNo >= n {
@@ -931,54 +1027,25 @@ func (c *Card) cmdReadRecords(code byte, p []byte) result {
 	for _, r := range f.records[n-recNo-cnt : n-recNo] {
 		out = append(out, r...)
 	}
-	c.feedTMI(code, h, nil, out, f.recSize)
-	return c.ok(out, mode)
+	c.feedTMI(x.code, h, nil, out, f.recSize)
+	return c.okReply(x, out)
 }
 
-func (c *Card) cmdClearRecordFile(code byte, p []byte) result {
-	if len(p) < 1 {
-		return fail(desfire.StatusLengthError)
-	}
-	f, st := c.fileOf(p[0])
-	if st != desfire.StatusOK {
-		return fail(st)
-	}
-	if f.typ != FileLinear && f.typ != FileCyclic {
-		return fail(desfire.StatusParameterError)
-	}
-	if _, st := c.fileMode(f, f.readWrite()); st != desfire.StatusOK {
-		return fail(st)
-	}
-	// No data travels: MACed like a management command when authenticated.
-	mode := c.mgmtMode()
-	h, d, st := c.open(code, p, cmdIn{hdr: 1, mode: mode})
-	if st != desfire.StatusOK {
-		return fail(st)
-	}
-	if len(d) != 0 {
-		return fail(desfire.StatusLengthError)
-	}
-	if w := c.peekWork(f); w != nil && w.newRec != nil {
+// cmdClearRecordFile: FileNo(1); clears the records at commit.
+func (c *Card) cmdClearRecordFile(x *call) result {
+	if w := c.peekWork(x.f); w != nil && w.newRec != nil {
 		return fail(desfire.StatusPermissionDenied)
 	}
-	c.work(f).cleared = true
-	c.feedTMI(code, h, nil, nil, 0)
-	return c.ok(nil, mode)
+	c.work(x.f).cleared = true
+	c.feedTMI(x.code, x.h, nil, nil, 0)
+	return c.okReply(x, nil)
 }
 
 // --- transactions ---
 
-func (c *Card) cmdCommitTransaction(code byte, p []byte) result {
-	if c.sel.isPICC() {
-		return fail(desfire.StatusIllegalCommand)
-	}
-	d, st := c.openMgmt(code, p)
-	if st != desfire.StatusOK {
-		return fail(st)
-	}
-	if len(d) > 1 {
-		return fail(desfire.StatusLengthError)
-	}
+// cmdCommitTransaction: [Option(1), bit 0: answer TMC ‖ TMV].
+func (c *Card) cmdCommitTransaction(x *call) result {
+	d := x.d
 	tf := c.sel.tmacFile()
 	withTM := len(d) == 1 && d[0]&0x01 != 0
 	if len(d) == 1 && (d[0]&^0x01 != 0 || withTM && tf == nil) {
@@ -992,7 +1059,7 @@ func (c *Card) cmdCommitTransaction(code byte, p []byte) result {
 	if withTM {
 		out = desfire.CommitTransactionTMAC(tf.tmc, tf.tmv)
 	}
-	res := c.ok(out, c.mgmtMode())
+	res := c.okReply(x, out)
 	res.tear = true
 	return res
 }
@@ -1045,22 +1112,13 @@ func (c *Card) commit() {
 	}
 }
 
-func (c *Card) cmdAbortTransaction(code byte, p []byte) result {
-	if c.sel.isPICC() {
-		return fail(desfire.StatusIllegalCommand)
-	}
-	d, st := c.openMgmt(code, p)
-	if st != desfire.StatusOK {
-		return fail(st)
-	}
-	if len(d) != 0 {
-		return fail(desfire.StatusLengthError)
-	}
+// cmdAbortTransaction discards the transaction's images.
+func (c *Card) cmdAbortTransaction(x *call) result {
 	if c.txn == nil && !c.noChgOK {
 		return c.noChanges()
 	}
 	c.discardTxn()
-	return c.ok(nil, c.mgmtMode())
+	return c.okReply(x, nil)
 }
 
 // noChanges answers 0C NO_CHANGES ("CommitTransaction / AbortTransaction
@@ -1070,30 +1128,26 @@ func (c *Card) noChanges() result {
 	return result{status: desfire.StatusNoChanges, data: c.sealStatus(desfire.StatusNoChanges, nil, c.mgmtMode())}
 }
 
+// readerIDAccess: the application has a Transaction MAC file and the
+// session holds its Write right.
+func readerIDAccess(c *Card, _ *call) byte {
+	tf := c.sel.tmacFile()
+	if tf == nil {
+		return desfire.StatusPermissionDenied
+	}
+	_, st := c.fileMode(tf, tf.write())
+	return st
+}
+
 // cmdCommitReaderID: TMRI(16); the answer is EncTMRI = E(SesTMENCKey,
 // TMRIPrev) when authenticated, nothing otherwise. Allowed by the Write
 // right of the Transaction MAC file, once per transaction.
-func (c *Card) cmdCommitReaderID(code byte, p []byte) result {
-	if c.sel.isPICC() {
-		return fail(desfire.StatusIllegalCommand)
-	}
-	tf := c.sel.tmacFile()
-	if tf == nil {
-		return fail(desfire.StatusPermissionDenied)
-	}
-	if _, st := c.fileMode(tf, tf.write()); st != desfire.StatusOK {
-		return fail(st)
-	}
-	d, st := c.openMgmt(code, p)
-	if st != desfire.StatusOK {
-		return fail(st)
-	}
-	if len(d) != desfire.TMRISize {
-		return fail(desfire.StatusLengthError)
-	}
+func (c *Card) cmdCommitReaderID(x *call) result {
+	d := x.d
 	if c.txn != nil && c.txn.tmri != nil {
 		return fail(desfire.StatusPermissionDenied)
 	}
+	tf := c.sel.tmacFile()
 	var enc []byte
 	if c.sess != nil {
 		tm, err := desfire.NewTransactionMAC(tf.tmKey, c.uid)
@@ -1104,7 +1158,7 @@ func (c *Card) cmdCommitReaderID(code byte, p []byte) result {
 			return fail(desfire.StatusMemoryError)
 		}
 	}
-	c.feedTMI(code, nil, d, enc, 0)
+	c.feedTMI(x.code, nil, d, enc, 0)
 	c.txn.tmri = append([]byte(nil), d...)
-	return c.ok(enc, c.mgmtMode())
+	return c.okReply(x, enc)
 }

@@ -7,6 +7,7 @@ import (
 	"context"
 	"testing"
 
+	"github.com/desfire-relay/relay/desfire/personalize"
 	"github.com/desfire-relay/relay/desfire/simcard"
 	"github.com/desfire-relay/relay/transaction/cardscript"
 	"github.com/desfire-relay/relay/transaction/issue"
@@ -29,7 +30,8 @@ func Keys(t testing.TB, p profile.Profile) (*keys.Static, keys.File) {
 }
 
 // Issue personalises a new simulated card with kp's keys and the given
-// initial value, and presents it again (as after issuance at a kiosk).
+// initial value, and presents it again (as after issuance at a kiosk),
+// with the simulated bridge's issuer (personalize.IssueSimulated).
 func Issue(t testing.TB, p profile.Profile, kp keys.Provider, uid []byte, initial int32) *simcard.Card {
 	t.Helper()
 	return IssueCard(t, p, kp, simcard.Options{UID: uid}, initial)
@@ -39,14 +41,14 @@ func Issue(t testing.TB, p profile.Profile, kp keys.Provider, uid []byte, initia
 // length, random ID).
 func IssueCard(t testing.TB, p profile.Profile, kp keys.Provider, opts simcard.Options, initial int32) *simcard.Card {
 	t.Helper()
-	card, err := simcard.New(opts)
-	if err != nil {
-		t.Fatal(err)
+	uid := opts.UID
+	if uid == nil {
+		uid = []byte{0x04, 0x01, 0x02, 0x03, 0x04, 0x05, 0x06}
 	}
-	if err := issue.Issue(context.Background(), card, p, kp, card.UID(), initial, nil); err != nil {
+	card, err := personalize.IssueSimulatedCard(context.Background(), p.Layout(), issue.CardKeys(p, kp, uid), opts, initial)
+	if err != nil {
 		t.Fatalf("issue: %v", err)
 	}
-	card.Tap()
 	return card
 }
 

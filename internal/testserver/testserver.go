@@ -97,6 +97,16 @@ func (h *Harness) CardFor(p profile.Profile, opts simcard.Options, initial int32
 	return testcard.IssueCard(h.T, p, h.Keys, opts, initial)
 }
 
+// Profile returns the named built-in card profile or fails the test.
+func Profile(t testing.TB, name string) profile.Profile {
+	t.Helper()
+	p, err := profile.DefaultSet().Get(name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
 // Card issues a simulated card with the server's keys and presents it.
 func (h *Harness) Card(uid []byte, initial int32) *simcard.Card {
 	h.T.Helper()

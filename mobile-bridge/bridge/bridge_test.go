@@ -16,7 +16,6 @@ import (
 	"github.com/desfire-relay/relay/internal/testserver"
 	"github.com/desfire-relay/relay/mobile-bridge/bridge"
 	"github.com/desfire-relay/relay/protocol"
-	"github.com/desfire-relay/relay/transaction/profile"
 )
 
 // scriptedCard answers every command with the next canned response and
@@ -233,12 +232,8 @@ func TestServerGone(t *testing.T) {
 // every APDU the card could leave at.
 func TestTagLostThenNextTap(t *testing.T) {
 	for _, name := range []string{"an12113-ev2", "an12113-ev1"} {
-		p, err := profile.DefaultSet().Get(name)
-		if err != nil {
-			t.Fatal(err)
-		}
 		t.Run(name, func(t *testing.T) {
-			h := testserver.New(t, testbackend.Backends()[0], p, testserver.Options{})
+			h := testserver.New(t, testbackend.Backends()[0], testserver.Profile(t, name), testserver.Options{})
 			// Count the APDUs of a whole top-up first.
 			probe := h.Card([]byte{4, 0x70, 0, 0, 0, 0, 1}, 0)
 			_, tok := h.TopUp("probe-"+name, 100, "")
@@ -262,7 +257,7 @@ func TestTagLostThenNextTap(t *testing.T) {
 				if err == nil {
 					// Only a card that leaves after the verified commit
 					// (reading its balance back) may end in success.
-					v, verr := card.Value(p.AIDBytes(), p.ValueFile)
+					v, verr := card.Value(h.Profile.AIDBytes(), h.Profile.ValueFile)
 					if rep.Result.Status != "applied" || h.Status(id) != "applied" || verr != nil || v != 1250 {
 						t.Fatalf("k=%d: session succeeded with the card gone: %+v, card %d %v", k, rep.Result, v, verr)
 					}
@@ -299,7 +294,7 @@ func TestTagLostThenNextTap(t *testing.T) {
 				if st := h.Status(id); st != "applied" {
 					t.Fatalf("k=%d: status after the next tap %s, want applied", k, st)
 				}
-				v, err := card.Value(p.AIDBytes(), p.ValueFile)
+				v, err := card.Value(h.Profile.AIDBytes(), h.Profile.ValueFile)
 				if err != nil {
 					t.Fatal(err)
 				}
@@ -318,11 +313,8 @@ func TestTagLostThenNextTap(t *testing.T) {
 // token.
 func TestRetapWithinSession(t *testing.T) {
 	for _, name := range []string{"an12113-ev2", "an12113-ev1"} {
-		p, err := profile.DefaultSet().Get(name)
-		if err != nil {
-			t.Fatal(err)
-		}
 		t.Run(name, func(t *testing.T) {
+			p := testserver.Profile(t, name)
 			h := testserver.New(t, testbackend.Backends()[0], p, testserver.Options{})
 			probe := h.Card([]byte{4, 0x72, 0, 0, 0, 0, 1}, 0)
 			_, tok := h.TopUp("probe-"+name, 100, "")

@@ -2,14 +2,11 @@ package bridge
 
 import (
 	"context"
-	"crypto/rand"
 	"errors"
 	"fmt"
 
+	"github.com/desfire-relay/relay/desfire/personalize"
 	"github.com/desfire-relay/relay/desfire/simcard"
-	"github.com/desfire-relay/relay/transaction/issue"
-	"github.com/desfire-relay/relay/transaction/keys"
-	"github.com/desfire-relay/relay/transaction/profile"
 )
 
 // Sim is the simulated card as a bridge backend: a card that leaves the
@@ -29,27 +26,18 @@ func (s Sim) Transmit(ctx context.Context, capdu []byte) ([]byte, error) {
 func (s Sim) Info() CardInfo { return CardInfo{UID: s.Card.UID()} }
 
 // IssueSim personalises a blank simulated card with the key file's keys
-// for the named card profile, through the real issuance commands, and
+// for the named built-in card layout (personalize.Builtin, the server's
+// built-in profile of that name), through the real issuance commands, and
 // presents it to the reader, so a bridge can run the whole flow without
 // hardware. initial is the value file's starting balance.
-func IssueSim(ctx context.Context, keyFile, profName string, uid []byte, initial int32) (*simcard.Card, error) {
-	kp, err := keys.LoadFile(keyFile)
+func IssueSim(ctx context.Context, keyFile, layout string, uid []byte, initial int32) (*simcard.Card, error) {
+	ks, err := personalize.LoadKeySet(keyFile)
 	if err != nil {
 		return nil, fmt.Errorf("keys for the simulated card: %w", err)
 	}
-	p, err := profile.DefaultSet().Get(profName)
+	l, err := personalize.Builtin(layout)
 	if err != nil {
-		return nil, fmt.Errorf("card profile: %w", err)
+		return nil, fmt.Errorf("card layout: %w", err)
 	}
-	card, err := simcard.New(simcard.Options{UID: uid, Rand: rand.Reader})
-	if err != nil {
-		return nil, fmt.Errorf("simulated card: %w", err)
-	}
-	if err := issue.Issue(ctx, card, p, kp, uid, initial, nil); err != nil {
-		return nil, fmt.Errorf("issue simulated card: %w", err)
-	}
-	if err := card.Tap(); err != nil {
-		return nil, fmt.Errorf("present simulated card: %w", err)
-	}
-	return card, nil
+	return personalize.IssueSimulated(ctx, l, personalize.CardKeys(l, uid, ks.Source()), uid, initial)
 }

@@ -6,15 +6,11 @@ import (
 	"bytes"
 	"context"
 	"errors"
-	"os"
-	"path/filepath"
-	"strings"
-	"syscall"
 	"testing"
 	"time"
 
 	"github.com/desfire-relay/relay/desfire/simcard"
-	"github.com/desfire-relay/relay/internal/testenv"
+	"github.com/desfire-relay/relay/internal/vpcdtest"
 	"github.com/desfire-relay/relay/mobile-bridge/bridge"
 	"github.com/desfire-relay/relay/mobile-bridge/vpcd"
 )
@@ -43,69 +39,8 @@ func TestSelectReader(t *testing.T) {
 	}
 }
 
-// stack returns the vpcd address and reader name of the private pcscd
-// that scripts/pcscd.sh starts, skipping (locally) or failing (CI=true)
-// when it is not there.
-func stack(t *testing.T) (addr, reader string) {
-	t.Helper()
-	addr, reader = os.Getenv("VPCD_ADDR"), os.Getenv("PCSC_READER")
-	var why string
-	if addr == "" {
-		why = "VPCD_ADDR is not set"
-	} else if _, err := ListReaders(); err != nil {
-		why = err.Error()
-	}
-	if why != "" {
-		if testenv.InCI() {
-			t.Fatalf("%s: under CI=true the PC/SC tests must run (scripts/pcscd.sh starts pcscd with vpcd)", why)
-		}
-		t.Skipf("%s: skipping the PC/SC test (run it with ./scripts/pcscd.sh go test -tags pcsc ...)", why)
-	}
-	lockVPCD(t, addr)
-	return addr, reader
-}
-
-// lockVPCD holds an exclusive file lock on the vpcd address until the
-// test ends: test binaries of different packages run in parallel and
-// would otherwise present their cards to the same virtual reader.
-func lockVPCD(t *testing.T, addr string) {
-	t.Helper()
-	name := filepath.Join(os.TempDir(), "relay-vpcd-"+strings.NewReplacer(":", "_", "/", "_").Replace(addr)+".lock")
-	f, err := os.OpenFile(name, os.O_CREATE|os.O_RDWR, 0o666)
-	if err != nil {
-		t.Fatalf("lock %s: %v", name, err)
-	}
-	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX); err != nil {
-		f.Close()
-		t.Fatalf("lock %s: %v", name, err)
-	}
-	t.Cleanup(func() { f.Close() })
-}
-
-// present connects sim to vpcd and returns a function that waits for the
-// virtual card's Serve to end.
-func present(t *testing.T, ctx context.Context, addr string, sim *simcard.Card) func() error {
-	t.Helper()
-	c, err := vpcd.Dial(ctx, addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan error, 1)
-	go func() { done <- c.Serve(ctx, vpcd.Card{Transport: bridge.Sim{Card: sim}, UID: sim.UID()}) }()
-	var got error
-	waited := false
-	wait := func() error {
-		if !waited {
-			got, waited = <-done, true
-		}
-		return got
-	}
-	t.Cleanup(func() { c.Close(); wait() })
-	return wait
-}
-
 func TestReaderOverVPCD(t *testing.T) {
-	addr, reader := stack(t)
+	addr, reader := vpcdtest.Stack(t, ListReaders)
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	uid := []byte{0x04, 0x11, 0x22, 0x33, 0x44, 0x55, 0x66}
@@ -113,7 +48,7 @@ func TestReaderOverVPCD(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	served := present(t, ctx, addr, sim)
+	served := vpcdtest.Present(t, ctx, addr, sim)
 	r, err := Open(ctx, Options{Reader: reader, Wait: 10 * time.Second})
 	if err != nil {
 		t.Fatal(err)
@@ -147,7 +82,7 @@ func TestReaderOverVPCD(t *testing.T) {
 	if err := sim.Tap(); err != nil {
 		t.Fatal(err)
 	}
-	present(t, ctx, addr, sim)
+	vpcdtest.Present(t, ctx, addr, sim)
 	info, err := r.Reconnect(ctx)
 	if err != nil || !bytes.Equal(info.UID, uid) {
 		t.Fatalf("reconnect: %X, %v", info.UID, err)
@@ -158,7 +93,7 @@ func TestReaderOverVPCD(t *testing.T) {
 }
 
 func TestNoCard(t *testing.T) {
-	_, reader := stack(t)
+	_, reader := vpcdtest.Stack(t, ListReaders)
 	// The second vpcd slot never gets a card.
 	other := reader[:len(reader)-1] + "1"
 	start := time.Now()

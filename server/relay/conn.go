@@ -50,11 +50,10 @@ type Conn struct {
 	wg      sync.WaitGroup
 	readErr error // set before msgs is closed
 
-	mu        sync.Mutex // guards nextID, exchanges, pending cards
+	mu        sync.Mutex // guards nextID, exchanges, fault, cards
+	cards     []*protocol.Card
 	nextID    uint64
 	exchanges int
-	cards     []*protocol.Card
-	cancelled bool
 	fault     error
 
 	// OnExchange, when set, observes each exchange's latency.
@@ -200,9 +199,6 @@ func (c *Conn) AwaitCard(ctx context.Context) (*protocol.Card, error) {
 		case protocol.TypeCard:
 			return m.Card, nil
 		case protocol.TypeCancel:
-			c.mu.Lock()
-			c.cancelled = true
-			c.mu.Unlock()
 			return nil, ErrCancelled
 		default:
 			return nil, c.noteFault(fmt.Errorf("%s while waiting for the card: %w", m.Type, protocol.ErrProtocol))
@@ -286,11 +282,10 @@ func (c *Conn) transceive(ctx context.Context, cmds []desfire.BatchCommand) ([][
 		case protocol.TypeResponses:
 			return c.check(id, cmds, m.Responses)
 		case protocol.TypeCancel:
-			c.mu.Lock()
-			c.cancelled = true
-			c.mu.Unlock()
 			return nil, ErrCancelled
 		case protocol.TypeCard:
+			// A card announced during an exchange changes nothing now; it
+			// is kept (a few at most) for a re-tap the server may ask for.
 			c.mu.Lock()
 			if len(c.cards) < 4 {
 				c.cards = append(c.cards, m.Card)
@@ -339,13 +334,6 @@ func (c *Conn) check(id uint64, cmds []desfire.BatchCommand, r *protocol.Respons
 		}
 	}
 	return out, nil
-}
-
-// Cancelled reports whether the bridge sent cancel.
-func (c *Conn) Cancelled() bool {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.cancelled
 }
 
 // Close closes the socket with code and reason and waits for the reader.

@@ -139,9 +139,6 @@ func TestCardDuringExchangeAndIDs(t *testing.T) {
 			t.Fatalf("transmit %d: %X %v", i, r, err)
 		}
 	}
-	if k := conn.TakeCard(); k == nil || len(k.UID) != 7 {
-		t.Fatalf("card not kept: %+v", k)
-	}
 }
 
 // TestAwaitCard: a card that came during an exchange is taken first; then

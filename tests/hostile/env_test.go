@@ -18,6 +18,7 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/desfire-relay/relay/desfire/simcard"
+	"github.com/desfire-relay/relay/internal/rawbridge"
 	"github.com/desfire-relay/relay/internal/testbackend"
 	"github.com/desfire-relay/relay/internal/testcard"
 	"github.com/desfire-relay/relay/internal/testserver"
@@ -199,7 +200,7 @@ func (e *env) newToken(t *testing.T, id string) (int, string, map[string]any) {
 func (e *env) wsURL() string { return e.h.WSURL() }
 
 // raw runs one raw session.
-func (e *env) raw(t *testing.T, o rawOpts) rawOutcome {
+func (e *env) raw(t *testing.T, o rawbridge.Options) rawbridge.Outcome {
 	t.Helper()
 	out, err := runRaw(e.wsURL(), o)
 	if err != nil {
@@ -257,7 +258,7 @@ func (e *env) value(t *testing.T, c *simcard.Card) int32 {
 // says applied unless the card holds exactly one credit of it, never says
 // proven-not-applied while the card holds it, and the card's value is
 // base plus what the card's log proves. It returns the status.
-func (e *env) assertLedger(t *testing.T, tu topUp, c *simcard.Card, base int32, o *rawOutcome) string {
+func (e *env) assertLedger(t *testing.T, tu topUp, c *simcard.Card, base int32, o *rawbridge.Outcome) string {
 	t.Helper()
 	got := e.get(t, tu.ID)
 	status, _ := got["status"].(string)

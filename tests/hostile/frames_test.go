@@ -8,6 +8,7 @@ import (
 
 	"github.com/coder/websocket"
 
+	"github.com/desfire-relay/relay/internal/rawbridge"
 	"github.com/desfire-relay/relay/protocol"
 )
 
@@ -77,7 +78,7 @@ func TestHostileFrames(t *testing.T) {
 							frame = g.frame
 						}
 					}
-					o := rawOpts{Token: tu.Token, Batch: e.batch, Binary: f.binary}
+					o := rawbridge.Options{Token: tu.Token, Batch: e.batch, Binary: f.binary}
 					switch phase {
 					case "first":
 						o.First = [][]byte{frame}
@@ -88,7 +89,7 @@ func TestHostileFrames(t *testing.T) {
 						fmt.Sscanf(phase, "exchange-%d", &n)
 						o.HelloUID, o.Card = c.UID(), c
 						o.NoRelay = func(k int) bool { return k == n }
-						o.Hook = func(k int, _ *protocol.Transceive, a *answer) {
+						o.Hook = func(k int, _ *protocol.Transceive, a *rawbridge.Answer) {
 							if k == n {
 								a.Frames, a.Binary = [][]byte{frame}, f.binary
 							}
@@ -110,8 +111,8 @@ func TestHostileFrames(t *testing.T) {
 		t.Run("responses-before-transceive", func(t *testing.T) {
 			c := e.card(t, 100)
 			tu := e.topUp(t, 250, nil)
-			hello, _ := json.Marshal(map[string]any{"type": "hello", "bridge": map[string]string{}, "features": features(e.batch), "card": protocol.Card{UID: c.UID()}})
-			o := e.raw(t, rawOpts{Token: tu.Token, First: [][]byte{hello, []byte(`{"type":"responses","id":1,"rapdus":[]}`)}})
+			hello, _ := json.Marshal(map[string]any{"type": "hello", "bridge": map[string]string{}, "features": rawbridge.Features(e.batch), "card": protocol.Card{UID: c.UID()}})
+			o := e.raw(t, rawbridge.Options{Token: tu.Token, First: [][]byte{hello, []byte(`{"type":"responses","id":1,"rapdus":[]}`)}})
 			assertClosed(t, o, protocol.CloseProtocol)
 			if s := e.assertLedger(t, tu, c, 100, &o); s == "applied" {
 				t.Fatalf("applied: %v", o)
@@ -124,7 +125,7 @@ func TestHostileFrames(t *testing.T) {
 			t.Run(fmt.Sprintf("hello-of-%d-bytes", size), func(t *testing.T) {
 				c := e.card(t, 100)
 				tu := e.topUp(t, 250, nil)
-				o := e.raw(t, rawOpts{Token: tu.Token, HelloUID: c.UID(), Card: c, Batch: e.batch, HelloPad: size})
+				o := e.raw(t, rawbridge.Options{Token: tu.Token, HelloUID: c.UID(), Card: c, Batch: e.batch, HelloPad: size})
 				if size > protocol.MaxFrame {
 					assertClosed(t, o, protocol.CloseProtocol)
 				} else {
@@ -142,11 +143,11 @@ func TestHostileFrames(t *testing.T) {
 		t.Run("card-message-mid-exchange", func(t *testing.T) {
 			c := e.card(t, 100)
 			tu := e.topUp(t, 250, nil)
-			o := e.raw(t, rawOpts{Token: tu.Token, HelloUID: c.UID(), Card: c, Batch: e.batch,
-				Hook: func(k int, _ *protocol.Transceive, a *answer) {
+			o := e.raw(t, rawbridge.Options{Token: tu.Token, HelloUID: c.UID(), Card: c, Batch: e.batch,
+				Hook: func(k int, _ *protocol.Transceive, a *rawbridge.Answer) {
 					if k == 1 {
 						card, _ := json.Marshal(map[string]any{"type": "card", "uid": protocol.HexBytes(newUID())})
-						resp, _ := json.Marshal(map[string]any{"type": "responses", "id": a.ID, "rapdus": hexList(a.RAPDUs)})
+						resp, _ := json.Marshal(map[string]any{"type": "responses", "id": a.ID, "rapdus": rawbridge.HexList(a.RAPDUs)})
 						a.Frames = [][]byte{card, resp}
 					}
 				}})
@@ -159,14 +160,14 @@ func TestHostileFrames(t *testing.T) {
 		t.Run("cancel-instead-of-answer", func(t *testing.T) {
 			c := e.card(t, 100)
 			tu := e.topUp(t, 250, nil)
-			o := e.raw(t, rawOpts{Token: tu.Token, HelloUID: c.UID(), Card: c, Batch: e.batch,
-				Hook: func(k int, _ *protocol.Transceive, a *answer) {
+			o := e.raw(t, rawbridge.Options{Token: tu.Token, HelloUID: c.UID(), Card: c, Batch: e.batch,
+				Hook: func(k int, _ *protocol.Transceive, a *rawbridge.Answer) {
 					if k == 1 {
 						a.Frames = [][]byte{[]byte(`{"type":"cancel","reason":"user"}`)}
 					}
 				}})
 			assertClosed(t, o, websocket.StatusNormalClosure)
-			if o.Result.OK || o.code() != "cancelled" {
+			if o.Result.OK || o.Code() != "cancelled" {
 				t.Fatalf("cancel: %v", o)
 			}
 			if s := e.assertLedger(t, tu, c, 100, &o); s != "failed" {

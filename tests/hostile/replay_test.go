@@ -9,6 +9,7 @@ import (
 
 	"github.com/coder/websocket"
 
+	"github.com/desfire-relay/relay/internal/rawbridge"
 	"github.com/desfire-relay/relay/protocol"
 )
 
@@ -36,7 +37,7 @@ func TestReplayedSession(t *testing.T) {
 			t.Run(v.name, func(t *testing.T) {
 				c := e.card(t, 100)
 				first := e.topUp(t, 250, nil)
-				rec := e.raw(t, rawOpts{Token: first.Token, HelloUID: c.UID(), Card: c, Batch: e.batch})
+				rec := e.raw(t, rawbridge.Options{Token: first.Token, HelloUID: c.UID(), Card: c, Batch: e.batch})
 				if rec.Result == nil || !rec.Result.OK {
 					t.Fatalf("recorded session: %v", rec)
 				}
@@ -47,15 +48,15 @@ func TestReplayedSession(t *testing.T) {
 					from = len(rec.Sent)
 				}
 				second := e.topUp(t, 70, nil)
-				o := e.raw(t, rawOpts{Token: second.Token, HelloUID: c.UID(), Card: c, Batch: e.batch,
+				o := e.raw(t, rawbridge.Options{Token: second.Token, HelloUID: c.UID(), Card: c, Batch: e.batch,
 					NoRelay: func(n int) bool { return n >= from && !v.execute },
-					Hook: func(n int, tr *protocol.Transceive, a *answer) {
+					Hook: func(n int, tr *protocol.Transceive, a *rawbridge.Answer) {
 						if n < from {
 							return
 						}
 						a.Error = ""
 						if n <= len(rec.Sent) {
-							a.RAPDUs = clone(rec.Sent[n-1])
+							a.RAPDUs = rawbridge.Clone(rec.Sent[n-1])
 						} else {
 							a.RAPDUs = nil
 							a.Error = protocol.BridgeErrTagLost // the recording ran out
@@ -134,9 +135,9 @@ func TestAnsweredForAnotherCard(t *testing.T) {
 					if k.relayB {
 						target = b
 					}
-					o := e.raw(t, rawOpts{Token: tu.Token, HelloUID: claim, Card: target, Batch: batch})
+					o := e.raw(t, rawbridge.Options{Token: tu.Token, HelloUID: claim, Card: target, Batch: batch})
 					assertClosed(t, o, websocket.StatusNormalClosure)
-					if o.Result.OK || !contains(k.wantCode, o.code()) {
+					if o.Result.OK || !contains(k.wantCode, o.Code()) {
 						t.Fatalf("result %v, want code %v", o, k.wantCode)
 					}
 					status := e.assertLedger(t, tu, a, 100, &o)
@@ -184,9 +185,9 @@ func TestAnsweredForAnotherCard(t *testing.T) {
 			if code != http.StatusCreated {
 				t.Fatalf("balance session: %d %v", code, out)
 			}
-			o := e.raw(t, rawOpts{Token: out["bridge_token"].(string), HelloUID: a.UID(), Card: b, Batch: e.batch})
+			o := e.raw(t, rawbridge.Options{Token: out["bridge_token"].(string), HelloUID: a.UID(), Card: b, Batch: e.batch})
 			assertClosed(t, o, websocket.StatusNormalClosure)
-			if o.Result.OK || o.Result.Balance != nil || !contains([]string{"card_unknown", "integrity"}, o.code()) {
+			if o.Result.OK || o.Result.Balance != nil || !contains([]string{"card_unknown", "integrity"}, o.Code()) {
 				t.Fatalf("balance of the wrong card: %v", o)
 			}
 			if e.value(t, a) != 100 || e.value(t, b) != 500 {

@@ -12,6 +12,7 @@ import (
 	"github.com/coder/websocket"
 
 	"github.com/desfire-relay/relay/desfire/simcard"
+	"github.com/desfire-relay/relay/internal/rawbridge"
 	"github.com/desfire-relay/relay/internal/testbackend"
 	"github.com/desfire-relay/relay/protocol"
 )
@@ -118,15 +119,15 @@ func (e *env) statusSetup(t *testing.T, k sessionKind) (*simcard.Card, topUp, in
 			t.Fatalf("setup top-up: %v %+v", err, rep)
 		}
 	case k.tear != "":
-		o := e.raw(t, rawOpts{Token: tu.Token, HelloUID: c.UID(), Batch: e.batch, Hook: func(n int, tr *protocol.Transceive, a *answer) {
+		o := e.raw(t, rawbridge.Options{Token: tu.Token, HelloUID: c.UID(), Batch: e.batch, Hook: func(n int, tr *protocol.Transceive, a *rawbridge.Answer) {
 			if carriesCommit([]*protocol.Transceive{tr}) {
 				if k.tear == "after" {
-					relay(context.Background(), c, tr)
+					rawbridge.Relay(context.Background(), c, tr, 0)
 				}
 				a.RAPDUs, a.Error = nil, protocol.BridgeErrTagLost
 				return
 			}
-			a.RAPDUs, a.Error = relay(context.Background(), c, tr)
+			a.RAPDUs, a.Error = rawbridge.Relay(context.Background(), c, tr, 0)
 		}})
 		if s := e.get(t, tu.ID)["status"]; s != "in_doubt" {
 			t.Fatalf("setup tear %s the commit: top-up is %v (%v)", k.tear, s, o)
@@ -142,7 +143,7 @@ func (e *env) statusSetup(t *testing.T, k sessionKind) (*simcard.Card, topUp, in
 }
 
 // statusSession runs the session under test on c with hook.
-func (e *env) statusSession(t *testing.T, k sessionKind, c *simcard.Card, tu topUp, h hook) rawOutcome {
+func (e *env) statusSession(t *testing.T, k sessionKind, c *simcard.Card, tu topUp, h rawbridge.Hook) rawbridge.Outcome {
 	t.Helper()
 	var tok string
 	switch {
@@ -158,7 +159,7 @@ func (e *env) statusSession(t *testing.T, k sessionKind, c *simcard.Card, tu top
 		}
 		tok = tk
 	}
-	return e.raw(t, rawOpts{Token: tok, HelloUID: c.UID(), Card: c, Batch: e.batch, Hook: h})
+	return e.raw(t, rawbridge.Options{Token: tok, HelloUID: c.UID(), Card: c, Batch: e.batch, Hook: h})
 }
 
 // statusShape runs kind k honestly once and returns its response positions.
@@ -185,7 +186,7 @@ func (e *env) forgedCase(t *testing.T, k sessionKind, pos position, sw string) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	o := e.statusSession(t, k, c, tu, func(n int, tr *protocol.Transceive, a *answer) {
+	o := e.statusSession(t, k, c, tu, func(n int, tr *protocol.Transceive, a *rawbridge.Answer) {
 		if n != pos.n || pos.i >= len(a.RAPDUs) {
 			return
 		}

@@ -9,6 +9,7 @@ import (
 	"github.com/coder/websocket"
 
 	"github.com/desfire-relay/relay/desfire"
+	"github.com/desfire-relay/relay/internal/rawbridge"
 	"github.com/desfire-relay/relay/protocol"
 )
 
@@ -42,7 +43,7 @@ func shape(t *testing.T, e *env) []position {
 	t.Helper()
 	c := e.card(t, 0)
 	tu := e.topUp(t, 1, nil)
-	o := e.raw(t, rawOpts{Token: tu.Token, HelloUID: c.UID(), Card: c, Batch: e.batch})
+	o := e.raw(t, rawbridge.Options{Token: tu.Token, HelloUID: c.UID(), Card: c, Batch: e.batch})
 	if o.Result == nil || !o.Result.OK || o.Close != websocket.StatusNormalClosure {
 		t.Fatalf("honest raw session: %v", o)
 	}
@@ -119,8 +120,8 @@ func TestAlteredResponses(t *testing.T) {
 				t.Run(fmt.Sprintf("ex%d/rsp%d-%02X/%s", pos.n, pos.i, pos.ins, k.name), func(t *testing.T) {
 					c := e.card(t, 100)
 					tu := e.topUp(t, 250, nil)
-					o := e.raw(t, rawOpts{Token: tu.Token, HelloUID: c.UID(), Card: c, Batch: e.batch,
-						Hook: func(n int, tr *protocol.Transceive, a *answer) {
+					o := e.raw(t, rawbridge.Options{Token: tu.Token, HelloUID: c.UID(), Card: c, Batch: e.batch,
+						Hook: func(n int, tr *protocol.Transceive, a *rawbridge.Answer) {
 							if n != pos.n || pos.i >= len(a.RAPDUs) {
 								return
 							}
@@ -166,7 +167,7 @@ func TestAlteredResponses(t *testing.T) {
 // assertClosed checks that the server ended the session with one of the
 // given close codes; a missing close code means the server never closed
 // the socket (a hung or panicked session).
-func assertClosed(t *testing.T, o rawOutcome, codes ...websocket.StatusCode) {
+func assertClosed(t *testing.T, o rawbridge.Outcome, codes ...websocket.StatusCode) {
 	t.Helper()
 	for _, c := range codes {
 		if o.Close == c {
@@ -187,25 +188,25 @@ var batchViolations = []struct {
 	strict bool
 	// batchOnly: needs at least two responses.
 	batchOnly bool
-	f         func(tr *protocol.Transceive, a *answer)
+	f         func(tr *protocol.Transceive, a *rawbridge.Answer)
 }{
-	{"reordered", false, true, func(_ *protocol.Transceive, a *answer) {
+	{"reordered", false, true, func(_ *protocol.Transceive, a *rawbridge.Answer) {
 		for i, j := 0, len(a.RAPDUs)-1; i < j; i, j = i+1, j-1 {
 			a.RAPDUs[i], a.RAPDUs[j] = a.RAPDUs[j], a.RAPDUs[i]
 		}
 	}},
-	{"dropped-last", true, false, func(_ *protocol.Transceive, a *answer) { a.RAPDUs = a.RAPDUs[:len(a.RAPDUs)-1] }},
-	{"dropped-all", true, false, func(_ *protocol.Transceive, a *answer) { a.RAPDUs = [][]byte{} }},
-	{"injected-9100", true, false, func(_ *protocol.Transceive, a *answer) { a.RAPDUs = append(a.RAPDUs, []byte{0x91, 0x00}) }},
-	{"duplicated-last", true, false, func(_ *protocol.Transceive, a *answer) {
+	{"dropped-last", true, false, func(_ *protocol.Transceive, a *rawbridge.Answer) { a.RAPDUs = a.RAPDUs[:len(a.RAPDUs)-1] }},
+	{"dropped-all", true, false, func(_ *protocol.Transceive, a *rawbridge.Answer) { a.RAPDUs = [][]byte{} }},
+	{"injected-9100", true, false, func(_ *protocol.Transceive, a *rawbridge.Answer) { a.RAPDUs = append(a.RAPDUs, []byte{0x91, 0x00}) }},
+	{"duplicated-last", true, false, func(_ *protocol.Transceive, a *rawbridge.Answer) {
 		a.RAPDUs = append(a.RAPDUs, a.RAPDUs[len(a.RAPDUs)-1])
 	}},
-	{"wrong-id-next", true, false, func(_ *protocol.Transceive, a *answer) { a.ID++ }},
-	{"wrong-id-previous", true, false, func(_ *protocol.Transceive, a *answer) { a.ID-- }}, // id 0 at the first exchange
-	{"answered-twice", true, false, func(_ *protocol.Transceive, a *answer) {
+	{"wrong-id-next", true, false, func(_ *protocol.Transceive, a *rawbridge.Answer) { a.ID++ }},
+	{"wrong-id-previous", true, false, func(_ *protocol.Transceive, a *rawbridge.Answer) { a.ID-- }}, // id 0 at the first exchange
+	{"answered-twice", true, false, func(_ *protocol.Transceive, a *rawbridge.Answer) {
 		// The same responses frame twice: the copy arrives during the
 		// next exchange, or after the result.
-		b, _ := json.Marshal(map[string]any{"type": protocol.TypeResponses, "id": a.ID, "rapdus": hexList(a.RAPDUs)})
+		b, _ := json.Marshal(map[string]any{"type": protocol.TypeResponses, "id": a.ID, "rapdus": rawbridge.HexList(a.RAPDUs)})
 		a.Frames = [][]byte{b, b}
 	}},
 }
@@ -248,8 +249,8 @@ func TestBatchViolations(t *testing.T) {
 					t.Run(fmt.Sprintf("batch=%v/ex%d/%s", batch, n, v.name), func(t *testing.T) {
 						c := e.card(t, 100)
 						tu := e.topUp(t, 250, nil)
-						o := e.raw(t, rawOpts{Token: tu.Token, HelloUID: c.UID(), Card: c, Batch: batch,
-							Hook: func(k int, tr *protocol.Transceive, a *answer) {
+						o := e.raw(t, rawbridge.Options{Token: tu.Token, HelloUID: c.UID(), Card: c, Batch: batch,
+							Hook: func(k int, tr *protocol.Transceive, a *rawbridge.Answer) {
 								if k == n {
 									v.f(tr, a)
 								}

@@ -15,6 +15,7 @@ import (
 	"github.com/coder/websocket"
 	"github.com/google/uuid"
 
+	"github.com/desfire-relay/relay/internal/rawbridge"
 	"github.com/desfire-relay/relay/internal/testbackend"
 	"github.com/desfire-relay/relay/internal/testserver"
 	"github.com/desfire-relay/relay/protocol"
@@ -32,7 +33,7 @@ func TestTokenMisuse(t *testing.T) {
 	for _, b := range testbackend.Backends() {
 		t.Run(b.Name, func(t *testing.T) {
 			e := newEnv(t, b, profile.AN12113(), opts())
-			refused := func(t *testing.T, o rawOpts, want int) {
+			refused := func(t *testing.T, o rawbridge.Options, want int) {
 				t.Helper()
 				out, err := runRaw(e.wsURL(), o)
 				if err != nil || out.HTTPStatus != want {
@@ -42,12 +43,12 @@ func TestTokenMisuse(t *testing.T) {
 			t.Run("reused-after-success", func(t *testing.T) {
 				c := e.card(t, 100)
 				tu := e.topUp(t, 250, nil)
-				o := e.raw(t, rawOpts{Token: tu.Token, HelloUID: c.UID(), Card: c, Batch: true})
+				o := e.raw(t, rawbridge.Options{Token: tu.Token, HelloUID: c.UID(), Card: c, Batch: true})
 				if o.Result == nil || !o.Result.OK {
 					t.Fatalf("first use: %v", o)
 				}
-				refused(t, rawOpts{Token: tu.Token, HelloUID: c.UID(), Card: c, Batch: true}, http.StatusUnauthorized)
-				refused(t, rawOpts{Token: tu.Token, Query: true, HelloUID: c.UID(), Card: c, Batch: true}, http.StatusUnauthorized)
+				refused(t, rawbridge.Options{Token: tu.Token, HelloUID: c.UID(), Card: c, Batch: true}, http.StatusUnauthorized)
+				refused(t, rawbridge.Options{Token: tu.Token, Query: true, HelloUID: c.UID(), Card: c, Batch: true}, http.StatusUnauthorized)
 				if s := e.assertLedger(t, tu, c, 100, &o); s != "applied" {
 					t.Fatalf("ledger %s", s)
 				}
@@ -56,9 +57,9 @@ func TestTokenMisuse(t *testing.T) {
 			t.Run("reused-after-hostile-session", func(t *testing.T) {
 				c := e.card(t, 100)
 				tu := e.topUp(t, 250, nil)
-				o := e.raw(t, rawOpts{Token: tu.Token, First: [][]byte{[]byte(`{"type":"fly"}`)}})
+				o := e.raw(t, rawbridge.Options{Token: tu.Token, First: [][]byte{[]byte(`{"type":"fly"}`)}})
 				assertClosed(t, o, protocol.CloseProtocol)
-				refused(t, rawOpts{Token: tu.Token, HelloUID: c.UID(), Card: c, Batch: true}, http.StatusUnauthorized)
+				refused(t, rawbridge.Options{Token: tu.Token, HelloUID: c.UID(), Card: c, Batch: true}, http.StatusUnauthorized)
 				if s := e.assertLedger(t, tu, c, 100, &o); s != "pending" {
 					t.Fatalf("ledger %s", s)
 				}
@@ -68,7 +69,7 @@ func TestTokenMisuse(t *testing.T) {
 				c := e.card(t, 100)
 				tu := e.topUp(t, 250, nil)
 				const n = 8
-				outs := make([]rawOutcome, n)
+				outs := make([]rawbridge.Outcome, n)
 				errs := make([]error, n)
 				start := make(chan struct{})
 				var wg sync.WaitGroup
@@ -77,7 +78,7 @@ func TestTokenMisuse(t *testing.T) {
 					go func() {
 						defer wg.Done()
 						<-start
-						outs[i], errs[i] = runRaw(e.wsURL(), rawOpts{Token: tu.Token, HelloUID: c.UID(), Card: c, Batch: true})
+						outs[i], errs[i] = runRaw(e.wsURL(), rawbridge.Options{Token: tu.Token, HelloUID: c.UID(), Card: c, Batch: true})
 					}()
 				}
 				close(start)
@@ -113,7 +114,7 @@ func TestTokenMisuse(t *testing.T) {
 					t.Fatalf("balance session: %d %v", code, out)
 				}
 				tok := out["bridge_token"].(string)
-				o := e.raw(t, rawOpts{Token: tok, HelloUID: c.UID(), Card: c, Batch: true})
+				o := e.raw(t, rawbridge.Options{Token: tok, HelloUID: c.UID(), Card: c, Batch: true})
 				assertClosed(t, o, websocket.StatusNormalClosure)
 				if !o.Result.OK || o.Result.Kind != "balance" || o.Result.Balance == nil || *o.Result.Balance != 100 || o.Result.TopUpID != "" {
 					t.Fatalf("balance session: %v %+v", o, o.Result)
@@ -126,7 +127,7 @@ func TestTokenMisuse(t *testing.T) {
 						}
 					}
 				}
-				refused(t, rawOpts{Token: tok, HelloUID: c.UID(), Card: c, Batch: true}, http.StatusUnauthorized)
+				refused(t, rawbridge.Options{Token: tok, HelloUID: c.UID(), Card: c, Batch: true}, http.StatusUnauthorized)
 				if code, _, _ := e.newToken(t, out["session_id"].(string)); code != http.StatusNotFound {
 					t.Fatalf("a balance session id as a top-up: HTTP %d, want 404", code)
 				}
@@ -148,7 +149,7 @@ func TestTokenMisuse(t *testing.T) {
 				if err := e.h.Ledger.IssueToken(ctx, sess.ID, sum[:], time.Now().Add(-time.Minute)); err != nil {
 					t.Fatal(err)
 				}
-				refused(t, rawOpts{Token: tok, HelloUID: c.UID(), Card: c, Batch: true}, http.StatusUnauthorized)
+				refused(t, rawbridge.Options{Token: tok, HelloUID: c.UID(), Card: c, Batch: true}, http.StatusUnauthorized)
 				if s := e.assertLedger(t, tu, c, 100, nil); s != "pending" {
 					t.Fatalf("ledger %s", s)
 				}
@@ -159,18 +160,18 @@ func TestTokenMisuse(t *testing.T) {
 				tu := e.topUp(t, 250, nil)
 				cases := []struct {
 					name string
-					o    rawOpts
+					o    rawbridge.Options
 				}{
-					{"unknown", rawOpts{Token: randomToken()}},
-					{"empty-bearer", rawOpts{Header: "Bearer "}},
-					{"basic-scheme", rawOpts{Header: "Basic " + tu.Token}},
-					{"no-scheme", rawOpts{Header: tu.Token + "x"}},
-					{"token-with-suffix", rawOpts{Token: tu.Token + "A"}},
-					{"token-prefix", rawOpts{Token: tu.Token[:len(tu.Token)-1]}},
-					{"huge", rawOpts{Token: strings.Repeat("A", 6000)}},
-					{"api-key", rawOpts{Token: testserver.APIKey}},
-					{"query-and-header-both-wrong", rawOpts{Token: randomToken(), Query: true, Header: "Bearer " + randomToken()}},
-					{"query-percent-garbage", rawOpts{Token: "%00%ff%2e%2e", Query: true}},
+					{"unknown", rawbridge.Options{Token: randomToken()}},
+					{"empty-bearer", rawbridge.Options{Header: "Bearer "}},
+					{"basic-scheme", rawbridge.Options{Header: "Basic " + tu.Token}},
+					{"no-scheme", rawbridge.Options{Header: tu.Token + "x"}},
+					{"token-with-suffix", rawbridge.Options{Token: tu.Token + "A"}},
+					{"token-prefix", rawbridge.Options{Token: tu.Token[:len(tu.Token)-1]}},
+					{"huge", rawbridge.Options{Token: strings.Repeat("A", 6000)}},
+					{"api-key", rawbridge.Options{Token: testserver.APIKey}},
+					{"query-and-header-both-wrong", rawbridge.Options{Token: randomToken(), Query: true, Header: "Bearer " + randomToken()}},
+					{"query-percent-garbage", rawbridge.Options{Token: "%00%ff%2e%2e", Query: true}},
 				}
 				for _, k := range cases {
 					k.o.HelloUID, k.o.Card, k.o.Batch = c.UID(), c, true
@@ -182,7 +183,7 @@ func TestTokenMisuse(t *testing.T) {
 				// A valid token in the query behind a wrong header: the
 				// header wins, whichever way; the valid token is not burnt
 				// by a refusal.
-				out, err := runRaw(e.wsURL(), rawOpts{Token: tu.Token, Query: true, Header: "Bearer " + randomToken(), HelloUID: c.UID(), Card: c, Batch: true})
+				out, err := runRaw(e.wsURL(), rawbridge.Options{Token: tu.Token, Query: true, Header: "Bearer " + randomToken(), HelloUID: c.UID(), Card: c, Batch: true})
 				if err != nil {
 					t.Fatal(err)
 				}
@@ -202,7 +203,7 @@ func TestTokenMisuse(t *testing.T) {
 					if status != "pending" {
 						t.Fatalf("refusals moved the top-up to %s", status)
 					}
-					o := e.raw(t, rawOpts{Token: tu.Token, HelloUID: c.UID(), Card: c, Batch: true})
+					o := e.raw(t, rawbridge.Options{Token: tu.Token, HelloUID: c.UID(), Card: c, Batch: true})
 					if o.Result == nil || !o.Result.OK {
 						t.Fatalf("the token was burnt by refused attempts: %v", o)
 					}
@@ -236,10 +237,10 @@ func TestTokenMisuse(t *testing.T) {
 				}
 				// The spare token still opens a session, but the top-up is
 				// not payable any more: nothing is credited twice.
-				o := e.raw(t, rawOpts{Token: spare, HelloUID: c.UID(), Card: c, Batch: true})
+				o := e.raw(t, rawbridge.Options{Token: spare, HelloUID: c.UID(), Card: c, Batch: true})
 				if o.HTTPStatus == 0 {
 					assertClosed(t, o, websocket.StatusNormalClosure)
-					if o.Result.OK && o.Result.Status != "applied" || (!o.Result.OK && o.code() != "not_payable") {
+					if o.Result.OK && o.Result.Status != "applied" || (!o.Result.OK && o.Code() != "not_payable") {
 						t.Fatalf("spare token after applied: %v", o)
 					}
 				}

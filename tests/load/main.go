@@ -40,6 +40,7 @@ import (
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
 
+	"github.com/desfire-relay/relay/desfire/personalize"
 	"github.com/desfire-relay/relay/desfire/simcard"
 	"github.com/desfire-relay/relay/mobile-bridge/bridge"
 	"github.com/desfire-relay/relay/protocol"
@@ -286,14 +287,10 @@ func run(o options) error {
 	cards := make([]*simcard.Card, o.workers)
 	for i := range cards {
 		uid := []byte{0x04, byte(i >> 16), byte(i >> 8), byte(i), 0x10, 0x20, 0x30}
-		c, err := simcard.New(simcard.Options{UID: uid})
+		c, err := personalize.IssueSimulated(ctx, p.Layout(), issue.CardKeys(p, kp, uid), uid, 0)
 		if err != nil {
 			return err
 		}
-		if err := issue.Issue(ctx, c, p, kp, uid, 0, nil); err != nil {
-			return err
-		}
-		c.Tap()
 		cards[i] = c
 	}
 	var (

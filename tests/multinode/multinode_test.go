@@ -17,13 +17,12 @@ import (
 	"time"
 
 	"github.com/desfire-relay/relay/desfire"
-	"github.com/desfire-relay/relay/desfire/simcard"
 	"github.com/desfire-relay/relay/internal/testbackend"
+	"github.com/desfire-relay/relay/internal/testcard"
 	"github.com/desfire-relay/relay/internal/testenv"
 	"github.com/desfire-relay/relay/mobile-bridge/bridge"
 	"github.com/desfire-relay/relay/server/config"
 	"github.com/desfire-relay/relay/transaction/cardscript"
-	"github.com/desfire-relay/relay/transaction/issue"
 	"github.com/desfire-relay/relay/transaction/keys"
 	"github.com/desfire-relay/relay/transaction/profile"
 )
@@ -119,15 +118,11 @@ func TestTwoNodesOneCredit(t *testing.T) {
 	a := startNode(t, bin, filepath.Join(dir, "a"), keyFile, dbURL)
 	b := startNode(t, bin, filepath.Join(dir, "b"), keyFile, dbURL)
 
-	kp, _ := keys.New(f)
-	card, err := simcard.New(simcard.Options{UID: uid})
+	kp, err := keys.New(f)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := issue.Issue(context.Background(), card, p, kp, uid, 0, nil); err != nil {
-		t.Fatal(err)
-	}
-	card.Tap()
+	card := testcard.Issue(t, p, kp, uid, 0)
 	shared := &serialCard{c: bridge.Sim{Card: card}}
 
 	// The operator retries the create on the other node: same top-up.

@@ -8,96 +8,28 @@ import (
 	"encoding/hex"
 	"errors"
 	"net/http"
-	"os"
-	"path/filepath"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
-	"github.com/desfire-relay/relay/desfire/simcard"
 	"github.com/desfire-relay/relay/internal/testbackend"
-	"github.com/desfire-relay/relay/internal/testenv"
 	"github.com/desfire-relay/relay/internal/testserver"
+	"github.com/desfire-relay/relay/internal/vpcdtest"
 	"github.com/desfire-relay/relay/mobile-bridge/bridge"
 	"github.com/desfire-relay/relay/mobile-bridge/pcsc"
 	"github.com/desfire-relay/relay/mobile-bridge/vpcd"
 	"github.com/desfire-relay/relay/transaction/profile"
 )
 
-// stack returns the vpcd address and reader name of the private pcscd
-// that scripts/pcscd.sh starts, skipping (locally) or failing (CI=true)
-// when pcscd is not reachable.
-func stack(t *testing.T) (addr, reader string) {
-	t.Helper()
-	addr, reader = os.Getenv("VPCD_ADDR"), os.Getenv("PCSC_READER")
-	var why string
-	if addr == "" {
-		why = "VPCD_ADDR is not set"
-	} else if _, err := pcsc.ListReaders(); err != nil {
-		why = err.Error()
-	}
-	if why != "" {
-		if testenv.InCI() {
-			t.Fatalf("%s: under CI=true the PC/SC end-to-end test must run (scripts/pcscd.sh starts pcscd with vpcd)", why)
-		}
-		t.Skipf("%s: skipping the PC/SC end-to-end test (run: ./scripts/pcscd.sh go test -tags pcsc ./tests/pcsc/)", why)
-	}
-	lockVPCD(t, addr)
-	return addr, reader
-}
-
-// lockVPCD holds an exclusive file lock on the vpcd address until the
-// test ends: test binaries of different packages run in parallel and
-// would otherwise present their cards to the same virtual reader.
-func lockVPCD(t *testing.T, addr string) {
-	t.Helper()
-	name := filepath.Join(os.TempDir(), "relay-vpcd-"+strings.NewReplacer(":", "_", "/", "_").Replace(addr)+".lock")
-	f, err := os.OpenFile(name, os.O_CREATE|os.O_RDWR, 0o666)
-	if err != nil {
-		t.Fatalf("lock %s: %v", name, err)
-	}
-	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX); err != nil {
-		f.Close()
-		t.Fatalf("lock %s: %v", name, err)
-	}
-	t.Cleanup(func() { f.Close() })
-}
-
-// present connects the simulated card to vpcd, as if laid on the
-// reader; the returned function waits for the virtual card to leave and
-// returns why it did.
-func present(t *testing.T, ctx context.Context, addr string, card *simcard.Card) func() error {
-	t.Helper()
-	c, err := vpcd.Dial(ctx, addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan error, 1)
-	go func() {
-		done <- c.Serve(ctx, vpcd.Card{Transport: bridge.Sim{Card: card}, UID: card.UID()})
-	}()
-	var got error
-	waited := false
-	wait := func() error {
-		if !waited {
-			got, waited = <-done, true
-		}
-		return got
-	}
-	t.Cleanup(func() { c.Close(); wait() })
-	return wait
-}
-
 func TestTopUpOverPCSC(t *testing.T) {
-	addr, reader := stack(t)
+	addr, reader := vpcdtest.Stack(t, pcsc.ListReaders)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	h := testserver.New(t, testbackend.Backends()[0], profile.AN12113(), testserver.Options{})
 	uid := []byte{0x04, 0x5C, 0x3A, 0x91, 0x2B, 0x7E, 0x80}
 	uidHex := strings.ToUpper(hex.EncodeToString(uid))
 	card := h.Card(uid, 100)
-	served := present(t, ctx, addr, card)
+	served := vpcdtest.Present(t, ctx, addr, card)
 
 	r, err := pcsc.Open(ctx, pcsc.Options{Reader: reader, Wait: 10 * time.Second})
 	if err != nil {
@@ -171,7 +103,7 @@ func TestTopUpOverPCSC(t *testing.T) {
 	if err := card.Tap(); err != nil {
 		t.Fatal(err)
 	}
-	present(t, ctx, addr, card)
+	vpcdtest.Present(t, ctx, addr, card)
 	again, err := r.Reconnect(ctx)
 	if err != nil || !bytes.Equal(again.UID, uid) {
 		t.Fatalf("card presented again: %X, %v", again.UID, err)
@@ -205,7 +137,7 @@ func TestTopUpOverPCSC(t *testing.T) {
 			if err := card.Tap(); err != nil {
 				return bridge.CardInfo{}, err
 			}
-			present(t, ctx, addr, card)
+			vpcdtest.Present(t, ctx, addr, card)
 			return r.Reconnect(ctx)
 		}}, r, r.Info())
 	if err != nil || rep.Result.Status != "applied" || retaps != 1 {

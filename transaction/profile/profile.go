@@ -14,6 +14,7 @@ import (
 	"regexp"
 
 	"github.com/desfire-relay/relay/desfire"
+	"github.com/desfire-relay/relay/desfire/personalize"
 )
 
 // Auth is the authentication (and secure messaging) generation.
@@ -98,48 +99,58 @@ type Profile struct {
 }
 
 // AN12113 returns the default profile: NXP AN12113's example stored-value
-// application on an EV2/EV3 card, AuthenticateEV2First, all files in
-// CommMode.Full, with a Transaction MAC file.
+// application on an EV2/EV3 card (personalize.AN12113: AuthenticateEV2First,
+// all files in CommMode.Full, with a Transaction MAC file).
 func AN12113() Profile {
+	p := FromLayout(personalize.AN12113())
+	p.Currency = "EUR"
+	p.SystemID = "relay"
+	p.MaxTopUp = 50_000
+	p.VerifyUID = true
+	return p
+}
+
+// AN12113EV1 is the same application on a DESFire EV1 card
+// (personalize.AN12113EV1: AuthenticateAES and EV1 secure messaging, no
+// Transaction MAC file), with no GetCardUID check (the UID is proven by
+// the diversified key alone).
+func AN12113EV1() Profile {
+	p, ev2 := FromLayout(personalize.AN12113EV1()), AN12113()
+	p.Currency, p.SystemID, p.MaxTopUp = ev2.Currency, ev2.SystemID, ev2.MaxTopUp
+	return p
+}
+
+// FromLayout returns a profile with the card layout l (name, AID,
+// generation, keys, files, modes, limits, record sizes) and nothing else
+// set.
+func FromLayout(l personalize.Layout) Profile {
+	auth := AuthEV2
+	if l.EV1 {
+		auth = AuthEV1
+	}
 	return Profile{
-		Name:         "an12113-ev2",
-		AID:          0x014499,
-		Auth:         AuthEV2,
-		Currency:     "EUR",
-		SystemID:     "relay",
-		MasterKeyNo:  0,
-		ReadKeyNo:    1,
-		WriteKeyNo:   2,
-		TopUpKeyNo:   3,
-		InfoFile:     1,
-		UsageLogFile: 2,
-		ValueFile:    3,
-		TopUpLogFile: 4,
-		TMACFile:     5,
-		HasTMAC:      true,
-		ValueMode:    desfire.CommFull,
-		TopUpLogMode: desfire.CommFull,
-		UsageLogMode: desfire.CommFull,
-		LowerLimit:   0,
-		UpperLimit:   100_000,
-		MaxTopUp:     50_000,
-		RecordSize:   RecordSize,
-		LogRecords:   10,
-		InfoFileLen:  128,
-		VerifyUID:    true,
+		Name: l.Name, AID: l.AID, Auth: auth,
+		MasterKeyNo: l.MasterKeyNo, ReadKeyNo: l.ReadKeyNo, WriteKeyNo: l.WriteKeyNo, TopUpKeyNo: l.TopUpKeyNo,
+		InfoFile: l.InfoFile, UsageLogFile: l.UsageLogFile, ValueFile: l.ValueFile, TopUpLogFile: l.TopUpLogFile,
+		TMACFile: l.TMACFile, HasTMAC: l.HasTMAC,
+		ValueMode: l.ValueMode, TopUpLogMode: l.TopUpLogMode, UsageLogMode: l.UsageLogMode,
+		LowerLimit: l.LowerLimit, UpperLimit: l.UpperLimit,
+		RecordSize: l.RecordSize, LogRecords: l.LogRecords, InfoFileLen: l.InfoFileLen,
 	}
 }
 
-// AN12113EV1 is the same application on a DESFire EV1 card: AuthenticateAES
-// and EV1 secure messaging, no Transaction MAC file, no GetCardUID check
-// (the UID is proven by the diversified key alone).
-func AN12113EV1() Profile {
-	p := AN12113()
-	p.Name = "an12113-ev1"
-	p.Auth = AuthEV1
-	p.HasTMAC = false
-	p.VerifyUID = false
-	return p
+// Layout returns the card layout of the profile's application, as a card
+// is personalised with it.
+func (p *Profile) Layout() personalize.Layout {
+	return personalize.Layout{
+		Name: p.Name, AID: p.AID, EV1: p.Auth == AuthEV1,
+		MasterKeyNo: p.MasterKeyNo, ReadKeyNo: p.ReadKeyNo, WriteKeyNo: p.WriteKeyNo, TopUpKeyNo: p.TopUpKeyNo,
+		InfoFile: p.InfoFile, UsageLogFile: p.UsageLogFile, ValueFile: p.ValueFile, TopUpLogFile: p.TopUpLogFile,
+		TMACFile: p.TMACFile, HasTMAC: p.HasTMAC,
+		ValueMode: p.ValueMode, TopUpLogMode: p.TopUpLogMode, UsageLogMode: p.UsageLogMode,
+		LowerLimit: p.LowerLimit, UpperLimit: p.UpperLimit,
+		RecordSize: p.RecordSize, LogRecords: p.LogRecords, InfoFileLen: p.InfoFileLen,
+	}
 }
 
 // Serves reports whether the profile serves cards of generation gen.

@@ -3,11 +3,13 @@ package profile
 import (
 	"bytes"
 	"errors"
-	"github.com/desfire-relay/relay/desfire"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/desfire-relay/relay/desfire"
+	"github.com/desfire-relay/relay/desfire/personalize"
 )
 
 func TestDefaultsValid(t *testing.T) {
@@ -138,4 +140,23 @@ func FuzzParseLogRecords(f *testing.F) {
 			}
 		}
 	})
+}
+
+// TestLayoutRoundTrip checks that the built-in profiles carry their
+// personalize layouts unchanged both ways, so the card a bridge issues
+// from a layout is the card the server's profile expects.
+func TestLayoutRoundTrip(t *testing.T) {
+	for _, p := range DefaultSet() {
+		l, err := personalize.Builtin(p.Name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := p.Layout(); got != l {
+			t.Errorf("%s: layout %+v, built-in %+v", p.Name, got, l)
+		}
+		q := FromLayout(l)
+		if q.Layout() != l {
+			t.Errorf("%s: FromLayout does not round-trip", p.Name)
+		}
+	}
 }

@@ -6,22 +6,17 @@ import (
 	"path/filepath"
 	"testing"
 
+	"github.com/desfire-relay/relay/desfire/personalize"
 	"github.com/desfire-relay/relay/internal/testbackend"
 	"github.com/desfire-relay/relay/internal/testserver"
-	"github.com/desfire-relay/relay/transaction/keys"
-	"github.com/desfire-relay/relay/transaction/profile"
 )
 
 // TestFleet runs many simulated bridges at once against the real server:
 // every card is credited exactly once, then every card's balance is read.
 func TestFleet(t *testing.T) {
-	p, err := profile.DefaultSet().Get("an12113-ev2")
-	if err != nil {
-		t.Fatal(err)
-	}
-	h := testserver.New(t, testbackend.Backends()[0], p, testserver.Options{})
+	h := testserver.New(t, testbackend.Backends()[0], testserver.Profile(t, "an12113-ev2"), testserver.Options{})
 	keyFile := filepath.Join(t.TempDir(), "keys.json")
-	if err := keys.WriteFile(keyFile, h.KeyFile); err != nil {
+	if err := personalize.WriteKeyFile(keyFile, h.KeyFile); err != nil {
 		t.Fatal(err)
 	}
 	const n = 12

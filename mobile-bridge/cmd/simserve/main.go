@@ -33,9 +33,9 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/desfire-relay/relay/desfire/personalize"
 	"github.com/desfire-relay/relay/desfire/simcard"
 	"github.com/desfire-relay/relay/mobile-bridge/bridge"
-	"github.com/desfire-relay/relay/transaction/profile"
 )
 
 // maxLine bounds one request line: an APDU of at most 261 bytes is 522
@@ -61,7 +61,7 @@ func run(args []string, in io.Reader, out, errOut io.Writer) int {
 		fmt.Fprintln(errOut, "simserve: -uid must be 7 bytes of hex")
 		return 2
 	}
-	prof, err := profile.DefaultSet().Get(*profName)
+	prof, err := personalize.Builtin(*profName)
 	if err != nil {
 		fmt.Fprintln(errOut, "simserve:", err)
 		return 2

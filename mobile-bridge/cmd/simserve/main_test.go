@@ -9,26 +9,21 @@ import (
 	"sync"
 	"testing"
 
+	"github.com/desfire-relay/relay/desfire/personalize"
 	"github.com/desfire-relay/relay/desfire/simcard"
 	"github.com/desfire-relay/relay/mobile-bridge/bridge"
-	"github.com/desfire-relay/relay/transaction/keys"
-	"github.com/desfire-relay/relay/transaction/profile"
 )
 
 // keyFile writes development keys for the built-in profiles, as relayd
 // does in dev mode, and returns the path.
 func keyFile(t testing.TB) string {
 	t.Helper()
-	var aids []uint32
-	for _, p := range profile.DefaultSet() {
-		aids = append(aids, p.AID)
-	}
-	f, err := keys.DevFile(nil, aids...)
+	f, err := personalize.DevKeyFile(nil, personalize.AN12113().AID, personalize.AN12113EV1().AID)
 	if err != nil {
 		t.Fatal(err)
 	}
 	path := filepath.Join(t.TempDir(), "dev-keys.json")
-	if err := keys.WriteFile(path, f); err != nil {
+	if err := personalize.WriteKeyFile(path, f); err != nil {
 		t.Fatal(err)
 	}
 	return path
@@ -196,7 +191,7 @@ func FuzzHandle(f *testing.F) {
 		f.Add(s)
 	}
 	fuzzOnce.Do(func() {
-		p, err := profile.DefaultSet().Get("an12113-ev2")
+		p, err := personalize.Builtin("an12113-ev2")
 		if err != nil {
 			f.Fatal(err)
 		}
@@ -224,6 +219,6 @@ func FuzzHandle(f *testing.F) {
 }
 
 // issueForFuzz issues the card the fuzz target talks to.
-func issueForFuzz(f *testing.F, p profile.Profile) (*simcard.Card, error) {
+func issueForFuzz(f *testing.F, p personalize.Layout) (*simcard.Card, error) {
 	return bridge.IssueSim(context.Background(), keyFile(f), p.Name, []byte{4, 0xF0, 1, 2, 3, 4, 5}, 100)
 }
