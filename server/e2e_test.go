@@ -19,6 +19,7 @@ import (
 	"github.com/desfire-relay/relay/desfire/simcard"
 	"github.com/desfire-relay/relay/internal/testbackend"
 	"github.com/desfire-relay/relay/internal/testcard"
+	"github.com/desfire-relay/relay/internal/testserver"
 	"github.com/desfire-relay/relay/mobile-bridge/bridge"
 	"github.com/desfire-relay/relay/protocol"
 	"github.com/desfire-relay/relay/server"
@@ -34,12 +35,13 @@ const apiKey = "test-api-key"
 var cardUID = []byte{0x04, 0x10, 0x20, 0x30, 0x40, 0x50, 0x60}
 
 type harness struct {
-	t    *testing.T
-	srv  *server.Server
-	http *httptest.Server
-	kp   keys.Provider
-	p    profile.Profile
-	l    ledger.Ledger
+	t     *testing.T
+	srv   *server.Server
+	http  *httptest.Server
+	admin *httptest.Server
+	kp    keys.Provider
+	p     profile.Profile
+	l     ledger.Ledger
 }
 
 func newHarness(t *testing.T, b testbackend.Backend, p profile.Profile, exchange time.Duration) *harness {
@@ -51,10 +53,13 @@ func newHarness(t *testing.T, b testbackend.Backend, p profile.Profile, exchange
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv := server.New(server.Options{Service: svc, APIKeyHashes: []string{config.HashAPIKey(apiKey)}, ExchangeTimeout: exchange, SessionTimeout: 10 * time.Second, Metrics: m})
+	srv := server.New(server.Options{Service: svc, APIKeyHashes: []string{config.HashAPIKey(apiKey)}, ExchangeTimeout: exchange, SessionTimeout: 10 * time.Second, Metrics: m,
+		Limits: testserver.NoLimits()})
 	hs := httptest.NewServer(srv.Handler())
 	t.Cleanup(hs.Close)
-	return &harness{t: t, srv: srv, http: hs, kp: kp, p: p, l: l}
+	admin := httptest.NewServer(srv.AdminHandler())
+	t.Cleanup(admin.Close)
+	return &harness{t: t, srv: srv, http: hs, admin: admin, kp: kp, p: p, l: l}
 }
 
 func (h *harness) card(initial int32) *simcard.Card {
@@ -215,6 +220,8 @@ func TestBridgeTokenRefusals(t *testing.T) {
 		{"missing token", nil, "", []string{protocol.Subprotocol}, 401},
 		{"unknown token", bearer("nope"), "", []string{protocol.Subprotocol}, 401},
 		{"no subprotocol", bearer(tokA), "", nil, 400},
+		// The query form is off by default, and refusing it burns nothing.
+		{"token in the query", nil, "?token=" + tokA, []string{protocol.Subprotocol}, 400},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -224,10 +231,10 @@ func TestBridgeTokenRefusals(t *testing.T) {
 			}
 		})
 	}
-	// The token works once (query form), then is refused.
+	// The token works once, then is refused.
 	card := h.card(0)
 	ctx := context.Background()
-	rep, err := bridge.Run(ctx, bridge.Options{URL: h.wsURL(), Token: tokA, TokenInQuery: true, Batch: true}, bridge.Sim{Card: card}, bridge.CardInfo{UID: card.UID()})
+	rep, err := bridge.Run(ctx, bridge.Options{URL: h.wsURL(), Token: tokA, Batch: true}, bridge.Sim{Card: card}, bridge.CardInfo{UID: card.UID()})
 	if err != nil || !rep.Result.OK {
 		t.Fatalf("first use: %v", err)
 	}

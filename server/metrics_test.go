@@ -19,7 +19,7 @@ func TestMetricsAfterASession(t *testing.T) {
 		t.Fatal(err)
 	}
 	scrape := func() string {
-		resp, err := http.Get(h.http.URL + "/metrics")
+		resp, err := http.Get(h.admin.URL + "/metrics")
 		if err != nil {
 			t.Fatal(err)
 		}
