@@ -3,11 +3,19 @@ package main
 import (
 	"context"
 	"errors"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
 	"os"
+	"os/signal"
 	"path/filepath"
+	"strings"
+	"syscall"
 	"testing"
+	"time"
 
 	"go.uber.org/zap"
+	"go.uber.org/zap/zaptest/observer"
 
 	"github.com/desfire-relay/relay/server/config"
 	"github.com/desfire-relay/relay/transaction/keys"
@@ -51,5 +59,120 @@ func TestProductionRefusesDevKeys(t *testing.T) {
 	os.Chmod(path, 0o644)
 	if _, err := build(context.Background(), cfg, zap.NewNop()); !errors.Is(err, keys.ErrPermissions) {
 		t.Fatalf("world-readable key file: %v", err)
+	}
+}
+
+// TestDevAPIKeyOnlyInFile: the generated development API key goes to a
+// 0600 file only; the log names the file and never holds the key.
+func TestDevAPIKeyOnlyInFile(t *testing.T) {
+	core, logs := observer.New(zap.DebugLevel)
+	cfg := config.Default()
+	cfg.DataDir = filepath.Join(t.TempDir(), "data")
+	a, err := build(context.Background(), cfg, zap.New(core))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.close()
+	path := filepath.Join(cfg.DataDir, devAPIKeyFile)
+	key, err := os.ReadFile(path)
+	if err != nil || len(key) < 20 {
+		t.Fatalf("dev key file: %q %v", key, err)
+	}
+	named := false
+	for _, e := range logs.All() {
+		line := e.Message + fmt.Sprint(e.ContextMap())
+		if strings.Contains(line, string(key)) {
+			t.Fatalf("the log holds the dev API key: %s", line)
+		}
+		if strings.Contains(e.Message, "DEVELOPMENT API KEY") && e.ContextMap()["file"] == path {
+			named = true
+		}
+	}
+	if !named {
+		t.Fatalf("no log line names %s", path)
+	}
+}
+
+// TestProductionRefusesDevAPIKey: a production server configured with the
+// data directory's development API key does not start.
+func TestProductionRefusesDevAPIKey(t *testing.T) {
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, devAPIKeyFile), []byte("dev_0123456789abcdef"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cfg := config.Default()
+	cfg.Mode, cfg.DataDir = config.ModeProduction, dir
+	other := config.HashAPIKey("a-real-key")
+	if _, err := apiKeys(cfg, []string{other}); err != nil {
+		t.Fatalf("real key refused: %v", err)
+	}
+	_, err := apiKeys(cfg, []string{other, config.HashAPIKey("dev_0123456789abcdef")})
+	if !errors.Is(err, config.ErrConfig) {
+		t.Fatalf("production accepted the dev API key: %v", err)
+	}
+	cfg.Mode = config.ModeDev
+	if _, err := apiKeys(cfg, []string{config.HashAPIKey("dev_0123456789abcdef")}); err != nil {
+		t.Fatalf("dev mode refused its own key: %v", err)
+	}
+}
+
+// TestKeysReloadOnSIGHUP: rewriting the API keys file and sending SIGHUP
+// rotates the keys of a running server: the new key works, the removed
+// one is refused, without a restart.
+func TestKeysReloadOnSIGHUP(t *testing.T) {
+	// Our own subscription first: a SIGHUP never reaches the default
+	// action (exit) whatever the timing.
+	mine := make(chan os.Signal, 8)
+	signal.Notify(mine, syscall.SIGHUP)
+	defer signal.Stop(mine)
+
+	dir := t.TempDir()
+	keysFile := filepath.Join(dir, "api-keys.json")
+	write := func(id, key string) {
+		body := fmt.Sprintf(`{"keys":[{"id":%q,"sha256":%q,"tenant":"acme"}]}`, id, config.HashAPIKey(key))
+		if err := os.WriteFile(keysFile, []byte(body), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write("old", "old-key")
+	cfg := config.Default()
+	cfg.DataDir, cfg.APIKeysFile = filepath.Join(dir, "data"), keysFile
+	a, err := build(context.Background(), cfg, zap.NewNop())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.close()
+	hs := httptest.NewServer(a.srv.Handler())
+	defer hs.Close()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); a.reloadOnHUP(ctx, cfg, zap.NewNop()) }()
+	defer func() { cancel(); <-done }()
+
+	status := func(key string) int {
+		req, _ := http.NewRequest(http.MethodGet, hs.URL+"/v1/topups", nil)
+		req.Header.Set("Authorization", "Bearer "+key)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	if got := status("old-key"); got != http.StatusOK {
+		t.Fatalf("old key before rotation: %d", got)
+	}
+	write("new", "new-key")
+	for i := 0; status("new-key") != http.StatusOK; i++ {
+		if i == 200 {
+			t.Fatal("new key still refused after SIGHUP")
+		}
+		if err := syscall.Kill(os.Getpid(), syscall.SIGHUP); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if got := status("old-key"); got != http.StatusUnauthorized {
+		t.Fatalf("removed key after rotation: %d, want 401", got)
 	}
 }
