@@ -44,7 +44,9 @@ type Options struct {
 	URL string
 	// Token is the single-use bridge token.
 	Token string
-	// TokenInQuery sends the token as ?token= instead of a header.
+	// TokenInQuery sends the token as ?token= instead of the Authorization
+	// header: only for a server started with allow-token-in-query, since
+	// proxies write URLs to their access logs.
 	TokenInQuery bool
 	// Name, Version and Platform describe the bridge in hello.
 	Name, Version, Platform string

@@ -67,7 +67,8 @@ type Config struct {
 	// relayd reads it again on SIGHUP.
 	APIKeysFile string `json:"api_keys_file"`
 	// AdminAddr is the private listener of metrics, the OpenAPI document
-	// and pprof; empty turns it off. Never the public address.
+	// and pprof; empty (the default, so several processes can share a
+	// host) turns it off. Never the public address.
 	AdminAddr string `json:"admin_addr"`
 	// Pprof serves /debug/pprof/ on the admin listener.
 	Pprof bool `json:"pprof"`
@@ -130,7 +131,6 @@ func Default() Config {
 		LockTTL:         Duration(10 * time.Second),
 		MaxSessions:     20000,
 		LogLevel:        "info",
-		AdminAddr:       "127.0.0.1:9090",
 		BodyTimeout:     Duration(10 * time.Second),
 		AddrRate:        50,
 		KeyRate:         100,
