@@ -25,6 +25,9 @@ func (s *Service) runBalance(ctx context.Context, r *run) error {
 	uidBytes, _ := hex.DecodeString(uid)
 	r.bridge.Prompt("Hold the card still", 0.3)
 	cs, err := cardscript.Open(ctx, r.t, &s.profile, s.profile.ReadKeyNo, s.keyFunc(uidBytes), s.cfg.Rand)
+	if cs != nil {
+		defer cs.Close() // clears the session keys
+	}
 	if err != nil {
 		return err
 	}

@@ -32,6 +32,7 @@ func (s *Service) runTopUp(ctx context.Context, r *run) error {
 		return err
 	}
 	defer release(l)
+	defer func() { r.credit.Close() }() // clears the session and TMAC keys
 	bk := &books{s: s, sess: r.sess, card: uid, fence: l.Fence(), log: r.log}
 
 	tu, err := s.cfg.Ledger.GetTopUp(ctx, r.sess.TopUpID)
@@ -105,11 +106,17 @@ func (s *Service) beforeCommit(ctx context.Context, r *run, bk *books, l lock.Lo
 	if err != nil {
 		return tu, err
 	}
+	defer clear(tmKey) // the Transaction MAC keeps its own copy
 	r.bridge.Prompt("Hold the card still", 0.2)
 	cs, err := cardscript.Start(ctx, r.t, &s.profile, s.profile.TopUpKeyNo, s.keyFunc(uid), s.cfg.Rand)
 	if err != nil {
 		return tu, err
 	}
+	defer func() {
+		if r.credit == nil {
+			cs.Close() // no credit carries the session on: its keys go now
+		}
+	}()
 	if len(open) > 0 {
 		if tu, err = s.settleFirst(ctx, bk, cs, tu, open); err != nil || tu.Status != ledger.StatusInProgress {
 			return tu, err

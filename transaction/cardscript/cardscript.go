@@ -13,6 +13,10 @@ import (
 
 // KeyFunc returns the card's key for a key number and the key version the
 // card reported (diversified for this card where the key file says so).
+//
+// The returned key belongs to the session, which clears it once the
+// authenticator has its own copy: return a fresh copy (keys.Provider's
+// CardKey does).
 type KeyFunc func(ctx context.Context, keyNo, version byte) ([]byte, error)
 
 // ErrUIDMismatch: GetCardUID over the secure channel returned a UID other
@@ -94,6 +98,7 @@ func Start(ctx context.Context, t desfire.Transport, p *profile.Profile, keyNo b
 	if err != nil {
 		return nil, fmt.Errorf("key %d version %d: %w", keyNo, kv.Data[0], err)
 	}
+	defer clear(k) // the authenticator copies it
 	s := &Session{card: card, prof: p, batch: batch}
 	if p.Auth == profile.AuthEV1 {
 		a, err := desfire.NewAuthAES(keyNo, k, rnd)
@@ -106,9 +111,24 @@ func Start(ctx context.Context, t desfire.Transport, p *profile.Profile, keyNo b
 	}
 	s.auth.Start()
 	if s.second, err = s.auth.Respond(st, challenge); err != nil {
+		s.Close()
 		return nil, fmt.Errorf("authenticate: %w", err)
 	}
 	return s, nil
+}
+
+// Close ends the session's secrets: the secure channel is closed (which
+// clears its session keys) and an unfinished authentication forgets its
+// key. The card needs a new authentication afterwards. Safe to call more
+// than once and on nil.
+func (s *Session) Close() {
+	if s == nil {
+		return
+	}
+	if f, ok := s.auth.(interface{ Forget() }); ok {
+		f.Forget()
+	}
+	s.card.Deauthenticate()
 }
 
 // Open selects and authenticates in two exchanges.

@@ -40,6 +40,9 @@ type Proof struct {
 
 // Credit is a sealed credit: GetValue (EV2), WriteRecord, Credit,
 // CommitTransaction and GetValue, ready to leave.
+//
+// Close it when the session ends: it clears the Transaction MAC key and
+// the session's keys.
 type Credit struct {
 	s      *Session
 	p      CreditParams
@@ -250,4 +253,16 @@ func TopUp(ctx context.Context, t desfire.Transport, p TopUpParams) (Proof, erro
 		}
 	}
 	return c.Commit(ctx)
+}
+
+// Close clears the Transaction MAC key and closes the session (see
+// Session.Close). Safe on nil and more than once.
+func (c *Credit) Close() {
+	if c == nil {
+		return
+	}
+	if c.tm != nil {
+		c.tm.Forget()
+	}
+	c.s.Close()
 }
