@@ -47,7 +47,8 @@ type Ledger interface {
 	// session's top-up must belong to the same tenant (ErrNotFound).
 	CreateTenantSession(ctx context.Context, tenant string, kind SessionKind, topUpID uuid.UUID, now time.Time) (Session, error)
 	// RevokeTokens retires the unused bridge tokens of a top-up's open
-	// sessions other than keep: their sessions end failed with
+	// sessions issued before keep (in created_at, then id, order, so of two
+	// concurrent tickets one survives): their sessions end failed with
 	// ErrorCode "token_replaced" and the tokens are refused as used. It
 	// returns how many sessions it ended.
 	RevokeTokens(ctx context.Context, topUpID, keep uuid.UUID, now time.Time) (int, error)

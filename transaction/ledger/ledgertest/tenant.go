@@ -78,8 +78,13 @@ func testTenants(t *testing.T, e *env) {
 // its other open sessions; a used token's session is left alone.
 func testRevokeTokens(t *testing.T, e *env) {
 	tu := e.create(ledger.Request{Amount: 300, Currency: "EUR"})
+	var issued time.Duration
 	mk := func(name string) ledger.Session {
-		s := e.session(tu.ID)
+		issued += time.Microsecond // tickets in the order they are issued
+		s, err := e.l.CreateSession(e.ctx, ledger.KindTopUp, tu.ID, base.Add(issued))
+		if err != nil {
+			t.Fatalf("CreateSession %s: %v", name, err)
+		}
 		if err := e.l.IssueToken(e.ctx, s.ID, tokenHash(name), base.Add(time.Hour)); err != nil {
 			t.Fatalf("IssueToken %s: %v", name, err)
 		}
@@ -92,9 +97,21 @@ func testRevokeTokens(t *testing.T, e *env) {
 	mk("revoke-old-1")
 	mk("revoke-old-2")
 	keep := mk("revoke-new")
+	// A session issued after keep (a concurrent ticket) is not revoked by
+	// keep's revocation; its own revocation would retire keep instead.
+	later, err := e.l.CreateSession(e.ctx, ledger.KindTopUp, tu.ID, base.Add(time.Millisecond))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := e.l.IssueToken(e.ctx, later.ID, tokenHash("revoke-later"), base.Add(time.Hour)); err != nil {
+		t.Fatal(err)
+	}
 	n, err := e.l.RevokeTokens(e.ctx, tu.ID, keep.ID, base.Add(time.Second))
 	if err != nil || n != 2 {
 		t.Fatalf("RevokeTokens = %d, %v; want 2", n, err)
+	}
+	if s, err := e.l.GetSession(e.ctx, later.ID); err != nil || s.Status != ledger.SessionOpen {
+		t.Fatalf("a later ticket was revoked by an earlier one: %+v, %v", s, err)
 	}
 	for _, name := range []string{"revoke-old-1", "revoke-old-2"} {
 		if _, err := e.l.ConsumeToken(e.ctx, tokenHash(name), base.Add(2*time.Second)); !errors.Is(err, ledger.ErrTokenUsed) {
@@ -110,5 +127,8 @@ func testRevokeTokens(t *testing.T, e *env) {
 	}
 	if n, err := e.l.RevokeTokens(e.ctx, tu.ID, keep.ID, base.Add(3*time.Second)); err != nil || n != 0 {
 		t.Errorf("second RevokeTokens = %d, %v; want 0", n, err)
+	}
+	if n, err := e.l.RevokeTokens(e.ctx, tu.ID, later.ID, base.Add(3*time.Second)); err != nil || n != 0 {
+		t.Errorf("later's RevokeTokens = %d, %v; want 0 (keep's token is in use)", n, err)
 	}
 }

@@ -630,9 +630,17 @@ func (s *Store) RevokeTokens(ctx context.Context, topUpID, keep uuid.UUID, now t
 	err = s.db.InTx(ctx, func(q Querier) error {
 		// Tokens first: a concurrent ConsumeToken either won (its session
 		// runs and is not ended here) or finds its token used.
+		// Only sessions issued before keep, in (created_at, id) order: of
+		// two tickets issued concurrently the later revokes the earlier and
+		// never the other way round, so one always survives.
+		kept, err := s.getSession(ctx, q, keep, false)
+		if err != nil {
+			return err
+		}
 		rows, err := q.Query(ctx, `UPDATE bridge_tokens SET used_at = $1
-WHERE used_at IS NULL AND session_id IN (SELECT id FROM sessions WHERE topup_id = $2 AND id <> $3 AND status = $4)
-RETURNING session_id`, micros(now), topUpID.String(), keep.String(), ledger.SessionOpen.String())
+WHERE used_at IS NULL AND session_id IN (SELECT id FROM sessions WHERE topup_id = $2 AND status = $4
+  AND (created_at < $5 OR (created_at = $5 AND id < $3)))
+RETURNING session_id`, micros(now), topUpID.String(), keep.String(), ledger.SessionOpen.String(), micros(kept.CreatedAt))
 		if err != nil {
 			return fmt.Errorf("revoke bridge tokens: %w", err)
 		}
