@@ -65,8 +65,7 @@ func run(args []string) error {
 	if err != nil {
 		return fmt.Errorf("listen: %w", err)
 	}
-	httpSrv := &http.Server{Handler: app.srv.Handler(), ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute,
-		MaxHeaderBytes: 16 << 10, ErrorLog: zap.NewStdLog(log), TLSConfig: server.TLSConfig(cfg.TLS13Only)}
+	httpSrv := publicServer(cfg, app.srv.Handler(), log)
 	serveErr := make(chan error, 2)
 	go func() {
 		if cfg.TLSCert != "" {
@@ -122,6 +121,13 @@ func run(args []string) error {
 	}
 	log.Info("stopped")
 	return nil
+}
+
+// publicServer is the public listener's http.Server: bounded header
+// reads, the server's TLS policy (TLS 1.2 AEAD suites or TLS 1.3 only).
+func publicServer(cfg config.Config, h http.Handler, log *zap.Logger) *http.Server {
+	return &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute,
+		MaxHeaderBytes: 16 << 10, ErrorLog: zap.NewStdLog(log), TLSConfig: server.TLSConfig(cfg.TLS13Only)}
 }
 
 func newLogger(level string) (*zap.Logger, error) {
