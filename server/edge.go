@@ -94,12 +94,21 @@ func newLimiterSet(r float64, burst int) *limiterSet {
 	return &limiterSet{r: rate.Limit(r), burst: burst, off: r < 0, m: map[string]*limiterEntry{}}
 }
 
+// maxLimiters bounds the buckets kept per limit; past it, buckets idle
+// for a minute are dropped at once (a flood from many addresses cannot
+// grow the map without bound for ten minutes).
+const maxLimiters = 100_000
+
 func (s *limiterSet) get(key string, now time.Time) *rate.Limiter {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if now.Sub(s.lastSweep) > time.Minute {
+	idle := 10 * time.Minute
+	if len(s.m) >= maxLimiters {
+		idle = time.Minute
+	}
+	if since := now.Sub(s.lastSweep); since > time.Minute || (len(s.m) >= maxLimiters && since > time.Second) {
 		for k, e := range s.m {
-			if now.Sub(e.seen) > 10*time.Minute {
+			if now.Sub(e.seen) > idle {
 				delete(s.m, k)
 			}
 		}
