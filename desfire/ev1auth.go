@@ -177,3 +177,14 @@ func (a *AuthAES) forget() {
 	clear(a.key)
 	clear(a.rndA)
 }
+
+// Forget clears the static key and RndA. Finish calls it; a caller that
+// abandons the authentication before Finish calls it too, which also
+// closes an early channel still waiting for the card's proof (clearing its
+// session key).
+func (a *AuthAES) Forget() {
+	a.forget()
+	if a.ch != nil && a.ch.awaitProof {
+		a.ch.Close()
+	}
+}

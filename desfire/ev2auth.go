@@ -113,9 +113,11 @@ func (a *AuthEV2) Respond(status byte, data []byte) ([]byte, error) {
 		}
 	}
 	if status != StatusAdditionalFrame {
+		a.Forget()
 		return nil, fmt.Errorf("%s: first frame: %w", a.name(), ev2StatusErr(status))
 	}
 	if err := checkLen(len(data), ev2RndSize); err != nil {
+		a.Forget()
 		return nil, fmt.Errorf("%s: E(K, RndB): %w", a.name(), err)
 	}
 	rndB, err := dfcrypto.DecryptCBC(a.key, make([]byte, dfcrypto.BlockSize), data)
@@ -127,6 +129,7 @@ func (a *AuthEV2) Respond(status byte, data []byte) ([]byte, error) {
 		return nil, fmt.Errorf("%s: RndA: %w", a.name(), err)
 	}
 	plain := append(append(make([]byte, 0, 2*ev2RndSize), rndA...), dfcrypto.RotL(rndB)...)
+	defer clear(plain)
 	out, err := dfcrypto.EncryptCBC(a.key, make([]byte, dfcrypto.BlockSize), plain)
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", a.name(), err)
@@ -144,6 +147,7 @@ func (a *AuthEV2) Finish(status byte, data []byte) (Channel, error) {
 		return nil, fmt.Errorf("%s: finish: %w", a.name(), ErrEV2AuthState)
 	}
 	a.step = 2
+	defer a.Forget()
 	if status != StatusOK {
 		return nil, fmt.Errorf("%s: second frame: %w", a.name(), ev2StatusErr(status))
 	}
@@ -158,6 +162,7 @@ func (a *AuthEV2) Finish(status byte, data []byte) (Channel, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", a.name(), err)
 	}
+	defer clear(plain)
 	var ti, rotA, pd, pcd []byte
 	if a.first {
 		ti = plain[:ev2TISize]
@@ -174,6 +179,9 @@ func (a *AuthEV2) Finish(status byte, data []byte) (Channel, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", a.name(), err)
 	}
+	// The channel keeps its own copies.
+	defer clear(enc)
+	defer clear(mac)
 	if a.first {
 		ch, err := newEV2Channel(enc, mac, ti, 0, a.keyNo)
 		if err != nil {
@@ -200,6 +208,14 @@ func (a *AuthEV2) Finish(status byte, data []byte) (Channel, error) {
 	ch.pdCap2, ch.pcdCap2 = p.pdCap2, p.pcdCap2
 	p.closeWith(errEV2Replaced)
 	return ch, nil
+}
+
+// Forget clears the static key and the random numbers. Finish calls it;
+// a caller that abandons the authentication before Finish calls it too.
+func (a *AuthEV2) Forget() {
+	clear(a.key)
+	clear(a.rndA)
+	clear(a.rndB)
 }
 
 // errEV2Replaced is the reason a channel closes after AuthenticateEV2NonFirst.

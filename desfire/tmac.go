@@ -326,16 +326,22 @@ func (t *TransactionMAC) Empty() bool { return len(t.tmi) == 0 }
 // TMI returns a copy of the Transaction MAC Input collected so far.
 func (t *TransactionMAC) TMI() []byte { return append([]byte(nil), t.tmi...) }
 
+// Forget clears the application's Transaction MAC key; the value is
+// unusable afterwards (Compute returns a MAC no card produced).
+func (t *TransactionMAC) Forget() { clear(t.key) }
+
 // Reset starts a new transaction: the TMI becomes empty.
 func (t *TransactionMAC) Reset() { t.tmi = t.tmi[:0] }
 
 // Compute returns TMV = MACt(SesTMMACKey, TMI) for the TMC CommitTransaction
 // returns.
 func (t *TransactionMAC) Compute(tmc uint32) []byte {
-	macKey, _, err := TMSessionKeys(t.key, tmc, t.uid)
+	macKey, encKey, err := TMSessionKeys(t.key, tmc, t.uid)
 	if err != nil {
 		return nil // unreachable: key and UID were checked by NewTransactionMAC
 	}
+	defer clear(macKey)
+	clear(encKey)
 	tmv, err := dfcrypto.MACt(macKey, t.tmi)
 	if err != nil {
 		return nil
@@ -369,10 +375,12 @@ func (t *TransactionMAC) readerID(tmc uint32, in []byte, f func(k, iv, d []byte)
 	if len(in) != TMRISize {
 		return nil, fmt.Errorf("transaction MAC reader ID of %d bytes: %w", len(in), ErrTMIInput)
 	}
-	_, encKey, err := TMSessionKeys(t.key, tmc, t.uid)
+	macKey, encKey, err := TMSessionKeys(t.key, tmc, t.uid)
 	if err != nil {
 		return nil, err
 	}
+	clear(macKey)
+	defer clear(encKey)
 	return f(encKey, make([]byte, dfcrypto.BlockSize), in)
 }
 

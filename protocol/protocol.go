@@ -15,6 +15,12 @@ import (
 // Subprotocol is the WebSocket subprotocol a bridge must offer.
 const Subprotocol = "desfire-relay.v1"
 
+// TokenSubprotocolPrefix carries the bridge token in the subprotocol list,
+// for WebSocket clients that cannot set headers (browsers): a bridge offers
+// Subprotocol and TokenSubprotocolPrefix+token, and the server selects
+// only Subprotocol. Tokens are base64url, valid in a subprotocol name.
+const TokenSubprotocolPrefix = "desfire-relay.token."
+
 // MaxFrame is the largest frame, in bytes, in either direction.
 const MaxFrame = 16 << 10
 

@@ -2,6 +2,7 @@ package server
 
 import (
 	"context"
+	"encoding/base64"
 	"errors"
 	"fmt"
 	"net/http"
@@ -18,28 +19,49 @@ import (
 	"github.com/desfire-relay/relay/transaction/ledger"
 )
 
-// bridge serves GET /v1/bridge: subprotocol and token are checked before
-// the upgrade; the handler goroutine then is the session.
+// bridge serves GET /v1/bridge. Everything that can be checked without
+// the ledger is checked first (subprotocol, a well-formed WebSocket
+// upgrade, where the token travels, the per-address socket bound, free
+// capacity), so a request that cannot become a session never burns its
+// token; the token is consumed only then, and the session slot taken.
 func (s *Server) bridge(w http.ResponseWriter, r *http.Request) {
 	if !offersSubprotocol(r) {
 		s.metrics.bridgeRefused.WithLabelValues("subprotocol").Inc()
 		writeError(w, http.StatusBadRequest, codeSubprotocolRequired, "the bridge must offer the "+protocol.Subprotocol+" subprotocol")
 		return
 	}
-	token := bearer(r)
-	if token == "" {
-		token = r.URL.Query().Get("token")
+	if err := checkUpgrade(r); err != nil {
+		s.metrics.bridgeRefused.WithLabelValues("upgrade").Inc()
+		w.Header().Set("Upgrade", "websocket")
+		w.Header().Set("Sec-WebSocket-Version", "13")
+		writeError(w, http.StatusUpgradeRequired, codeUpgradeRequired, err.Error())
+		return
 	}
+	token, err := s.bridgeToken(r)
+	if err != nil {
+		s.metrics.bridgeRefused.WithLabelValues("token_in_query").Inc()
+		writeError(w, http.StatusBadRequest, codeTokenInQuery, err.Error())
+		return
+	}
+	if token == "" {
+		s.metrics.bridgeRefused.WithLabelValues("token").Inc()
+		writeError(w, http.StatusUnauthorized, codeUnauthorized, "missing bridge token (Authorization: Bearer, or the "+protocol.TokenSubprotocolPrefix+"<token> subprotocol)")
+		return
+	}
+	client := info(r).Client
+	if !s.bridges.acquire(client, s.o.Limits.BridgesPerAddr) {
+		s.metrics.rateLimited.WithLabelValues("bridges").Inc()
+		tooMany(w, time.Second, "too many open bridge connections from this address")
+		return
+	}
+	defer s.bridges.release(client)
 	if !s.enter() {
 		s.metrics.bridgeRefused.WithLabelValues("draining").Inc()
 		writeError(w, http.StatusServiceUnavailable, codeUnavailable, "server is shutting down")
 		return
 	}
 	defer s.sessions.Done()
-	select {
-	case s.slots <- struct{}{}:
-		defer func() { <-s.slots }()
-	default:
+	if len(s.slots) >= cap(s.slots) {
 		s.metrics.bridgeRefused.WithLabelValues("capacity").Inc()
 		writeError(w, http.StatusServiceUnavailable, codeUnavailable, "too many open sessions")
 		return
@@ -48,12 +70,22 @@ func (s *Server) bridge(w http.ResponseWriter, r *http.Request) {
 	if err != nil {
 		if errors.Is(err, transaction.ErrToken) {
 			s.metrics.bridgeRefused.WithLabelValues("token").Inc()
-			writeError(w, http.StatusUnauthorized, codeUnauthorized, "missing, unknown, expired or used bridge token")
+			writeError(w, http.StatusUnauthorized, codeUnauthorized, "missing, unknown, expired, used or replaced bridge token")
 			return
 		}
 		s.metrics.ledgerErrors.Inc()
 		s.log.Error("open session", zap.Error(err))
 		writeError(w, http.StatusServiceUnavailable, codeUnavailable, "ledger unavailable")
+		return
+	}
+	select {
+	case s.slots <- struct{}{}:
+		defer func() { <-s.slots }()
+	default:
+		// Lost the race for the last slot after the check above.
+		s.metrics.bridgeRefused.WithLabelValues("capacity").Inc()
+		s.o.Service.Abandon(context.WithoutCancel(r.Context()), sess, transaction.CodeInternal)
+		writeError(w, http.StatusServiceUnavailable, codeUnavailable, "too many open sessions")
 		return
 	}
 	ws, err := websocket.Accept(w, r, &websocket.AcceptOptions{
@@ -81,14 +113,78 @@ func (s *Server) bridge(w http.ResponseWriter, r *http.Request) {
 }
 
 func offersSubprotocol(r *http.Request) bool {
+	for _, p := range subprotocols(r) {
+		if p == protocol.Subprotocol {
+			return true
+		}
+	}
+	return false
+}
+
+// subprotocols lists the offered WebSocket subprotocols.
+func subprotocols(r *http.Request) []string {
+	var out []string
 	for _, h := range r.Header.Values("Sec-WebSocket-Protocol") {
 		for _, p := range strings.Split(h, ",") {
-			if strings.TrimSpace(p) == protocol.Subprotocol {
+			if p = strings.TrimSpace(p); p != "" {
+				out = append(out, p)
+			}
+		}
+	}
+	return out
+}
+
+// checkUpgrade refuses a request that is not a well-formed WebSocket
+// handshake (RFC 6455 section 4.2.1) before anything is spent on it.
+func checkUpgrade(r *http.Request) error {
+	if !headerHasToken(r.Header, "Connection", "upgrade") {
+		return errors.New(`not a WebSocket upgrade: "Connection: Upgrade" missing`)
+	}
+	if !headerHasToken(r.Header, "Upgrade", "websocket") {
+		return errors.New(`not a WebSocket upgrade: "Upgrade: websocket" missing`)
+	}
+	if r.Header.Get("Sec-WebSocket-Version") != "13" {
+		return errors.New("Sec-WebSocket-Version must be 13")
+	}
+	key, err := base64.StdEncoding.DecodeString(r.Header.Get("Sec-WebSocket-Key"))
+	if err != nil || len(key) != 16 {
+		return errors.New("Sec-WebSocket-Key must be 16 bytes in base64")
+	}
+	return nil
+}
+
+func headerHasToken(h http.Header, name, token string) bool {
+	for _, v := range h.Values(name) {
+		for _, t := range strings.Split(v, ",") {
+			if strings.EqualFold(strings.TrimSpace(t), token) {
 				return true
 			}
 		}
 	}
 	return false
+}
+
+// bridgeToken finds the bridge token: the Authorization header, else a
+// desfire-relay.token.<token> subprotocol, else (only when the server
+// allows it) the token query parameter. A token in the query of a server
+// that does not allow it is an error, so it is never silently ignored.
+func (s *Server) bridgeToken(r *http.Request) (string, error) {
+	inQuery := r.URL.Query().Has("token")
+	if inQuery && !s.o.AllowTokenInQuery {
+		return "", errors.New("the bridge token goes in the Authorization header or the " + protocol.TokenSubprotocolPrefix + "<token> subprotocol; this server refuses ?token=")
+	}
+	if t := bearer(r); t != "" {
+		return t, nil
+	}
+	for _, p := range subprotocols(r) {
+		if t, ok := strings.CutPrefix(p, protocol.TokenSubprotocolPrefix); ok {
+			return t, nil
+		}
+	}
+	if inQuery {
+		return r.URL.Query().Get("token"), nil
+	}
+	return "", nil
 }
 
 // serveSession runs hello → ready → card → card work → result and

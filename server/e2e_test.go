@@ -150,6 +150,8 @@ func TestBridgeTokenRefusals(t *testing.T) {
 		{"missing token", nil, "", []string{protocol.Subprotocol}, 401},
 		{"unknown token", bearer("nope"), "", []string{protocol.Subprotocol}, 401},
 		{"no subprotocol", bearer(tokA), "", nil, 400},
+		// The query form is off by default, and refusing it burns nothing.
+		{"token in the query", nil, "?token=" + tokA, []string{protocol.Subprotocol}, 400},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -159,10 +161,10 @@ func TestBridgeTokenRefusals(t *testing.T) {
 			}
 		})
 	}
-	// The token works once (query form), then is refused.
+	// The token works once, then is refused.
 	card := h.Card(cardUID, 0)
 	ctx := context.Background()
-	rep, err := bridge.Run(ctx, bridge.Options{URL: h.WSURL(), Token: tokA, TokenInQuery: true, Batch: true}, bridge.Sim{Card: card}, bridge.CardInfo{UID: card.UID()})
+	rep, err := bridge.Run(ctx, bridge.Options{URL: h.WSURL(), Token: tokA, Batch: true}, bridge.Sim{Card: card}, bridge.CardInfo{UID: card.UID()})
 	if err != nil || !rep.Result.OK {
 		t.Fatalf("first use: %v", err)
 	}

@@ -1,13 +1,18 @@
 package server
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"mime"
+	"net"
 	"net/http"
+	"os"
+	"strconv"
 	"strings"
+	"unicode/utf8"
 )
 
 // Stable error codes of the operator API.
@@ -26,6 +31,12 @@ const (
 	codeAmountLimit         = "amount_limit"
 	codeSubprotocolRequired = "subprotocol_required"
 	codeNotResolvable       = "not_resolvable"
+	codeRateLimited         = "rate_limited"
+	codeDuplicateKey        = "duplicate_key"
+	codeInvalidUTF8         = "invalid_utf8"
+	codeUpgradeRequired     = "upgrade_required"
+	codeTokenInQuery        = "token_in_query"
+	codeBodyTimeout         = "body_timeout"
 )
 
 // maxBody bounds operator request bodies.
@@ -61,7 +72,9 @@ type errBody struct {
 func (e *errBody) Error() string { return e.msg }
 
 // decodeBody reads a JSON object of at most maxBody bytes into v, refusing
-// other content types, unknown fields and trailing data.
+// other content types, invalid UTF-8, duplicate object keys (which the
+// standard decoder would resolve silently, last one winning), unknown
+// fields and trailing data.
 func decodeBody(w http.ResponseWriter, r *http.Request, v any) error {
 	if ct := r.Header.Get("Content-Type"); ct != "" {
 		mt, _, err := mime.ParseMediaType(ct)
@@ -69,23 +82,87 @@ func decodeBody(w http.ResponseWriter, r *http.Request, v any) error {
 			return &errBody{http.StatusUnsupportedMediaType, codeMediaType, "Content-Type must be application/json"}
 		}
 	}
-	r.Body = http.MaxBytesReader(w, r.Body, maxBody)
-	dec := json.NewDecoder(r.Body)
+	raw, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxBody))
+	if err != nil {
+		var mbe *http.MaxBytesError
+		var ne net.Error
+		switch {
+		case errors.As(err, &mbe):
+			return &errBody{http.StatusRequestEntityTooLarge, codeTooLarge, fmt.Sprintf("body larger than %d bytes", maxBody)}
+		case errors.Is(err, os.ErrDeadlineExceeded), errors.As(err, &ne) && ne.Timeout():
+			return &errBody{http.StatusRequestTimeout, codeBodyTimeout, "request body not received in time"}
+		}
+		return &errBody{http.StatusBadRequest, codeInvalid, "unreadable body"}
+	}
+	if len(bytes.TrimSpace(raw)) == 0 {
+		return &errBody{http.StatusBadRequest, codeInvalid, "empty body"}
+	}
+	if !utf8.Valid(raw) {
+		return &errBody{http.StatusBadRequest, codeInvalidUTF8, "body is not valid UTF-8"}
+	}
+	if err := checkDuplicateKeys(raw); err != nil {
+		return err
+	}
+	dec := json.NewDecoder(bytes.NewReader(raw))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(v); err != nil {
-		var mbe *http.MaxBytesError
-		if errors.As(err, &mbe) {
-			return &errBody{http.StatusRequestEntityTooLarge, codeTooLarge, fmt.Sprintf("body larger than %d bytes", maxBody)}
-		}
-		if errors.Is(err, io.EOF) {
-			return &errBody{http.StatusBadRequest, codeInvalid, "empty body"}
-		}
 		return &errBody{http.StatusBadRequest, codeInvalid, "malformed JSON: " + sanitize(err.Error())}
 	}
 	if dec.More() {
 		return &errBody{http.StatusBadRequest, codeInvalid, "trailing data after the JSON object"}
 	}
 	return nil
+}
+
+// maxDepth bounds JSON nesting in checkDuplicateKeys.
+const maxDepth = 32
+
+// checkDuplicateKeys walks the JSON tokens of raw and refuses an object
+// that names a key twice. Malformed JSON is left to the decoder.
+func checkDuplicateKeys(raw []byte) error {
+	dec := json.NewDecoder(bytes.NewReader(raw))
+	type frame struct {
+		keys   map[string]bool
+		object bool
+		expect bool // next token in an object is a key
+	}
+	var stack []*frame
+	for {
+		tok, err := dec.Token()
+		if err != nil {
+			return nil // io.EOF, or malformed: the decoder reports it
+		}
+		var top *frame
+		if len(stack) > 0 {
+			top = stack[len(stack)-1]
+		}
+		if top != nil && top.object && top.expect {
+			if k, ok := tok.(string); ok {
+				if top.keys[k] {
+					return &errBody{http.StatusBadRequest, codeDuplicateKey, "duplicate key " + strconv.Quote(sanitize(k))}
+				}
+				top.keys[k] = true
+				top.expect = false
+				continue
+			}
+		}
+		switch tok {
+		case json.Delim('{'), json.Delim('['):
+			if len(stack) >= maxDepth {
+				return &errBody{http.StatusBadRequest, codeInvalid, "JSON nested too deeply"}
+			}
+			stack = append(stack, &frame{keys: map[string]bool{}, object: tok == json.Delim('{'), expect: tok == json.Delim('{')})
+			continue
+		case json.Delim('}'), json.Delim(']'):
+			if len(stack) > 0 {
+				stack = stack[:len(stack)-1]
+			}
+		}
+		// A value ended: in an object the next token is a key again.
+		if len(stack) > 0 && stack[len(stack)-1].object {
+			stack[len(stack)-1].expect = true
+		}
+	}
 }
 
 func sanitize(s string) string {

@@ -21,6 +21,7 @@ type Metrics struct {
 	ledgerErrors    prometheus.Counter
 	bridgeRefused   *prometheus.CounterVec
 	integrity       *prometheus.CounterVec
+	rateLimited     *prometheus.CounterVec
 }
 
 // NewMetrics registers the collectors on a new registry (with the Go and
@@ -62,8 +63,11 @@ func NewMetrics() *Metrics {
 		integrity: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "relay_integrity_failures_total", Help: "Card proofs the ledger refused or that contradict it, by reason (tmc_replay, resolution_conflict).",
 		}, []string{"reason"}),
+		rateLimited: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "relay_rate_limited_total", Help: "Requests answered 429, by limit (address, key, auth_failures, bridges).",
+		}, []string{"limit"}),
 	}
-	m.reg.MustRegister(m.sessionsActive, m.sessions, m.topups, m.exchanges, m.exchangeLatency, m.serverGap, m.lockWait, m.ledgerErrors, m.bridgeRefused, m.integrity,
+	m.reg.MustRegister(m.sessionsActive, m.sessions, m.topups, m.exchanges, m.exchangeLatency, m.serverGap, m.lockWait, m.ledgerErrors, m.bridgeRefused, m.integrity, m.rateLimited,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }

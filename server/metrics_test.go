@@ -19,7 +19,7 @@ func TestMetricsAfterASession(t *testing.T) {
 		t.Fatal(err)
 	}
 	scrape := func() string {
-		resp, err := http.Get(h.HTTP.URL + "/metrics")
+		resp, err := http.Get(h.Admin.URL + "/metrics")
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -17,14 +17,8 @@ import (
 	"github.com/desfire-relay/relay/transaction/ledger"
 )
 
-// keyIDKey carries the authenticated API key's id in a request context.
-type keyIDKey struct{}
-
 // keyID returns the id of the API key that authenticated r.
-func keyID(r *http.Request) string {
-	id, _ := r.Context().Value(keyIDKey{}).(string)
-	return id
-}
+func keyID(r *http.Request) string { return who(r).KeyID }
 
 // resolutionView is an operator decision on a top-up.
 type resolutionView struct {
@@ -50,6 +44,7 @@ func (s *Server) listTopUps(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, codeInvalid, err.Error())
 		return
 	}
+	f.Tenant = who(r).Tenant
 	ts, err := s.o.Service.ListTopUps(r.Context(), f)
 	if err != nil {
 		s.apiError(w, r, err)
@@ -181,7 +176,7 @@ func (s *Server) resolveTopUp(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, codeInvalid, `outcome must be "applied" or "failed"`)
 		return
 	}
-	t, err := s.o.Service.Resolve(r.Context(), id, outcome, keyID(r), body.Reason)
+	t, err := s.o.Service.TenantResolve(r.Context(), who(r).Tenant, id, outcome, keyID(r), body.Reason)
 	if errors.Is(err, transaction.ErrNotResolvable) || errors.Is(err, ledger.ErrConflict) {
 		writeError(w, http.StatusConflict, codeNotResolvable, sanitize(err.Error()))
 		return

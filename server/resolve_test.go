@@ -150,7 +150,7 @@ func gauge(t *testing.T, h *testserver.Harness, name string) float64 {
 // counter reads one sample (name with its labels) from /metrics.
 func counter(t *testing.T, h *testserver.Harness, name string) float64 {
 	t.Helper()
-	resp, err := http.Get(h.HTTP.URL + "/metrics")
+	resp, err := http.Get(h.Admin.URL + "/metrics")
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -2,13 +2,12 @@ package server
 
 import (
 	"context"
-	"crypto/sha256"
-	"crypto/subtle"
 	_ "embed"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"net/http"
+	"net/http/pprof"
 	"strings"
 	"sync"
 	"time"
@@ -31,8 +30,22 @@ func OpenAPI() []byte { return openAPI }
 type Options struct {
 	// Service runs sessions and operator operations.
 	Service *transaction.Service
-	// APIKeyHashes are the SHA-256 digests (hex) of accepted API keys.
+	// APIKeyHashes are the SHA-256 digests (hex) of accepted API keys of
+	// the default tenant (the embedded single-key setup).
 	APIKeyHashes []string
+	// APIKeys are accepted API keys with their tenants (added to
+	// APIKeyHashes); SetKeys replaces both at run time.
+	APIKeys []APIKey
+	// Limits bound bodies, request rates and bridge sockets per client.
+	Limits Limits
+	// AllowTokenInQuery accepts a bridge token as ?token= (proxies log
+	// URLs: only for bridges that cannot set a header or subprotocol).
+	AllowTokenInQuery bool
+	// HSTS sends Strict-Transport-Security (when the server or its proxy
+	// serves TLS).
+	HSTS bool
+	// Pprof adds /debug/pprof/ to the admin handler.
+	Pprof bool
 	// ExchangeTimeout bounds each bridge exchange; SessionTimeout a session.
 	ExchangeTimeout, SessionTimeout time.Duration
 	// RetapWait bounds the wait for a card presented again after it left
@@ -52,9 +65,14 @@ type Options struct {
 
 // Server serves the operator API and the bridge endpoint.
 type Server struct {
-	o        Options
-	keys     [][]byte
-	mux      *http.ServeMux
+	o     Options
+	keys  keyring
+	mux   *http.ServeMux
+	admin *http.ServeMux
+
+	addrLimit, keyLimit, authFail *limiterSet
+	bridges                       counterSet
+
 	metrics  *Metrics
 	log      *zap.Logger
 	slots    chan struct{}
@@ -87,104 +105,134 @@ func New(o Options) *Server {
 	if o.SessionTimeout <= 0 {
 		o.SessionTimeout = time.Minute
 	}
-	s := &Server{o: o, mux: http.NewServeMux(), metrics: o.Metrics, log: o.Log,
-		slots: make(chan struct{}, o.MaxSessions), cancels: map[*context.CancelFunc]struct{}{}}
-	for _, h := range o.APIKeyHashes {
-		b, err := hex.DecodeString(h)
-		if err == nil && len(b) == sha256.Size {
-			s.keys = append(s.keys, b)
-		}
-	}
+	o.Limits = o.Limits.withDefaults()
+	s := &Server{o: o, mux: http.NewServeMux(), admin: http.NewServeMux(), metrics: o.Metrics, log: o.Log,
+		slots: make(chan struct{}, o.MaxSessions), cancels: map[*context.CancelFunc]struct{}{},
+		addrLimit: newLimiterSet(o.Limits.AddrRate, o.Limits.AddrBurst),
+		keyLimit:  newLimiterSet(o.Limits.KeyRate, o.Limits.KeyBurst),
+		authFail:  newLimiterSet(o.Limits.AuthFailRate, o.Limits.AuthFailBurst)}
+	s.keys.set(append(LegacyKeys(o.APIKeyHashes), o.APIKeys...))
 	s.routes()
 	s.registerGauges()
 	return s
 }
 
-// Handler is the server's HTTP handler.
-func (s *Server) Handler() http.Handler { return s.mux }
+// Metrics returns the server's collectors (for the transaction service).
+func (s *Server) Metrics() *Metrics { return s.metrics }
 
-// route is one served route: its pattern and its handler on a server.
-type route struct {
-	pattern string
-	handler func(s *Server) http.Handler
-}
-
-// apiRoute is an operator API route (behind the API key).
-func apiRoute(pattern string, h func(s *Server) http.HandlerFunc) route {
-	return route{pattern, func(s *Server) http.Handler { return s.auth(h(s)) }}
-}
-
-// routeTable is every route the server serves; Routes and routes both
-// read it, so the OpenAPI test checks what is really registered.
-var routeTable = []route{
-	apiRoute("POST /v1/topups", func(s *Server) http.HandlerFunc { return s.createTopUp }),
-	apiRoute("GET /v1/topups", func(s *Server) http.HandlerFunc { return s.listTopUps }),
-	apiRoute("GET /v1/topups/{id}", func(s *Server) http.HandlerFunc { return s.getTopUp }),
-	apiRoute("POST /v1/topups/{id}/bridge-tokens", func(s *Server) http.HandlerFunc { return s.topUpToken }),
-	apiRoute("POST /v1/topups/{id}/resolve", func(s *Server) http.HandlerFunc { return s.resolveTopUp }),
-	apiRoute("POST /v1/sessions", func(s *Server) http.HandlerFunc { return s.createSession }),
-	apiRoute("GET /v1/sessions/{id}", func(s *Server) http.HandlerFunc { return s.getSession }),
-	apiRoute("GET /v1/cards/{uid}/topups", func(s *Server) http.HandlerFunc { return s.cardTopUps }),
-	{"GET /v1/sun/{template}", func(s *Server) http.Handler { return http.HandlerFunc(s.sun().verify) }},
-	apiRoute("GET /v1/tags/{uid}", func(s *Server) http.HandlerFunc { return s.sun().tag }),
-	{"GET /v1/bridge", func(s *Server) http.Handler { return http.HandlerFunc(s.bridge) }},
-	{"GET /healthz", func(*Server) http.Handler {
-		return http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
-			writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
-		})
-	}},
-	{"GET /readyz", func(s *Server) http.Handler { return http.HandlerFunc(s.readyz) }},
-	{"GET /metrics", func(s *Server) http.Handler { return promhttp.HandlerFor(s.metrics.reg, promhttp.HandlerOpts{}) }},
-	{"GET /openapi.yaml", func(*Server) http.Handler {
-		return http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
-			w.Header().Set("Content-Type", "application/yaml")
-			w.Write(openAPI)
-		})
-	}},
-}
-
-// Routes lists "METHOD /path" of every route the server serves (the
-// OpenAPI test compares them with the document).
-func Routes() []string {
-	out := make([]string, len(routeTable))
-	for i, r := range routeTable {
-		out[i] = r.pattern
+// Handler is the public HTTP handler: the operator API and the bridge
+// endpoint, behind the edge (request ids, rate limits, body bounds).
+func (s *Server) Handler() http.Handler {
+	h := s.edge(s.mux)
+	if !s.o.HSTS {
+		return h
 	}
-	return out
-}
-
-// routes registers routeTable and a JSON 404 for everything else.
-func (s *Server) routes() {
-	for _, r := range routeTable {
-		s.mux.Handle(r.pattern, r.handler(s))
-	}
-	s.mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
-		writeError(w, http.StatusNotFound, codeNotFound, "no such route")
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Strict-Transport-Security", "max-age=63072000; includeSubDomains")
+		h.ServeHTTP(w, r)
 	})
 }
 
-// auth checks the operator API key against the stored digests in
-// constant time.
-func (s *Server) auth(next http.HandlerFunc) http.Handler {
+// AdminHandler serves metrics, the OpenAPI document, health and (when
+// enabled) pprof, for a private listener.
+func (s *Server) AdminHandler() http.Handler { return s.admin }
+
+// Routes lists "METHOD /path" of every public route, for the OpenAPI test.
+func Routes() []string {
+	return []string{
+		"POST /v1/topups", "GET /v1/topups", "GET /v1/topups/{id}", "POST /v1/topups/{id}/bridge-tokens",
+		"POST /v1/topups/{id}/resolve",
+		"POST /v1/sessions", "GET /v1/sessions/{id}", "GET /v1/cards/{uid}/topups",
+		"GET /v1/sun/{template}", "GET /v1/tags/{uid}",
+		"GET /v1/bridge", "GET /healthz", "GET /readyz",
+	}
+}
+
+// AdminRoutes lists the routes of the admin listener (pprof aside).
+func AdminRoutes() []string {
+	return []string{"GET /metrics", "GET /openapi.yaml", "GET /healthz", "GET /readyz"}
+}
+
+func (s *Server) routes() {
+	api := map[string]http.HandlerFunc{
+		"POST /v1/topups":                    s.createTopUp,
+		"GET /v1/topups":                     s.listTopUps,
+		"GET /v1/topups/{id}":                s.getTopUp,
+		"POST /v1/topups/{id}/resolve":       s.resolveTopUp,
+		"POST /v1/topups/{id}/bridge-tokens": s.topUpToken,
+		"POST /v1/sessions":                  s.createSession,
+		"GET /v1/sessions/{id}":              s.getSession,
+		"GET /v1/cards/{uid}/topups":         s.cardTopUps,
+		"GET /v1/tags/{uid}":                 s.sun().tag,
+	}
+	s.mux.HandleFunc("GET /v1/sun/{template}", s.sun().verify)
+	for pattern, h := range api {
+		s.mux.Handle(pattern, s.operator(pattern, h))
+	}
+	s.mux.HandleFunc("GET /v1/bridge", s.bridge)
+	health := func(w http.ResponseWriter, _ *http.Request) {
+		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+	}
+	notFound := func(w http.ResponseWriter, r *http.Request) {
+		writeError(w, http.StatusNotFound, codeNotFound, "no such route")
+	}
+	s.mux.HandleFunc("GET /healthz", health)
+	s.mux.HandleFunc("GET /readyz", s.readyz)
+	s.mux.HandleFunc("/", notFound)
+
+	s.admin.HandleFunc("GET /healthz", health)
+	s.admin.HandleFunc("GET /readyz", s.readyz)
+	s.admin.Handle("GET /metrics", promhttp.HandlerFor(s.metrics.reg, promhttp.HandlerOpts{}))
+	s.admin.HandleFunc("GET /openapi.yaml", func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "application/yaml")
+		w.Write(openAPI)
+	})
+	if s.o.Pprof {
+		s.admin.HandleFunc("GET /debug/pprof/", pprof.Index)
+		s.admin.HandleFunc("GET /debug/pprof/cmdline", pprof.Cmdline)
+		s.admin.HandleFunc("GET /debug/pprof/profile", pprof.Profile)
+		s.admin.HandleFunc("GET /debug/pprof/symbol", pprof.Symbol)
+		s.admin.HandleFunc("GET /debug/pprof/trace", pprof.Trace)
+	}
+	s.admin.HandleFunc("/", notFound)
+}
+
+// operator wraps an operator API handler: the per-address limit on
+// refused keys, the API key check (every stored digest compared in
+// constant time), the per-key rate limit and the audit line.
+func (s *Server) operator(action string, next http.HandlerFunc) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		rec := &statusRecorder{ResponseWriter: w}
+		defer func() { s.audit(r, action, rec.status) }()
+		ri, now := info(r), time.Now()
+		if empty, retry := s.authFail.empty(ri.Client, now); empty {
+			s.metrics.rateLimited.WithLabelValues("auth_failures").Inc()
+			tooMany(rec, retry, "too many refused API keys from this address")
+			return
+		}
 		key := bearer(r)
 		if key == "" {
-			writeError(w, http.StatusUnauthorized, codeUnauthorized, "missing API key (Authorization: Bearer)")
+			s.authFail.take(ri.Client, now)
+			writeError(rec, http.StatusUnauthorized, codeUnauthorized, "missing API key (Authorization: Bearer)")
 			return
 		}
-		sum := sha256.Sum256([]byte(key))
-		ok := 0
-		for _, k := range s.keys {
-			ok |= subtle.ConstantTimeCompare(sum[:], k)
-		}
-		if ok != 1 {
-			writeError(w, http.StatusUnauthorized, codeUnauthorized, "unknown API key")
+		k, ok, expired := s.keys.lookup(key, now)
+		if !ok {
+			s.authFail.take(ri.Client, now)
+			msg := "unknown API key"
+			if expired {
+				msg = "expired API key"
+			}
+			writeError(rec, http.StatusUnauthorized, codeUnauthorized, msg)
 			return
 		}
-		// The key's id is the start of its digest: enough to tell keys
-		// apart in the ledger and logs, useless to an attacker.
-		id := "key:" + hex.EncodeToString(sum[:6])
-		next(w, r.WithContext(context.WithValue(r.Context(), keyIDKey{}, id)))
+		r = r.WithContext(withPrincipal(r.Context(), principal{KeyID: k.ID, Tenant: k.Tenant}))
+		if ok, retry := s.keyLimit.take(k.ID, now); !ok {
+			s.metrics.rateLimited.WithLabelValues("key").Inc()
+			tooMany(rec, retry, "too many requests with this API key")
+			return
+		}
+		next(rec, r)
 	})
 }
 
@@ -317,11 +365,13 @@ func (s *Server) createTopUp(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, codeInvalid, "amount is required")
 		return
 	}
-	t, tk, created, err := s.o.Service.CreateTopUp(r.Context(), key, ledger.Request{Amount: *body.Amount, Currency: body.Currency, CardUID: body.CardUID, Reference: body.Reference})
+	t, tk, created, err := s.o.Service.CreateTopUp(r.Context(), key, ledger.Request{Amount: *body.Amount, Currency: body.Currency,
+		CardUID: body.CardUID, Reference: body.Reference, Tenant: who(r).Tenant})
 	if err != nil {
 		s.apiError(w, r, err)
 		return
 	}
+	setObject(r, t.ID.String())
 	v := viewTopUp(t)
 	if tk != nil {
 		exp := tk.ExpiresAt.UTC()
@@ -348,7 +398,7 @@ func (s *Server) getTopUp(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	t, err := s.o.Service.GetTopUp(r.Context(), id)
+	t, err := s.o.Service.TenantTopUp(r.Context(), who(r).Tenant, id)
 	if err != nil {
 		s.apiError(w, r, err)
 		return
@@ -363,7 +413,7 @@ func (s *Server) topUpToken(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	tk, err := s.o.Service.TopUpTicket(r.Context(), id)
+	tk, err := s.o.Service.TenantTopUpTicket(r.Context(), who(r).Tenant, id)
 	if err != nil {
 		s.apiError(w, r, err)
 		return
@@ -383,11 +433,12 @@ func (s *Server) createSession(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, codeInvalid, `kind must be "balance" (top-up sessions come with POST /v1/topups)`)
 		return
 	}
-	tk, err := s.o.Service.BalanceTicket(r.Context())
+	tk, err := s.o.Service.TenantBalanceTicket(r.Context(), who(r).Tenant)
 	if err != nil {
 		s.apiError(w, r, err)
 		return
 	}
+	setObject(r, tk.SessionID.String())
 	writeJSON(w, http.StatusCreated, viewTicket(tk))
 }
 
@@ -410,7 +461,7 @@ func (s *Server) getSession(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	sess, err := s.o.Service.GetSession(r.Context(), id)
+	sess, err := s.o.Service.TenantSession(r.Context(), who(r).Tenant, id)
 	if err != nil {
 		s.apiError(w, r, err)
 		return
@@ -431,7 +482,7 @@ func (s *Server) getSession(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) cardTopUps(w http.ResponseWriter, r *http.Request) {
-	ts, err := s.o.Service.CardTopUps(r.Context(), r.PathValue("uid"))
+	ts, err := s.o.Service.TenantCardTopUps(r.Context(), who(r).Tenant, r.PathValue("uid"))
 	if err != nil {
 		s.apiError(w, r, err)
 		return

@@ -23,7 +23,6 @@ import (
 
 // Error codes of the SUN endpoints (with sun.Code* for bad input).
 const (
-	codeRateLimited = "rate_limited"
 	codeSUNDisabled = "sun_disabled"
 )
 
@@ -73,12 +72,12 @@ type limiters struct {
 	burst int
 
 	mu      sync.Mutex // guards m and swept
-	m       map[string]*limiterEntry
+	m       map[string]*sunLimiterEntry
 	swept   time.Time
 	maxKeys int
 }
 
-type limiterEntry struct {
+type sunLimiterEntry struct {
 	l    *rate.Limiter
 	seen time.Time
 	// max is the highest authentic counter seen for a tag (per-tag set).
@@ -87,7 +86,7 @@ type limiterEntry struct {
 }
 
 func newLimiters(l rate.Limit, burst int) *limiters {
-	return &limiters{limit: l, burst: burst, m: map[string]*limiterEntry{}, maxKeys: 100000}
+	return &limiters{limit: l, burst: burst, m: map[string]*sunLimiterEntry{}, maxKeys: 100000}
 }
 
 func (ls *limiters) allow(key string) bool {
@@ -122,7 +121,7 @@ func (ls *limiters) take(key string, counter *uint32) bool {
 		if len(ls.m) >= ls.maxKeys {
 			return false
 		}
-		e = &limiterEntry{l: rate.NewLimiter(ls.limit, ls.burst)}
+		e = &sunLimiterEntry{l: rate.NewLimiter(ls.limit, ls.burst)}
 		ls.m[key] = e
 	}
 	e.seen = now

@@ -13,6 +13,7 @@ import (
 	"golang.org/x/time/rate"
 
 	"github.com/desfire-relay/relay/internal/testbackend"
+	"github.com/desfire-relay/relay/internal/testserver"
 	"github.com/desfire-relay/relay/server"
 	"github.com/desfire-relay/relay/server/config"
 	"github.com/desfire-relay/relay/transaction/keys"
@@ -59,7 +60,7 @@ func newSUNHarness(t *testing.T, l ledger.Ledger, o server.SUNOptions) *sunHarne
 		t.Fatal(err)
 	}
 	o.Verifier, o.Store = v, st
-	srv := server.New(server.Options{APIKeyHashes: []string{config.HashAPIKey(sunAPIKey)}, SUN: o})
+	srv := server.New(server.Options{APIKeyHashes: []string{config.HashAPIKey(sunAPIKey)}, SUN: o, Limits: testserver.NoLimits()})
 	h := &sunHarness{url: newTestServer(t, srv).URL, store: st, tpls: map[string]*sun.Template{}, tags: map[string]*suntest.Tag{}}
 	for i, tpl := range ts {
 		tpl := tpl

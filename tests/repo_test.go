@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/exec"
 	"regexp"
+	"slices"
 	"sort"
 	"strings"
 	"testing"
@@ -34,24 +35,49 @@ func TestOpenAPIMatchesRoutes(t *testing.T) {
 			break
 		}
 	}
-	routes := server.Routes()
+	// The document covers both listeners: the public one (Routes) and the
+	// admin one (AdminRoutes; /healthz and /readyz are on both).
+	routes := append([]string(nil), server.Routes()...)
+	for _, r := range server.AdminRoutes() {
+		if !slices.Contains(routes, r) {
+			routes = append(routes, r)
+		}
+	}
 	sort.Strings(documented)
 	sort.Strings(routes)
 	if strings.Join(documented, "\n") != strings.Join(routes, "\n") {
 		t.Fatalf("OpenAPI documents:\n%s\nserver routes:\n%s", strings.Join(documented, "\n"), strings.Join(routes, "\n"))
 	}
-	// Every route is really served (an unknown route answers 404 not_found).
-	h := server.New(server.Options{}).Handler()
-	for _, r := range routes {
-		method, p, _ := strings.Cut(r, " ")
-		p = strings.NewReplacer("{id}", "00000000-0000-0000-0000-000000000000", "{uid}", "04A1B2C3D4E5F6").Replace(p)
-		if p == "/readyz" || p == "/v1/bridge" {
-			continue // need a service; covered by the end-to-end tests
+	// Every route is really served on its listener (an unknown route
+	// answers 404 not_found), and the admin routes are not public.
+	srv := server.New(server.Options{})
+	for _, l := range []struct {
+		name   string
+		h      http.Handler
+		routes []string
+	}{{"public", srv.Handler(), server.Routes()}, {"admin", srv.AdminHandler(), server.AdminRoutes()}} {
+		for _, r := range l.routes {
+			method, p, _ := strings.Cut(r, " ")
+			p = strings.NewReplacer("{id}", "00000000-0000-0000-0000-000000000000", "{uid}", "04A1B2C3D4E5F6").Replace(p)
+			if p == "/readyz" || p == "/v1/bridge" {
+				continue // need a service; covered by the end-to-end tests
+			}
+			rec := httptest.NewRecorder()
+			l.h.ServeHTTP(rec, httptest.NewRequest(method, p, nil))
+			if rec.Code == http.StatusNotFound || rec.Code == http.StatusMethodNotAllowed {
+				t.Errorf("%s listener: %s answered %d", l.name, r, rec.Code)
+			}
 		}
+	}
+	for _, r := range server.AdminRoutes() {
+		if slices.Contains(server.Routes(), r) {
+			continue
+		}
+		_, p, _ := strings.Cut(r, " ")
 		rec := httptest.NewRecorder()
-		h.ServeHTTP(rec, httptest.NewRequest(method, p, nil))
-		if rec.Code == http.StatusNotFound || rec.Code == http.StatusMethodNotAllowed {
-			t.Errorf("%s answered %d", r, rec.Code)
+		srv.Handler().ServeHTTP(rec, httptest.NewRequest(http.MethodGet, p, nil))
+		if rec.Code != http.StatusNotFound {
+			t.Errorf("public listener serves admin route %s (%d)", r, rec.Code)
 		}
 	}
 }

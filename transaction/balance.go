@@ -24,6 +24,9 @@ func (s *Service) runBalance(ctx context.Context, r *run) error {
 	uidBytes, _ := hex.DecodeString(uid)
 	r.bridge.Prompt("Hold the card still", 0.3)
 	cs, err := s.startCard(ctx, r, uidBytes, true)
+	if cs != nil {
+		defer cs.Close() // clears the session keys
+	}
 	if err != nil {
 		return err
 	}

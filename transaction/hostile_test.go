@@ -123,29 +123,31 @@ func TestRaceForOneCardAndOneTopUp(t *testing.T) {
 				t.Fatal(err)
 			}
 			const n = 8
-			var tickets []*transaction.Ticket
+			// A new ticket revokes the top-up's unused ones, so each bridge
+			// opens its session before the next ticket is issued; the runs
+			// below still race.
+			var sessions []ledger.Session
 			for i := 0; i < n; i++ {
 				tk, err := e.svc.TopUpTicket(ctx, tu.ID)
 				if err != nil {
 					t.Fatal(err)
 				}
-				tickets = append(tickets, tk)
+				s, err := e.svc.OpenSession(ctx, tk.Token)
+				if err != nil {
+					t.Fatal(err)
+				}
+				sessions = append(sessions, s)
 			}
 			// One card, many bridges: the card answers one APDU at a time.
 			var cardMu sync.Mutex
 			shared := serial{t: e.card, mu: &cardMu}
 			var wg sync.WaitGroup
 			results := make([]transaction.Result, n)
-			for i := range tickets {
+			for i := range sessions {
 				wg.Add(1)
 				go func(i int) {
 					defer wg.Done()
-					s, err := e.svc.OpenSession(ctx, tickets[i].Token)
-					if err != nil {
-						t.Error(err)
-						return
-					}
-					results[i] = e.svc.Run(ctx, s, fmt.Sprintf("%X", testUID), bridge{t: shared, batch: true})
+					results[i] = e.svc.Run(ctx, sessions[i], fmt.Sprintf("%X", testUID), bridge{t: shared, batch: true})
 				}(i)
 			}
 			wg.Wait()

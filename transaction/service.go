@@ -189,7 +189,7 @@ func (s *Service) CreateTopUp(ctx context.Context, idempotencyKey string, req le
 	}
 	var tk *Ticket
 	if t.Status == ledger.StatusPending {
-		tk, err = s.ticket(ctx, ledger.KindTopUp, t.ID)
+		tk, err = s.ticket(ctx, t.Tenant, ledger.KindTopUp, t.ID)
 		if err != nil {
 			return ledger.TopUp{}, nil, false, err
 		}
@@ -203,9 +203,16 @@ func (s *Service) GetTopUp(ctx context.Context, id uuid.UUID) (ledger.TopUp, err
 }
 
 // TopUpTicket issues a fresh bridge ticket for a pending, in_doubt or
-// failed top-up (a failed one returns to pending).
+// failed top-up of the default tenant (a failed one returns to pending).
 func (s *Service) TopUpTicket(ctx context.Context, id uuid.UUID) (*Ticket, error) {
-	t, err := s.cfg.Ledger.GetTopUp(ctx, id)
+	return s.TenantTopUpTicket(ctx, ledger.DefaultTenant, id)
+}
+
+// TenantTopUpTicket issues a fresh bridge ticket for tenant's top-up; the
+// earlier unused tickets of the top-up stop working. Another tenant's
+// top-up is ErrNotFound.
+func (s *Service) TenantTopUpTicket(ctx context.Context, tenant string, id uuid.UUID) (*Ticket, error) {
+	t, err := s.TenantTopUp(ctx, tenant, id)
 	if err != nil {
 		return nil, err
 	}
@@ -224,12 +231,18 @@ func (s *Service) TopUpTicket(ctx context.Context, id uuid.UUID) (*Ticket, error
 	default:
 		return nil, fmt.Errorf("top-up %s is %s: %w", id, t.Status, ErrNotPayable)
 	}
-	return s.ticket(ctx, ledger.KindTopUp, id)
+	return s.ticket(ctx, tenant, ledger.KindTopUp, id)
 }
 
-// BalanceTicket opens a read-only balance lookup session.
+// BalanceTicket opens a read-only balance lookup session of the default
+// tenant.
 func (s *Service) BalanceTicket(ctx context.Context) (*Ticket, error) {
-	return s.ticket(ctx, ledger.KindBalance, uuid.Nil)
+	return s.TenantBalanceTicket(ctx, ledger.DefaultTenant)
+}
+
+// TenantBalanceTicket opens a read-only balance lookup session of tenant.
+func (s *Service) TenantBalanceTicket(ctx context.Context, tenant string) (*Ticket, error) {
+	return s.ticket(ctx, tenant, ledger.KindBalance, uuid.Nil)
 }
 
 // GetSession returns a session and its outcome.
@@ -266,9 +279,12 @@ func (s *Service) OpenSession(ctx context.Context, token string) (ledger.Session
 // Ping checks the ledger, for readiness.
 func (s *Service) Ping(ctx context.Context) error { return s.cfg.Ledger.Ping(ctx) }
 
-func (s *Service) ticket(ctx context.Context, kind ledger.SessionKind, topUpID uuid.UUID) (*Ticket, error) {
+// ticket opens a session with a fresh token; for a top-up it then revokes
+// the top-up's earlier unused tokens, so at most one token per top-up
+// works at a time.
+func (s *Service) ticket(ctx context.Context, tenant string, kind ledger.SessionKind, topUpID uuid.UUID) (*Ticket, error) {
 	now := s.cfg.Now()
-	sess, err := s.cfg.Ledger.CreateSession(ctx, kind, topUpID, now)
+	sess, err := s.cfg.Ledger.CreateTenantSession(ctx, tenant, kind, topUpID, now)
 	if err != nil {
 		return nil, err
 	}
@@ -280,6 +296,12 @@ func (s *Service) ticket(ctx context.Context, kind ledger.SessionKind, topUpID u
 	exp := now.Add(s.cfg.TokenTTL)
 	if err := s.cfg.Ledger.IssueToken(ctx, sess.ID, hashToken(tok), exp); err != nil {
 		return nil, err
+	}
+	clear(raw)
+	if kind == ledger.KindTopUp {
+		if _, err := s.cfg.Ledger.RevokeTokens(ctx, topUpID, sess.ID, now); err != nil {
+			return nil, fmt.Errorf("revoke earlier tokens: %w", err)
+		}
 	}
 	return &Ticket{SessionID: sess.ID, Token: tok, ExpiresAt: exp}, nil
 }

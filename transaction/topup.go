@@ -33,6 +33,7 @@ func (s *Service) runTopUp(ctx context.Context, r *run) error {
 	}
 	defer release(l)
 	defer func() {
+		r.credit.Close() // clears the session and TMAC keys
 		for _, w := range r.wipe {
 			w()
 		}
@@ -114,6 +115,11 @@ func (s *Service) beforeCommit(ctx context.Context, r *run, bk *books, l lock.Lo
 	if err != nil {
 		return tu, err
 	}
+	defer func() {
+		if r.credit == nil {
+			cs.Close() // no credit carries the session on: its keys go now
+		}
+	}()
 	bk.profile = r.prof.Name
 	if r.prof.HasTMAC && len(uid) > desfire.MaxTMACUIDSize {
 		// The Transaction MAC session vector holds at most 7 UID bytes:

@@ -40,13 +40,25 @@ type Options struct {
 	// card fleet, detected per card); the profile given to New must be
 	// among them and is the default.
 	Fleet []profile.Profile
+	// Limits are the server's client limits (zero: off, so suites that
+	// run many sessions from one loopback address are not throttled).
+	Limits *server.Limits
+	// APIKeys adds tenant keys to the harness's default-tenant key.
+	APIKeys []server.APIKey
+}
+
+// NoLimits turns every per-client rate limit off.
+func NoLimits() server.Limits {
+	return server.Limits{AddrRate: -1, KeyRate: -1, AuthFailRate: -1, BridgesPerAddr: 1 << 20}
 }
 
 // Harness is one running server with its backends.
 type Harness struct {
-	T       testing.TB
-	Server  *server.Server
-	HTTP    *httptest.Server
+	T      testing.TB
+	Server *server.Server
+	HTTP   *httptest.Server
+	// Admin serves the admin handler (metrics, OpenAPI document).
+	Admin   *httptest.Server
 	Keys    keys.Provider
 	KeyFile keys.File // the same keys, as a key file holds them
 	Profile profile.Profile
@@ -83,11 +95,17 @@ func New(t testing.TB, b testbackend.Backend, p profile.Profile, o Options) *Har
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv := server.New(server.Options{Service: svc, APIKeyHashes: []string{config.HashAPIKey(APIKey)},
+	lim := NoLimits()
+	if o.Limits != nil {
+		lim = *o.Limits
+	}
+	srv := server.New(server.Options{Service: svc, APIKeyHashes: []string{config.HashAPIKey(APIKey)}, APIKeys: o.APIKeys, Limits: lim,
 		ExchangeTimeout: o.ExchangeTimeout, SessionTimeout: o.SessionTimeout, Metrics: m})
 	hs := httptest.NewServer(srv.Handler())
 	t.Cleanup(hs.Close)
-	return &Harness{T: t, Server: srv, HTTP: hs, Keys: kp, KeyFile: kf, Profile: p, Ledger: l}
+	admin := httptest.NewServer(srv.AdminHandler())
+	t.Cleanup(admin.Close)
+	return &Harness{T: t, Server: srv, HTTP: hs, Admin: admin, Keys: kp, KeyFile: kf, Profile: p, Ledger: l}
 }
 
 // CardFor issues a simulated card of profile p (one of the fleet's) made

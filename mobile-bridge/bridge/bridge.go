@@ -44,8 +44,14 @@ type Options struct {
 	URL string
 	// Token is the single-use bridge token.
 	Token string
-	// TokenInQuery sends the token as ?token= instead of a header.
+	// TokenInQuery sends the token as ?token= instead of the Authorization
+	// header: only for a server started with allow-token-in-query, since
+	// proxies write URLs to their access logs.
 	TokenInQuery bool
+	// TokenInSubprotocol offers the token as the subprotocol
+	// desfire-relay.token.<token> instead of the Authorization header (what
+	// browsers do, since they cannot set headers).
+	TokenInSubprotocol bool
 	// Name, Version and Platform describe the bridge in hello.
 	Name, Version, Platform string
 	// Batch announces the batch feature.
@@ -85,15 +91,19 @@ func Run(ctx context.Context, o Options, card desfire.Transport, info CardInfo) 
 		return nil, fmt.Errorf("bridge URL: %w", err)
 	}
 	hdr := http.Header{}
-	if o.TokenInQuery {
+	subprotocols := []string{protocol.Subprotocol}
+	switch {
+	case o.TokenInQuery:
 		q := u.Query()
 		q.Set("token", o.Token)
 		u.RawQuery = q.Encode()
-	} else {
+	case o.TokenInSubprotocol:
+		subprotocols = append(subprotocols, protocol.TokenSubprotocolPrefix+o.Token)
+	default:
 		hdr.Set("Authorization", "Bearer "+o.Token)
 	}
 	ws, resp, err := websocket.Dial(ctx, u.String(), &websocket.DialOptions{
-		Subprotocols: []string{protocol.Subprotocol},
+		Subprotocols: subprotocols,
 		HTTPHeader:   hdr,
 		HTTPClient:   o.HTTPClient,
 	})

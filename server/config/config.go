@@ -11,6 +11,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"net/url"
 	"os"
 	"strconv"
 	"strings"
@@ -76,6 +77,31 @@ type Config struct {
 	LockTTL         Duration `json:"lock_ttl"`
 	// MaxSessions bounds concurrently open bridge sessions.
 	MaxSessions int `json:"max_sessions"`
+	// APIKeysFile lists API keys with their tenants (see APIKeyFile);
+	// relayd reads it again on SIGHUP.
+	APIKeysFile string `json:"api_keys_file"`
+	// AdminAddr is the private listener of metrics, the OpenAPI document
+	// and pprof; empty (the default, so several processes can share a
+	// host) turns it off. Never the public address.
+	AdminAddr string `json:"admin_addr"`
+	// Pprof serves /debug/pprof/ on the admin listener.
+	Pprof bool `json:"pprof"`
+	// TLS13Only refuses TLS 1.2 (otherwise TLS 1.2 with AEAD suites only).
+	TLS13Only bool `json:"tls13_only"`
+	// InsecureBackend lets production use redis:// and a PostgreSQL
+	// sslmode other than verify-full: the links are private.
+	InsecureBackend bool `json:"insecure_backend"`
+	// AllowTokenInQuery accepts bridge tokens as ?token= (logged by
+	// proxies); off by default.
+	AllowTokenInQuery bool `json:"allow_token_in_query"`
+	// BodyTimeout bounds reading a request body.
+	BodyTimeout Duration `json:"body_timeout"`
+	// AddrRate and KeyRate are requests per second per client address
+	// and per API key (bursts twice that); negative turns one off.
+	AddrRate float64 `json:"addr_rate"`
+	KeyRate  float64 `json:"key_rate"`
+	// BridgesPerAddr bounds open bridge sockets per client address.
+	BridgesPerAddr int `json:"bridges_per_addr"`
 	// LogLevel is debug, info, warn or error.
 	LogLevel string `json:"log_level"`
 }
@@ -119,6 +145,10 @@ func Default() Config {
 		LockTTL:         Duration(10 * time.Second),
 		MaxSessions:     20000,
 		LogLevel:        "info",
+		BodyTimeout:     Duration(10 * time.Second),
+		AddrRate:        50,
+		KeyRate:         100,
+		BridgesPerAddr:  64,
 	}
 }
 
@@ -239,6 +269,7 @@ func settings() []setting {
 		{"RELAY_TOPUP_TTL", "topup-ttl", "a pending top-up expires after this", func(c *Config) *Duration { return &c.TopUpTTL }},
 		{"RELAY_SHUTDOWN_TIMEOUT", "shutdown-timeout", "time running sessions get on shutdown", func(c *Config) *Duration { return &c.ShutdownTimeout }},
 		{"RELAY_LOCK_TTL", "lock-ttl", "card lock time-to-live (renewed while held)", func(c *Config) *Duration { return &c.LockTTL }},
+		{"RELAY_BODY_TIMEOUT", "body-timeout", "bound on reading a request body", func(c *Config) *Duration { return &c.BodyTimeout }},
 	}
 	for _, d := range durs {
 		s, g := dur(d.p)
@@ -250,6 +281,38 @@ func settings() []setting {
 			c.MaxSessions = n
 			return err
 		}, func(c *Config) string { return strconv.Itoa(c.MaxSessions) }))
+	boolean := func(env, fl, usage string, p func(*Config) *bool) {
+		out = append(out, mk(env, fl, usage, func(c *Config, v string) error {
+			b, err := strconv.ParseBool(v)
+			*p(c) = b
+			return err
+		}, func(c *Config) string { return strconv.FormatBool(*p(c)) }))
+	}
+	text := func(env, fl, usage string, p func(*Config) *string) {
+		s, g := str(p)
+		out = append(out, mk(env, fl, usage, s, g))
+	}
+	float := func(env, fl, usage string, p func(*Config) *float64) {
+		out = append(out, mk(env, fl, usage, func(c *Config, v string) error {
+			f, err := strconv.ParseFloat(v, 64)
+			*p(c) = f
+			return err
+		}, func(c *Config) string { return strconv.FormatFloat(*p(c), 'g', -1, 64) }))
+	}
+	text("RELAY_API_KEYS_FILE", "api-keys-file", "JSON file of API keys with tenants and expiry (re-read on SIGHUP)", func(c *Config) *string { return &c.APIKeysFile })
+	text("RELAY_ADMIN_ADDR", "admin-addr", "private listener for /metrics, /openapi.yaml and pprof (empty: off)", func(c *Config) *string { return &c.AdminAddr })
+	boolean("RELAY_PPROF", "pprof", "serve /debug/pprof/ on the admin listener", func(c *Config) *bool { return &c.Pprof })
+	boolean("RELAY_TLS13_ONLY", "tls13-only", "refuse TLS 1.2 (default: TLS 1.2 with AEAD suites, or 1.3)", func(c *Config) *bool { return &c.TLS13Only })
+	boolean("RELAY_INSECURE_BACKEND", "insecure-backend", "production accepts redis:// and sslmode other than verify-full (private links only)", func(c *Config) *bool { return &c.InsecureBackend })
+	boolean("RELAY_ALLOW_TOKEN_IN_QUERY", "allow-token-in-query", "accept bridge tokens as ?token= (proxies log URLs)", func(c *Config) *bool { return &c.AllowTokenInQuery })
+	float("RELAY_ADDR_RATE", "addr-rate", "requests per second per client address (negative: off)", func(c *Config) *float64 { return &c.AddrRate })
+	float("RELAY_KEY_RATE", "key-rate", "operator requests per second per API key (negative: off)", func(c *Config) *float64 { return &c.KeyRate })
+	out = append(out, mk("RELAY_BRIDGES_PER_ADDR", "bridges-per-addr", "bound on open bridge sockets per client address",
+		func(c *Config, v string) error {
+			n, err := strconv.Atoi(v)
+			c.BridgesPerAddr = n
+			return err
+		}, func(c *Config) string { return strconv.Itoa(c.BridgesPerAddr) }))
 	out = append(out, mk("RELAY_LOG_LEVEL", "log-level", "debug, info, warn or error",
 		func(c *Config, v string) error { c.LogLevel = v; return nil },
 		func(c *Config) string { return c.LogLevel }))
@@ -316,7 +379,7 @@ func (c *Config) Validate() error {
 	if c.Mode != ModeDev && c.Mode != ModeProduction {
 		return bad("mode %q is neither dev nor production", c.Mode)
 	}
-	for name, d := range map[string]Duration{"exchange-timeout": c.ExchangeTimeout, "session-timeout": c.SessionTimeout, "token-ttl": c.TokenTTL, "topup-ttl": c.TopUpTTL, "shutdown-timeout": c.ShutdownTimeout, "lock-ttl": c.LockTTL} {
+	for name, d := range map[string]Duration{"exchange-timeout": c.ExchangeTimeout, "session-timeout": c.SessionTimeout, "token-ttl": c.TokenTTL, "topup-ttl": c.TopUpTTL, "shutdown-timeout": c.ShutdownTimeout, "lock-ttl": c.LockTTL, "body-timeout": c.BodyTimeout} {
 		if d <= 0 {
 			return bad("%s must be positive", name)
 		}
@@ -326,6 +389,15 @@ func (c *Config) Validate() error {
 	}
 	if c.MaxSessions <= 0 {
 		return bad("max-sessions must be positive")
+	}
+	if c.BridgesPerAddr <= 0 {
+		return bad("bridges-per-addr must be positive")
+	}
+	if c.AddrRate == 0 || c.KeyRate == 0 {
+		return bad("addr-rate and key-rate must be positive (or negative: off)")
+	}
+	if c.AdminAddr != "" && c.AdminAddr == c.Addr {
+		return bad("admin-addr must differ from addr: metrics and pprof stay off the public listener")
 	}
 	for _, h := range c.APIKeyHashes {
 		if b, err := hex.DecodeString(h); err != nil || len(b) != sha256.Size {
@@ -348,13 +420,35 @@ func (c *Config) Validate() error {
 			return bad("production mode needs DATABASE_URL")
 		case c.KeyFile == "":
 			return bad("production mode needs a key file (RELAY_KEY_FILE)")
-		case len(c.APIKeyHashes) == 0:
-			return bad("production mode needs API keys (RELAY_API_KEY_HASHES)")
+		case len(c.APIKeyHashes) == 0 && c.APIKeysFile == "":
+			return bad("production mode needs API keys (RELAY_API_KEY_HASHES or RELAY_API_KEYS_FILE)")
 		case c.TLSCert == "" && !c.TLSProxy:
 			return bad("production mode needs TLS: tls-cert/tls-key, or tls-proxy=true behind a TLS-terminating proxy")
 		}
+		if !c.InsecureBackend {
+			if !strings.HasPrefix(c.RedisURL, "rediss://") {
+				return bad("production mode needs TLS to Redis (rediss://), or insecure-backend=true for a private link")
+			}
+			if mode := sslMode(c.DatabaseURL); mode != "verify-full" {
+				return bad("production mode needs PostgreSQL sslmode=verify-full (got %q), or insecure-backend=true for a private link", mode)
+			}
+		}
 	}
 	return nil
+}
+
+// sslMode returns the sslmode of a PostgreSQL URL or key=value DSN
+// ("" when unset, which libpq treats as prefer).
+func sslMode(dsn string) string {
+	if u, err := url.Parse(dsn); err == nil && (u.Scheme == "postgres" || u.Scheme == "postgresql") {
+		return u.Query().Get("sslmode")
+	}
+	for _, f := range strings.Fields(dsn) {
+		if v, ok := strings.CutPrefix(f, "sslmode="); ok {
+			return strings.Trim(v, "'")
+		}
+	}
+	return ""
 }
 
 // HashAPIKey returns the hex SHA-256 digest stored for an API key.

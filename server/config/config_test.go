@@ -4,6 +4,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -38,7 +39,7 @@ func TestPrecedence(t *testing.T) {
 
 func TestProductionRequirements(t *testing.T) {
 	full := map[string]string{
-		"RELAY_MODE": "production", "REDIS_URL": "redis://x", "DATABASE_URL": "postgres://x",
+		"RELAY_MODE": "production", "REDIS_URL": "rediss://x", "DATABASE_URL": "postgres://x?sslmode=verify-full",
 		"RELAY_KEY_FILE": "/k", "RELAY_API_KEY_HASHES": HashAPIKey("k"), "RELAY_TLS_PROXY": "true",
 	}
 	if _, err := Load(nil, env(full)); err != nil {
@@ -55,6 +56,77 @@ func TestProductionRequirements(t *testing.T) {
 			_, err := Load(nil, env(m))
 			if !errors.Is(err, ErrConfig) {
 				t.Fatalf("accepted production without %s", drop)
+			}
+		})
+	}
+}
+
+// TestProductionBackendLinks: production needs TLS to Redis and a
+// verified TLS link to PostgreSQL, unless insecure-backend says the links
+// are private.
+func TestProductionBackendLinks(t *testing.T) {
+	base := map[string]string{
+		"RELAY_MODE": "production", "RELAY_KEY_FILE": "/k", "RELAY_API_KEY_HASHES": HashAPIKey("k"), "RELAY_TLS_PROXY": "true",
+	}
+	cases := []struct {
+		name, redis, db string
+		insecure, ok    bool
+	}{
+		{"tls both", "rediss://r:6380/0", "postgres://u@db/relay?sslmode=verify-full", false, true},
+		{"dsn form", "rediss://r", "host=db user=u sslmode=verify-full", false, true},
+		{"plain redis", "redis://r:6379/0", "postgres://u@db/relay?sslmode=verify-full", false, false},
+		{"sslmode disable", "rediss://r", "postgres://u@db/relay?sslmode=disable", false, false},
+		{"sslmode require", "rediss://r", "postgres://u@db/relay?sslmode=require", false, false},
+		{"sslmode unset", "rediss://r", "postgres://u@db/relay", false, false},
+		{"private links declared", "redis://r", "postgres://u@db/relay?sslmode=disable", true, true},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			m := map[string]string{"REDIS_URL": c.redis, "DATABASE_URL": c.db, "RELAY_INSECURE_BACKEND": strconv.FormatBool(c.insecure)}
+			for k, v := range base {
+				m[k] = v
+			}
+			_, err := Load(nil, env(m))
+			if (err == nil) != c.ok {
+				t.Fatalf("err = %v, want ok=%v", err, c.ok)
+			}
+		})
+	}
+}
+
+// TestAPIKeysFile: ids, digests and tenants are checked; a file others
+// may write is refused.
+func TestAPIKeysFile(t *testing.T) {
+	dir := t.TempDir()
+	h := HashAPIKey("k1")
+	cases := []struct {
+		name, body string
+		mode       os.FileMode
+		ok         bool
+	}{
+		{"good", `{"keys":[{"id":"a1","sha256":"` + h + `","tenant":"acme","expires_at":"2030-01-01T00:00:00Z"}]}`, 0o600, true},
+		{"group writable", `{"keys":[]}`, 0o620, false},
+		{"bad tenant", `{"keys":[{"id":"a1","sha256":"` + h + `","tenant":"Acme"}]}`, 0o600, false},
+		{"bad digest", `{"keys":[{"id":"a1","sha256":"abc","tenant":"acme"}]}`, 0o600, false},
+		{"same id twice", `{"keys":[{"id":"a","sha256":"` + h + `","tenant":"x"},{"id":"a","sha256":"` + HashAPIKey("k2") + `","tenant":"y"}]}`, 0o600, false},
+		{"same digest twice", `{"keys":[{"id":"a","sha256":"` + h + `","tenant":"x"},{"id":"b","sha256":"` + h + `","tenant":"y"}]}`, 0o600, false},
+		{"unknown field", `{"keys":[{"id":"a","sha256":"` + h + `","tenant":"x","key":"k1"}]}`, 0o600, false},
+	}
+	for i, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			p := filepath.Join(dir, strconv.Itoa(i)+".json")
+			if err := os.WriteFile(p, []byte(c.body), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.Chmod(p, c.mode); err != nil {
+				t.Fatal(err)
+			}
+			keys, err := LoadAPIKeys(p)
+			if (err == nil) != c.ok {
+				t.Fatalf("err = %v, want ok=%v", err, c.ok)
+			}
+			if c.ok && (len(keys) != 1 || keys[0].Tenant != "acme" || keys[0].ExpiresAt == nil) {
+				t.Fatalf("keys = %+v", keys)
 			}
 		})
 	}

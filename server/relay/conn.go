@@ -39,6 +39,11 @@ var (
 	ErrClosed = errors.New("relay: connection closed")
 )
 
+// MaxOtherPerExchange bounds the messages other than `responses` (card
+// announcements) a bridge may send while one transceive is outstanding: a
+// bridge that floods them ends its session with a protocol violation.
+const MaxOtherPerExchange = 8
+
 // Conn is one bridge connection. It owns a reader goroutine, stopped and
 // waited for by Close.
 type Conn struct {
@@ -273,7 +278,10 @@ func (c *Conn) transceive(ctx context.Context, cmds []desfire.BatchCommand) ([][
 	}
 	wait, cancel := context.WithTimeout(ctx, c.exchange)
 	defer cancel()
-	for {
+	for others := 0; ; others++ {
+		if others > MaxOtherPerExchange {
+			return nil, fmt.Errorf("more than %d messages other than responses in one exchange: %w", MaxOtherPerExchange, protocol.ErrProtocol)
+		}
 		m, err := c.Next(wait)
 		if err != nil {
 			return nil, err

@@ -141,6 +141,7 @@ func newServer(ctx context.Context, o options, kp keys.Provider) (*server.Server
 		return nil, nil, err
 	}
 	srv := server.New(server.Options{Service: svc, APIKeyHashes: []string{config.HashAPIKey(apiKey)}, MaxSessions: 100000,
+		Limits:          server.Limits{AddrRate: -1, KeyRate: -1, AuthFailRate: -1, BridgesPerAddr: 1 << 20},
 		ExchangeTimeout: 10 * time.Second, SessionTimeout: 10 * time.Minute, Metrics: m})
 	return srv, func() { l.Close(); cleanup() }, nil
 }
@@ -170,7 +171,7 @@ func serveChild(o options, keyFile string) error {
 	if err != nil {
 		return err
 	}
-	hs := &http.Server{Handler: srv.Handler()}
+	hs := &http.Server{Handler: withMetrics(srv)}
 	go hs.Serve(ln)
 	fmt.Printf("LISTEN http://%s\n", ln.Addr())
 	io.Copy(io.Discard, os.Stdin) // the parent closes stdin to stop us
@@ -203,7 +204,7 @@ func startTarget(ctx context.Context, o options, keyFile string, kp keys.Provide
 		if err != nil {
 			return nil, err
 		}
-		hs := &http.Server{Handler: srv.Handler()}
+		hs := &http.Server{Handler: withMetrics(srv)}
 		go hs.Serve(ln)
 		return &target{base: "http://" + ln.Addr().String(), pid: os.Getpid(), stop: func() {
 			hs.Close()
@@ -597,4 +598,13 @@ func (h hist) quantile(q float64) string {
 		}
 	}
 	return "+Inf"
+}
+
+// withMetrics serves the public handler and, at /metrics, the admin one:
+// the load tool scrapes the server it drives on one address.
+func withMetrics(srv *server.Server) http.Handler {
+	mux := http.NewServeMux()
+	mux.Handle("/metrics", srv.AdminHandler())
+	mux.Handle("/", srv.Handler())
+	return mux
 }

@@ -136,30 +136,44 @@ func TestTwoNodesOneCredit(t *testing.T) {
 		node *node
 		tok  string
 	}
+	// A new token revokes the top-up's unused ones, so each bridge opens
+	// its session (the server consumes the token at the upgrade) before the
+	// next token is minted; every bridge then holds its hello at a gate that
+	// opens once all are connected, so the sessions still race.
+	gate := make(chan struct{})
+	var wg sync.WaitGroup
 	var runs []run
+	results := make([]string, 2*perNode)
 	for i := 0; i < perNode; i++ {
 		for _, n := range []*node{a, b} {
 			tk := n.post(t, "/v1/topups/"+tu["id"].(string)+"/bridge-tokens", "", nil)
-			runs = append(runs, run{n, tk["bridge_token"].(string)})
+			r := run{n, tk["bridge_token"].(string)}
+			runs = append(runs, r)
+			upgraded := make(chan struct{})
+			client := gatedClient(upgraded, gate)
+			wg.Add(1)
+			go func(i int, r run) {
+				defer wg.Done()
+				ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+				defer cancel()
+				rep, err := bridge.Run(ctx, bridge.Options{URL: "ws://" + r.node.addr + "/v1/bridge", Token: r.tok, Batch: true, HTTPClient: client}, shared, bridge.CardInfo{UID: uid})
+				if rep != nil {
+					results[i] = rep.Result.Status
+					if rep.Result.Error != nil {
+						results[i] += "/" + rep.Result.Error.Code
+					}
+				} else if err != nil {
+					results[i] = "error: " + err.Error()
+				}
+			}(len(runs)-1, r)
+			select {
+			case <-upgraded:
+			case <-time.After(10 * time.Second):
+				t.Fatal("bridge did not connect")
+			}
 		}
 	}
-	var wg sync.WaitGroup
-	results := make([]string, len(runs))
-	for i, r := range runs {
-		wg.Add(1)
-		go func(i int, r run) {
-			defer wg.Done()
-			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-			defer cancel()
-			rep, _ := bridge.Run(ctx, bridge.Options{URL: "ws://" + r.node.addr + "/v1/bridge", Token: r.tok, Batch: true}, shared, bridge.CardInfo{UID: uid})
-			if rep != nil {
-				results[i] = rep.Result.Status
-				if rep.Result.Error != nil {
-					results[i] += "/" + rep.Result.Error.Code
-				}
-			}
-		}(i, r)
-	}
+	close(gate)
 	wg.Wait()
 	card.Tap()
 	bal, err := cardscript.Balance(context.Background(), card, cardscript.BalanceParams{Profile: p, UID: uid,
@@ -173,4 +187,32 @@ func TestTwoNodesOneCredit(t *testing.T) {
 		t.Fatalf("card holds %d with %d top-up records after %v", bal.Value, len(bal.TopUps), results)
 	}
 	t.Logf("%d bridges on 2 nodes: %v; card credited once (%d)", len(runs), results, bal.Value)
+}
+
+// gatedClient dials plain TCP connections whose first write (the upgrade
+// request) goes out at once; the next write (the bridge's hello, sent once
+// the server accepted the token) closes upgraded and waits for gate.
+func gatedClient(upgraded, gate chan struct{}) *http.Client {
+	return &http.Client{Transport: &http.Transport{DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
+		c, err := (&net.Dialer{}).DialContext(ctx, network, addr)
+		if err != nil {
+			return nil, err
+		}
+		return &gatedConn{Conn: c, upgraded: upgraded, gate: gate}, nil
+	}}}
+}
+
+type gatedConn struct {
+	net.Conn
+	upgraded, gate chan struct{}
+	writes         int
+}
+
+func (c *gatedConn) Write(p []byte) (int, error) {
+	c.writes++
+	if c.writes == 2 {
+		close(c.upgraded)
+		<-c.gate
+	}
+	return c.Conn.Write(p)
 }

@@ -13,6 +13,10 @@ import (
 
 // KeyFunc returns the card's key for a key number and the key version the
 // card reported (diversified for this card where the key file says so).
+//
+// The returned key belongs to the session, which clears it once the
+// authenticator has its own copy: return a fresh copy (keys.Provider's
+// CardKey does).
 type KeyFunc func(ctx context.Context, keyNo, version byte) ([]byte, error)
 
 // ErrUIDMismatch: GetCardUID over the secure channel returned a UID other
@@ -124,7 +128,7 @@ func (b *beginning) open(ctx context.Context, card *desfire.Card, t desfire.Tran
 	if err != nil {
 		return nil, fmt.Errorf("key %d version %d: %w", keyNo, b.kv.Data[0], err)
 	}
-	defer clear(k)
+	defer clear(k) // the authenticator copies it
 	s := &Session{card: card, prof: p, batch: batch}
 	if p.Auth == profile.AuthEV1 {
 		a, err := desfire.NewAuthAES(keyNo, k, rnd)
@@ -137,9 +141,24 @@ func (b *beginning) open(ctx context.Context, card *desfire.Card, t desfire.Tran
 	}
 	s.auth.Start()
 	if s.second, err = s.auth.Respond(b.st, b.challenge); err != nil {
+		s.Close()
 		return nil, fmt.Errorf("authenticate: %w", err)
 	}
 	return s, nil
+}
+
+// Close ends the session's secrets: the secure channel is closed (which
+// clears its session keys) and an unfinished authentication forgets its
+// key. The card needs a new authentication afterwards. Safe to call more
+// than once and on nil.
+func (s *Session) Close() {
+	if s == nil {
+		return
+	}
+	if f, ok := s.auth.(interface{ Forget() }); ok {
+		f.Forget()
+	}
+	s.card.Deauthenticate()
 }
 
 // Open selects and authenticates in two exchanges.

@@ -47,6 +47,9 @@ type Proof struct {
 
 // Credit is a sealed credit: GetValue (EV2), WriteRecord, Credit,
 // CommitTransaction and GetValue, ready to leave.
+//
+// Close it when the session ends: it clears the Transaction MAC key and
+// the session's keys.
 type Credit struct {
 	s *Session
 	p CreditParams
@@ -169,6 +172,7 @@ func (c *Credit) verifyTMAC(ctx context.Context, res *Proof) error {
 	if err != nil {
 		return err
 	}
+	defer tm.Forget()
 	steps := []struct {
 		code               byte
 		header, data, resp []byte
@@ -294,4 +298,14 @@ func TopUp(ctx context.Context, t desfire.Transport, p TopUpParams) (Proof, erro
 		}
 	}
 	return c.Commit(ctx)
+}
+
+// Close closes the session (see Session.Close; the Transaction MAC key
+// is cleared as soon as the proof is checked). Safe on nil and more than
+// once.
+func (c *Credit) Close() {
+	if c == nil {
+		return
+	}
+	c.s.Close()
 }

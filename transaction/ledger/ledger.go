@@ -40,8 +40,18 @@ type Ledger interface {
 	// to expired and returns how many it moved.
 	ExpirePending(ctx context.Context, now time.Time) (int, error)
 
-	// CreateSession opens a session; a KindTopUp session names its top-up.
+	// CreateSession opens a session of DefaultTenant; a KindTopUp session
+	// names its top-up.
 	CreateSession(ctx context.Context, kind SessionKind, topUpID uuid.UUID, now time.Time) (Session, error)
+	// CreateTenantSession opens a session owned by tenant; a KindTopUp
+	// session's top-up must belong to the same tenant (ErrNotFound).
+	CreateTenantSession(ctx context.Context, tenant string, kind SessionKind, topUpID uuid.UUID, now time.Time) (Session, error)
+	// RevokeTokens retires the unused bridge tokens of a top-up's open
+	// sessions issued before keep (in created_at, then id, order, so of two
+	// concurrent tickets one survives): their sessions end failed with
+	// ErrorCode "token_replaced" and the tokens are refused as used. It
+	// returns how many sessions it ended.
+	RevokeTokens(ctx context.Context, topUpID, keep uuid.UUID, now time.Time) (int, error)
 	// IssueToken stores the SHA-256 of the one bridge token of an open
 	// session.
 	IssueToken(ctx context.Context, sessionID uuid.UUID, tokenHash []byte, expiresAt time.Time) error
@@ -172,6 +182,8 @@ type ResolutionEntry struct {
 // Filter selects top-ups for ListTopUps. Zero fields do not filter.
 type Filter struct {
 	Status Status
+	// Tenant keeps one tenant's top-ups.
+	Tenant string
 	// CardUID selects one card's top-ups (normalised hex).
 	CardUID string
 	// UpdatedBefore keeps top-ups whose last change is before it.
@@ -193,6 +205,11 @@ const (
 func (f Filter) Check() (Filter, error) {
 	if f.Status != 0 && !f.Status.Valid() {
 		return f, invalid("status", "unknown status")
+	}
+	if f.Tenant != "" {
+		if err := ValidateTenant(f.Tenant); err != nil {
+			return f, err
+		}
 	}
 	if f.CardUID != "" {
 		uid, err := NormalizeCardUID(f.CardUID)

@@ -46,6 +46,10 @@ type Request struct {
 	CardUID string
 	// Reference is the operator's own reference, up to MaxReferenceLen bytes.
 	Reference string
+	// Tenant owns the top-up (empty: DefaultTenant). Idempotency keys are
+	// unique per tenant, and only the owning tenant sees the top-up. It is
+	// not part of Hash: a key never names two tenants' requests.
+	Tenant string
 }
 
 // Normalize validates r and returns its canonical form (card UID in
@@ -58,6 +62,12 @@ func (r Request) Normalize() (Request, error) {
 		return Request{}, invalid("amount", "must be at most %d, got %d", MaxAmount, r.Amount)
 	}
 	if err := ValidateCurrency(r.Currency); err != nil {
+		return Request{}, err
+	}
+	if r.Tenant == "" {
+		r.Tenant = DefaultTenant
+	}
+	if err := ValidateTenant(r.Tenant); err != nil {
 		return Request{}, err
 	}
 	if r.CardUID != "" {
@@ -145,6 +155,32 @@ func ValidateIdempotencyKey(key string) error {
 	return nil
 }
 
+// CodeTokenReplaced ends a session whose bridge token a newer one for the
+// same top-up replaced.
+const CodeTokenReplaced = "token_replaced"
+
+// DefaultTenant owns every object created without a tenant: the embedded
+// single-tenant setup and rows written before tenants existed.
+const DefaultTenant = "default"
+
+// MaxTenantLen bounds a tenant name.
+const MaxTenantLen = 64
+
+// ValidateTenant checks a tenant name: 1..MaxTenantLen bytes of a-z, 0-9,
+// '.', '_' or '-'. The alphabet keeps names safe in logs and keys.
+func ValidateTenant(t string) error {
+	if t == "" || len(t) > MaxTenantLen {
+		return invalid("tenant", "must be 1..%d bytes", MaxTenantLen)
+	}
+	for i := 0; i < len(t); i++ {
+		c := t[i]
+		if (c < 'a' || c > 'z') && (c < '0' || c > '9') && c != '.' && c != '_' && c != '-' {
+			return invalid("tenant", "only a-z, 0-9, '.', '_' and '-'")
+		}
+	}
+	return nil
+}
+
 func printable(s string) bool {
 	if !utf8.ValidString(s) {
 		return false
@@ -180,7 +216,9 @@ type TopUp struct {
 	// first session, and fixed afterwards.
 	CardUID   string
 	Reference string
-	Status    Status
+	// Tenant owns the top-up.
+	Tenant string
+	Status Status
 	// BalanceBefore and BalanceAfter are the card's value file balance
 	// around the credit, once a session has read them.
 	BalanceBefore *int64
@@ -237,7 +275,9 @@ type Session struct {
 	ID   uuid.UUID
 	Kind SessionKind
 	// TopUpID is set for KindTopUp.
-	TopUpID   uuid.UUID
+	TopUpID uuid.UUID
+	// Tenant owns the session (a top-up session: its top-up's tenant).
+	Tenant    string
 	Status    SessionStatus
 	Outcome   SessionOutcome
 	CreatedAt time.Time

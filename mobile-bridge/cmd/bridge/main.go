@@ -42,7 +42,7 @@ func run(args []string) int {
 	oneWay := fs.Duration("latency", 0, "injected one-way latency per message")
 	jitter := fs.Duration("jitter", 0, "latency jitter (±)")
 	dropAfter := fs.Int("drop-after", 0, "the simulated card leaves the field after N APDUs")
-	query := fs.Bool("query-token", false, "send the token as ?token= instead of a header")
+	query := fs.Bool("query-token", false, "send the token as ?token= instead of a header (only for a server started with allow-token-in-query: proxies log URLs)")
 	timeout := fs.Duration("timeout", 2*time.Minute, "give up after this long")
 	jsonOut := fs.Bool("json", false, "print the result as JSON")
 	fleetN := fs.Int("n", 0, "run N simulated bridges at once, each with its own card and a token from the operator API (needs -api-key)")

@@ -16,6 +16,7 @@ export {
   decodeServerMessage,
   utf8Length,
   SUBPROTOCOL,
+  TOKEN_SUBPROTOCOL_PREFIX,
   MAX_FRAME,
   MAX_CAPDUS,
   MAX_CAPDU_BYTES,

@@ -10,6 +10,12 @@ import { fromHex } from "./hex.js";
 /** WebSocket subprotocol the bridge offers and the server must select. */
 export const SUBPROTOCOL = "desfire-relay.v1";
 
+/**
+ * Prefix of the subprotocol that carries the bridge token (the server
+ * selects only SUBPROTOCOL, so the token is never echoed).
+ */
+export const TOKEN_SUBPROTOCOL_PREFIX = "desfire-relay.token.";
+
 /** Largest frame, in bytes, in either direction. */
 export const MAX_FRAME = 16 * 1024;
 

@@ -17,6 +17,7 @@ import {
   type WireCard,
   MAX_FRAME,
   SUBPROTOCOL,
+  TOKEN_SUBPROTOCOL_PREFIX,
   decodeServerMessage,
   utf8Length,
 } from "./messages.js";
@@ -49,6 +50,8 @@ export interface WebSocketLike {
  * Opens a WebSocket. `headers` is only given with `tokenIn: "header"`;
  * browsers cannot send headers, React Native and Node `ws` can, e.g.
  * `(url, protocols, headers) => new WebSocket(url, protocols, { headers })`.
+ * With the default `tokenIn: "subprotocol"` the token is the second entry
+ * of `protocols`, which every platform's WebSocket sends.
  */
 export type WebSocketFactory = (url: string, protocols: string[], headers?: Record<string, string>) => WebSocketLike;
 
@@ -59,11 +62,15 @@ export interface SessionOptions {
   /** The single-use bridge token the operator backend obtained. */
   token: string;
   /**
-   * How to send the token: "query" (`?token=`, default: works everywhere)
-   * or "header" (`Authorization: Bearer`, keeps it out of access logs,
-   * needs a factory that passes headers).
+   * How to send the token. "subprotocol" (default): offered as the
+   * subprotocol `desfire-relay.token.<token>` next to `desfire-relay.v1`;
+   * works in browsers and keeps the token out of URLs. "header":
+   * `Authorization: Bearer`, needs a factory that passes headers.
+   * "query": `?token=` in the URL, which proxies write to their access
+   * logs; servers refuse it unless started with `allow-token-in-query`.
+   * Use it only for a server that asks for it.
    */
-  tokenIn?: "query" | "header";
+  tokenIn?: "subprotocol" | "header" | "query";
   /** Opens the platform's WebSocket. */
   webSocket: WebSocketFactory;
   /** Sends one command APDU to the card. */
@@ -203,6 +210,13 @@ class Session {
     try {
       if (typeof o.url !== "string" || o.url === "") throw new TypeError("url is required");
       if (typeof o.token !== "string" || o.token === "") throw new TypeError("token is required");
+      const tokenIn = o.tokenIn ?? "subprotocol";
+      if (tokenIn !== "subprotocol" && tokenIn !== "header" && tokenIn !== "query") {
+        throw new TypeError(`tokenIn must be "subprotocol", "header" or "query"`);
+      }
+      if (tokenIn === "subprotocol" && !/^[A-Za-z0-9_-]+$/.test(o.token)) {
+        throw new TypeError(`the token cannot travel as a subprotocol (only base64url characters); use tokenIn: "header"`);
+      }
       if (typeof o.webSocket !== "function") throw new TypeError("webSocket factory is required");
       if (typeof o.transceive !== "function") throw new TypeError("transceive function is required");
       if (o.card === undefined || o.card === null) throw new TypeError("card is required (CardInfo or a promise of it)");
@@ -229,14 +243,20 @@ class Session {
 
     let url = o.url;
     let headers: Record<string, string> | undefined;
-    if ((o.tokenIn ?? "query") === "header") {
-      headers = { Authorization: `Bearer ${o.token}` };
-    } else {
-      url += (url.includes("?") ? "&" : "?") + "token=" + encodeURIComponent(o.token);
+    const protocols = [SUBPROTOCOL];
+    switch (o.tokenIn ?? "subprotocol") {
+      case "header":
+        headers = { Authorization: `Bearer ${o.token}` };
+        break;
+      case "query":
+        url += (url.includes("?") ? "&" : "?") + "token=" + encodeURIComponent(o.token);
+        break;
+      default:
+        protocols.push(TOKEN_SUBPROTOCOL_PREFIX + o.token);
     }
     let ws: WebSocketLike;
     try {
-      ws = o.webSocket(url, [SUBPROTOCOL], headers);
+      ws = o.webSocket(url, protocols, headers);
     } catch (e) {
       this.fail(new ConnectionError(`cannot open the WebSocket: ${(e as Error)?.message ?? String(e)}`, undefined, undefined, { cause: e }));
       return;

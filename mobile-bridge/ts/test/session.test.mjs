@@ -45,7 +45,7 @@ function scripted(script, extra = {}) {
   const card = extra.card ?? okCard();
   const promise = runSession({
     url: "wss://relay.test/v1/bridge",
-    token: "tok en/1",
+    token: "tok_en-1",
     webSocket: factory,
     transceive: card.fn,
     card: { uid: UID },
@@ -95,8 +95,9 @@ describe("happy paths on a fake socket", () => {
     assert.equal(rep.result.balance, 5);
     assert.equal(rep.exchanges, 2);
     assert.equal(rep.commands, 4);
-    assert.equal(factory.url, "wss://relay.test/v1/bridge?token=tok%20en%2F1");
-    assert.deepEqual(factory.protocols, ["desfire-relay.v1"]);
+    // By default the token travels in the subprotocol list, never in the URL.
+    assert.equal(factory.url, "wss://relay.test/v1/bridge");
+    assert.deepEqual(factory.protocols, ["desfire-relay.v1", "desfire-relay.token.tok_en-1"]);
     assert.equal(factory.headers, undefined);
     const hello = seen[0];
     assert.equal(hello.type, "hello");
@@ -107,6 +108,22 @@ describe("happy paths on a fake socket", () => {
     assert.equal(r1.error, undefined);
     assert.deepEqual(prompts, [["Tap your card", undefined], ["Hold still", 0.25]]);
     assert.deepEqual(factory.socket.closedWith, { code: 1000, reason: undefined });
+  });
+
+  test("token in the query only when asked for", async () => {
+    const { promise, factory } = scripted(
+      (msg, s) => {
+        if (msg.type === "hello") {
+          s.serverSend(READY);
+          s.serverSend(RESULT);
+        }
+      },
+      { options: { tokenIn: "query" } },
+    );
+    await promise;
+    assert.equal(factory.url, "wss://relay.test/v1/bridge?token=tok_en-1");
+    assert.deepEqual(factory.protocols, ["desfire-relay.v1"]);
+    assert.equal(factory.headers, undefined);
   });
 
   test("token in a header, no batch, card arriving later, unknown type ignored", async () => {
@@ -128,7 +145,8 @@ describe("happy paths on a fake socket", () => {
     const rep = await promise;
     assert.equal(rep.result.ok, true);
     assert.equal(factory.url, "wss://relay.test/v1/bridge");
-    assert.deepEqual(factory.headers, { Authorization: "Bearer tok en/1" });
+    assert.deepEqual(factory.headers, { Authorization: "Bearer tok_en-1" });
+    assert.deepEqual(factory.protocols, ["desfire-relay.v1"]);
     assert.deepEqual(seen[0].features, []);
     assert.equal(seen[0].card, undefined);
     assert.deepEqual(seen[1], { type: "card", uid: "08A1B2C3", ats: "0675778102" });
@@ -269,6 +287,9 @@ describe("malformed server behaviour", () => {
   test("bad options reject, never throw", async () => {
     const base = { url: "ws://x", token: "t", webSocket: fakeFactory(), transceive: okCard().fn, card: { uid: UID } };
     await assert.rejects(runSession({ ...base, token: "" }), TypeError);
+    // A token that is not base64url cannot be a subprotocol: say so.
+    await assert.rejects(runSession({ ...base, token: "tok en/1" }), TypeError);
+    await assert.rejects(runSession({ ...base, tokenIn: "cookie" }), TypeError);
     await assert.rejects(runSession({ ...base, card: { uid: new Uint8Array(5) } }), /4, 7 or 10 bytes/);
     await assert.rejects(runSession({ ...base, webSocket: undefined }), TypeError);
   });

@@ -1,7 +1,7 @@
 // Command relayd is the DESFire top-up relay server. With no configuration
 // it runs on the embedded default: SQLite ledger and generated development
-// keys in ./data, in-process card locks, a development API key printed
-// once. Production mode (RELAY_MODE=production) needs Redis, PostgreSQL,
+// keys in ./data, in-process card locks, a development API key written to
+// data/dev-api-key (0600). Production mode (RELAY_MODE=production) needs Redis, PostgreSQL,
 // a key file, API key hashes and TLS; see docs/CONFIG.md.
 package main
 
@@ -16,6 +16,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -65,8 +66,8 @@ func run(args []string) error {
 	if err != nil {
 		return fmt.Errorf("listen: %w", err)
 	}
-	httpSrv := &http.Server{Handler: app.srv.Handler(), ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute, ErrorLog: zap.NewStdLog(log)}
-	serveErr := make(chan error, 1)
+	httpSrv := publicServer(cfg, app.srv.Handler(), log)
+	serveErr := make(chan error, 2)
 	go func() {
 		if cfg.TLSCert != "" {
 			serveErr <- httpSrv.ServeTLS(ln, cfg.TLSCert, cfg.TLSKey)
@@ -76,10 +77,22 @@ func run(args []string) error {
 	}()
 	log.Info("relayd listening", zap.String("addr", ln.Addr().String()), zap.String("mode", cfg.Mode),
 		zap.Bool("tls", cfg.TLSCert != ""), zap.String("profile", cfg.Profile))
+	var adminSrv *http.Server
+	if cfg.AdminAddr != "" {
+		aln, err := net.Listen("tcp", cfg.AdminAddr)
+		if err != nil {
+			return fmt.Errorf("admin listen: %w", err)
+		}
+		adminSrv = &http.Server{Handler: app.srv.AdminHandler(), ReadHeaderTimeout: 10 * time.Second, ReadTimeout: 30 * time.Second,
+			IdleTimeout: 2 * time.Minute, ErrorLog: zap.NewStdLog(log)}
+		go func() { serveErr <- adminSrv.Serve(aln) }()
+		log.Info("admin listener (metrics, openapi, pprof) on a private address", zap.String("addr", aln.Addr().String()), zap.Bool("pprof", cfg.Pprof))
+	}
 
 	var wg sync.WaitGroup
-	wg.Add(1)
+	wg.Add(2)
 	go func() { defer wg.Done(); app.housekeeping(ctx, log) }()
+	go func() { defer wg.Done(); app.reloadOnHUP(ctx, cfg, log) }()
 
 	select {
 	case err := <-serveErr:
@@ -99,6 +112,9 @@ func run(args []string) error {
 	dwg.Add(1)
 	go func() { defer dwg.Done(); derr = app.srv.Drain(sctx) }()
 	_ = httpSrv.Shutdown(sctx) // stops accepting; hijacked bridge sockets are Drain's
+	if adminSrv != nil {
+		_ = adminSrv.Shutdown(sctx)
+	}
 	dwg.Wait()
 	wg.Wait()
 	if derr != nil {
@@ -106,6 +122,13 @@ func run(args []string) error {
 	}
 	log.Info("stopped")
 	return nil
+}
+
+// publicServer is the public listener's http.Server: bounded header
+// reads, the server's TLS policy (TLS 1.2 AEAD suites or TLS 1.3 only).
+func publicServer(cfg config.Config, h http.Handler, log *zap.Logger) *http.Server {
+	return &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute,
+		MaxHeaderBytes: 16 << 10, ErrorLog: zap.NewStdLog(log), TLSConfig: server.TLSConfig(cfg.TLS13Only)}
 }
 
 func newLogger(level string) (*zap.Logger, error) {
@@ -121,6 +144,7 @@ func newLogger(level string) (*zap.Logger, error) {
 
 type app struct {
 	srv    *server.Server
+	hashes []string // the default tenant's key digests (config or dev key)
 	svc    *transaction.Service
 	ledger ledger.Ledger
 	closer []func()
@@ -204,12 +228,16 @@ func build(ctx context.Context, cfg config.Config, log *zap.Logger) (*app, error
 	}
 
 	hashes := cfg.APIKeyHashes
-	if len(hashes) == 0 {
+	if len(hashes) == 0 && cfg.APIKeysFile == "" {
 		h, err := devAPIKey(cfg.DataDir, log)
 		if err != nil {
 			return nil, err
 		}
 		hashes = []string{h}
+	}
+	apiKeys, err := apiKeys(cfg, hashes)
+	if err != nil {
+		return nil, err
 	}
 
 	metrics := server.NewMetrics()
@@ -226,10 +254,14 @@ func build(ctx context.Context, cfg config.Config, log *zap.Logger) (*app, error
 		return nil, err
 	}
 	a.srv = server.New(server.Options{
-		Service: a.svc, APIKeyHashes: hashes, ExchangeTimeout: cfg.ExchangeTimeout.D(),
+		Service: a.svc, APIKeys: apiKeys, ExchangeTimeout: cfg.ExchangeTimeout.D(),
 		SessionTimeout: cfg.SessionTimeout.D(), MaxSessions: cfg.MaxSessions, Ready: ready, Log: log, Metrics: metrics,
 		SUN: sunOpts,
+		Limits: server.Limits{BodyTimeout: cfg.BodyTimeout.D(), AddrRate: cfg.AddrRate, AddrBurst: burst(cfg.AddrRate),
+			KeyRate: cfg.KeyRate, KeyBurst: burst(cfg.KeyRate), BridgesPerAddr: cfg.BridgesPerAddr},
+		AllowTokenInQuery: cfg.AllowTokenInQuery, HSTS: cfg.TLSCert != "" || cfg.TLSProxy, Pprof: cfg.Pprof,
 	})
+	a.hashes = hashes
 	return a, nil
 }
 
@@ -252,6 +284,79 @@ func sunOptions(cfg config.Config, kp keys.Provider, l ledger.Ledger) (server.SU
 		return server.SUNOptions{}, err
 	}
 	return o, nil
+}
+
+// burst allows twice the rate per second in one go.
+func burst(rate float64) int {
+	if rate <= 0 {
+		return 1
+	}
+	return int(2*rate) + 1
+}
+
+// apiKeys assembles the accepted keys: the digests of RELAY_API_KEY_HASHES
+// (tenant default) and the API keys file. Production refuses the
+// development API key of the data directory.
+func apiKeys(cfg config.Config, hashes []string) ([]server.APIKey, error) {
+	out := server.LegacyKeys(hashes)
+	if cfg.APIKeysFile != "" {
+		entries, err := config.LoadAPIKeys(cfg.APIKeysFile)
+		if err != nil {
+			return nil, err
+		}
+		for _, e := range entries {
+			k := server.APIKey{ID: e.ID, Tenant: e.Tenant}
+			b, err := hex.DecodeString(e.SHA256)
+			if err != nil || len(b) != len(k.Digest) {
+				return nil, fmt.Errorf("api key %s: bad digest: %w", e.ID, config.ErrConfig)
+			}
+			copy(k.Digest[:], b)
+			if e.ExpiresAt != nil {
+				k.ExpiresAt = *e.ExpiresAt
+			}
+			out = append(out, k)
+		}
+	}
+	if cfg.Mode == config.ModeProduction {
+		if b, err := os.ReadFile(filepath.Join(cfg.DataDir, devAPIKeyFile)); err == nil {
+			dev := config.HashAPIKey(strings.TrimSpace(string(b)))
+			for _, k := range out {
+				if hex.EncodeToString(k.Digest[:]) == dev {
+					return nil, fmt.Errorf("api key %s is the development API key of %s: refused in production: %w", k.ID, cfg.DataDir, config.ErrConfig)
+				}
+			}
+		}
+	}
+	return out, nil
+}
+
+// reloadOnHUP re-reads the API keys on SIGHUP: keys rotate without a
+// restart. A file that fails to load keeps the keys in use.
+func (a *app) reloadOnHUP(ctx context.Context, cfg config.Config, log *zap.Logger) {
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-hup:
+			if err := a.reloadKeys(cfg); err != nil {
+				log.Error("API keys not reloaded; the previous keys stay in use", zap.Error(err))
+				continue
+			}
+			log.Info("API keys reloaded", zap.String("file", cfg.APIKeysFile))
+		}
+	}
+}
+
+// reloadKeys loads the API keys again and hands them to the server.
+func (a *app) reloadKeys(cfg config.Config) error {
+	keys, err := apiKeys(cfg, a.hashes)
+	if err != nil {
+		return err
+	}
+	return a.srv.SetKeys(keys)
 }
 
 // loadKeys reads the key file, or in dev mode without one generates
@@ -288,14 +393,17 @@ func loadKeys(cfg config.Config, profiles profile.Set, log *zap.Logger) (*keys.S
 	return kp, nil
 }
 
+// devAPIKeyFile holds the development API key in the data directory.
+const devAPIKeyFile = "dev-api-key"
+
 // devAPIKey returns the hash of the development API key, generating it on
-// first start: the key is printed once and kept in data/dev-api-key (0600)
-// for the walkthrough.
+// first start into data/dev-api-key (0600). The key is never printed or
+// logged (container logs are widely readable); the log says where it is.
 func devAPIKey(dir string, log *zap.Logger) (string, error) {
-	path := filepath.Join(dir, "dev-api-key")
+	path := filepath.Join(dir, devAPIKeyFile)
 	if b, err := os.ReadFile(path); err == nil {
-		key := string(b)
-		log.Warn("using the development API key", zap.String("file", path))
+		key := strings.TrimSpace(string(b))
+		log.Warn("using the development API key (dev mode only)", zap.String("file", path))
 		return config.HashAPIKey(key), nil
 	}
 	raw := make([]byte, 24)
@@ -303,9 +411,17 @@ func devAPIKey(dir string, log *zap.Logger) (string, error) {
 		return "", err
 	}
 	key := "dev_" + hex.EncodeToString(raw)
-	if err := os.WriteFile(path, []byte(key), 0o600); err != nil {
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	if err != nil {
 		return "", fmt.Errorf("write dev API key: %w", err)
 	}
-	fmt.Fprintf(os.Stderr, "\n  DEVELOPMENT API KEY (printed once, also in %s):\n\n    %s\n\n", path, key)
+	if _, err := f.WriteString(key); err != nil {
+		f.Close()
+		return "", fmt.Errorf("write dev API key: %w", err)
+	}
+	if err := f.Close(); err != nil {
+		return "", fmt.Errorf("write dev API key: %w", err)
+	}
+	log.Warn("GENERATED A DEVELOPMENT API KEY — read it from the file (mode 0600); refused in production", zap.String("file", path))
 	return config.HashAPIKey(key), nil
 }

@@ -50,6 +50,8 @@ func Run(t *testing.T, open Opener) {
 		{"TMCPerCard", testTMCPerCard},
 		{"Resolve", testResolve},
 		{"ListAndOldest", testListAndOldest},
+		{"Tenants", testTenants},
+		{"RevokeTokens", testRevokeTokens},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"os"
 	"strings"
 	"sync"
 	"time"
@@ -38,6 +39,9 @@ const BusyTimeout = 5 * time.Second
 func Open(ctx context.Context, path string, cfg ledger.Config) (ledger.Ledger, error) {
 	if path == "" || strings.ContainsAny(path, "?#") {
 		return nil, fmt.Errorf("sqlite ledger: bad path %q", path)
+	}
+	if err := createPrivate(path); err != nil {
+		return nil, fmt.Errorf("sqlite ledger: %w", err)
 	}
 	dsn := "file:" + path + fmt.Sprintf("?_pragma=busy_timeout(%d)", BusyTimeout.Milliseconds()) +
 		"&_pragma=journal_mode(WAL)&_pragma=foreign_keys(1)&_pragma=synchronous(FULL)&_txlock=immediate"
@@ -71,6 +75,30 @@ func Open(ctx context.Context, path string, cfg ledger.Config) (ledger.Ledger, e
 	r.SetMaxOpenConns(4)
 	d.r = r
 	return sqlstore.New(d, sqlstore.Dialect{}, cfg), nil
+}
+
+// createPrivate creates the database file with mode 0600 before SQLite
+// opens it (SQLite gives its -wal and -shm files the database file's mode),
+// and takes group and other access away from an existing one. The ledger
+// holds card UIDs and operator references.
+func createPrivate(path string) error {
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o600)
+	if err == nil {
+		return f.Close()
+	}
+	if !errors.Is(err, fs.ErrExist) {
+		return fmt.Errorf("create %s: %w", path, err)
+	}
+	st, err := os.Stat(path)
+	if err != nil {
+		return fmt.Errorf("stat %s: %w", path, err)
+	}
+	if st.Mode().IsRegular() && st.Mode().Perm()&0o077 != 0 {
+		if err := os.Chmod(path, st.Mode().Perm()&0o700); err != nil {
+			return fmt.Errorf("restrict %s: %w", path, err)
+		}
+	}
+	return nil
 }
 
 // db adapts two database/sql pools to sqlstore.DB: w, with one

@@ -2,6 +2,8 @@ package sqlite_test
 
 import (
 	"context"
+	"fmt"
+	"os"
 	"path/filepath"
 	"testing"
 	"time"
@@ -66,6 +68,44 @@ func TestOpenBadPath(t *testing.T) {
 			if l, err := sqlite.Open(context.Background(), p, ledger.Config{}); err == nil {
 				l.Close()
 				t.Fatalf("Open(%q) succeeded", p)
+			}
+		})
+	}
+}
+
+// TestFileMode: the database and its WAL files are created 0600 whatever
+// the umask, and an existing world-readable file is tightened.
+func TestFileMode(t *testing.T) {
+	dir := t.TempDir()
+	cases := []struct {
+		name    string
+		prepare func(path string) error
+	}{
+		{"new", func(string) error { return nil }},
+		{"existing 0644", func(p string) error { return os.WriteFile(p, nil, 0o644) }},
+	}
+	for i, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			path := filepath.Join(dir, fmt.Sprintf("l%d.db", i))
+			if err := c.prepare(path); err != nil {
+				t.Fatal(err)
+			}
+			l, err := sqlite.Open(context.Background(), path, ledger.Config{})
+			if err != nil {
+				t.Fatalf("open: %v", err)
+			}
+			defer l.Close()
+			if _, _, err := l.CreateTopUp(context.Background(), ledger.Request{Amount: 1, Currency: "EUR"}, "k", now); err != nil {
+				t.Fatalf("write: %v", err)
+			}
+			for _, p := range []string{path, path + "-wal", path + "-shm"} {
+				st, err := os.Stat(p)
+				if err != nil {
+					t.Fatalf("stat: %v", err)
+				}
+				if st.Mode().Perm()&0o077 != 0 {
+					t.Errorf("%s has mode %v, want no group or other access", filepath.Base(p), st.Mode().Perm())
+				}
 			}
 		})
 	}

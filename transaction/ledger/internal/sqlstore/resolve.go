@@ -133,6 +133,9 @@ func (s *Store) ListTopUps(ctx context.Context, f ledger.Filter) ([]ledger.TopUp
 	if f.Status != 0 {
 		where += " AND status = " + arg(f.Status.String())
 	}
+	if f.Tenant != "" {
+		where += " AND tenant = " + arg(f.Tenant)
+	}
 	if f.CardUID != "" {
 		where += " AND card_uid = " + arg(f.CardUID)
 	}

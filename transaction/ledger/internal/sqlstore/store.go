@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/google/uuid"
@@ -57,7 +58,7 @@ func New(db DB, d Dialect, cfg ledger.Config) *Store {
 
 const topUpCols = `id, idempotency_key, request_hash, amount, currency, card_uid, reference, status,
 	balance_before, balance_after, tmc, tmv, log_ref, attempts, fence,
-	created_at, updated_at, expires_at, applied_at, resolution, resolution_checked, conflict, profile`
+	created_at, updated_at, expires_at, applied_at, resolution, resolution_checked, conflict, profile, tenant`
 
 func scanTopUp(r Row) (ledger.TopUp, error) {
 	var (
@@ -70,10 +71,11 @@ func scanTopUp(r Row) (ledger.TopUp, error) {
 	)
 	err := r.Scan(&id, &t.IdempotencyKey, &t.RequestHash, &t.Amount, &t.Currency, &t.CardUID, &t.Reference, &status,
 		&t.BalanceBefore, &t.BalanceAfter, &tmc, &t.TMV, &t.LogRef, &attempts, &t.Fence,
-		&created, &updated, &expiresAt, &applied, &t.Resolution, &checked, &t.Conflict, &t.Profile)
+		&created, &updated, &expiresAt, &applied, &t.Resolution, &checked, &t.Conflict, &t.Profile, &t.Tenant)
 	if err != nil {
 		return ledger.TopUp{}, err
 	}
+	t.IdempotencyKey = unscopeKey(t.IdempotencyKey)
 	if t.ID, err = uuid.Parse(id); err != nil {
 		return ledger.TopUp{}, fmt.Errorf("stored top-up id %q: %w", id, err)
 	}
@@ -129,6 +131,27 @@ func (s *Store) listTopUps(ctx context.Context, where string, args ...any) ([]le
 	return out, rows.Err()
 }
 
+// keySep separates a tenant from its idempotency key in the stored key;
+// client keys are printable ASCII, so it never occurs in one.
+const keySep = "\x1f"
+
+// scopeKey is the stored form of a tenant's idempotency key: the default
+// tenant's keys as they are (rows from before tenants), others prefixed.
+func scopeKey(tenant, key string) string {
+	if tenant == ledger.DefaultTenant {
+		return key
+	}
+	return tenant + keySep + key
+}
+
+// unscopeKey returns the client's key from its stored form.
+func unscopeKey(stored string) string {
+	if _, key, ok := strings.Cut(stored, keySep); ok {
+		return key
+	}
+	return stored
+}
+
 // CreateTopUp implements ledger.Ledger.
 func (s *Store) CreateTopUp(ctx context.Context, req ledger.Request, key string, now time.Time) (ledger.TopUp, bool, error) {
 	req, err := req.Normalize()
@@ -142,6 +165,7 @@ func (s *Store) CreateTopUp(ctx context.Context, req ledger.Request, key string,
 		return ledger.TopUp{}, false, &ledger.ValidationError{Field: "now", Reason: "missing"}
 	}
 	hash := req.Hash()
+	stored := scopeKey(req.Tenant, key)
 	id, err := uuid.NewRandom()
 	if err != nil {
 		return ledger.TopUp{}, false, fmt.Errorf("new top-up id: %w", err)
@@ -155,12 +179,12 @@ func (s *Store) CreateTopUp(ctx context.Context, req ledger.Request, key string,
 		// One round trip: RETURNING gives the new row, or no row when the
 		// key exists.
 		out, err = scanTopUp(q.QueryRow(ctx, `INSERT INTO topups (id, idempotency_key, request_hash, amount, currency, card_uid, reference,
-	status, log_ref, attempts, fence, created_at, updated_at, expires_at)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 0, 0, $10, $10, $11)
+	status, log_ref, attempts, fence, created_at, updated_at, expires_at, tenant)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 0, 0, $10, $10, $11, $12)
 ON CONFLICT (idempotency_key) DO NOTHING
 RETURNING `+topUpCols,
-			id.String(), key, hash, req.Amount, req.Currency, req.CardUID, req.Reference,
-			ledger.StatusPending.String(), ledger.LogRef(id), at, micros(now.Add(s.cfg.PendingTTL))))
+			id.String(), stored, hash, req.Amount, req.Currency, req.CardUID, req.Reference,
+			ledger.StatusPending.String(), ledger.LogRef(id), at, micros(now.Add(s.cfg.PendingTTL)), req.Tenant))
 		if err == nil {
 			created = true
 			return nil
@@ -168,9 +192,14 @@ RETURNING `+topUpCols,
 		if !errors.Is(err, ErrNoRows) {
 			return fmt.Errorf("insert top-up: %w", err)
 		}
-		out, err = scanTopUp(q.QueryRow(ctx, `SELECT `+topUpCols+` FROM topups WHERE idempotency_key = $1`, key))
+		out, err = scanTopUp(q.QueryRow(ctx, `SELECT `+topUpCols+` FROM topups WHERE idempotency_key = $1`, stored))
 		if err != nil {
 			return fmt.Errorf("read top-up by idempotency key: %w", err)
+		}
+		if out.Tenant != req.Tenant {
+			// Unreachable with scoped keys; never hand one tenant's top-up
+			// to another.
+			return fmt.Errorf("idempotency key of another tenant: %w", ledger.ErrIdempotencyConflict)
 		}
 		if !bytes.Equal(out.RequestHash, hash) {
 			return fmt.Errorf("top-up %s: %w", out.ID, ledger.ErrIdempotencyConflict)
@@ -406,7 +435,7 @@ func (s *Store) ExpirePending(ctx context.Context, now time.Time) (int, error) {
 	return int(n), nil
 }
 
-const sessionCols = `id, kind, topup_id, status, outcome, created_at, ended_at`
+const sessionCols = `id, kind, topup_id, status, outcome, created_at, ended_at, tenant`
 
 func scanSession(r Row) (ledger.Session, error) {
 	var (
@@ -416,7 +445,7 @@ func scanSession(r Row) (ledger.Session, error) {
 		created          int64
 		ended            *int64
 	)
-	if err := r.Scan(&id, &kind, &topup, &status, &outcome, &created, &ended); err != nil {
+	if err := r.Scan(&id, &kind, &topup, &status, &outcome, &created, &ended, &s.Tenant); err != nil {
 		return ledger.Session{}, err
 	}
 	var err error
@@ -460,6 +489,14 @@ func (s *Store) getSession(ctx context.Context, q Querier, id uuid.UUID, lock bo
 
 // CreateSession implements ledger.Ledger.
 func (s *Store) CreateSession(ctx context.Context, kind ledger.SessionKind, topUpID uuid.UUID, now time.Time) (ledger.Session, error) {
+	return s.CreateTenantSession(ctx, ledger.DefaultTenant, kind, topUpID, now)
+}
+
+// CreateTenantSession implements ledger.Ledger.
+func (s *Store) CreateTenantSession(ctx context.Context, tenant string, kind ledger.SessionKind, topUpID uuid.UUID, now time.Time) (ledger.Session, error) {
+	if err := ledger.ValidateTenant(tenant); err != nil {
+		return ledger.Session{}, err
+	}
 	switch {
 	case kind != ledger.KindTopUp && kind != ledger.KindBalance:
 		return ledger.Session{}, &ledger.ValidationError{Field: "kind", Reason: kind.String()}
@@ -478,14 +515,18 @@ func (s *Store) CreateSession(ctx context.Context, kind ledger.SessionKind, topU
 	err = s.db.InTx(ctx, func(q Querier) error {
 		var topup any
 		if kind == ledger.KindTopUp {
-			if _, err := s.getTopUp(ctx, q, topUpID, false); err != nil {
+			t, err := s.getTopUp(ctx, q, topUpID, false)
+			if err != nil {
 				return err
+			}
+			if t.Tenant != tenant {
+				return fmt.Errorf("top-up %s: %w", topUpID, ledger.ErrNotFound)
 			}
 			topup = topUpID.String()
 		}
-		out, err = scanSession(q.QueryRow(ctx, `INSERT INTO sessions (id, kind, topup_id, status, created_at) VALUES ($1, $2, $3, $4, $5)
+		out, err = scanSession(q.QueryRow(ctx, `INSERT INTO sessions (id, kind, topup_id, status, created_at, tenant) VALUES ($1, $2, $3, $4, $5, $6)
 RETURNING `+sessionCols,
-			id.String(), kind.String(), topup, ledger.SessionOpen.String(), micros(now)))
+			id.String(), kind.String(), topup, ledger.SessionOpen.String(), micros(now), tenant))
 		if err != nil {
 			return fmt.Errorf("insert session: %w", err)
 		}
@@ -579,6 +620,63 @@ WHERE token_hash = $2 AND used_at IS NULL AND expires_at > $3 RETURNING session_
 		return ledger.Session{}, err
 	}
 	return out, nil
+}
+
+// RevokeTokens implements ledger.Ledger.
+func (s *Store) RevokeTokens(ctx context.Context, topUpID, keep uuid.UUID, now time.Time) (int, error) {
+	if now.IsZero() {
+		return 0, &ledger.ValidationError{Field: "now", Reason: "missing"}
+	}
+	b, err := json.Marshal(ledger.SessionOutcome{ErrorCode: ledger.CodeTokenReplaced})
+	if err != nil {
+		return 0, fmt.Errorf("encode session outcome: %w", err)
+	}
+	var n int
+	err = s.db.InTx(ctx, func(q Querier) error {
+		// Tokens first: a concurrent ConsumeToken either won (its session
+		// runs and is not ended here) or finds its token used.
+		// Only sessions issued before keep, in (created_at, id) order: of
+		// two tickets issued concurrently the later revokes the earlier and
+		// never the other way round, so one always survives.
+		kept, err := s.getSession(ctx, q, keep, false)
+		if err != nil {
+			return err
+		}
+		rows, err := q.Query(ctx, `UPDATE bridge_tokens SET used_at = $1
+WHERE used_at IS NULL AND session_id IN (SELECT id FROM sessions WHERE topup_id = $2 AND status = $4
+  AND (created_at < $5 OR (created_at = $5 AND id < $3)))
+RETURNING session_id`, micros(now), topUpID.String(), keep.String(), ledger.SessionOpen.String(), micros(kept.CreatedAt))
+		if err != nil {
+			return fmt.Errorf("revoke bridge tokens: %w", err)
+		}
+		var ids []string
+		for rows.Next() {
+			var id string
+			if err := rows.Scan(&id); err != nil {
+				rows.Close()
+				return fmt.Errorf("revoke bridge tokens: %w", err)
+			}
+			ids = append(ids, id)
+		}
+		err = rows.Err()
+		rows.Close()
+		if err != nil {
+			return fmt.Errorf("revoke bridge tokens: %w", err)
+		}
+		for _, id := range ids {
+			m, err := q.Exec(ctx, `UPDATE sessions SET status = $1, outcome = $2, ended_at = $3 WHERE id = $4 AND status = $5`,
+				ledger.SessionFailed.String(), string(b), micros(now), id, ledger.SessionOpen.String())
+			if err != nil {
+				return fmt.Errorf("end replaced session %s: %w", id, err)
+			}
+			n += int(m)
+		}
+		return nil
+	})
+	if err != nil {
+		return 0, err
+	}
+	return n, nil
 }
 
 // FinishSession implements ledger.Ledger.
