@@ -42,7 +42,9 @@ type FileSettings struct {
 	SDM *desfire.SDMSettings
 }
 
-func keyOrSpecial(k byte) bool { return k < NumKeys || k == desfire.AccessFree || k == desfire.AccessNever }
+func keyOrSpecial(k byte) bool {
+	return k < NumKeys || k == desfire.AccessFree || k == desfire.AccessNever
+}
 
 // Validate checks the settings for a file of fileSize bytes: key numbers,
 // the SDM option rules of the data sheet (ASCII encoding, encrypted file
