@@ -206,7 +206,8 @@ func (s *Static) Refs() []Ref {
 // DevFile returns freshly generated development keys for the applications
 // given (AIDs), with the AN12113 key roles: per application key 0 (master,
 // not diversified), keys 1..3 (diversified) and the Transaction MAC key
-// (diversified), plus the PICC master key. It reads randomness from rnd
+// (diversified), plus the PICC master key and the NTAG 424 DNA master
+// keys 0..4 (diversified per tag, NTAG424KeyName). It reads randomness from rnd
 // (nil means crypto/rand).
 func DevFile(rnd io.Reader, aids ...uint32) (File, error) {
 	if rnd == nil {
@@ -239,8 +240,20 @@ func DevFile(rnd io.Reader, aids ...uint32) (File, error) {
 			return File{}, err
 		}
 	}
+	for no := byte(0); no < NTAG424Keys; no++ {
+		if err := add(0, 0, NTAG424KeyName(no), true); err != nil {
+			return File{}, err
+		}
+	}
 	return f, nil
 }
+
+// NTAG424Keys is the number of NTAG 424 DNA application keys (0..4).
+const NTAG424Keys = 5
+
+// NTAG424KeyName names master key no of NTAG 424 DNA tags in a key file
+// ("ntag424.k0" … "ntag424.k4", AID 000000, diversified per tag).
+func NTAG424KeyName(no byte) string { return fmt.Sprintf("ntag424.k%d", no) }
 
 // WriteFile writes f to path with mode 0600 (creating or replacing it).
 func WriteFile(path string, f File) error {
