@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"time"
+
+	"github.com/google/uuid"
 )
 
 // Provisioning ledger: per card or tag, the provisioning step reached and,
@@ -109,4 +111,36 @@ type ProvisionLedger interface {
 	AdvanceProvision(ctx context.Context, uid string, from, to ProvisionStep, fence int64, now time.Time) error
 	// ProvisionHistory returns a card's provisioning events, oldest first.
 	ProvisionHistory(ctx context.Context, uid string) ([]ProvisionEvent, error)
+}
+
+// ProvisionSession is one provisioning session: its kind, the validated
+// request (JSON), its bridge token's state and its outcome.
+type ProvisionSession struct {
+	ID     uuid.UUID
+	Kind   string
+	Params []byte
+	// Status is "open", "ok" or "failed".
+	Status    string
+	CardUID   string
+	ErrorCode string
+	// Result is the session's result (JSON), set when it ends.
+	Result    []byte
+	CreatedAt time.Time
+	ExpiresAt time.Time
+	EndedAt   *time.Time
+}
+
+// ProvisionSessions stores provisioning sessions and their bridge tokens.
+type ProvisionSessions interface {
+	// CreateProvisionSession opens a session with the SHA-256 of its one
+	// bridge token.
+	CreateProvisionSession(ctx context.Context, kind string, params, tokenHash []byte, expiresAt, now time.Time) (ProvisionSession, error)
+	// ConsumeProvisionToken atomically marks a token used and returns its
+	// session (ErrTokenUnknown, ErrTokenExpired, ErrTokenUsed); exactly
+	// one of several concurrent callers wins.
+	ConsumeProvisionToken(ctx context.Context, tokenHash []byte, now time.Time) (ProvisionSession, error)
+	// FinishProvisionSession records the outcome, once (ErrSessionClosed).
+	FinishProvisionSession(ctx context.Context, id uuid.UUID, ok bool, cardUID, errorCode string, result []byte, now time.Time) error
+	// GetProvisionSession returns a session or ErrNotFound.
+	GetProvisionSession(ctx context.Context, id uuid.UUID) (ProvisionSession, error)
 }

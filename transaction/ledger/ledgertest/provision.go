@@ -1,6 +1,7 @@
 package ledgertest
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"testing"
@@ -92,6 +93,41 @@ func RunProvision(t *testing.T, open func(testing.TB) ledger.Ledger) {
 		}
 		if _, err := pl.BeginProvision(ctx, "", ledger.ProvisionNTAG424, 5, 1, now); !errors.Is(err, ledger.ErrInvalid) {
 			t.Fatalf("empty uid: %v", err)
+		}
+	})
+	t.Run("sessions", func(t *testing.T) {
+		l := open(t)
+		ps, ok := l.(ledger.ProvisionSessions)
+		if !ok {
+			t.Fatalf("%T is not ProvisionSessions", l)
+		}
+		hash := bytes.Repeat([]byte{7}, 32)
+		s, err := ps.CreateProvisionSession(ctx, "provision_ntag424", []byte(`{"lock":true}`), hash, now.Add(time.Minute), now)
+		if err != nil || s.Status != "open" || string(s.Params) != `{"lock":true}` {
+			t.Fatalf("create: %+v %v", s, err)
+		}
+		if _, err := ps.ConsumeProvisionToken(ctx, bytes.Repeat([]byte{8}, 32), now); !errors.Is(err, ledger.ErrTokenUnknown) {
+			t.Fatalf("unknown token: %v", err)
+		}
+		if _, err := ps.ConsumeProvisionToken(ctx, hash, now.Add(2*time.Minute)); !errors.Is(err, ledger.ErrTokenExpired) {
+			t.Fatalf("expired token: %v", err)
+		}
+		got, err := ps.ConsumeProvisionToken(ctx, hash, now)
+		if err != nil || got.ID != s.ID {
+			t.Fatalf("consume: %+v %v", got, err)
+		}
+		if _, err := ps.ConsumeProvisionToken(ctx, hash, now); !errors.Is(err, ledger.ErrTokenUsed) {
+			t.Fatalf("used token: %v", err)
+		}
+		if err := ps.FinishProvisionSession(ctx, s.ID, true, "04AA", "", []byte(`{"ok":true}`), now); err != nil {
+			t.Fatal(err)
+		}
+		if err := ps.FinishProvisionSession(ctx, s.ID, false, "04AA", "x", nil, now); !errors.Is(err, ledger.ErrSessionClosed) {
+			t.Fatalf("finish twice: %v", err)
+		}
+		got, err = ps.GetProvisionSession(ctx, s.ID)
+		if err != nil || got.Status != "ok" || got.CardUID != "04AA" || string(got.Result) != `{"ok":true}` || got.EndedAt == nil {
+			t.Fatalf("get: %+v %v", got, err)
 		}
 	})
 }

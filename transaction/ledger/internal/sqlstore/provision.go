@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/google/uuid"
+
 	"github.com/desfire-relay/relay/transaction/ledger"
 )
 
@@ -230,4 +232,116 @@ func (s *Store) ProvisionHistory(ctx context.Context, uid string) ([]ledger.Prov
 		out = append(out, e)
 	}
 	return out, rows.Err()
+}
+
+var _ ledger.ProvisionSessions = (*Store)(nil)
+
+const provSessionCols = `id, kind, params, status, card_uid, error_code, result, created_at, expires_at, ended_at`
+
+func scanProvSession(r Row) (ledger.ProvisionSession, error) {
+	var (
+		p                  ledger.ProvisionSession
+		id, params, result string
+		created, expires   int64
+		ended              *int64
+	)
+	if err := r.Scan(&id, &p.Kind, &params, &p.Status, &p.CardUID, &p.ErrorCode, &result, &created, &expires, &ended); err != nil {
+		return p, err
+	}
+	var err error
+	if p.ID, err = uuid.Parse(id); err != nil {
+		return p, fmt.Errorf("stored provisioning session id %q: %w", id, err)
+	}
+	p.Params = []byte(params)
+	if result != "" {
+		p.Result = []byte(result)
+	}
+	p.CreatedAt, p.ExpiresAt, p.EndedAt = fromMicros(created), fromMicros(expires), fromMicrosPtr(ended)
+	return p, nil
+}
+
+// CreateProvisionSession implements ledger.ProvisionSessions.
+func (s *Store) CreateProvisionSession(ctx context.Context, kind string, params, hash []byte, expiresAt, now time.Time) (ledger.ProvisionSession, error) {
+	if err := checkTokenHash(hash); err != nil {
+		return ledger.ProvisionSession{}, err
+	}
+	if kind == "" || len(kind) > 32 || len(params) > 64<<10 {
+		return ledger.ProvisionSession{}, fmt.Errorf("provisioning session %q: %w", kind, ledger.ErrInvalid)
+	}
+	id := uuid.New()
+	_, err := s.db.Exec(ctx, `INSERT INTO provision_sessions (id, kind, params, token_hash, expires_at, status, created_at) VALUES ($1, $2, $3, $4, $5, 'open', $6)`,
+		id.String(), kind, string(params), hash, micros(expiresAt), micros(now))
+	if err != nil {
+		return ledger.ProvisionSession{}, fmt.Errorf("create provisioning session: %w", err)
+	}
+	return s.GetProvisionSession(ctx, id)
+}
+
+// ConsumeProvisionToken implements ledger.ProvisionSessions.
+func (s *Store) ConsumeProvisionToken(ctx context.Context, hash []byte, now time.Time) (ledger.ProvisionSession, error) {
+	if err := checkTokenHash(hash); err != nil {
+		return ledger.ProvisionSession{}, err
+	}
+	at := micros(now)
+	var out ledger.ProvisionSession
+	err := s.db.InTx(ctx, func(q Querier) error {
+		var sid string
+		err := q.QueryRow(ctx, `UPDATE provision_sessions SET used_at = $1
+WHERE token_hash = $2 AND used_at IS NULL AND expires_at > $3 AND status = 'open' RETURNING id`, at, hash, at).Scan(&sid)
+		if errors.Is(err, ErrNoRows) {
+			var (
+				expires int64
+				used    *int64
+			)
+			err := q.QueryRow(ctx, `SELECT expires_at, used_at FROM provision_sessions WHERE token_hash = $1`, hash).Scan(&expires, &used)
+			switch {
+			case errors.Is(err, ErrNoRows):
+				return ledger.ErrTokenUnknown
+			case err != nil:
+				return fmt.Errorf("read provisioning token: %w", err)
+			case used != nil:
+				return ledger.ErrTokenUsed
+			default:
+				return ledger.ErrTokenExpired
+			}
+		}
+		if err != nil {
+			return fmt.Errorf("consume provisioning token: %w", err)
+		}
+		out, err = scanProvSession(q.QueryRow(ctx, `SELECT `+provSessionCols+` FROM provision_sessions WHERE id = $1`, sid))
+		return err
+	})
+	return out, err
+}
+
+// FinishProvisionSession implements ledger.ProvisionSessions.
+func (s *Store) FinishProvisionSession(ctx context.Context, id uuid.UUID, ok bool, cardUID, code string, result []byte, now time.Time) error {
+	status := "failed"
+	if ok {
+		status = "ok"
+	}
+	n, err := s.db.Exec(ctx, `UPDATE provision_sessions SET status = $1, card_uid = $2, error_code = $3, result = $4, ended_at = $5 WHERE id = $6 AND status = 'open'`,
+		status, cardUID, code, string(result), micros(now), id.String())
+	if err != nil {
+		return fmt.Errorf("finish provisioning session %s: %w", id, err)
+	}
+	if n == 0 {
+		if _, err := s.GetProvisionSession(ctx, id); err != nil {
+			return err
+		}
+		return fmt.Errorf("provisioning session %s: %w", id, ledger.ErrSessionClosed)
+	}
+	return nil
+}
+
+// GetProvisionSession implements ledger.ProvisionSessions.
+func (s *Store) GetProvisionSession(ctx context.Context, id uuid.UUID) (ledger.ProvisionSession, error) {
+	p, err := scanProvSession(s.db.QueryRow(ctx, `SELECT `+provSessionCols+` FROM provision_sessions WHERE id = $1`, id.String()))
+	if errors.Is(err, ErrNoRows) {
+		return p, fmt.Errorf("provisioning session %s: %w", id, ledger.ErrNotFound)
+	}
+	if err != nil {
+		return p, fmt.Errorf("read provisioning session %s: %w", id, err)
+	}
+	return p, nil
 }

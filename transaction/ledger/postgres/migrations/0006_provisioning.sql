@@ -35,3 +35,22 @@ CREATE TABLE provision_events (
 	at     BIGINT NOT NULL,
 	PRIMARY KEY (uid, seq)
 );
+
+-- provision_sessions: provisioning sessions (kinds issue and
+-- provision_ntag424), each with its one bridge token (SHA-256), the
+-- validated request and the outcome. They live beside the top-up sessions
+-- so those keep their schema.
+CREATE TABLE provision_sessions (
+	id         TEXT PRIMARY KEY,
+	kind       TEXT NOT NULL,
+	params     TEXT NOT NULL,
+	token_hash BYTEA NOT NULL UNIQUE,
+	expires_at BIGINT NOT NULL,
+	used_at    BIGINT,
+	status     TEXT NOT NULL,
+	card_uid   TEXT NOT NULL DEFAULT '',
+	error_code TEXT NOT NULL DEFAULT '',
+	result     TEXT NOT NULL DEFAULT '',
+	created_at BIGINT NOT NULL,
+	ended_at   BIGINT
+);
