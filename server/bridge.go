@@ -44,6 +44,9 @@ func (s *Server) bridge(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusServiceUnavailable, codeUnavailable, "too many open sessions")
 		return
 	}
+	if s.provisionBridge(w, r, token) {
+		return
+	}
 	sess, err := s.o.Service.OpenSession(r.Context(), token)
 	if err != nil {
 		if errors.Is(err, transaction.ErrToken) {

@@ -42,6 +42,9 @@ type Options struct {
 	Log   *zap.Logger
 	// Metrics (nil: a new set).
 	Metrics *Metrics
+	// Provision, when set, serves the provisioning session kinds
+	// (server/provision.go).
+	Provision *ProvisionOptions
 }
 
 // Server serves the operator API and the bridge endpoint.
@@ -343,15 +346,17 @@ func (s *Server) topUpToken(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) createSession(w http.ResponseWriter, r *http.Request) {
-	var body struct {
-		Kind string `json:"kind"`
-	}
+	var body sessionBody
 	if err := decodeBody(w, r, &body); err != nil {
 		s.apiError(w, r, err)
 		return
 	}
-	if body.Kind != "balance" {
-		writeError(w, http.StatusBadRequest, codeInvalid, `kind must be "balance" (top-up sessions come with POST /v1/topups)`)
+	if isProvisionKind(body.Kind) {
+		s.createProvisionSession(w, r, body)
+		return
+	}
+	if body.Kind != "balance" || body.Template != "" || body.KeyVersion != nil || body.Lock {
+		writeError(w, http.StatusBadRequest, codeInvalid, `kind must be "balance" or "provision_ntag424" (top-up sessions come with POST /v1/topups); template, key_version and lock belong to provision_ntag424`)
 		return
 	}
 	tk, err := s.o.Service.BalanceTicket(r.Context())
@@ -382,6 +387,9 @@ func (s *Server) getSession(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	sess, err := s.o.Service.GetSession(r.Context(), id)
+	if errors.Is(err, ledger.ErrNotFound) && s.getProvisionSession(w, r, id) {
+		return
+	}
 	if err != nil {
 		s.apiError(w, r, err)
 		return
