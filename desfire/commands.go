@@ -43,6 +43,7 @@ const (
 	CmdFormatPICC               = 0xFC // — | — ; —                                             MAC
 	CmdCreateApplication        = 0xCA // AID(3) KeySett1 KeySett2 [ISOFileID(2) DFName(1..16)] | — ; —  MAC
 	CmdDeleteApplication        = 0xDA // AID(3) | — ; —                                        MAC
+	CmdDeleteFile               = 0xDF // FileNo | — ; —                                       MAC
 	CmdChangeKey                = 0xC4 // KeyNo(1) | key cryptogram ; —                        Full
 	CmdChangeKeySettings        = 0x54 // — | KeySett(1) ; —                                    Full
 	CmdGetKeySettings           = 0x45 // — | — ; KeySett1 KeySett2 [KeySett3 …]                MAC

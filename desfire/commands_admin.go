@@ -81,6 +81,18 @@ func (c *Card) DeleteApplication(ctx context.Context, aid []byte) error {
 	return err
 }
 
+// DeleteFileCmd deletes a file of the selected application.
+func DeleteFileCmd(fileNo byte, mode CommMode) *Command {
+	return noAnswerCmd(CmdDeleteFile, fmt.Sprintf("delete file %d", fileNo), []byte{fileNo}, nil, mode, mode)
+}
+
+// DeleteFile deletes a file of the selected application (authenticated
+// with the application master key, or free when its settings allow).
+func (c *Card) DeleteFile(ctx context.Context, fileNo byte) error {
+	_, err := c.Exec(ctx, DeleteFileCmd(fileNo, c.SessionMode()))
+	return err
+}
+
 // ChangeKey changes key keyNo while the session is authenticated with key
 // authKeyNo; oldKey is needed when they differ. The cryptogram comes from
 // the channel's generation (EV1ChangeKey or EV2ChangeKey). Changing the

@@ -47,7 +47,14 @@ const (
 )
 
 // Feature names a bridge may announce in hello.features.
-const FeatureBatch = "batch"
+const (
+	// FeatureBatch: the bridge runs a transceive's commands in one go.
+	FeatureBatch = "batch"
+	// FeatureRetap (extension): after a tag_lost the bridge presents the
+	// card again when the server prompts for it, with a new `card`
+	// message, and the session goes on.
+	FeatureRetap = "retap"
+)
 
 // ErrProtocol is wrapped by every decoding error: the session ends with
 // close code 1008.

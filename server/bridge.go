@@ -132,7 +132,11 @@ func (s *Server) serveSession(ctx context.Context, conn *relay.Conn, sess ledger
 			return fail(fmt.Errorf("%s before a card: %w", m.Type, protocol.ErrProtocol))
 		}
 	}
-	b := &sessionBridge{conn: conn, batch: hello.HasFeature(protocol.FeatureBatch), ctx: ctx}
+	sb := &sessionBridge{conn: conn, batch: hello.HasFeature(protocol.FeatureBatch), ctx: ctx}
+	var b transaction.Bridge = sb
+	if hello.HasFeature(protocol.FeatureRetap) {
+		b = &retapBridge{sessionBridge: sb, wait: s.o.RetapWait}
+	}
 	res := s.o.Service.Run(ctx, sess, fmt.Sprintf("%X", []byte(card.UID)), b)
 	s.metrics.exchanges.Observe(float64(res.Exchanges))
 	if f := conn.Fault(); f != nil {
@@ -206,6 +210,36 @@ func (b *sessionBridge) Transport() desfire.Transport {
 func (b *sessionBridge) Prompt(text string, progress float64) {
 	p := progress
 	_ = b.conn.Send(b.ctx, protocol.Prompt{Type: protocol.TypePrompt, Text: text, Progress: &p})
+}
+
+// retapMargin is the part of the session deadline kept for finishing
+// after the card is presented again (a settling read and the result).
+const retapMargin = 3 * time.Second
+
+// retapBridge is the bridge of a session whose bridge announced the
+// retap feature: it can be asked for the card again.
+type retapBridge struct {
+	*sessionBridge
+	wait time.Duration
+}
+
+// AwaitCard implements transaction.Retapper: it asks the bridge for the
+// card again and waits for a `card` message, at most b.wait and leaving
+// retapMargin of the session's deadline to finish.
+func (b *retapBridge) AwaitCard(ctx context.Context, prompt string) (string, error) {
+	b.Prompt(prompt, 0)
+	ctx, cancel := context.WithTimeout(ctx, b.wait)
+	defer cancel()
+	if dl, ok := ctx.Deadline(); ok {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithDeadline(ctx, dl.Add(-retapMargin))
+		defer cancel()
+	}
+	k, err := b.conn.AwaitCard(ctx)
+	if err != nil {
+		return "", err
+	}
+	return fmt.Sprintf("%X", []byte(k.UID)), nil
 }
 
 // enter registers a new session unless the server is draining.

@@ -35,6 +35,10 @@ type Options struct {
 	APIKeyHashes []string
 	// ExchangeTimeout bounds each bridge exchange; SessionTimeout a session.
 	ExchangeTimeout, SessionTimeout time.Duration
+	// RetapWait bounds the wait for a card presented again after it left
+	// the field, for bridges with the retap feature (default 20 s; the
+	// session deadline bounds it too).
+	RetapWait time.Duration
 	// MaxSessions bounds open bridge sessions (503 beyond).
 	MaxSessions int
 	// Ready checks dependencies for /readyz (the ledger is always checked).
@@ -75,6 +79,9 @@ func New(o Options) *Server {
 	}
 	if o.ExchangeTimeout <= 0 {
 		o.ExchangeTimeout = 5 * time.Second
+	}
+	if o.RetapWait <= 0 {
+		o.RetapWait = 20 * time.Second
 	}
 	if o.SessionTimeout <= 0 {
 		o.SessionTimeout = time.Minute

@@ -62,6 +62,9 @@ type Result struct {
 	Message string
 	// Exchanges is the number of bridge round trips the card work took.
 	Exchanges int
+	// Retaps is how often the card was presented again within the
+	// session after it left the field.
+	Retaps int
 }
 
 // Code maps an error from a session to a contract error code.

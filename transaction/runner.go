@@ -3,6 +3,7 @@ package transaction
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"time"
 
@@ -22,6 +23,15 @@ type Bridge interface {
 	Prompt(text string, progress float64)
 }
 
+// Retapper is implemented by bridges that can ask for the card again
+// within a session (the contract's `prompt` followed by a new `card`).
+type Retapper interface {
+	// AwaitCard shows prompt and waits, until ctx ends, for a card to be
+	// presented again. It returns the UID the bridge names, which proves
+	// nothing until the card authenticates.
+	AwaitCard(ctx context.Context, prompt string) (string, error)
+}
+
 // Run performs one session (a top-up or a balance lookup) for the card the
 // bridge claims to hold, and records its outcome. It never panics on card
 // or bridge input and always returns a Result.
@@ -38,14 +48,27 @@ func (s *Service) Run(ctx context.Context, sess ledger.Session, claimedUID strin
 		t = countingBatcher{ct}
 	}
 	r := &run{sess: sess, claimed: claimedUID, bridge: b, t: t, res: &res, log: log}
-	var err error
-	switch sess.Kind {
-	case ledger.KindTopUp:
-		err = s.runTopUp(ctx, r)
-	case ledger.KindBalance:
-		err = s.runBalance(ctx, r)
-	default:
-		err = fmt.Errorf("session kind %v", sess.Kind)
+	err := s.runKind(ctx, r)
+	// A card lifted too early is asked for again, within the session's
+	// deadline: the session settles its own in_doubt from the card's log
+	// (or runs again what provably never reached the card) and finishes.
+	rt, canRetap := b.(Retapper)
+	for canRetap && errors.Is(err, ErrTagLost) && res.Retaps < s.cfg.MaxRetaps {
+		uid, werr := rt.AwaitCard(ctx, "Tap the card again to finish")
+		if werr != nil {
+			log.Info("card not presented again", zap.Error(werr))
+			break
+		}
+		if !sameCard(uid, claimedUID) {
+			// A session serves one card.
+			err = fmt.Errorf("a different card was presented again: %w", ledger.ErrCardMismatch)
+			break
+		}
+		res.Retaps++
+		log.Info("card presented again", zap.Int("retap", res.Retaps))
+		*r = run{sess: sess, claimed: uid, bridge: b, t: t, res: &res, log: log}
+		res.Status, res.Balance, res.Records, res.Code = "", nil, nil, ""
+		err = s.runKind(ctx, r)
 	}
 	res.Exchanges = ct.n
 	if err != nil {
@@ -63,6 +86,24 @@ func (s *Service) Run(ctx context.Context, sess ledger.Session, claimedUID strin
 	return res
 }
 
+// sameCard compares two UIDs as bridges name them.
+func sameCard(a, b string) bool {
+	na, errA := ledger.NormalizeCardUID(a)
+	nb, errB := ledger.NormalizeCardUID(b)
+	return errA == nil && errB == nil && na == nb
+}
+
+// runKind runs the session's card work once, for the card r names.
+func (s *Service) runKind(ctx context.Context, r *run) error {
+	switch r.sess.Kind {
+	case ledger.KindTopUp:
+		return s.runTopUp(ctx, r)
+	case ledger.KindBalance:
+		return s.runBalance(ctx, r)
+	}
+	return fmt.Errorf("session kind %v", r.sess.Kind)
+}
+
 // run is one session as the phases see it.
 type run struct {
 	sess    ledger.Session
@@ -73,6 +114,8 @@ type run struct {
 	log     *zap.Logger
 	// credit is the sealed credit once in_doubt is recorded.
 	credit *cardscript.Credit
+	// wipe clears the key material the session derived.
+	wipe []func()
 }
 
 // setStatus reports the top-up's status as the ledger now has it.

@@ -61,6 +61,10 @@ type Config struct {
 	// LockWait is how long a session waits for a busy card (default 0:
 	// card_busy at once).
 	LockWait time.Duration
+	// MaxRetaps bounds how often a session asks for the card again after
+	// it left the field (bridges implementing Retapper only; default 3,
+	// negative: never). The session deadline bounds the waiting.
+	MaxRetaps int
 	// Now is the clock (default time.Now).
 	Now func() time.Time
 	// Rand is the randomness for tokens and card challenges (default
@@ -98,6 +102,9 @@ func New(cfg Config) (*Service, error) {
 	}
 	if cfg.TokenTTL <= 0 {
 		cfg.TokenTTL = 15 * time.Minute
+	}
+	if cfg.MaxRetaps == 0 {
+		cfg.MaxRetaps = 3
 	}
 	if cfg.Now == nil {
 		cfg.Now = time.Now

@@ -32,6 +32,11 @@ func (s *Service) runTopUp(ctx context.Context, r *run) error {
 		return err
 	}
 	defer release(l)
+	defer func() {
+		for _, w := range r.wipe {
+			w()
+		}
+	}()
 	bk := &books{s: s, sess: r.sess, card: uid, fence: l.Fence(), log: r.log}
 
 	tu, err := s.cfg.Ledger.GetTopUp(ctx, r.sess.TopUpID)
@@ -101,10 +106,11 @@ func (s *Service) runTopUp(ctx context.Context, r *run) error {
 // proved an earlier attempt of this very top-up.
 func (s *Service) beforeCommit(ctx context.Context, r *run, bk *books, l lock.Lock, tu ledger.TopUp, open []ledger.TopUp) (ledger.TopUp, error) {
 	uid, _ := hex.DecodeString(bk.card)
-	tmKey, err := s.tmacKey(ctx, uid)
+	tmKey, wipe, err := s.tmacKeys(ctx, uid)
 	if err != nil {
 		return tu, err
 	}
+	r.wipe = append(r.wipe, wipe)
 	r.bridge.Prompt("Hold the card still", 0.2)
 	cs, err := cardscript.Start(ctx, r.t, &s.profile, s.profile.TopUpKeyNo, s.keyFunc(uid), s.cfg.Rand)
 	if err != nil {
@@ -212,11 +218,46 @@ func (s *Service) keyFunc(uid []byte) cardscript.KeyFunc {
 	}
 }
 
-func (s *Service) tmacKey(ctx context.Context, uid []byte) ([]byte, error) {
+// tmacKeys derives, before anything is sent, every configured version of
+// the card's AppTransactionMACKey: the card names its version only in the
+// Transaction MAC file settings that ride with the credit, so the key for
+// whichever version it names must be at hand when the commit's proof
+// comes back. A key store that cannot answer thus fails the session with
+// nothing sent. The returned func clears the keys.
+func (s *Service) tmacKeys(ctx context.Context, uid []byte) (cardscript.TMACKeyFunc, func(), error) {
 	if !s.profile.HasTMAC {
-		return nil, nil
+		return nil, func() {}, nil
 	}
-	return s.cfg.Keys.CardKey(ctx, keys.Ref{AID: s.profile.AID, Name: keys.TMACName, Version: 1}, uid)
+	ref := keys.Ref{AID: s.profile.AID, Name: keys.TMACName}
+	versions := []byte{1}
+	if v, ok := s.cfg.Keys.(keys.Versioner); ok {
+		versions = v.Versions(ref)
+	}
+	if len(versions) == 0 {
+		return nil, nil, fmt.Errorf("%s: no version configured: %w", ref, keys.ErrNotFound)
+	}
+	held := make(map[byte]keys.Secret, len(versions))
+	wipe := func() {
+		for _, k := range held {
+			clear(k)
+		}
+	}
+	for _, v := range versions {
+		ref.Version = v
+		k, err := s.cfg.Keys.CardKey(ctx, ref, uid)
+		if err != nil {
+			wipe()
+			return nil, nil, err
+		}
+		held[v] = k
+	}
+	return func(_ context.Context, version byte) ([]byte, error) {
+		k, ok := held[version]
+		if !ok {
+			return nil, fmt.Errorf("the card names AppTransactionMACKey version %d, which is not configured: %w", version, keys.ErrNotFound)
+		}
+		return append([]byte(nil), k...), nil
+	}, wipe, nil
 }
 
 func containsID(ts []ledger.TopUp, id uuid.UUID) bool {

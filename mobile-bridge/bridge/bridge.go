@@ -52,8 +52,10 @@ type Options struct {
 	Batch bool
 	// OnPrompt shows server prompts (nil: ignored).
 	OnPrompt func(text string, progress *float64)
-	// Retap waits for the card to be presented again after it was lost
-	// (nil: the session ends when the card is lost and the server gives up).
+	// Retap waits for the card to be presented again after it was lost,
+	// when the server asks for it (its first prompt after a tag_lost);
+	// nil: the bridge never presents a card again and the server ends the
+	// session when it gives up waiting.
 	Retap func(ctx context.Context) (CardInfo, error)
 	// HTTPClient dials the WebSocket (nil: default).
 	HTTPClient *http.Client
@@ -115,6 +117,9 @@ type session struct {
 	ws   *websocket.Conn
 	card desfire.Transport
 	rep  Report
+	// lost: the card left the field in the last exchange and has not
+	// been presented again.
+	lost bool
 }
 
 type helloMsg struct {
@@ -142,6 +147,9 @@ func (s *session) run(ctx context.Context, info CardInfo) (*Report, error) {
 	if s.o.Batch {
 		hello.Features = append(hello.Features, protocol.FeatureBatch)
 	}
+	if s.o.Retap != nil {
+		hello.Features = append(hello.Features, protocol.FeatureRetap)
+	}
 	if info.UID != nil {
 		hello.Card = &cardMsg{UID: info.UID, ATS: info.ATS}
 	}
@@ -165,20 +173,15 @@ func (s *session) run(ctx context.Context, info CardInfo) (*Report, error) {
 			}
 		case protocol.TypePrompt:
 			s.prompt(m.Prompt.Text, m.Prompt.Progress)
+			if err := s.retap(ctx); err != nil {
+				return &s.rep, err
+			}
 		case protocol.TypeTransceive:
 			lost, err := s.transceive(ctx, m.Transceive)
 			if err != nil {
 				return &s.rep, err
 			}
-			if lost && s.o.Retap != nil {
-				ci, err := s.o.Retap(ctx)
-				if err != nil {
-					return &s.rep, fmt.Errorf("waiting for the card again: %w", err)
-				}
-				if err := wsjson.Write(ctx, s.ws, cardMsg{Type: protocol.TypeCard, UID: ci.UID, ATS: ci.ATS}); err != nil {
-					return &s.rep, fmt.Errorf("send card: %w", err)
-				}
-			}
+			s.lost = lost
 		case protocol.TypeResult:
 			s.rep.Result = *m.Result
 			s.ws.Close(websocket.StatusNormalClosure, "")
@@ -194,6 +197,23 @@ func (s *session) run(ctx context.Context, info CardInfo) (*Report, error) {
 			// A message type from a newer server: ignored by contract.
 		}
 	}
+}
+
+// retap presents the card again when the server prompts after the card
+// was lost (the contract's re-tap within a session).
+func (s *session) retap(ctx context.Context) error {
+	if !s.lost || s.o.Retap == nil {
+		return nil
+	}
+	s.lost = false
+	ci, err := s.o.Retap(ctx)
+	if err != nil {
+		return fmt.Errorf("waiting for the card again: %w", err)
+	}
+	if err := wsjson.Write(ctx, s.ws, cardMsg{Type: protocol.TypeCard, UID: ci.UID, ATS: ci.ATS}); err != nil {
+		return fmt.Errorf("send card: %w", err)
+	}
+	return nil
 }
 
 func (s *session) prompt(text string, p *float64) {

@@ -310,3 +310,53 @@ func TestTagLostThenNextTap(t *testing.T) {
 		})
 	}
 }
+
+// TestRetapWithinSession runs against the real server: the card leaves
+// the field at every APDU of a top-up; the server prompts for it again,
+// the bridge presents it (Options.Retap) and the same session finishes
+// with the top-up applied and exactly one credit on the card — no new
+// token.
+func TestRetapWithinSession(t *testing.T) {
+	for _, name := range []string{"an12113-ev2", "an12113-ev1"} {
+		p, err := profile.DefaultSet().Get(name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Run(name, func(t *testing.T) {
+			h := testserver.New(t, testbackend.Backends()[0], p, testserver.Options{})
+			probe := h.Card([]byte{4, 0x72, 0, 0, 0, 0, 1}, 0)
+			_, tok := h.TopUp("probe-"+name, 100, "")
+			rep, err := h.Bridge(tok, probe, true)
+			if err != nil {
+				t.Fatal(err)
+			}
+			total, retapped := rep.Commands, 0
+			for k := 1; k <= total; k++ {
+				uid := []byte{4, 0x73, 0, 0, 0, byte(k >> 8), byte(k)}
+				card := h.Card(uid, 1000)
+				id, tok := h.TopUp(fmt.Sprintf("%s-retap-%d", name, k), 250, "")
+				card.RemoveAfter(k - 1)
+				taps := 0
+				ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+				rep, err := bridge.Run(ctx, bridge.Options{URL: h.WSURL(), Token: tok, Name: "test", Version: "1", Platform: "sim", Batch: true,
+					Retap: func(context.Context) (bridge.CardInfo, error) {
+						taps++
+						return bridge.CardInfo{UID: uid}, card.Tap()
+					}}, bridge.Sim{Card: card}, bridge.CardInfo{UID: uid})
+				cancel()
+				if err != nil || rep.Result.Status != "applied" {
+					t.Fatalf("k=%d: %v (%+v)", k, err, rep)
+				}
+				v, err := card.Value(p.AIDBytes(), p.ValueFile)
+				if err != nil || v != 1250 || h.Status(id) != "applied" {
+					t.Fatalf("k=%d: card value %d (%v), ledger %s: want exactly one credit", k, v, err, h.Status(id))
+				}
+				retapped += taps
+			}
+			t.Logf("%d APDUs per top-up; %d tears finished by a re-tap in the same session", total, retapped)
+			if retapped < total-2 {
+				t.Fatalf("only %d of %d tears were re-tapped", retapped, total)
+			}
+		})
+	}
+}

@@ -175,6 +175,41 @@ func (c *Conn) TakeCard() *protocol.Card {
 	return k
 }
 
+// AwaitCard returns the next card the bridge presents: one whose `card`
+// message arrived during an exchange, or the next `card` message until
+// ctx ends. Running out of time is not a fault of the bridge (the
+// passenger did not tap again), so it leaves the connection usable for
+// the result. A cancel ends the wait with ErrCancelled; any other message
+// is a protocol violation.
+func (c *Conn) AwaitCard(ctx context.Context) (*protocol.Card, error) {
+	if k := c.TakeCard(); k != nil {
+		return k, nil
+	}
+	for {
+		var m *protocol.Message
+		select {
+		case msg, ok := <-c.msgs:
+			if !ok {
+				return nil, c.noteFault(c.readErr)
+			}
+			m = msg
+		case <-ctx.Done():
+			return nil, fmt.Errorf("waiting for the card to be presented again: %w", ctx.Err())
+		}
+		switch m.Type {
+		case protocol.TypeCard:
+			return m.Card, nil
+		case protocol.TypeCancel:
+			c.mu.Lock()
+			c.cancelled = true
+			c.mu.Unlock()
+			return nil, ErrCancelled
+		default:
+			return nil, c.noteFault(fmt.Errorf("%s while waiting for the card: %w", m.Type, protocol.ErrProtocol))
+		}
+	}
+}
+
 // Transmit implements desfire.Transport with a one-command transceive.
 func (c *Conn) Transmit(ctx context.Context, capdu []byte) ([]byte, error) {
 	rs, err := c.TransmitBatch(ctx, []desfire.BatchCommand{{APDU: capdu}})

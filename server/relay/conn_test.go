@@ -2,6 +2,7 @@ package relay
 
 import (
 	"context"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"net/http"
@@ -141,4 +142,47 @@ func TestCardDuringExchangeAndIDs(t *testing.T) {
 	if k := conn.TakeCard(); k == nil || len(k.UID) != 7 {
 		t.Fatalf("card not kept: %+v", k)
 	}
+}
+
+// TestAwaitCard: a card that came during an exchange is taken first; then
+// the next card message; a cancel is ErrCancelled; running out of time is
+// not a connection fault (the result can still be sent); any other
+// message is a protocol violation.
+func TestAwaitCard(t *testing.T) {
+	ctx := context.Background()
+	send := func(client *websocket.Conn, s string) {
+		if err := client.Write(ctx, websocket.MessageText, []byte(s)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	t.Run("card", func(t *testing.T) {
+		c, client := pair(t, time.Second)
+		send(client, `{"type":"card","uid":"04A1B2C3D4E5F6"}`)
+		k, err := c.AwaitCard(ctx)
+		if err != nil || strings.ToUpper(hex.EncodeToString(k.UID)) != "04A1B2C3D4E5F6" {
+			t.Fatalf("card %v, %v", k, err)
+		}
+	})
+	t.Run("timeout", func(t *testing.T) {
+		c, _ := pair(t, time.Second)
+		wctx, cancel := context.WithTimeout(ctx, 50*time.Millisecond)
+		defer cancel()
+		if _, err := c.AwaitCard(wctx); !errors.Is(err, context.DeadlineExceeded) || c.Fault() != nil {
+			t.Fatalf("err %v, fault %v", err, c.Fault())
+		}
+	})
+	t.Run("cancel", func(t *testing.T) {
+		c, client := pair(t, time.Second)
+		send(client, `{"type":"cancel"}`)
+		if _, err := c.AwaitCard(ctx); !errors.Is(err, ErrCancelled) {
+			t.Fatalf("err %v", err)
+		}
+	})
+	t.Run("violation", func(t *testing.T) {
+		c, client := pair(t, time.Second)
+		send(client, `{"type":"responses","id":1,"rapdus":["9100"]}`)
+		if _, err := c.AwaitCard(ctx); !errors.Is(err, protocol.ErrProtocol) || c.Fault() == nil {
+			t.Fatalf("err %v, fault %v", err, c.Fault())
+		}
+	})
 }

@@ -189,4 +189,31 @@ func TestTopUpOverPCSC(t *testing.T) {
 		t.Fatalf("status after the retry %q, want applied", got)
 	}
 	balance(850)
+
+	// 5. Re-tap within the session: the card leaves right after
+	// committing; the server prompts for it, the bridge (announcing the
+	// retap feature) waits for it on the reader and the same session
+	// settles the top-up as applied, credited once, with no new token.
+	id3, token4 := h.TopUp("pcsc-topup-3", 150, "")
+	card.SetTearAfterCommit(true)
+	retaps := 0
+	sctx, scancel := context.WithTimeout(ctx, 30*time.Second)
+	defer scancel()
+	rep, err = bridge.Run(sctx, bridge.Options{URL: h.WSURL(), Token: token4, Name: "pcsc-e2e", Version: "1", Platform: "pcsc", Batch: true,
+		Retap: func(ctx context.Context) (bridge.CardInfo, error) {
+			retaps++
+			if err := card.Tap(); err != nil {
+				return bridge.CardInfo{}, err
+			}
+			present(t, ctx, addr, card)
+			return r.Reconnect(ctx)
+		}}, r, r.Info())
+	if err != nil || rep.Result.Status != "applied" || retaps != 1 {
+		t.Fatalf("re-tap within the session: %v, %+v, %d re-taps", err, rep, retaps)
+	}
+	if got := h.Status(id3); got != "applied" {
+		t.Fatalf("status after the re-tap %q, want applied", got)
+	}
+	t.Logf("re-tap within the session: applied in %d exchanges", rep.Exchanges)
+	balance(1000)
 }

@@ -10,7 +10,6 @@ import (
 	"github.com/desfire-relay/relay/desfire/simcard"
 	"github.com/desfire-relay/relay/internal/testcard"
 	"github.com/desfire-relay/relay/transaction/cardscript"
-	"github.com/desfire-relay/relay/transaction/issue"
 	"github.com/desfire-relay/relay/transaction/keys"
 	"github.com/desfire-relay/relay/transaction/profile"
 )
@@ -50,13 +49,8 @@ func setup(t *testing.T, p profile.Profile) (*simcard.Card, keys.Provider) {
 }
 
 func params(t testing.TB, p profile.Profile, kp keys.Provider, amount int32) cardscript.TopUpParams {
-	ctx := context.Background()
-	var tmk []byte
-	if p.HasTMAC {
-		var err error
-		if tmk, err = kp.CardKey(ctx, keys.Ref{AID: p.AID, Name: keys.TMACName, Version: issue.KeyVersion}, uid); err != nil {
-			t.Fatal(err)
-		}
+	tmk := func(ctx context.Context, version byte) ([]byte, error) {
+		return kp.CardKey(ctx, keys.Ref{AID: p.AID, Name: keys.TMACName, Version: version}, uid)
 	}
 	return cardscript.TopUpParams{
 		Profile: p, UID: uid, TMACKey: tmk, Amount: amount,

@@ -16,13 +16,17 @@ type CreditParams struct {
 	// UID is the UID the keys were diversified from; GetCardUID must
 	// return it where the profile checks it.
 	UID []byte
-	// TMACKey is the card's AppTransactionMACKey (nil when the profile
-	// has no Transaction MAC file).
-	TMACKey []byte
+	// TMACKey returns the card's AppTransactionMACKey of the version the
+	// card's Transaction MAC file names (unused when the profile has no
+	// Transaction MAC file).
+	TMACKey TMACKeyFunc
 	Amount  int32
 	// Record is written to the top-up log in the same transaction.
 	Record profile.LogRecord
 }
+
+// TMACKeyFunc returns a card's AppTransactionMACKey of a key version.
+type TMACKeyFunc func(ctx context.Context, version byte) ([]byte, error)
 
 // Proof is what the card proved about a credit.
 type Proof struct {
@@ -33,6 +37,9 @@ type Proof struct {
 	// CommitSent: an exchange carrying CommitTransaction left the server,
 	// so the credit may be on the card even if the script failed.
 	CommitSent bool
+	// TMACKeyVersion: the AppTransactionMACKey version that verified
+	// the Transaction MAC (meaningful when TMC is set).
+	TMACKeyVersion byte
 	// Applied: the commit is proven (Transaction MAC, or on cards without
 	// one the MAC of the commit's answer under the session key).
 	Applied bool
@@ -41,14 +48,16 @@ type Proof struct {
 // Credit is a sealed credit: GetValue (EV2), WriteRecord, Credit,
 // CommitTransaction and GetValue, ready to leave.
 type Credit struct {
-	s      *Session
-	p      CreditParams
-	tm     *desfire.TransactionMAC
-	staged *desfire.Pipeline // what cannot commit; nil when it rides with the commit
-	pl     *desfire.Pipeline // the commit and what follows it
+	s *Session
+	p CreditParams
+	// logRead: the top-up log records this session read, which are part
+	// of the Transaction MAC input.
+	logRead []byte
+	staged  *desfire.Pipeline // what cannot commit; nil when it rides with the commit
+	pl      *desfire.Pipeline // the commit and what follows it
 
-	uid, before, wr, cr, commit, after *desfire.Result
-	wrCmd, crCmd                       *desfire.Command
+	tmfs, uid, before, wr, cr, commit, after *desfire.Result
+	wrCmd, crCmd                             *desfire.Command
 }
 
 // SealCredit prepares the credit's commands. On a batching bridge they
@@ -61,23 +70,18 @@ func (s *Session) SealCredit(ctx context.Context, p CreditParams) (*Credit, erro
 	if p.Amount <= 0 {
 		return nil, fmt.Errorf("amount %d: %w", p.Amount, desfire.ErrParameter)
 	}
-	c := &Credit{s: s, p: p}
-	if prof.HasTMAC {
-		tm, err := desfire.NewTransactionMAC(p.TMACKey, p.UID)
-		if err != nil {
-			return nil, fmt.Errorf("transaction MAC: %w", err)
-		}
-		if s.logRead != nil {
-			// The log read in this session is part of the transaction.
-			if err := tm.AddRecords(desfire.CmdReadRecords, readRecordsCmd(prof.TopUpLogFile, 0).Header, nil, s.logRead, profile.RecordSize); err != nil {
-				return nil, err
-			}
-		}
-		c.tm = tm
-	}
+	c := &Credit{s: s, p: p, logRead: s.logRead}
 	pl, err := s.pipeline(ctx)
 	if err != nil {
 		return nil, err
+	}
+	if prof.HasTMAC {
+		// The Transaction MAC file's settings, answered under the session
+		// MAC, name the version of the AppTransactionMACKey: it rides
+		// with the credit, so it costs no exchange.
+		if c.tmfs, err = pl.Add(settingsCmd(prof.TMACFile)); err != nil {
+			return nil, err
+		}
 	}
 	if prof.VerifyUID {
 		if c.uid, err = pl.Add(desfire.GetCardUIDCmd()); err != nil {
@@ -104,7 +108,7 @@ func (s *Session) SealCredit(ctx context.Context, p CreditParams) (*Credit, erro
 		// changes are discarded); the commit goes in a pipeline of its own.
 		c.staged, pl = pl, s.card.Pipeline()
 	}
-	cm := desfire.CommitTransactionCmd(c.tm != nil, true)
+	cm := desfire.CommitTransactionCmd(prof.HasTMAC, true)
 	if c.commit, err = pl.Add(cm); err != nil {
 		return nil, fmt.Errorf("%s: %w", cm.Name, err)
 	}
@@ -131,7 +135,7 @@ func (c *Credit) Commit(ctx context.Context) (Proof, error) {
 	res := Proof{CommitSent: true}
 	runErr := c.pl.Run(ctx)
 	if c.commit.Err == nil && c.commit.Done {
-		if err := c.verifyTMAC(&res); err != nil {
+		if err := c.verifyTMAC(ctx, &res); err != nil {
 			return res, err
 		}
 		res.Applied = true
@@ -154,12 +158,16 @@ func (c *Credit) Commit(ctx context.Context) (Proof, error) {
 // verifyTMAC checks the commit's Transaction MAC over the commands of the
 // transaction (nothing to check on cards without one: the commit's answer
 // MAC under the session key is the proof).
-func (c *Credit) verifyTMAC(res *Proof) error {
-	if c.tm == nil {
+func (c *Credit) verifyTMAC(ctx context.Context, res *Proof) error {
+	if !c.s.prof.HasTMAC {
 		return nil
 	}
 	if c.uid != nil && c.uid.Err != nil || c.before == nil || c.before.Err != nil {
 		return fmt.Errorf("transaction MAC inputs incomplete: %w", desfire.ErrTransactionMAC)
+	}
+	tm, ver, err := c.transactionMAC(ctx)
+	if err != nil {
+		return err
 	}
 	steps := []struct {
 		code               byte
@@ -170,7 +178,7 @@ func (c *Credit) verifyTMAC(res *Proof) error {
 		{c.crCmd.Code, c.crCmd.Header, c.crCmd.Data, nil},
 	}
 	for _, st := range steps {
-		if err := c.tm.Add(st.code, st.header, st.data, st.resp); err != nil {
+		if err := tm.Add(st.code, st.header, st.data, st.resp); err != nil {
 			return err
 		}
 	}
@@ -178,11 +186,47 @@ func (c *Credit) verifyTMAC(res *Proof) error {
 	if err != nil {
 		return err
 	}
-	if err := c.tm.Verify(tmc, tmv); err != nil {
+	if err := tm.Verify(tmc, tmv); err != nil {
 		return err
 	}
-	res.TMC, res.TMV = &tmc, tmv
+	res.TMC, res.TMV, res.TMACKeyVersion = &tmc, tmv, ver
 	return nil
+}
+
+// transactionMAC starts the Transaction MAC computation with the key
+// version the card's authenticated TMAC file settings name, fed with the
+// top-up log records this session read before the credit.
+func (c *Credit) transactionMAC(ctx context.Context) (*desfire.TransactionMAC, byte, error) {
+	if c.tmfs == nil || !c.tmfs.Done || c.tmfs.Err != nil {
+		return nil, 0, fmt.Errorf("transaction MAC file settings not read: %w", desfire.ErrTransactionMAC)
+	}
+	fs, err := desfire.ParseFileSettings(c.tmfs.Data)
+	if err != nil {
+		return nil, 0, fmt.Errorf("transaction MAC file settings: %w", err)
+	}
+	if fs.Type != desfire.FileTransactionMAC {
+		return nil, 0, fmt.Errorf("file %d is a %s file, not the Transaction MAC file: %w", c.s.prof.TMACFile, fs.Type, ErrLayout)
+	}
+	if c.p.TMACKey == nil {
+		return nil, 0, fmt.Errorf("no AppTransactionMACKey source: %w", desfire.ErrTransactionMAC)
+	}
+	key, err := c.p.TMACKey(ctx, fs.TMKeyVersion)
+	if err != nil {
+		return nil, 0, fmt.Errorf("AppTransactionMACKey version %d: %w", fs.TMKeyVersion, err)
+	}
+	tm, err := desfire.NewTransactionMAC(key, c.p.UID)
+	clear(key)
+	if err != nil {
+		return nil, 0, fmt.Errorf("transaction MAC: %w", err)
+	}
+	if c.logRead != nil {
+		// The log read in this session is part of the transaction.
+		hdr := readRecordsCmd(c.s.prof.TopUpLogFile, 0).Header
+		if err := tm.AddRecords(desfire.CmdReadRecords, hdr, nil, c.logRead, profile.RecordSize); err != nil {
+			return nil, 0, err
+		}
+	}
+	return tm, fs.TMKeyVersion, nil
 }
 
 // balances reads the values before and after, checking the arithmetic
@@ -215,10 +259,10 @@ type TopUpParams struct {
 	Profile profile.Profile
 	// UID is the claimed card UID the keys are diversified from.
 	UID []byte
-	// Key returns the card's keys; TMACKey is the card's
-	// AppTransactionMACKey (nil when the profile has no TMAC file).
+	// Key returns the card's keys; TMACKey its AppTransactionMACKey
+	// by version (unused when the profile has no TMAC file).
 	Key     KeyFunc
-	TMACKey []byte
+	TMACKey TMACKeyFunc
 	Amount  int32
 	// Record is written to the top-up log in the same transaction.
 	Record profile.LogRecord

@@ -192,6 +192,30 @@ func (s *Static) CardKey(_ context.Context, ref Ref, uid []byte) (Secret, error)
 	return Secret(k), nil
 }
 
+// Versioner is implemented by providers that can list the versions they
+// hold of a key, so that a caller can prepare every version a card may
+// name before it knows which one the card holds.
+type Versioner interface {
+	// Versions lists the versions held of the key ref names (ref.Version
+	// is ignored), in ascending order.
+	Versions(ref Ref) []byte
+}
+
+// Versions implements Versioner.
+func (s *Static) Versions(ref Ref) []byte {
+	if ref.Name != "" {
+		ref.KeyNo = 0
+	}
+	var out []byte
+	for r := range s.keys {
+		if r.AID == ref.AID && r.Name == ref.Name && r.KeyNo == ref.KeyNo {
+			out = append(out, r.Version)
+		}
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i] < out[j] })
+	return out
+}
+
 // Refs lists the configured keys (without material), sorted, for start-up
 // reports.
 func (s *Static) Refs() []Ref {

@@ -1,6 +1,8 @@
 package main
 
 import (
+	"context"
+
 	"github.com/desfire-relay/relay/desfire"
 	"github.com/desfire-relay/relay/mobile-bridge/bridge"
 )
@@ -13,4 +15,7 @@ type cardBackend struct {
 	platform string // hello.bridge.platform
 	// close releases the backend (nil: nothing to release).
 	close func() error
+	// retap waits for the card to be presented again after it was lost
+	// (nil: the bridge does not offer re-tap within a session).
+	retap func(ctx context.Context) (bridge.CardInfo, error)
 }

@@ -108,6 +108,7 @@ func run(args []string) int {
 		URL: *url, Token: *token, TokenInQuery: *query, Name: "relay-bridge", Version: "1", Platform: b.platform,
 		Batch: !*noBatch, OneWay: *oneWay, Jitter: *jitter,
 		OnPrompt: func(text string, p *float64) { fmt.Fprintf(os.Stderr, "» %s\n", text) },
+		Retap:    b.retap,
 	}
 	start := time.Now()
 	rep, err := bridge.Run(ctx, opts, b.card, b.info)

@@ -21,7 +21,7 @@ func openPCSC(ctx context.Context, reader string, wait time.Duration) (cardBacke
 	}
 	info := r.Info()
 	fmt.Fprintf(os.Stderr, "bridge: card %X in %q (ATS %X, ATR %X)\n", info.UID, r.Name(), info.ATS, r.ATR())
-	return cardBackend{card: r, info: info, platform: "pcsc", close: r.Close}, nil
+	return cardBackend{card: r, info: info, platform: "pcsc", close: r.Close, retap: r.Reconnect}, nil
 }
 
 // listPCSCReaders prints the PC/SC readers, one per line.

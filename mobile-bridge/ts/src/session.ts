@@ -77,8 +77,10 @@ export interface SessionOptions {
   /**
    * Called after the card was lost mid-batch: resolve when it is back (the
    * bridge sends `card`), reject when the user gives up (the bridge
-   * cancels). Without it the server decides (today it ends the session
-   * with tag_lost and the app retries with a new token).
+   * cancels). With it the bridge announces the `retap` feature and the
+   * server waits (about 20 s, within the session deadline) for the card
+   * and finishes the same session: no new token. Without it the server
+   * ends the session with tag_lost and the app retries with a new token.
    */
   retap?: () => Promise<CardInfo>;
   /** hello.bridge; defaults: name "@desfire-relay/bridge", this version, platform "js". */
@@ -268,7 +270,7 @@ class Session {
     this.send({
       type: "hello",
       bridge: { name: b.name ?? "@desfire-relay/bridge", version: b.version ?? VERSION, platform: b.platform ?? "js" },
-      features: this.o.batch === false ? [] : ["batch"],
+      features: [...(this.o.batch === false ? [] : ["batch"]), ...(this.o.retap ? ["retap"] : [])],
       ...(this.card ? { card: this.card } : {}),
     });
   }

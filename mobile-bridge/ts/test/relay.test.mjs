@@ -174,6 +174,31 @@ describe("tag lost and retry", () => {
   });
 });
 
+describe("re-tap within a session", () => {
+  test("torn after commit, card presented again: the same session ends applied, one credit", async () => {
+    const card = await newCard(1000);
+    const t = await relay.createTopUp(400, card.uidHex);
+    await card.ok("tear-after-commit");
+    let retaps = 0;
+    const { p, prompts } = session(t.bridge_token, card, {
+      retap: async () => {
+        retaps++;
+        await card.ok("tap");
+        return { uid: card.uid };
+      },
+    });
+    const rep = await p;
+    assert.equal(rep.result.ok, true, JSON.stringify(rep.result));
+    assert.equal(rep.result.status, "applied");
+    assert.equal(retaps, 1);
+    assert.ok(prompts.some((x) => /again/i.test(x)), JSON.stringify(prompts));
+    assert.equal(await card.value(), 1400, "exactly one credit");
+    const g = await relay.api("GET", `/v1/topups/${t.id}`);
+    assert.equal(g.body.status, "applied");
+    assert.equal(g.body.attempts, 1, "one session");
+  });
+});
+
 describe("cancel", () => {
   test("AbortSignal during the card work: result cancelled, nothing credited", async () => {
     const card = await newCard(100);

@@ -175,6 +175,7 @@ describe("happy paths on a fake socket", () => {
     const r = seen.find((m) => m.type === "responses");
     assert.deepEqual(r, { type: "responses", id: 1, rapdus: ["9100"], error: "tag_lost" });
     assert.deepEqual(seen.at(-1), { type: "card", uid: "04A1B2C3D4E5F6" });
+    assert.deepEqual(seen[0].features, ["batch", "retap"]);
   });
 
   test("an app callback that throws does not end the session", async () => {
