@@ -1,0 +1,370 @@
+package provision
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+
+	"github.com/desfire-relay/relay/desfire"
+	"github.com/desfire-relay/relay/transaction/keys"
+	"github.com/desfire-relay/relay/transaction/ledger"
+	"github.com/desfire-relay/relay/transaction/profile"
+)
+
+// KindIssue is the session kind of DESFire card issuance.
+const KindIssue = "issue"
+
+// IssueRequest is an operator's issuance request.
+type IssueRequest struct {
+	// Profile names the card profile whose application is created.
+	Profile string `json:"profile"`
+	// Initial is the value file's starting balance (minor units).
+	Initial int32 `json:"initial"`
+	// KeyVersion is the version of the application keys (1..255).
+	KeyVersion byte `json:"key_version"`
+}
+
+// IssuePlan is a validated issuance request.
+type IssuePlan struct {
+	Req     IssueRequest
+	Profile profile.Profile
+}
+
+// PlanIssue validates an issuance request before anything is sent: a
+// known profile, an initial value inside its limits, and every key the
+// issuance writes present in the key provider. Errors wrap ErrInvalid.
+func PlanIssue(ctx context.Context, kp keys.Provider, set profile.Set, req IssueRequest) (*IssuePlan, error) {
+	p, err := set.Get(req.Profile)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrInvalid, err)
+	}
+	if req.KeyVersion == 0 {
+		return nil, fmt.Errorf("key version 0 is the blank version: %w", ErrInvalid)
+	}
+	if req.Initial < p.LowerLimit || req.Initial > p.UpperLimit {
+		return nil, fmt.Errorf("initial value %d outside %d..%d: %w", req.Initial, p.LowerLimit, p.UpperLimit, ErrInvalid)
+	}
+	if kp != nil {
+		probe := []byte{0x04, 0, 0, 0, 0, 0, 0}
+		refs := []keys.Ref{}
+		for _, no := range issueKeys(p) {
+			refs = append(refs, keys.Ref{AID: p.AID, KeyNo: no, Version: req.KeyVersion})
+		}
+		if p.HasTMAC {
+			refs = append(refs, keys.Ref{AID: p.AID, Name: keys.TMACName, Version: req.KeyVersion})
+		}
+		for _, r := range refs {
+			if _, err := kp.CardKey(ctx, r, probe); err != nil {
+				return nil, fmt.Errorf("%s: %w: %w", r, ErrInvalid, err)
+			}
+		}
+	}
+	return &IssuePlan{Req: req, Profile: p}, nil
+}
+
+// issueKeys are the application keys issuance sets, key 0 (master) last.
+func issueKeys(p profile.Profile) []byte {
+	var out []byte
+	for _, k := range []byte{p.ReadKeyNo, p.WriteKeyNo, p.TopUpKeyNo, p.MasterKeyNo} {
+		if !slices.Contains(out, k) {
+			out = append(out, k)
+		}
+	}
+	return out
+}
+
+// issueKeyCount is the number of keys the application is created with
+// (AES, keys 0..4: the profile's four and a spare).
+const issueKeyCount = 5
+
+var blankKey = make([]byte, 16)
+
+// IssueDESFire issues the card on t (UID uid as the bridge reports it)
+// holding the card's lock; see Issue.
+func (e *Env) IssueDESFire(ctx context.Context, t desfire.Transport, uid []byte, plan *IssuePlan) Result {
+	res := Result{Kind: KindIssue, CardUID: uidHex(uid)}
+	err := e.withLock(ctx, fmt.Sprintf("card:%06X:%s", plan.Profile.AID, uidHex(uid)), func(fence int64) error {
+		return e.Issue(ctx, t, uid, plan, fence, &res)
+	})
+	if err != nil {
+		res.fail(err)
+		return res
+	}
+	res.OK = true
+	return res
+}
+
+// Issue creates the profile's application on a blank DESFire EV2/EV3 (or,
+// for an EV1 profile, EV1) card, tear-safe:
+//
+//  1. PICC level: select, authenticate with the blank PICC master key,
+//     GetApplicationIDs (MACed): an application of the profile's AID that
+//     the ledger did not create must have blank keys, or the card is
+//     refused (not_blank) before anything is written;
+//  2. CreateApplication when absent (MACed answer; its keys are blank,
+//     version 0, which the ledger already records);
+//  3. application level: authenticate key 0 with the pending version
+//     first, then the recorded one; GetKeyVersion of every other key
+//     (MACed);
+//  4. each key to change is recorded pending, then changed (MACed
+//     answer proves it);
+//  5. GetFileIDs (MACed); every missing file is created (value file with
+//     the initial value, logs, info file, Transaction MAC file on EV2);
+//  6. key 0 recorded pending, changed last, proven by authenticating with
+//     it.
+func (e *Env) Issue(ctx context.Context, t desfire.Transport, uid []byte, plan *IssuePlan, fence int64, res *Result) error {
+	if plan == nil {
+		return fmt.Errorf("no plan: %w", ErrInvalid)
+	}
+	p, target := plan.Profile, plan.Req.KeyVersion
+	id := uidHex(uid)
+	L := e.Ledger
+	rec, err := L.BeginProvision(ctx, id, ledger.ProvisionDESFire, issueKeyCount, fence, e.now())
+	if err != nil {
+		return fmt.Errorf("provisioning ledger: %w", err)
+	}
+	res.Step = rec.Step
+	if rec.Step == ledger.StepDone {
+		return fmt.Errorf("card %s: %w", id, ErrAlreadyProvisioned)
+	}
+	fresh := rec.Step == ledger.StepStarted
+	for _, k := range rec.Keys {
+		if k.Version != 0 || k.Pending != nil {
+			fresh = false
+		}
+	}
+	res.Resumed = !fresh
+	card := desfire.NewCard(t)
+	defer func() { res.Exchanges = card.RoundTrips() }()
+	auth := func(no byte, key []byte) desfire.Authenticator {
+		if p.Auth == profile.AuthEV1 {
+			a, err := desfire.NewAuthAES(no, key, e.Rand)
+			if err != nil {
+				return nil
+			}
+			return a
+		}
+		return desfire.NewAuthEV2First(no, key, e.Rand)
+	}
+	key := func(no, v byte) ([]byte, error) {
+		if v == 0 {
+			return blankKey, nil
+		}
+		k, err := e.Keys.CardKey(ctx, keys.Ref{AID: p.AID, KeyNo: no, Version: v}, uid)
+		if err != nil {
+			return nil, fmt.Errorf("key %d version %d: %w", no, v, err)
+		}
+		return k, nil
+	}
+
+	// 1–2. PICC level.
+	if err := card.SelectApplication(ctx, []byte{0, 0, 0}); err != nil {
+		return fmt.Errorf("select PICC: %w", err)
+	}
+	if err := card.Authenticate(ctx, auth(0, blankKey)); err != nil {
+		if errors.Is(err, desfire.ErrAuthentication) {
+			return fmt.Errorf("blank PICC master key refused: %w: %w", ErrNotBlank, err)
+		}
+		return fmt.Errorf("authenticate PICC: %w", err)
+	}
+	aids, err := card.GetApplicationIDs(ctx)
+	if err != nil {
+		return fmt.Errorf("list applications: %w", err)
+	}
+	present := false
+	for _, a := range aids {
+		if string(a) == string(p.AIDBytes()) {
+			present = true
+		}
+	}
+	if !present {
+		if !fresh {
+			return fmt.Errorf("application %06X missing although the ledger has keys for it: %w", p.AID, ErrKeyState)
+		}
+		// KeySett1 0x0B: master key changeable, configuration changeable,
+		// create/delete and listing need the master key; AES, 5 keys.
+		if err := card.CreateApplication(ctx, p.AIDBytes(), 0x0B, 0x80|issueKeyCount); err != nil {
+			return fmt.Errorf("create application: %w", err)
+		}
+		res.Created = append(res.Created, fmt.Sprintf("application %06X", p.AID))
+	}
+
+	// 3. Application level: key 0 from the evidence.
+	if err := card.SelectApplication(ctx, p.AIDBytes()); err != nil {
+		return fmt.Errorf("select application: %w", err)
+	}
+	m := p.MasterKeyNo
+	k0 := rec.Keys[m]
+	cands := []byte{k0.Version}
+	if k0.Pending != nil {
+		cands = []byte{*k0.Pending, k0.Version}
+	}
+	var authed byte
+	var authErr error
+	ok := false
+	for _, v := range cands {
+		k, err := key(m, v)
+		if err != nil {
+			return err
+		}
+		if authErr = card.Authenticate(ctx, auth(m, k)); authErr == nil {
+			authed, ok = v, true
+			break
+		}
+		if !errors.Is(authErr, desfire.ErrAuthentication) {
+			return fmt.Errorf("authenticate application key %d: %w", m, authErr)
+		}
+	}
+	if !ok {
+		if fresh {
+			return fmt.Errorf("application %06X exists with another master key: %w: %w", p.AID, ErrNotBlank, authErr)
+		}
+		return fmt.Errorf("neither recorded master key version %v authenticates: %w: %w", cands, ErrKeyState, authErr)
+	}
+	if k0.Pending != nil || k0.Version != authed {
+		if err := L.ConfirmKey(ctx, id, m, authed, "auth", fence, e.now()); err != nil {
+			return fmt.Errorf("confirm key %d: %w", m, err)
+		}
+	}
+
+	// 4. The other keys: MACed versions, write ahead, change.
+	others := issueKeys(p)
+	others = others[:len(others)-1]
+	for _, no := range others {
+		v, err := card.GetKeyVersion(ctx, no)
+		if err != nil {
+			return fmt.Errorf("version of key %d: %w", no, err)
+		}
+		ks := rec.Keys[no]
+		if v != ks.Version && (ks.Pending == nil || v != *ks.Pending) {
+			if fresh {
+				return fmt.Errorf("key %d at version %d: %w", no, v, ErrNotBlank)
+			}
+			return fmt.Errorf("key %d at version %d, ledger has %d (pending %v): %w", no, v, ks.Version, ks.Pending, ErrKeyState)
+		}
+		if ks.Pending != nil || ks.Version != v {
+			if err := L.ConfirmKey(ctx, id, no, v, "mac", fence, e.now()); err != nil {
+				return fmt.Errorf("confirm key %d: %w", no, err)
+			}
+		}
+		if v == target {
+			continue
+		}
+		oldKey, err := key(no, v)
+		if err != nil {
+			return err
+		}
+		newKey, err := key(no, target)
+		if err != nil {
+			return err
+		}
+		if err := L.IntendKey(ctx, id, no, v, target, fence, e.now()); err != nil {
+			return fmt.Errorf("record key %d version %d: %w", no, target, err)
+		}
+		if err := card.ChangeKey(ctx, no, m, newKey, oldKey, target); err != nil {
+			return fmt.Errorf("change key %d: %w", no, err)
+		}
+		if err := L.ConfirmKey(ctx, id, no, target, "mac", fence, e.now()); err != nil {
+			return fmt.Errorf("confirm key %d: %w", no, err)
+		}
+		res.KeysChanged = append(res.KeysChanged, no)
+	}
+	step := rec.Step
+	if step == ledger.StepStarted {
+		if err := L.AdvanceProvision(ctx, id, step, ledger.StepKeys, fence, e.now()); err != nil {
+			return err
+		}
+		step = ledger.StepKeys
+	}
+
+	// 5. Files: create what is missing.
+	if step == ledger.StepKeys {
+		have, err := card.GetFileIDs(ctx)
+		if err != nil {
+			return fmt.Errorf("list files: %w", err)
+		}
+		if err := e.createFiles(ctx, card, p, plan.Req, uid, have, res); err != nil {
+			return err
+		}
+		if err := L.AdvanceProvision(ctx, id, step, ledger.StepFiles, fence, e.now()); err != nil {
+			return err
+		}
+		step = ledger.StepFiles
+	}
+	res.Step = step
+
+	// 6. Master key last, proven by authenticating with it.
+	if authed != target {
+		newKey, err := key(m, target)
+		if err != nil {
+			return err
+		}
+		if err := L.IntendKey(ctx, id, m, authed, target, fence, e.now()); err != nil {
+			return fmt.Errorf("record key %d version %d: %w", m, target, err)
+		}
+		if err := card.ChangeKey(ctx, m, m, newKey, blankKey, target); err != nil {
+			return fmt.Errorf("change master key: %w", err)
+		}
+		if err := card.Authenticate(ctx, auth(m, newKey)); err != nil {
+			return fmt.Errorf("authenticate with the new master key: %w", err)
+		}
+		if err := L.ConfirmKey(ctx, id, m, target, "auth", fence, e.now()); err != nil {
+			return fmt.Errorf("confirm key %d: %w", m, err)
+		}
+		res.KeysChanged = append(res.KeysChanged, m)
+	}
+	if err := L.AdvanceProvision(ctx, id, step, ledger.StepDone, fence, e.now()); err != nil {
+		return err
+	}
+	res.Step = ledger.StepDone
+	return nil
+}
+
+// access encodes Read, Write, ReadWrite, Change as sent.
+func access(r, w, rw, ch byte) []byte { return []byte{rw<<4 | ch, r<<4 | w} }
+
+// createFiles creates the profile's files that the card does not list
+// (a file created by a torn session is kept: its creation answer may have
+// been lost, but GetFileIDs under the session MAC shows it).
+func (e *Env) createFiles(ctx context.Context, card *desfire.Card, p profile.Profile, req IssueRequest, uid []byte, have []byte, res *Result) error {
+	m, r, w, tk := p.MasterKeyNo, p.ReadKeyNo, p.WriteKeyNo, p.TopUpKeyNo
+	type file struct {
+		no   byte
+		what string
+		do   func() error
+	}
+	files := []file{
+		{p.InfoFile, "info file", func() error {
+			return card.CreateBackupDataFile(ctx, p.InfoFile, byte(desfire.CommFull), access(r, w, w, m), uint32(p.InfoFileLen))
+		}},
+		{p.UsageLogFile, "usage log", func() error {
+			return card.CreateCyclicRecordFile(ctx, p.UsageLogFile, byte(p.UsageLogMode), access(r, r, r, m), uint32(p.RecordSize), uint32(p.LogRecords))
+		}},
+		{p.ValueFile, "value file", func() error {
+			return card.CreateValueFile(ctx, p.ValueFile, byte(p.ValueMode), access(r, tk, tk, m), p.LowerLimit, p.UpperLimit, req.Initial, false)
+		}},
+		{p.TopUpLogFile, "top-up log", func() error {
+			return card.CreateCyclicRecordFile(ctx, p.TopUpLogFile, byte(p.TopUpLogMode), access(r, tk, tk, m), uint32(p.RecordSize), uint32(p.LogRecords))
+		}},
+	}
+	if p.HasTMAC {
+		files = append(files, file{p.TMACFile, "transaction MAC file", func() error {
+			tmk, err := e.Keys.CardKey(ctx, keys.Ref{AID: p.AID, Name: keys.TMACName, Version: req.KeyVersion}, uid)
+			if err != nil {
+				return err
+			}
+			return card.CreateTransactionMACFile(ctx, p.TMACFile, byte(desfire.CommPlain), access(r, 0xF, 0xF, m), tmk, req.KeyVersion)
+		}})
+	}
+	for _, f := range files {
+		if slices.Contains(have, f.no) {
+			continue
+		}
+		if err := f.do(); err != nil {
+			return fmt.Errorf("create %s: %w", f.what, err)
+		}
+		res.Created = append(res.Created, fmt.Sprintf("file %d (%s)", f.no, f.what))
+	}
+	return nil
+}
