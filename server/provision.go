@@ -16,10 +16,12 @@ import (
 	"github.com/google/uuid"
 	"go.uber.org/zap"
 
+	"github.com/desfire-relay/relay/desfire"
 	"github.com/desfire-relay/relay/protocol"
 	"github.com/desfire-relay/relay/server/relay"
 	"github.com/desfire-relay/relay/transaction"
 	"github.com/desfire-relay/relay/transaction/ledger"
+	"github.com/desfire-relay/relay/transaction/profile"
 	"github.com/desfire-relay/relay/transaction/provision"
 )
 
@@ -35,6 +37,8 @@ type ProvisionOptions struct {
 	TokenTTL time.Duration
 	// Rand makes tokens (crypto/rand when nil).
 	Rand io.Reader
+	// Profiles are the card profiles an issue session may name.
+	Profiles profile.Set
 }
 
 // sessionBody is the body of POST /v1/sessions: kind, and for
@@ -44,10 +48,80 @@ type sessionBody struct {
 	Template   string `json:"template,omitempty"`
 	KeyVersion *int   `json:"key_version,omitempty"`
 	Lock       bool   `json:"lock,omitempty"`
+	// Profile and Initial are the issue request.
+	Profile string `json:"profile,omitempty"`
+	Initial *int32 `json:"initial,omitempty"`
 }
 
 // isProvisionKind reports the session kinds served here.
-func isProvisionKind(kind string) bool { return kind == provision.KindNTAG424 }
+func isProvisionKind(kind string) bool {
+	return kind == provision.KindNTAG424 || kind == provision.KindIssue
+}
+
+// provisionParams validates a session body into the stored request.
+func (s *Server) provisionParams(ctx context.Context, body sessionBody) ([]byte, error) {
+	po := s.o.Provision
+	ver := byte(1)
+	if body.KeyVersion != nil {
+		if *body.KeyVersion < 1 || *body.KeyVersion > 255 {
+			return nil, fmt.Errorf("key_version must be 1..255: %w", provision.ErrInvalid)
+		}
+		ver = byte(*body.KeyVersion)
+	}
+	if body.Kind == provision.KindIssue {
+		if body.Template != "" || body.Lock {
+			return nil, fmt.Errorf("template and lock belong to provision_ntag424: %w", provision.ErrInvalid)
+		}
+		req := provision.IssueRequest{Profile: body.Profile, KeyVersion: ver}
+		if body.Initial != nil {
+			req.Initial = *body.Initial
+		}
+		if _, err := provision.PlanIssue(ctx, po.Env.Keys, po.Profiles, req); err != nil {
+			return nil, err
+		}
+		return json.Marshal(req)
+	}
+	if body.Profile != "" || body.Initial != nil {
+		return nil, fmt.Errorf("profile and initial belong to issue: %w", provision.ErrInvalid)
+	}
+	req := provision.NTAG424Request{Template: body.Template, Lock: body.Lock, KeyVersion: ver}
+	if _, err := provision.PlanNTAG424(ctx, po.Env.Keys, req); err != nil {
+		return nil, err
+	}
+	return json.Marshal(req)
+}
+
+// runProvision runs the stored request of ps against the card.
+func (s *Server) runProvision(ctx context.Context, ps ledger.ProvisionSession, t desfire.Transport, uid []byte) provision.Result {
+	po := s.o.Provision
+	res := provision.Result{Kind: ps.Kind, CardUID: fmt.Sprintf("%X", uid)}
+	fail := func(err error) provision.Result {
+		res.Code, res.Message = provision.Code(err), err.Error()
+		return res
+	}
+	switch ps.Kind {
+	case provision.KindIssue:
+		var req provision.IssueRequest
+		if err := json.Unmarshal(ps.Params, &req); err != nil {
+			return fail(fmt.Errorf("stored request: %w", err))
+		}
+		plan, err := provision.PlanIssue(ctx, po.Env.Keys, po.Profiles, req)
+		if err != nil {
+			return fail(err)
+		}
+		return po.Env.IssueDESFire(ctx, t, uid, plan)
+	default:
+		var req provision.NTAG424Request
+		if err := json.Unmarshal(ps.Params, &req); err != nil {
+			return fail(fmt.Errorf("stored request: %w", err))
+		}
+		plan, err := provision.PlanNTAG424(ctx, po.Env.Keys, req)
+		if err != nil {
+			return fail(err)
+		}
+		return po.Env.ProvisionNTAG424(ctx, t, uid, plan)
+	}
+}
 
 // createProvisionSession validates the request (every bad template,
 // offset or key version is a 400 before any card is touched), stores the
@@ -58,19 +132,11 @@ func (s *Server) createProvisionSession(w http.ResponseWriter, r *http.Request, 
 		writeError(w, http.StatusBadRequest, codeInvalid, "provisioning is not configured on this server")
 		return
 	}
-	req := provision.NTAG424Request{Template: body.Template, Lock: body.Lock, KeyVersion: 1}
-	if body.KeyVersion != nil {
-		if *body.KeyVersion < 1 || *body.KeyVersion > 255 {
-			writeError(w, http.StatusBadRequest, codeInvalid, "key_version must be 1..255")
-			return
-		}
-		req.KeyVersion = byte(*body.KeyVersion)
-	}
-	if _, err := provision.PlanNTAG424(r.Context(), po.Env.Keys, req); err != nil {
+	params, err := s.provisionParams(r.Context(), body)
+	if errors.Is(err, provision.ErrInvalid) {
 		writeError(w, http.StatusBadRequest, codeInvalid, sanitize(err.Error()))
 		return
 	}
-	params, err := json.Marshal(req)
 	if err != nil {
 		s.apiError(w, r, err)
 		return
@@ -225,18 +291,8 @@ func (s *Server) serveProvision(ctx context.Context, conn *relay.Conn, ps ledger
 			return fail(fmt.Errorf("%s before a card: %w", m.Type, protocol.ErrProtocol))
 		}
 	}
-	var req provision.NTAG424Request
-	if err := json.Unmarshal(ps.Params, &req); err != nil {
-		return fail(fmt.Errorf("stored request: %w", err))
-	}
-	res := provision.Result{Kind: ps.Kind, CardUID: fmt.Sprintf("%X", []byte(card.UID))}
-	plan, err := provision.PlanNTAG424(ctx, s.o.Provision.Env.Keys, req)
-	if err == nil {
-		b := &sessionBridge{conn: conn, batch: hello.HasFeature(protocol.FeatureBatch), ctx: ctx}
-		res = s.o.Provision.Env.ProvisionNTAG424(ctx, b.Transport(), []byte(card.UID), plan)
-	} else {
-		res.Code, res.Message = provision.Code(err), err.Error()
-	}
+	b := &sessionBridge{conn: conn, batch: hello.HasFeature(protocol.FeatureBatch), ctx: ctx}
+	res := s.runProvision(ctx, ps, b.Transport(), []byte(card.UID))
 	s.metrics.exchanges.Observe(float64(res.Exchanges))
 	if f := conn.Fault(); f != nil {
 		finish(ctx, res)

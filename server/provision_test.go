@@ -16,6 +16,7 @@ import (
 	"github.com/desfire-relay/relay/desfire/ntag424"
 	"github.com/desfire-relay/relay/desfire/ntag424/simtag"
 	"github.com/desfire-relay/relay/desfire/sdm"
+	"github.com/desfire-relay/relay/desfire/simcard"
 	"github.com/desfire-relay/relay/internal/testbackend"
 	"github.com/desfire-relay/relay/internal/testcard"
 	"github.com/desfire-relay/relay/mobile-bridge/bridge"
@@ -46,9 +47,12 @@ type provHarness struct {
 }
 
 func newProvHarness(t *testing.T, b testbackend.Backend) *provHarness {
+	return newProvHarnessFor(t, b, profile.AN12113())
+}
+
+func newProvHarnessFor(t *testing.T, b testbackend.Backend, p profile.Profile) *provHarness {
 	t.Helper()
 	l, lk := b.Open(t)
-	p := profile.AN12113()
 	kp, _ := testcard.Keys(t, p)
 	m := server.NewMetrics()
 	svc, err := transaction.New(transaction.Config{Ledger: l, Locker: lk, Keys: kp, Profile: p.Name, LockTTL: 2 * time.Second, Metrics: m})
@@ -57,7 +61,7 @@ func newProvHarness(t *testing.T, b testbackend.Backend) *provHarness {
 	}
 	env := &provision.Env{Ledger: l.(ledger.ProvisionLedger), Keys: kp, Locker: lk}
 	srv := server.New(server.Options{Service: svc, APIKeyHashes: []string{config.HashAPIKey(apiKey)}, ExchangeTimeout: 2 * time.Second,
-		SessionTimeout: 10 * time.Second, Metrics: m, Provision: &server.ProvisionOptions{Env: env, Sessions: l.(ledger.ProvisionSessions)}})
+		SessionTimeout: 10 * time.Second, Metrics: m, Provision: &server.ProvisionOptions{Env: env, Sessions: l.(ledger.ProvisionSessions), Profiles: profile.Set{p.Name: p}}})
 	hs := httptest.NewServer(srv.Handler())
 	t.Cleanup(hs.Close)
 	return &provHarness{harness: &harness{t: t, srv: srv, http: hs, kp: kp, p: p, l: l}, kp: kp}
@@ -206,4 +210,71 @@ func TestProvisionBadInput(t *testing.T) {
 		t.Errorf("balance with provisioning fields: %d", code)
 	}
 	_ = desfire.ErrParameter
+}
+
+// TestEndToEndIssueThenTopUp: a blank simulated DESFire card is issued
+// through the real WebSocket and the Go bridge (session kind issue), then
+// topped up and its balance looked up, on both card generations.
+func TestEndToEndIssueThenTopUp(t *testing.T) {
+	for _, b := range testbackend.Backends() {
+		for _, p := range []profile.Profile{profile.AN12113(), profile.AN12113EV1()} {
+			t.Run(b.Name+"/"+p.Name, func(t *testing.T) {
+				h := newProvHarnessFor(t, b, p)
+				card, err := simcard.New(simcard.Options{UID: cardUID})
+				if err != nil {
+					t.Fatal(err)
+				}
+				code, s := h.api("POST", "/v1/sessions", "", map[string]any{"kind": provision.KindIssue, "profile": p.Name, "initial": 100})
+				if code != http.StatusCreated {
+					t.Fatalf("issue session: %d %v", code, s)
+				}
+				rep, err := h.bridge(s["bridge_token"].(string), card, true)
+				if err != nil || !rep.Result.OK || rep.Result.Kind != provision.KindIssue {
+					t.Fatalf("issue: %v %+v", err, rep)
+				}
+				t.Logf("issue: %d exchanges", rep.Exchanges)
+				code, view := h.api("GET", "/v1/sessions/"+s["session_id"].(string), "", nil)
+				if code != http.StatusOK || view["status"] != "ok" || view["result"].(map[string]any)["step"] != "done" {
+					t.Fatalf("issue session view: %d %v", code, view)
+				}
+				card.Tap()
+				code, tu := h.api("POST", "/v1/topups", "idem-issue", map[string]any{"amount": 250, "currency": "EUR"})
+				if code != http.StatusCreated {
+					t.Fatalf("top-up: %d %v", code, tu)
+				}
+				rep, err = h.bridge(tu["bridge_token"].(string), card, true)
+				if err != nil || !rep.Result.OK || rep.Result.Status != "applied" || *rep.Result.Balance != 350 {
+					t.Fatalf("top-up: %v %+v", err, rep)
+				}
+				card.Tap()
+				_, bs := h.api("POST", "/v1/sessions", "", map[string]any{"kind": "balance"})
+				rep, err = h.bridge(bs["bridge_token"].(string), card, false)
+				if err != nil || *rep.Result.Balance != 350 {
+					t.Fatalf("balance: %v %+v", err, rep)
+				}
+				// Issuing it again is refused without touching the card.
+				card.Tap()
+				n := card.APDUs()
+				_, s2 := h.api("POST", "/v1/sessions", "", map[string]any{"kind": provision.KindIssue, "profile": p.Name})
+				rep, _ = h.bridge(s2["bridge_token"].(string), card, true)
+				if rep == nil || rep.Result.OK || rep.Result.Error.Code != provision.CodeProvisioned || card.APDUs() != n {
+					t.Fatalf("second issue: %+v", rep)
+				}
+			})
+		}
+	}
+}
+
+func TestIssueBadInputAPI(t *testing.T) {
+	h := newProvHarness(t, testbackend.Backends()[0])
+	for name, body := range map[string]map[string]any{
+		"unknown profile": {"kind": "issue", "profile": "nope"},
+		"initial above":   {"kind": "issue", "profile": "an12113-ev2", "initial": 1 << 30},
+		"template":        {"kind": "issue", "profile": "an12113-ev2", "template": "https://e.com/{uid}{mac}"},
+		"profile on tag":  {"kind": "provision_ntag424", "template": "https://e.com/{uid}{mac}", "profile": "an12113-ev2"},
+	} {
+		if code, out := h.api("POST", "/v1/sessions", "", body); code != http.StatusBadRequest {
+			t.Errorf("%s: %d %v", name, code, out)
+		}
+	}
 }

@@ -362,8 +362,8 @@ func (s *Server) createSession(w http.ResponseWriter, r *http.Request) {
 		s.createProvisionSession(w, r, body)
 		return
 	}
-	if body.Kind != "balance" || body.Template != "" || body.KeyVersion != nil || body.Lock {
-		writeError(w, http.StatusBadRequest, codeInvalid, `kind must be "balance" or "provision_ntag424" (top-up sessions come with POST /v1/topups); template, key_version and lock belong to provision_ntag424`)
+	if body.Kind != "balance" || body.Template != "" || body.KeyVersion != nil || body.Lock || body.Profile != "" || body.Initial != nil {
+		writeError(w, http.StatusBadRequest, codeInvalid, `kind must be "balance", "issue" or "provision_ntag424" (top-up sessions come with POST /v1/topups); the other fields belong to the provisioning kinds`)
 		return
 	}
 	tk, err := s.o.Service.BalanceTicket(r.Context())

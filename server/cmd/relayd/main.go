@@ -222,7 +222,7 @@ func build(ctx context.Context, cfg config.Config, log *zap.Logger) (*app, error
 	a.srv = server.New(server.Options{
 		Service: a.svc, APIKeyHashes: hashes, ExchangeTimeout: cfg.ExchangeTimeout.D(),
 		SessionTimeout: cfg.SessionTimeout.D(), MaxSessions: cfg.MaxSessions, Ready: ready, Log: log, Metrics: metrics,
-		Provision: provisionOptions(a.ledger, kp, locker, cfg.LockTTL.D(), cfg.TokenTTL.D()),
+		Provision: provisionOptions(a.ledger, kp, locker, profiles, cfg.LockTTL.D(), cfg.TokenTTL.D()),
 	})
 	return a, nil
 }
