@@ -228,14 +228,27 @@ func (e *Env) Issue(ctx context.Context, t desfire.Transport, uid []byte, plan *
 		}
 	}
 
-	// 4. The other keys: MACed versions, write ahead, change.
+	// 4. One batch of evidence: the other keys' versions and the file
+	// list, all answered under the session MAC.
 	others := issueKeys(p)
 	others = others[:len(others)-1]
+	var reads []*desfire.Command
 	for _, no := range others {
-		v, err := card.GetKeyVersion(ctx, no)
-		if err != nil {
-			return fmt.Errorf("version of key %d: %w", no, err)
-		}
+		reads = append(reads, ntag424GetKeyVersion(no))
+	}
+	reads = append(reads, desfire.GetFileIDsCmd(desfire.CommMAC))
+	rs, err := runBatched(ctx, card, reads)
+	if err != nil {
+		return fmt.Errorf("read key versions and files: %w", err)
+	}
+	have := rs[len(rs)-1].Data
+	if len(have) > 32 {
+		return fmt.Errorf("file IDs: %d files: %w", len(have), desfire.ErrLongResponse)
+	}
+	var change []byte
+	proven := map[byte]byte{}
+	for i, no := range others {
+		v := rs[i].Data[0]
 		ks := rec.Keys[no]
 		if v != ks.Version && (ks.Pending == nil || v != *ks.Pending) {
 			if fresh {
@@ -243,15 +256,28 @@ func (e *Env) Issue(ctx context.Context, t desfire.Transport, uid []byte, plan *
 			}
 			return fmt.Errorf("key %d at version %d, ledger has %d (pending %v): %w", no, v, ks.Version, ks.Pending, ErrKeyState)
 		}
-		if ks.Pending != nil || ks.Version != v {
-			if err := L.ConfirmKey(ctx, id, no, v, "mac", fence, e.now()); err != nil {
+		proven[no] = v
+		if v != target {
+			change = append(change, no)
+		}
+	}
+	for _, no := range others {
+		if ks := rec.Keys[no]; ks.Pending != nil || ks.Version != proven[no] {
+			if err := L.ConfirmKey(ctx, id, no, proven[no], "mac", fence, e.now()); err != nil {
 				return fmt.Errorf("confirm key %d: %w", no, err)
 			}
 		}
-		if v == target {
-			continue
-		}
-		oldKey, err := key(no, v)
+	}
+
+	// 5. Write ahead, then one batch: ChangeKey of each key to change and
+	// the missing files.
+	build := desfire.EV2ChangeKey
+	if p.Auth == profile.AuthEV1 {
+		build = desfire.EV1ChangeKey
+	}
+	var cmds []*desfire.Command
+	for _, no := range change {
+		oldKey, err := key(no, proven[no])
 		if err != nil {
 			return err
 		}
@@ -259,34 +285,46 @@ func (e *Env) Issue(ctx context.Context, t desfire.Transport, uid []byte, plan *
 		if err != nil {
 			return err
 		}
-		if err := L.IntendKey(ctx, id, no, v, target, fence, e.now()); err != nil {
-			return fmt.Errorf("record key %d version %d: %w", no, target, err)
-		}
-		if err := card.ChangeKey(ctx, no, m, newKey, oldKey, target); err != nil {
+		cmd, err := build(no, m, newKey, oldKey, target)
+		if err != nil {
 			return fmt.Errorf("change key %d: %w", no, err)
 		}
-		if err := L.ConfirmKey(ctx, id, no, target, "mac", fence, e.now()); err != nil {
-			return fmt.Errorf("confirm key %d: %w", no, err)
-		}
-		res.KeysChanged = append(res.KeysChanged, no)
+		cmds = append(cmds, cmd)
 	}
 	step := rec.Step
+	var fileNames []string
+	if step == ledger.StepStarted || step == ledger.StepKeys {
+		fcmds, names, err := e.fileCmds(ctx, p, plan.Req, uid, have)
+		if err != nil {
+			return err
+		}
+		cmds, fileNames = append(cmds, fcmds...), names
+	}
+	for _, no := range change {
+		if err := L.IntendKey(ctx, id, no, proven[no], target, fence, e.now()); err != nil {
+			return fmt.Errorf("record key %d version %d: %w", no, target, err)
+		}
+	}
+	rs, runErr := runBatched(ctx, card, cmds)
+	for i, no := range change {
+		if i < len(rs) && rs[i].Done {
+			if err := L.ConfirmKey(ctx, id, no, target, "mac", fence, e.now()); err != nil {
+				return fmt.Errorf("confirm key %d: %w", no, err)
+			}
+			res.KeysChanged = append(res.KeysChanged, no)
+		}
+	}
+	if runErr != nil {
+		return fmt.Errorf("issue: %w", runErr)
+	}
 	if step == ledger.StepStarted {
 		if err := L.AdvanceProvision(ctx, id, step, ledger.StepKeys, fence, e.now()); err != nil {
 			return err
 		}
 		step = ledger.StepKeys
 	}
-
-	// 5. Files: create what is missing.
 	if step == ledger.StepKeys {
-		have, err := card.GetFileIDs(ctx)
-		if err != nil {
-			return fmt.Errorf("list files: %w", err)
-		}
-		if err := e.createFiles(ctx, card, p, plan.Req, uid, have, res); err != nil {
-			return err
-		}
+		res.Created = append(res.Created, fileNames...)
 		if err := L.AdvanceProvision(ctx, id, step, ledger.StepFiles, fence, e.now()); err != nil {
 			return err
 		}
@@ -324,47 +362,85 @@ func (e *Env) Issue(ctx context.Context, t desfire.Transport, uid []byte, plan *
 // access encodes Read, Write, ReadWrite, Change as sent.
 func access(r, w, rw, ch byte) []byte { return []byte{rw<<4 | ch, r<<4 | w} }
 
-// createFiles creates the profile's files that the card does not list
-// (a file created by a torn session is kept: its creation answer may have
-// been lost, but GetFileIDs under the session MAC shows it).
-func (e *Env) createFiles(ctx context.Context, card *desfire.Card, p profile.Profile, req IssueRequest, uid []byte, have []byte, res *Result) error {
+// fileCmds builds the creation of the profile's files that the card does
+// not list (a file created by a torn session is kept: its creation
+// answer may have been lost, but GetFileIDs under the session MAC shows
+// it). Every creation is answered under the session MAC.
+func (e *Env) fileCmds(ctx context.Context, p profile.Profile, req IssueRequest, uid []byte, have []byte) ([]*desfire.Command, []string, error) {
 	m, r, w, tk := p.MasterKeyNo, p.ReadKeyNo, p.WriteKeyNo, p.TopUpKeyNo
+	mode := desfire.CommMAC
 	type file struct {
-		no   byte
-		what string
-		do   func() error
+		no    byte
+		what  string
+		build func() (*desfire.Command, error)
 	}
 	files := []file{
-		{p.InfoFile, "info file", func() error {
-			return card.CreateBackupDataFile(ctx, p.InfoFile, byte(desfire.CommFull), access(r, w, w, m), uint32(p.InfoFileLen))
+		{p.InfoFile, "info file", func() (*desfire.Command, error) {
+			return desfire.CreateBackupDataFileCmd(desfire.DataFile{FileNo: p.InfoFile, CommSett: byte(desfire.CommFull), Access: access(r, w, w, m), Size: uint32(p.InfoFileLen)}, mode)
 		}},
-		{p.UsageLogFile, "usage log", func() error {
-			return card.CreateCyclicRecordFile(ctx, p.UsageLogFile, byte(p.UsageLogMode), access(r, r, r, m), uint32(p.RecordSize), uint32(p.LogRecords))
+		{p.UsageLogFile, "usage log", func() (*desfire.Command, error) {
+			return desfire.CreateCyclicRecordFileCmd(desfire.RecordFile{FileNo: p.UsageLogFile, CommSett: byte(p.UsageLogMode), Access: access(r, r, r, m), RecordSize: uint32(p.RecordSize), MaxRecords: uint32(p.LogRecords)}, mode)
 		}},
-		{p.ValueFile, "value file", func() error {
-			return card.CreateValueFile(ctx, p.ValueFile, byte(p.ValueMode), access(r, tk, tk, m), p.LowerLimit, p.UpperLimit, req.Initial, false)
+		{p.ValueFile, "value file", func() (*desfire.Command, error) {
+			return desfire.CreateValueFileCmd(desfire.ValueFile{FileNo: p.ValueFile, CommSett: byte(p.ValueMode), Access: access(r, tk, tk, m), Lower: p.LowerLimit, Upper: p.UpperLimit, Value: req.Initial}, mode)
 		}},
-		{p.TopUpLogFile, "top-up log", func() error {
-			return card.CreateCyclicRecordFile(ctx, p.TopUpLogFile, byte(p.TopUpLogMode), access(r, tk, tk, m), uint32(p.RecordSize), uint32(p.LogRecords))
+		{p.TopUpLogFile, "top-up log", func() (*desfire.Command, error) {
+			return desfire.CreateCyclicRecordFileCmd(desfire.RecordFile{FileNo: p.TopUpLogFile, CommSett: byte(p.TopUpLogMode), Access: access(r, tk, tk, m), RecordSize: uint32(p.RecordSize), MaxRecords: uint32(p.LogRecords)}, mode)
 		}},
 	}
 	if p.HasTMAC {
-		files = append(files, file{p.TMACFile, "transaction MAC file", func() error {
+		files = append(files, file{p.TMACFile, "transaction MAC file", func() (*desfire.Command, error) {
 			tmk, err := e.Keys.CardKey(ctx, keys.Ref{AID: p.AID, Name: keys.TMACName, Version: req.KeyVersion}, uid)
 			if err != nil {
-				return err
+				return nil, err
 			}
-			return card.CreateTransactionMACFile(ctx, p.TMACFile, byte(desfire.CommPlain), access(r, 0xF, 0xF, m), tmk, req.KeyVersion)
+			return desfire.CreateTransactionMACFileCmd(p.TMACFile, byte(desfire.CommPlain), access(r, 0xF, 0xF, m), tmk, req.KeyVersion, true)
 		}})
 	}
+	var cmds []*desfire.Command
+	var names []string
 	for _, f := range files {
 		if slices.Contains(have, f.no) {
 			continue
 		}
-		if err := f.do(); err != nil {
-			return fmt.Errorf("create %s: %w", f.what, err)
+		cmd, err := f.build()
+		if err != nil {
+			return nil, nil, fmt.Errorf("create %s: %w", f.what, err)
 		}
-		res.Created = append(res.Created, fmt.Sprintf("file %d (%s)", f.no, f.what))
+		cmds = append(cmds, cmd)
+		names = append(names, fmt.Sprintf("file %d (%s)", f.no, f.what))
 	}
-	return nil
+	return cmds, names, nil
+}
+
+// ntag424GetKeyVersion asks for a key's version under the session MAC.
+func ntag424GetKeyVersion(no byte) *desfire.Command {
+	return &desfire.Command{Code: desfire.CmdGetKeyVersion, Header: []byte{no}, Mode: desfire.CommMAC, RespMode: desfire.CommMAC,
+		RespLen: 1, Name: fmt.Sprintf("get version of key %d", no)}
+}
+
+// runBatched sends cmds in as few exchanges as secure messaging allows:
+// each pipeline takes commands until one cannot be sealed ahead (EV1,
+// behind an unpredictable answer), runs, and the next one starts there.
+// It returns the steps run so far and the first error.
+func runBatched(ctx context.Context, card *desfire.Card, cmds []*desfire.Command) ([]*desfire.Result, error) {
+	var out []*desfire.Result
+	for i := 0; i < len(cmds); {
+		p := card.Pipeline()
+		for i < len(cmds) {
+			r, err := p.Add(cmds[i])
+			if errors.Is(err, desfire.ErrNotPipelinable) && p.Len() > 0 {
+				break
+			}
+			if err != nil {
+				return out, err
+			}
+			out = append(out, r)
+			i++
+		}
+		if err := p.Run(ctx); err != nil {
+			return out, err
+		}
+	}
+	return out, nil
 }

@@ -248,3 +248,22 @@ func TestIssueBadInput(t *testing.T) {
 		}
 	}
 }
+
+// TestIssueExchangeCounts publishes the exchange counts of issuance over
+// a batching bridge: EV2 batches everything after each authentication;
+// EV1 only behind predictable answers.
+func TestIssueExchangeCounts(t *testing.T) {
+	for _, c := range []struct {
+		p    profile.Profile
+		want int
+	}{{profile.AN12113(), 13}, {profile.AN12113EV1(), 16}} {
+		f := newIssueFixture(t, c.p)
+		card := newBlank(t)
+		b := &batcher{Transport: cardLost{card}}
+		res := f.env.IssueDESFire(context.Background(), b, card.UID(), f.plan)
+		if !res.OK || res.Exchanges != c.want || b.batches != c.want {
+			t.Errorf("%s: %d exchanges (%d batches), want %d; %+v", c.p.Name, res.Exchanges, b.batches, c.want, res)
+		}
+		t.Logf("%s: %d exchanges, %d APDUs", c.p.Name, res.Exchanges, card.APDUs())
+	}
+}
