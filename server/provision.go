@@ -48,6 +48,9 @@ type sessionBody struct {
 	Template   string `json:"template,omitempty"`
 	KeyVersion *int   `json:"key_version,omitempty"`
 	Lock       bool   `json:"lock,omitempty"`
+	// RandomID and UID are provision_ntag424 options.
+	RandomID bool   `json:"random_id,omitempty"`
+	UID      string `json:"uid,omitempty"`
 	// Profile and Initial are the issue request.
 	Profile string `json:"profile,omitempty"`
 	Initial *int32 `json:"initial,omitempty"`
@@ -69,8 +72,8 @@ func (s *Server) provisionParams(ctx context.Context, body sessionBody) ([]byte,
 		ver = byte(*body.KeyVersion)
 	}
 	if body.Kind == provision.KindIssue {
-		if body.Template != "" || body.Lock {
-			return nil, fmt.Errorf("template and lock belong to provision_ntag424: %w", provision.ErrInvalid)
+		if body.Template != "" || body.Lock || body.RandomID || body.UID != "" {
+			return nil, fmt.Errorf("template, lock, random_id and uid belong to provision_ntag424: %w", provision.ErrInvalid)
 		}
 		req := provision.IssueRequest{Profile: body.Profile, KeyVersion: ver}
 		if body.Initial != nil {
@@ -84,7 +87,7 @@ func (s *Server) provisionParams(ctx context.Context, body sessionBody) ([]byte,
 	if body.Profile != "" || body.Initial != nil {
 		return nil, fmt.Errorf("profile and initial belong to issue: %w", provision.ErrInvalid)
 	}
-	req := provision.NTAG424Request{Template: body.Template, Lock: body.Lock, KeyVersion: ver}
+	req := provision.NTAG424Request{Template: body.Template, Lock: body.Lock, KeyVersion: ver, RandomID: body.RandomID, UID: body.UID}
 	if _, err := provision.PlanNTAG424(ctx, po.Env.Keys, req); err != nil {
 		return nil, err
 	}

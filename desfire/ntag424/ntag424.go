@@ -48,7 +48,30 @@ const (
 	CmdReadData byte = 0xAD
 	// CmdWriteData is FileNo(1) Offset(3, LE) Length(3, LE) | Data ; —.
 	CmdWriteData byte = 0x8D
+	// CmdSetConfiguration is Option(1) | Data ; — (Full, key 0).
+	CmdSetConfiguration byte = 0x5C
 )
+
+// SetConfiguration options and bits (NT4H2421Gx section 10.5.1).
+const (
+	// ConfigPICC is option 00: PICCConfig(1).
+	ConfigPICC byte = 0x00
+	// PICCUseRandomID is PICCConfig bit 1: anticollision shows a random
+	// ID from the next activation on; it cannot be switched off again.
+	PICCUseRandomID byte = 0x02
+)
+
+// SetConfigurationCmd sets a configuration option; the data travels in
+// Full mode and the answer is MACed, so its success is card-authenticated.
+func SetConfigurationCmd(option byte, data []byte) *desfire.Command {
+	return &desfire.Command{Code: CmdSetConfiguration, Header: []byte{option}, Data: append([]byte(nil), data...),
+		Mode: desfire.CommFull, RespMode: desfire.CommMAC, RespLen: 0, Predictable: true, Predicted: []byte{},
+		Name: fmt.Sprintf("set configuration %02X", option)}
+}
+
+// IsRandomID reports whether an anticollision ID is a random ID (4
+// bytes, first byte 08, ISO/IEC 14443-3).
+func IsRandomID(id []byte) bool { return len(id) == 4 && id[0] == 0x08 }
 
 // AppName is the ISO DF name of the NDEF application (NFC Forum Type 4
 // Tag, NT4H2421Gx section 8.2.2).

@@ -2,6 +2,7 @@ package provision
 
 import (
 	"context"
+	"encoding/hex"
 	"errors"
 	"fmt"
 
@@ -34,6 +35,13 @@ type NTAG424Request struct {
 	// good: write and read-write rights never (F), the CC's NDEF write
 	// access FF. Key 0, held only by the server, keeps the change right.
 	Lock bool `json:"lock"`
+	// RandomID switches the tag's random ID on (SetConfiguration,
+	// permanent): afterwards a reader sees a fresh 4-byte ID per tap.
+	RandomID bool `json:"random_id,omitempty"`
+	// UID (hex, 7 bytes) names the tag when its reader shows a random ID:
+	// the per-tag keys derive from the real UID, which GetCardUID then
+	// proves. Needed to resume a tag whose random ID is already on.
+	UID string `json:"uid,omitempty"`
 }
 
 // Plan is a validated request: the NDEF file and the final settings.
@@ -52,6 +60,11 @@ func PlanNTAG424(ctx context.Context, kp keys.Provider, req NTAG424Request) (*Pl
 	l, err := ntag424.ParseTemplate(req.Template)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrInvalid, err)
+	}
+	if req.UID != "" {
+		if b, err := hex.DecodeString(req.UID); err != nil || len(b) != 7 {
+			return nil, fmt.Errorf("uid %q must be 7 bytes of hex: %w", req.UID, ErrInvalid)
+		}
 	}
 	if req.Lock {
 		l.Settings.Access = desfire.NewAccessRights(desfire.AccessFree, desfire.AccessNever, desfire.AccessNever, 0)
@@ -85,6 +98,17 @@ func (e *Env) tagKey(ctx context.Context, n, v byte, uid []byte) ([]byte, error)
 // script.
 func (e *Env) ProvisionNTAG424(ctx context.Context, t desfire.Transport, uid []byte, plan *Plan) Result {
 	res := Result{Kind: KindNTAG424, CardUID: uidHex(uid)}
+	if plan != nil && plan.Req.UID != "" {
+		named, _ := hex.DecodeString(plan.Req.UID)
+		if !ntag424.IsRandomID(uid) && uidHex(uid) != uidHex(named) {
+			res.fail(fmt.Errorf("reader shows %s, request names %s: %w", uidHex(uid), uidHex(named), ledger.ErrCardMismatch))
+			return res
+		}
+		uid, res.CardUID = named, uidHex(named)
+	} else if ntag424.IsRandomID(uid) {
+		res.fail(fmt.Errorf("the tag shows random ID %s; name its UID in the request: %w", uidHex(uid), ErrInvalid))
+		return res
+	}
 	err := e.withLock(ctx, "card:ntag424:"+uidHex(uid), func(fence int64) error {
 		return e.NTAG424(ctx, t, uid, plan, fence, &res)
 	})
@@ -338,6 +362,16 @@ func (e *Env) NTAG424(ctx context.Context, t desfire.Transport, uid []byte, plan
 			return fmt.Errorf("confirm key 0: %w", err)
 		}
 		res.KeysChanged = append(res.KeysChanged, 0)
+	}
+	if plan.Req.RandomID {
+		// Last: from the next activation the reader sees a random ID, so
+		// everything the ledger needs is recorded first. Its answer is
+		// MACed; a tear leaves step files and a retry (naming the UID)
+		// sets it again.
+		if _, err := card.Exec(ctx, ntag424.SetConfigurationCmd(ntag424.ConfigPICC, []byte{ntag424.PICCUseRandomID})); err != nil {
+			return fmt.Errorf("switch random ID on: %w", err)
+		}
+		res.Created = append(res.Created, "random_id")
 	}
 	if err := L.AdvanceProvision(ctx, id, step, ledger.StepDone, fence, e.now()); err != nil {
 		return err

@@ -447,3 +447,48 @@ func TestForgedStatusWords(t *testing.T) {
 	}
 	f.known(t, tag)
 }
+
+// TestRandomID: random ID is switched on last; a tear on that very
+// command leaves the tag showing random IDs with the ledger at step
+// files; a retry must name the UID (the keys derive from it) and then
+// completes, GetCardUID proving the UID.
+func TestRandomID(t *testing.T) {
+	f := newFixture(t, provision.NTAG424Request{RandomID: true})
+	tag := newTag(t)
+	probe := newTag(t)
+	if res := f.run(probe, probe.UID()); !res.OK || res.Created[len(res.Created)-1] != "random_id" {
+		t.Fatalf("%+v", res)
+	}
+	total := probe.APDUs()
+	_ = probe.Tap()
+	if !ntag424.IsRandomID(probe.AnticollisionUID()) {
+		t.Fatal("random ID not on")
+	}
+	f.checkTapped(t, probe)
+
+	tag.TearAt(total - 1) // the SetConfiguration
+	if res := f.run(tag, tag.UID()); res.OK || res.Code != transaction.CodeTagLost || res.Step != ledger.StepFiles {
+		t.Fatalf("torn: %+v", res)
+	}
+	f.known(t, tag)
+	_ = tag.Tap()
+	rid := tag.AnticollisionUID()
+	changes := tag.Changes()
+	if res := f.run(tag, rid); res.OK || res.Code != provision.CodeInvalid || tag.Changes() != changes {
+		t.Fatalf("random ID without a UID: %+v", res)
+	}
+	named, err := provision.PlanNTAG424(context.Background(), f.env.Keys, provision.NTAG424Request{Template: tpl, KeyVersion: 1, RandomID: true, UID: hex.EncodeToString(tag.UID())})
+	if err != nil {
+		t.Fatal(err)
+	}
+	wrong, _ := provision.PlanNTAG424(context.Background(), f.env.Keys, provision.NTAG424Request{Template: tpl, KeyVersion: 1, UID: "04AAAAAAAAAAAA"})
+	if res := f.env.ProvisionNTAG424(context.Background(), lost{tag}, rid, wrong); res.OK || res.Code != transaction.CodeCardError || tag.Changes() != changes {
+		t.Fatalf("wrong UID named: %+v", res)
+	}
+	_ = tag.Tap()
+	res := f.env.ProvisionNTAG424(context.Background(), lost{tag}, tag.AnticollisionUID(), named)
+	if !res.OK || res.Step != ledger.StepDone || !res.Resumed {
+		t.Fatalf("resume: %+v", res)
+	}
+	f.known(t, tag)
+}

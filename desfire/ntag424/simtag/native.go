@@ -41,6 +41,8 @@ func (t *Tag) native(code byte, p []byte) (byte, []byte) {
 		return t.readData(p)
 	case ntag424.CmdWriteData:
 		return t.writeData(p)
+	case ntag424.CmdSetConfiguration:
+		return t.setConfiguration(p)
 	}
 	return desfire.StatusIllegalCommand, nil
 }
@@ -393,4 +395,25 @@ func (t *Tag) writeData(p []byte) (byte, []byte) {
 	copy(f.data[off:], d)
 	t.changes++
 	return t.ok(nil, desfire.ReadMode(mode))
+}
+
+// setConfiguration implements option 00 (PICCConfig): bit 1 switches the
+// random ID on for good, effective at the next activation. Other options
+// are not simulated and answer 9E.
+func (t *Tag) setConfiguration(p []byte) (byte, []byte) {
+	if t.sess == nil || t.sess.keyNo != 0 {
+		return desfire.StatusPermissionDenied, nil
+	}
+	h, d, st := t.open(ntag424.CmdSetConfiguration, p, 1, desfire.CommFull)
+	if st != desfire.StatusOK {
+		return st, nil
+	}
+	if h[0] != ntag424.ConfigPICC || len(d) != 1 || d[0]&^ntag424.PICCUseRandomID != 0 {
+		return desfire.StatusParameterError, nil
+	}
+	if d[0]&ntag424.PICCUseRandomID != 0 && !t.randomID {
+		t.randomID = true
+		t.changes++
+	}
+	return t.ok(nil, desfire.CommMAC)
 }

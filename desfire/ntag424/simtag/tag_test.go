@@ -309,3 +309,33 @@ func TestTearKnobs(t *testing.T) {
 	}
 	_ = io.EOF
 }
+
+// TestSetConfigurationRandomID: switching the random ID on takes effect
+// at the next activation; GetCardUID still proves the real UID.
+func TestSetConfigurationRandomID(t *testing.T) {
+	ctx := context.Background()
+	tag, err := New(Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := host(t, tag, make([]byte, 16))
+	if _, err := c.Exec(ctx, ntag424.SetConfigurationCmd(ntag424.ConfigPICC, []byte{0x04})); !errors.Is(err, desfire.ErrParameter) {
+		t.Fatalf("unsupported bit: %v", err)
+	}
+	c = host(t, tag, make([]byte, 16))
+	if _, err := c.Exec(ctx, ntag424.SetConfigurationCmd(ntag424.ConfigPICC, []byte{ntag424.PICCUseRandomID})); err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(tag.AnticollisionUID(), tag.UID()) {
+		t.Fatal("random ID before the next activation")
+	}
+	_ = tag.Tap()
+	if !ntag424.IsRandomID(tag.AnticollisionUID()) {
+		t.Fatalf("anticollision %X", tag.AnticollisionUID())
+	}
+	c = host(t, tag, make([]byte, 16))
+	d, err := c.Exec(ctx, desfire.GetCardUIDCmd())
+	if err != nil || !bytes.Equal(d, tag.UID()) {
+		t.Fatalf("GetCardUID %X %v", d, err)
+	}
+}
