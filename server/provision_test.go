@@ -278,3 +278,54 @@ func TestIssueBadInputAPI(t *testing.T) {
 		}
 	}
 }
+
+// slowTag blocks the first APDU until released.
+type slowTag struct {
+	simTag
+	started, release chan struct{}
+	once             *bool
+}
+
+func (s slowTag) Transmit(ctx context.Context, a []byte) ([]byte, error) {
+	if !*s.once {
+		*s.once = true
+		close(s.started)
+		<-s.release
+	}
+	return s.simTag.Transmit(ctx, a)
+}
+
+// TestTwoBridgesRaceForOneTag: two bridges present the same tag; the one
+// that holds the tag's lock wins, the other gets card_busy without
+// touching the tag.
+func TestTwoBridgesRaceForOneTag(t *testing.T) {
+	h := newProvHarness(t, testbackend.Backends()[0])
+	tag, err := simtag.New(simtag.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	body := map[string]any{"template": "https://e.com/{uid}{ctr}{mac}"}
+	_, s1 := h.session(body)
+	_, s2 := h.session(map[string]any{"template": "https://e.com/{uid}{ctr}{mac}"})
+	once := false
+	slow := slowTag{simTag: simTag{tag}, started: make(chan struct{}), release: make(chan struct{}), once: &once}
+	done := make(chan *bridge.Report, 1)
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		rep, _ := bridge.Run(ctx, bridge.Options{URL: h.wsURL(), Token: s1["bridge_token"].(string), Batch: true}, slow, bridge.CardInfo{UID: tag.UID()})
+		done <- rep
+	}()
+	<-slow.started
+	n := tag.APDUs()
+	second, _ := h.run(s2["bridge_token"].(string), tag, true)
+	touched := tag.APDUs() != n
+	close(slow.release)
+	first := <-done
+	if first == nil || !first.Result.OK || second == nil || second.Result.OK || second.Result.Error.Code != transaction.CodeCardBusy {
+		t.Fatalf("first %+v, second %+v", first, second)
+	}
+	if touched {
+		t.Fatal("the losing session sent APDUs to the tag")
+	}
+}
