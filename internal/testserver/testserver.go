@@ -27,6 +27,7 @@ import (
 	"github.com/desfire-relay/relay/transaction/keys"
 	"github.com/desfire-relay/relay/transaction/ledger"
 	"github.com/desfire-relay/relay/transaction/profile"
+	"github.com/desfire-relay/relay/transaction/provision"
 )
 
 // APIKey is the operator API key every harness accepts.
@@ -36,6 +37,9 @@ const APIKey = "test-api-key"
 // session).
 type Options struct {
 	ExchangeTimeout, SessionTimeout time.Duration
+	// Provision switches the provisioning session kinds on (issue and
+	// provision_ntag424, over the same ledger, keys and locker).
+	Provision bool
 }
 
 // Harness is one running server with its backends.
@@ -66,8 +70,15 @@ func New(t testing.TB, b testbackend.Backend, p profile.Profile, o Options) *Har
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv := server.New(server.Options{Service: svc, APIKeyHashes: []string{config.HashAPIKey(APIKey)},
-		ExchangeTimeout: o.ExchangeTimeout, SessionTimeout: o.SessionTimeout, Metrics: m})
+	so := server.Options{Service: svc, APIKeyHashes: []string{config.HashAPIKey(APIKey)},
+		ExchangeTimeout: o.ExchangeTimeout, SessionTimeout: o.SessionTimeout, Metrics: m}
+	if o.Provision {
+		so.Provision = &server.ProvisionOptions{
+			Env:      &provision.Env{Ledger: l.(ledger.ProvisionLedger), Keys: kp, Locker: lk, LockTTL: 2 * time.Second},
+			Sessions: l.(ledger.ProvisionSessions), Profiles: profile.Set{p.Name: p},
+		}
+	}
+	srv := server.New(so)
 	hs := httptest.NewServer(srv.Handler())
 	t.Cleanup(hs.Close)
 	return &Harness{T: t, Server: srv, HTTP: hs, Keys: kp, KeyFile: kf, Profile: p, Ledger: l}
