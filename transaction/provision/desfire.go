@@ -99,7 +99,8 @@ func (e *Env) IssueDESFire(ctx context.Context, t desfire.Transport, uid []byte,
 // for an EV1 profile, EV1) card, tear-safe:
 //
 //  1. PICC level: select, authenticate with the blank PICC master key,
-//     GetApplicationIDs (MACed): an application of the profile's AID that
+//     GetCardUID (enciphered: proves the UID the keys are diversified
+//     from) and GetApplicationIDs (MACed): an application of the profile's AID that
 //     the ledger did not create must have blank keys, or the card is
 //     refused (not_blank) before anything is written;
 //  2. CreateApplication when absent (MACed answer; its keys are blank,
@@ -168,7 +169,20 @@ func (e *Env) Issue(ctx context.Context, t desfire.Transport, uid []byte, plan *
 		}
 		return fmt.Errorf("authenticate PICC: %w", err)
 	}
-	aids, err := card.GetApplicationIDs(ctx)
+	// The real UID (enciphered under the PICC session) and the
+	// application list (MACed), before anything is written.
+	picc, err := runBatched(ctx, card, []*desfire.Command{desfire.GetCardUIDCmd(), desfire.GetApplicationIDsCmd(desfire.CommMAC)})
+	if err != nil {
+		return fmt.Errorf("read card UID and applications: %w", err)
+	}
+	real, err := desfire.ParseCardUID(picc[0].Data)
+	if err != nil {
+		return fmt.Errorf("card UID: %w", err)
+	}
+	if uidHex(real) != id {
+		return fmt.Errorf("card proved UID %s, bridge said %s: %w", uidHex(real), id, ledger.ErrCardMismatch)
+	}
+	aids, err := desfire.ParseApplicationIDs(picc[1].Data)
 	if err != nil {
 		return fmt.Errorf("list applications: %w", err)
 	}

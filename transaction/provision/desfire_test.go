@@ -256,7 +256,7 @@ func TestIssueExchangeCounts(t *testing.T) {
 	for _, c := range []struct {
 		p    profile.Profile
 		want int
-	}{{profile.AN12113(), 13}, {profile.AN12113EV1(), 16}} {
+	}{{profile.AN12113(), 13}, {profile.AN12113EV1(), 17}} {
 		f := newIssueFixture(t, c.p)
 		card := newBlank(t)
 		b := &batcher{Transport: cardLost{card}}
@@ -265,5 +265,17 @@ func TestIssueExchangeCounts(t *testing.T) {
 			t.Errorf("%s: %d exchanges (%d batches), want %d; %+v", c.p.Name, res.Exchanges, b.batches, c.want, res)
 		}
 		t.Logf("%s: %d exchanges, %d APDUs", c.p.Name, res.Exchanges, card.APDUs())
+	}
+}
+
+// TestIssueBridgeLiesAboutUID: keys are diversified from the UID the
+// card proves (GetCardUID under the PICC session), not from the bridge's
+// claim; a mismatch ends the session before anything is written.
+func TestIssueBridgeLiesAboutUID(t *testing.T) {
+	f := newIssueFixture(t, profile.AN12113())
+	c := newBlank(t)
+	res := f.env.IssueDESFire(context.Background(), cardLost{c}, []byte{4, 9, 9, 9, 9, 9, 9}, f.plan)
+	if res.OK || res.Code != transaction.CodeCardMismatch || len(c.Applications()) != 0 {
+		t.Fatalf("%+v, applications %X", res, c.Applications())
 	}
 }

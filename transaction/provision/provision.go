@@ -123,7 +123,7 @@ type Result struct {
 	Code, Message string
 }
 
-// Fail fills r's error fields from err.
+// fail fills r's error fields from err.
 func (r *Result) fail(err error) {
 	r.OK, r.Code, r.Message = false, Code(err), err.Error()
 }
