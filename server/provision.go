@@ -64,7 +64,7 @@ func isProvisionKind(kind string) bool {
 // provisionParams validates a session body into the stored request.
 func (s *Server) provisionParams(ctx context.Context, body sessionBody) ([]byte, error) {
 	po := s.o.Provision
-	ver := byte(1)
+	ver := byte(0) // the current version the key provider holds
 	if body.KeyVersion != nil {
 		if *body.KeyVersion < 1 || *body.KeyVersion > 255 {
 			return nil, fmt.Errorf("key_version must be 1..255: %w", provision.ErrInvalid)
@@ -79,19 +79,21 @@ func (s *Server) provisionParams(ctx context.Context, body sessionBody) ([]byte,
 		if body.Initial != nil {
 			req.Initial = *body.Initial
 		}
-		if _, err := provision.PlanIssue(ctx, po.Env.Keys, po.Profiles, req); err != nil {
+		plan, err := provision.PlanIssue(ctx, po.Env.Keys, po.Profiles, req)
+		if err != nil {
 			return nil, err
 		}
-		return json.Marshal(req)
+		return json.Marshal(plan.Req)
 	}
 	if body.Profile != "" || body.Initial != nil {
 		return nil, fmt.Errorf("profile and initial belong to issue: %w", provision.ErrInvalid)
 	}
 	req := provision.NTAG424Request{Template: body.Template, Lock: body.Lock, KeyVersion: ver, RandomID: body.RandomID, UID: body.UID}
-	if _, err := provision.PlanNTAG424(ctx, po.Env.Keys, req); err != nil {
+	plan, err := provision.PlanNTAG424(ctx, po.Env.Keys, req)
+	if err != nil {
 		return nil, err
 	}
-	return json.Marshal(req)
+	return json.Marshal(plan.Req)
 }
 
 // runProvision runs the stored request of ps against the card.

@@ -21,7 +21,8 @@ type IssueRequest struct {
 	Profile string `json:"profile"`
 	// Initial is the value file's starting balance (minor units).
 	Initial int32 `json:"initial"`
-	// KeyVersion is the version of the application keys (1..255).
+	// KeyVersion is the version of the application keys (1..255); 0
+	// picks the current one (the highest version held of all of them).
 	KeyVersion byte `json:"key_version"`
 }
 
@@ -39,8 +40,18 @@ func PlanIssue(ctx context.Context, kp keys.Provider, set profile.Set, req Issue
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrInvalid, err)
 	}
+	if req.KeyVersion == 0 && kp != nil {
+		var refs []keys.Ref
+		for _, no := range issueKeys(p) {
+			refs = append(refs, keys.Ref{AID: p.AID, KeyNo: no})
+		}
+		if p.HasTMAC {
+			refs = append(refs, keys.Ref{AID: p.AID, Name: keys.TMACName})
+		}
+		req.KeyVersion = currentVersion(kp, refs)
+	}
 	if req.KeyVersion == 0 {
-		return nil, fmt.Errorf("key version 0 is the blank version: %w", ErrInvalid)
+		return nil, fmt.Errorf("no key version to write for %s: %w", p.Name, ErrInvalid)
 	}
 	if req.Initial < p.LowerLimit || req.Initial > p.UpperLimit {
 		return nil, fmt.Errorf("initial value %d outside %d..%d: %w", req.Initial, p.LowerLimit, p.UpperLimit, ErrInvalid)

@@ -240,7 +240,6 @@ func TestIssueBadInput(t *testing.T) {
 		"unknown profile": {Profile: "nope", KeyVersion: 1},
 		"initial too big": {Profile: "an12113-ev2", KeyVersion: 1, Initial: 1 << 30},
 		"negative":        {Profile: "an12113-ev2", KeyVersion: 1, Initial: -1},
-		"version 0":       {Profile: "an12113-ev2", KeyVersion: 0},
 		"unknown keys":    {Profile: "an12113-ev2", KeyVersion: 4},
 	} {
 		if _, err := provision.PlanIssue(context.Background(), f.env.Keys, set, req); !errors.Is(err, provision.ErrInvalid) {

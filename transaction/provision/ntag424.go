@@ -29,7 +29,8 @@ type NTAG424Request struct {
 	// Template is the SUN URL with {uid} {ctr} {picc} {enc} {mac}.
 	Template string `json:"template"`
 	// KeyVersion is the version of the per-tag keys to write (1..255),
-	// present in the key provider for keys 0..4.
+	// present in the key provider for keys 0..4; 0 picks the current one
+	// (the highest version held of all five).
 	KeyVersion byte `json:"key_version"`
 	// Lock makes the NDEF file and the capability container read-only for
 	// good: write and read-write rights never (F), the CC's NDEF write
@@ -54,8 +55,15 @@ type Plan struct {
 // (MAC placeholder, offsets inside the NDEF file and not overlapping, URL
 // length) and the key version. Errors wrap ErrInvalid.
 func PlanNTAG424(ctx context.Context, kp keys.Provider, req NTAG424Request) (*Plan, error) {
+	if req.KeyVersion == ntag424.FactoryKeyVersion && kp != nil {
+		var refs []keys.Ref
+		for k := byte(0); k < ntag424.NumKeys; k++ {
+			refs = append(refs, keys.Ref{Name: NTAG424KeyName(k)})
+		}
+		req.KeyVersion = currentVersion(kp, refs)
+	}
 	if req.KeyVersion == ntag424.FactoryKeyVersion {
-		return nil, fmt.Errorf("key version 0 is the factory version: %w", ErrInvalid)
+		return nil, fmt.Errorf("no per-tag key version to write (ntag424.k0..k4 not in the key provider): %w", ErrInvalid)
 	}
 	l, err := ntag424.ParseTemplate(req.Template)
 	if err != nil {

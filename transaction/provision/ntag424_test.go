@@ -20,6 +20,7 @@ import (
 	"github.com/desfire-relay/relay/transaction/ledger"
 	"github.com/desfire-relay/relay/transaction/ledger/sqlite"
 	"github.com/desfire-relay/relay/transaction/lock"
+	"github.com/desfire-relay/relay/transaction/profile"
 	"github.com/desfire-relay/relay/transaction/provision"
 )
 
@@ -360,7 +361,6 @@ func TestBadInput(t *testing.T) {
 	for name, req := range map[string]provision.NTAG424Request{
 		"no MAC":            {Template: "https://example.com/?p={picc}", KeyVersion: 1},
 		"too long":          {Template: long, KeyVersion: 1},
-		"factory version":   {Template: tpl, KeyVersion: 0},
 		"unknown version":   {Template: tpl, KeyVersion: 9},
 		"picc and uid both": {Template: "https://e.com/{picc}{uid}{mac}", KeyVersion: 1},
 	} {
@@ -491,4 +491,38 @@ func TestRandomID(t *testing.T) {
 		t.Fatalf("resume: %+v", res)
 	}
 	f.known(t, tag)
+}
+
+// TestCurrentKeyVersion: without a version the plans pick the highest one
+// the key provider holds of every key they write.
+func TestCurrentKeyVersion(t *testing.T) {
+	f, err := keys.DevFile(nil, profile.AN12113().AID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range append([]keys.Entry(nil), f.Keys...) {
+		if e.Version == 1 {
+			e.Version = 2
+			f.Keys = append(f.Keys, e)
+		}
+	}
+	// Version 3 of one NTAG key only: not current for the set.
+	f.Keys = append(f.Keys, keys.Entry{AID: "000000", Name: keys.NTAG424KeyName(2), Version: 3, Key: strings.Repeat("11", 16), Diversify: true})
+	kp, err := keys.New(f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	plan, err := provision.PlanNTAG424(context.Background(), kp, provision.NTAG424Request{Template: tpl})
+	if err != nil || plan.Req.KeyVersion != 2 {
+		t.Fatalf("ntag424 plan %+v %v", plan, err)
+	}
+	p := profile.AN12113()
+	ip, err := provision.PlanIssue(context.Background(), kp, profile.Set{p.Name: p}, provision.IssueRequest{Profile: p.Name})
+	if err != nil || ip.Req.KeyVersion != 2 {
+		t.Fatalf("issue plan %+v %v", ip, err)
+	}
+	empty, _ := keys.New(keys.File{})
+	if _, err := provision.PlanNTAG424(context.Background(), empty, provision.NTAG424Request{Template: tpl}); !errors.Is(err, provision.ErrInvalid) {
+		t.Fatalf("no keys: %v", err)
+	}
 }

@@ -140,3 +140,26 @@ func (e *Env) withLock(ctx context.Context, key string, fn func(fence int64) err
 	defer l.Release(context.WithoutCancel(ctx))
 	return fn(l.Fence())
 }
+
+// currentVersion is the highest version the provider holds of every key
+// in refs (their Version fields are ignored), or 0 when there is none or
+// the provider cannot list versions.
+func currentVersion(kp keys.Provider, refs []keys.Ref) byte {
+	v, ok := kp.(keys.Versioner)
+	if !ok || len(refs) == 0 {
+		return 0
+	}
+	common := map[byte]int{}
+	for _, r := range refs {
+		for _, ver := range v.Versions(r) {
+			common[ver]++
+		}
+	}
+	best := byte(0)
+	for ver, n := range common {
+		if n == len(refs) && ver > best {
+			best = ver
+		}
+	}
+	return best
+}
