@@ -206,9 +206,10 @@ func (s *Server) getProvisionSession(w http.ResponseWriter, r *http.Request, id 
 	return true
 }
 
-// provisionBridge serves a bridge whose token belongs to a provisioning
-// session. It returns false, having written nothing, when the token is
-// not a provisioning token, so the top-up path can try it.
+// provisionBridge serves a bridge whose token the top-up path refused,
+// when it belongs to a provisioning session (top-up sessions pay nothing
+// for provisioning). It returns false, having written nothing, when the
+// token is not a provisioning token.
 func (s *Server) provisionBridge(w http.ResponseWriter, r *http.Request, token string) bool {
 	po := s.o.Provision
 	if po == nil || po.Sessions == nil || token == "" || len(token) > 128 {
