@@ -17,6 +17,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/desfire-relay/relay/desfire"
+	"github.com/desfire-relay/relay/desfire/ntag424"
 	"github.com/desfire-relay/relay/protocol"
 	"github.com/desfire-relay/relay/server/relay"
 	"github.com/desfire-relay/relay/transaction"
@@ -49,8 +50,9 @@ type sessionBody struct {
 	KeyVersion *int   `json:"key_version,omitempty"`
 	Lock       bool   `json:"lock,omitempty"`
 	// RandomID and UID are provision_ntag424 options.
-	RandomID bool   `json:"random_id,omitempty"`
-	UID      string `json:"uid,omitempty"`
+	RandomID bool             `json:"random_id,omitempty"`
+	UID      string           `json:"uid,omitempty"`
+	Offsets  *ntag424.Offsets `json:"offsets,omitempty"`
 	// Profile and Initial are the issue request.
 	Profile string `json:"profile,omitempty"`
 	Initial *int32 `json:"initial,omitempty"`
@@ -72,7 +74,7 @@ func (s *Server) provisionParams(ctx context.Context, body sessionBody) ([]byte,
 		ver = byte(*body.KeyVersion)
 	}
 	if body.Kind == provision.KindIssue {
-		if body.Template != "" || body.Lock || body.RandomID || body.UID != "" {
+		if body.Template != "" || body.Lock || body.RandomID || body.UID != "" || body.Offsets != nil {
 			return nil, fmt.Errorf("template, lock, random_id and uid belong to provision_ntag424: %w", provision.ErrInvalid)
 		}
 		req := provision.IssueRequest{Profile: body.Profile, KeyVersion: ver}
@@ -88,7 +90,7 @@ func (s *Server) provisionParams(ctx context.Context, body sessionBody) ([]byte,
 	if body.Profile != "" || body.Initial != nil {
 		return nil, fmt.Errorf("profile and initial belong to issue: %w", provision.ErrInvalid)
 	}
-	req := provision.NTAG424Request{Template: body.Template, Lock: body.Lock, KeyVersion: ver, RandomID: body.RandomID, UID: body.UID}
+	req := provision.NTAG424Request{Template: body.Template, Lock: body.Lock, KeyVersion: ver, RandomID: body.RandomID, UID: body.UID, Offsets: body.Offsets}
 	plan, err := provision.PlanNTAG424(ctx, po.Env.Keys, req)
 	if err != nil {
 		return nil, err

@@ -197,7 +197,12 @@ func TestProvisionBadInput(t *testing.T) {
 		"too long":        {"template": "https://e.com/" + strings.Repeat("a", 250) + "{uid}{mac}"},
 		"unknown keys":    {"template": "https://e.com/{uid}{mac}", "key_version": 7},
 		"bad key version": {"template": "https://e.com/{uid}{mac}", "key_version": 0},
-		"unknown field":   {"template": "https://e.com/{uid}{mac}", "offsets": []int{1}},
+		"unknown field":   {"template": "https://e.com/{uid}{mac}", "sdm": []int{1}},
+		"overlapping":     {"template": "https://e.com/{uid}{ctr}{mac}", "offsets": map[string]any{"mac": 10}},
+		"out of range":    {"template": "https://e.com/{uid}{ctr}{mac}", "offsets": map[string]any{"mac": 250}},
+		"above 24 bits":   {"template": "https://e.com/{uid}{ctr}{mac}", "offsets": map[string]any{"mac": 1 << 24}},
+		"absent mirror":   {"template": "https://e.com/{uid}{ctr}{mac}", "offsets": map[string]any{"picc": 40}},
+		"malformed":       {"template": "https://e.com/{uid}{ctr}{mac}", "offsets": map[string]any{"mac": -1}},
 	} {
 		if code, out := h.session(body); code != http.StatusBadRequest || out["error"] == nil {
 			t.Errorf("%s: %d %v", name, code, out)

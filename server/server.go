@@ -362,7 +362,7 @@ func (s *Server) createSession(w http.ResponseWriter, r *http.Request) {
 		s.createProvisionSession(w, r, body)
 		return
 	}
-	if body.Kind != "balance" || body.Template != "" || body.KeyVersion != nil || body.Lock || body.Profile != "" || body.Initial != nil || body.RandomID || body.UID != "" {
+	if body.Kind != "balance" || body.Template != "" || body.KeyVersion != nil || body.Lock || body.Profile != "" || body.Initial != nil || body.RandomID || body.UID != "" || body.Offsets != nil {
 		writeError(w, http.StatusBadRequest, codeInvalid, `kind must be "balance", "issue" or "provision_ntag424" (top-up sessions come with POST /v1/topups); the other fields belong to the provisioning kinds`)
 		return
 	}

@@ -173,3 +173,58 @@ func URL(file []byte) (string, error) {
 	}
 	return prefix + string(file[ndefHeaderLen:2+nlen]), nil
 }
+
+// Offsets overrides SDM offsets a template computed (file offsets, as in
+// ChangeFileSettings). Only mirrors the template switched on may be
+// moved; the result must still pass Validate for the file.
+type Offsets struct {
+	UID       *uint32 `json:"uid,omitempty"`
+	Ctr       *uint32 `json:"ctr,omitempty"`
+	PICC      *uint32 `json:"picc,omitempty"`
+	MACInput  *uint32 `json:"mac_input,omitempty"`
+	ENC       *uint32 `json:"enc,omitempty"`
+	ENCLength *uint32 `json:"enc_length,omitempty"`
+	MAC       *uint32 `json:"mac,omitempty"`
+}
+
+// Override applies o to the layout's SDM settings and validates them
+// against the NDEF file: an offset for a mirror the template does not
+// have, an offset outside the file or mirrors that overlap fail with
+// ErrSettings and leave the layout unchanged.
+func (l *Layout) Override(o Offsets) error {
+	if l.Settings.SDM == nil {
+		return fmt.Errorf("no SDM settings: %w", ErrSettings)
+	}
+	s := *l.Settings.SDM
+	set := func(name string, dst **uint32, v *uint32) error {
+		if v == nil {
+			return nil
+		}
+		if *dst == nil {
+			return fmt.Errorf("offset %s for a mirror the template does not have: %w", name, ErrSettings)
+		}
+		x := *v
+		*dst = &x
+		return nil
+	}
+	for _, f := range []struct {
+		name string
+		dst  **uint32
+		v    *uint32
+	}{
+		{"uid", &s.UIDOffset, o.UID}, {"ctr", &s.ReadCtrOffset, o.Ctr}, {"picc", &s.PICCDataOffset, o.PICC},
+		{"mac_input", &s.MACInputOffset, o.MACInput}, {"enc", &s.ENCOffset, o.ENC}, {"enc_length", &s.ENCLength, o.ENCLength},
+		{"mac", &s.MACOffset, o.MAC},
+	} {
+		if err := set(f.name, f.dst, f.v); err != nil {
+			return err
+		}
+	}
+	fs := l.Settings
+	fs.SDM = &s
+	if err := fs.Validate(len(l.File)); err != nil {
+		return err
+	}
+	l.Settings = fs
+	return nil
+}

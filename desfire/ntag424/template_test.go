@@ -151,3 +151,36 @@ func FuzzURL(f *testing.F) {
 	f.Add([]byte{0, 5, 0xD1, 1, 1, 'U', 4})
 	f.Fuzz(func(t *testing.T, d []byte) { _, _ = URL(d) })
 }
+
+func TestOverrideOffsets(t *testing.T) {
+	fresh := func() *Layout {
+		l, err := ParseTemplate("https://e.com/x?p={picc}&e={enc}&m={mac}")
+		if err != nil {
+			t.Fatal(err)
+		}
+		return l
+	}
+	l := fresh()
+	picc := *l.Settings.SDM.PICCDataOffset
+	for name, o := range map[string]Offsets{
+		"overlap":       {MAC: u32(picc + 4)},
+		"out of range":  {MAC: u32(250)},
+		"no such":       {UID: u32(10)},
+		"input after":   {MACInput: u32(*l.Settings.SDM.MACOffset + 1)},
+		"enc too short": {ENCLength: u32(16)},
+	} {
+		l := fresh()
+		before := *l.Settings.SDM
+		if err := l.Override(o); !errors.Is(err, ErrSettings) {
+			t.Errorf("%s: %v", name, err)
+		}
+		if *l.Settings.SDM.MACOffset != *before.MACOffset {
+			t.Errorf("%s: layout changed on error", name)
+		}
+	}
+	// Moving the MAC input to the start of the PICC data is allowed: the
+	// MAC then covers the encrypted PICC data too.
+	if err := l.Override(Offsets{MACInput: u32(picc)}); err != nil || *l.Settings.SDM.MACInputOffset != picc {
+		t.Fatalf("override: %v", err)
+	}
+}

@@ -43,6 +43,9 @@ type NTAG424Request struct {
 	// the per-tag keys derive from the real UID, which GetCardUID then
 	// proves. Needed to resume a tag whose random ID is already on.
 	UID string `json:"uid,omitempty"`
+	// Offsets, when set, move SDM mirrors away from where the template's
+	// placeholders put them (validated: inside the file, no overlap).
+	Offsets *ntag424.Offsets `json:"offsets,omitempty"`
 }
 
 // Plan is a validated request: the NDEF file and the final settings.
@@ -68,6 +71,11 @@ func PlanNTAG424(ctx context.Context, kp keys.Provider, req NTAG424Request) (*Pl
 	l, err := ntag424.ParseTemplate(req.Template)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrInvalid, err)
+	}
+	if req.Offsets != nil {
+		if err := l.Override(*req.Offsets); err != nil {
+			return nil, fmt.Errorf("%w: %w", ErrInvalid, err)
+		}
 	}
 	if req.UID != "" {
 		if b, err := hex.DecodeString(req.UID); err != nil || len(b) != 7 {

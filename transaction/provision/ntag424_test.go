@@ -526,3 +526,41 @@ func TestCurrentKeyVersion(t *testing.T) {
 		t.Fatalf("no keys: %v", err)
 	}
 }
+
+// TestOffsetsOverride: a request may move the MAC input to the start of
+// the mirrored UID; the tag then MACs "UID&c=CTR&m=" and the verifier
+// accepts it.
+func TestOffsetsOverride(t *testing.T) {
+	l, err := ntag424.ParseTemplate("https://e.com/t?u={uid}&c={ctr}&m={mac}")
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := newFixture(t, provision.NTAG424Request{Template: "https://e.com/t?u={uid}&c={ctr}&m={mac}", Offsets: &ntag424.Offsets{MACInput: l.Settings.SDM.UIDOffset}})
+	tag := newTag(t)
+	if res := f.run(tag, tag.UID()); !res.OK {
+		t.Fatalf("%+v", res)
+	}
+	_ = tag.Tap()
+	ctx := context.Background()
+	for _, a := range [][]byte{ntag424.SelectAppAPDU(), ntag424.SelectFileAPDU(ntag424.FIDNDEF)} {
+		if _, err := tag.Transmit(ctx, a); err != nil {
+			t.Fatal(err)
+		}
+	}
+	r, err := tag.Transmit(ctx, ntag424.ReadBinaryAPDU(0, 0))
+	if err != nil {
+		t.Fatal(err)
+	}
+	file := r[:len(r)-2]
+	s := f.plan.Layout.Settings.SDM
+	in := file[*s.MACInputOffset:*s.MACOffset]
+	mac, _ := hex.DecodeString(string(file[*s.MACOffset : *s.MACOffset+16]))
+	ctr, err := sdm.ParseReadCtr(string(file[*s.ReadCtrOffset : *s.ReadCtrOffset+6]))
+	if err != nil || ctr != 1 || !strings.HasPrefix(string(in), strings.ToUpper(hex.EncodeToString(tag.UID()))+"&c=") {
+		t.Fatalf("input %q ctr %d %v", in, ctr, err)
+	}
+	p := &sdm.PICCData{UID: tag.UID(), ReadCtr: ctr, HasReadCtr: true}
+	if err := sdm.VerifyMAC(f.key(t, tag, ntag424.KeyFileRead, 1), p, in, mac); err != nil {
+		t.Fatal(err)
+	}
+}
