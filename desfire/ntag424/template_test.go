@@ -184,3 +184,27 @@ func TestOverrideOffsets(t *testing.T) {
 		t.Fatalf("override: %v", err)
 	}
 }
+
+func FuzzOverride(f *testing.F) {
+	f.Add(uint32(26), uint32(61), uint32(61), uint32(60), uint32(32), true)
+	f.Fuzz(func(t *testing.T, picc, mac, in, enc, encLen uint32, withEnc bool) {
+		tpl := "https://e.com/x?p={picc}&m={mac}"
+		if withEnc {
+			tpl = "https://e.com/x?p={picc}&e={enc}&m={mac}"
+		}
+		l, err := ParseTemplate(tpl)
+		if err != nil {
+			t.Fatal(err)
+		}
+		o := Offsets{PICC: &picc, MAC: &mac, MACInput: &in}
+		if withEnc {
+			o.ENC, o.ENCLength = &enc, &encLen
+		}
+		if err := l.Override(o); err != nil {
+			return
+		}
+		if _, err := l.Settings.Encode(); err != nil {
+			t.Fatalf("validated settings do not encode: %v", err)
+		}
+	})
+}
