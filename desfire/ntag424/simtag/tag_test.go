@@ -7,7 +7,6 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"errors"
-	"io"
 	"os"
 	"strings"
 	"testing"
@@ -307,7 +306,6 @@ func TestTearKnobs(t *testing.T) {
 	if _, v := tag.Key(2); v != 7 {
 		t.Fatal("torn ChangeKey did not run")
 	}
-	_ = io.EOF
 }
 
 // TestSetConfigurationRandomID: switching the random ID on takes effect
