@@ -214,7 +214,7 @@ func (s *Server) getProvisionSession(w http.ResponseWriter, r *http.Request, id 
 // token is not a provisioning token.
 func (s *Server) provisionBridge(w http.ResponseWriter, r *http.Request, token string) bool {
 	po := s.o.Provision
-	if po == nil || po.Sessions == nil || token == "" || len(token) > 128 {
+	if po == nil || po.Env == nil || po.Sessions == nil || token == "" || len(token) > 128 {
 		return false
 	}
 	sum := sha256.Sum256([]byte(token))
