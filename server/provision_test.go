@@ -54,7 +54,7 @@ func newProvHarnessFor(t *testing.T, b testbackend.Backend, p profile.Profile) *
 	l, lk := b.Open(t)
 	kp, _ := testcard.Keys(t, p)
 	m := server.NewMetrics()
-	svc, err := transaction.New(transaction.Config{Ledger: l, Locker: lk, Keys: kp, Profile: p.Name, LockTTL: 2 * time.Second, Metrics: m})
+	svc, err := transaction.New(transaction.Config{Ledger: l, Locker: lk, Keys: kp, Profiles: profile.Set{p.Name: p}, Profile: p.Name, LockTTL: 2 * time.Second, Metrics: m})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -220,7 +220,7 @@ func TestProvisionBadInput(t *testing.T) {
 // topped up and its balance looked up, on both card generations.
 func TestEndToEndIssueThenTopUp(t *testing.T) {
 	for _, b := range testbackend.Backends() {
-		for _, p := range []profile.Profile{profile.AN12113(), profile.AN12113EV1()} {
+		for _, p := range []profile.Profile{profile.AN12113(), profile.AN12113EV1(), profile.AN12113OTA()} {
 			t.Run(b.Name+"/"+p.Name, func(t *testing.T) {
 				h := newProvHarnessFor(t, b, p)
 				card, err := simcard.New(simcard.Options{UID: cardUID})

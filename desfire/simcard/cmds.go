@@ -489,6 +489,13 @@ func fileSettings(f *file) []byte {
 	case FileTMAC:
 		out = append(out, 0x02, f.tmKeyVer)
 	}
+	if len(f.addAccess) > 0 {
+		out[1] |= 0x80
+		out = append(out, byte(len(f.addAccess)))
+		for _, a := range f.addAccess {
+			out = append(out, byte(a), byte(a>>8))
+		}
+	}
 	return out
 }
 
@@ -634,7 +641,7 @@ func (c *Card) cmdChangeFileSettings(code byte, p []byte) result {
 	if st != desfire.StatusOK {
 		return fail(st)
 	}
-	if _, st := c.fileMode(f, f.change()); st != desfire.StatusOK {
+	if _, st := c.fileMode(f, f.rights(kChange)...); st != desfire.StatusOK {
 		return fail(st)
 	}
 	mode := desfire.CommPlain
@@ -645,14 +652,30 @@ func (c *Card) cmdChangeFileSettings(code byte, p []byte) result {
 	if st != desfire.StatusOK {
 		return fail(st)
 	}
-	if len(d) != 3 {
+	// FileOption ‖ AccessRights(2) [‖ NrAddARs(1) ‖ AddARs(2×n) when
+	// FileOption bit 7: EV2 multiple access condition sets, up to 7 more].
+	if len(d) < 3 {
 		return fail(desfire.StatusLengthError)
 	}
-	comm := desfire.CommMode(d[0])
+	var add []uint16
+	if d[0]&0x80 != 0 {
+		if len(d) < 4 || d[3] < 1 || d[3] > 7 || len(d) != 4+2*int(d[3]) || f.typ == FileTMAC {
+			return fail(desfire.StatusLengthError)
+		}
+		if c.sess == nil || c.sess.kind != kindEV2 {
+			return fail(desfire.StatusPermissionDenied)
+		}
+		for i := 0; i < int(d[3]); i++ {
+			add = append(add, uint16(d[4+2*i])|uint16(d[5+2*i])<<8)
+		}
+	} else if len(d) != 3 {
+		return fail(desfire.StatusLengthError)
+	}
+	comm := desfire.CommMode(d[0] & 0x7F)
 	if comm != desfire.CommPlain && comm != desfire.CommMAC && comm != desfire.CommFull {
 		return fail(desfire.StatusParameterError)
 	}
-	f.comm, f.access = comm, uint16(d[1])|uint16(d[2])<<8
+	f.comm, f.access, f.addAccess = comm, uint16(d[1])|uint16(d[2])<<8, add
 	return c.ok(nil, writeRespMode(mode))
 }
 
@@ -669,7 +692,7 @@ func (c *Card) cmdReadData(code byte, p []byte) result {
 	if f.typ != FileStandard && f.typ != FileBackup && f.typ != FileTMAC {
 		return fail(desfire.StatusParameterError)
 	}
-	mode, st := c.fileMode(f, f.read(), f.readWrite())
+	mode, st := c.fileMode(f, f.rights(kRead, kRW)...)
 	if st != desfire.StatusOK {
 		return fail(st)
 	}
@@ -715,7 +738,7 @@ func (c *Card) writeTarget(code byte, p []byte) (f *file, mode desfire.CommMode,
 	default:
 		return nil, 0, 0, desfire.StatusParameterError
 	}
-	mode, st = c.fileMode(f, f.write(), f.readWrite())
+	mode, st = c.fileMode(f, f.rights(kWrite, kRW)...)
 	if st != desfire.StatusOK {
 		return nil, 0, 0, st
 	}
@@ -802,7 +825,7 @@ func (c *Card) cmdGetValue(code byte, p []byte) result {
 	if f.typ != FileValue {
 		return fail(desfire.StatusParameterError)
 	}
-	mode, st := c.fileMode(f, f.read(), f.write(), f.readWrite())
+	mode, st := c.fileMode(f, f.rights(kRead, kWrite, kRW)...)
 	if st != desfire.StatusOK {
 		return fail(st)
 	}
@@ -833,11 +856,11 @@ func (c *Card) cmdValueOp(code byte, p []byte) result {
 	var rights []byte
 	switch code {
 	case cmdCredit:
-		rights = []byte{f.readWrite()}
+		rights = f.rights(kRW)
 	case cmdDebit:
-		rights = []byte{f.read(), f.write(), f.readWrite()}
+		rights = f.rights(kRead, kWrite, kRW)
 	default:
-		rights = []byte{f.write(), f.readWrite()}
+		rights = f.rights(kWrite, kRW)
 	}
 	mode, st := c.fileMode(f, rights...)
 	if st != desfire.StatusOK {
@@ -896,7 +919,7 @@ func (c *Card) cmdReadRecords(code byte, p []byte) result {
 	if f.typ != FileLinear && f.typ != FileCyclic {
 		return fail(desfire.StatusParameterError)
 	}
-	mode, st := c.fileMode(f, f.read(), f.readWrite())
+	mode, st := c.fileMode(f, f.rights(kRead, kRW)...)
 	if st != desfire.StatusOK {
 		return fail(st)
 	}
@@ -937,7 +960,7 @@ func (c *Card) cmdClearRecordFile(code byte, p []byte) result {
 	if f.typ != FileLinear && f.typ != FileCyclic {
 		return fail(desfire.StatusParameterError)
 	}
-	if _, st := c.fileMode(f, f.readWrite()); st != desfire.StatusOK {
+	if _, st := c.fileMode(f, f.rights(kRW)...); st != desfire.StatusOK {
 		return fail(st)
 	}
 	// No data travels: MACed like a management command when authenticated.
@@ -1072,7 +1095,7 @@ func (c *Card) cmdCommitReaderID(code byte, p []byte) result {
 	if tf == nil {
 		return fail(desfire.StatusPermissionDenied)
 	}
-	if _, st := c.fileMode(tf, tf.write()); st != desfire.StatusOK {
+	if _, st := c.fileMode(tf, tf.rights(kWrite)...); st != desfire.StatusOK {
 		return fail(st)
 	}
 	d, st := c.openMgmt(code, p)

@@ -77,12 +77,16 @@ func PlanIssue(ctx context.Context, kp keys.Provider, set profile.Set, req Issue
 // issueKeys are the application keys issuance sets, key 0 (master) last.
 func issueKeys(p profile.Profile) []byte {
 	var out []byte
-	for _, k := range []byte{p.ReadKeyNo, p.WriteKeyNo, p.TopUpKeyNo, p.MasterKeyNo} {
-		if !slices.Contains(out, k) {
+	all := []byte{p.ReadKeyNo, p.WriteKeyNo, p.TopUpKeyNo}
+	if t := p.TerminalKeys; t != nil {
+		all = append(all, t.Read, t.Write)
+	}
+	for _, k := range all {
+		if k != p.MasterKeyNo && !slices.Contains(out, k) {
 			out = append(out, k)
 		}
 	}
-	return out
+	return append(out, p.MasterKeyNo)
 }
 
 // issueKeyCount is the number of keys the application is created with
@@ -393,28 +397,45 @@ func access(r, w, rw, ch byte) []byte { return []byte{rw<<4 | ch, r<<4 | w} }
 // it). Every creation is answered under the session MAC.
 func (e *Env) fileCmds(ctx context.Context, p profile.Profile, req IssueRequest, uid []byte, have []byte) ([]*desfire.Command, []string, error) {
 	m, r, w, tk := p.MasterKeyNo, p.ReadKeyNo, p.WriteKeyNo, p.TopUpKeyNo
+	const never = 0xF
 	mode := desfire.CommMAC
 	type file struct {
 		no    byte
 		what  string
+		comm  desfire.CommMode
 		build func() (*desfire.Command, error)
+		// set1 is the access condition set the file is created with; set2,
+		// with TerminalKeys, the server's set added by ChangeFileSettings.
+		set1, set2 []byte
+	}
+	// One access condition set (single-set profiles), or the AN12113
+	// Table 1 split: terminals (set 1) and server (set 2).
+	info, usage, value, topup := access(r, w, w, m), access(r, r, r, m), access(r, tk, tk, m), access(r, tk, tk, m)
+	var info2, usage2, value2, topup2 []byte
+	if t := p.TerminalKeys; t != nil {
+		info, info2 = access(t.Read, t.Write, t.Write, m), access(r, never, never, m)
+		usage, usage2 = access(t.Read, t.Write, t.Write, m), access(r, never, never, m)
+		// Terminals debit (W) but never credit (RW, which Credit needs, is
+		// F in their set); only the server's top-up key credits.
+		value, value2 = access(t.Read, t.Write, never, m), access(r, never, tk, m)
+		topup, topup2 = access(t.Read, never, never, m), access(r, tk, tk, m)
 	}
 	files := []file{
-		{p.InfoFile, "info file", func() (*desfire.Command, error) {
-			return desfire.CreateBackupDataFileCmd(desfire.DataFile{FileNo: p.InfoFile, CommSett: byte(desfire.CommFull), Access: access(r, w, w, m), Size: uint32(p.InfoFileLen)}, mode)
-		}},
-		{p.UsageLogFile, "usage log", func() (*desfire.Command, error) {
-			return desfire.CreateCyclicRecordFileCmd(desfire.RecordFile{FileNo: p.UsageLogFile, CommSett: byte(p.UsageLogMode), Access: access(r, r, r, m), RecordSize: uint32(p.RecordSize), MaxRecords: uint32(p.LogRecords)}, mode)
-		}},
-		{p.ValueFile, "value file", func() (*desfire.Command, error) {
-			return desfire.CreateValueFileCmd(desfire.ValueFile{FileNo: p.ValueFile, CommSett: byte(p.ValueMode), Access: access(r, tk, tk, m), Lower: p.LowerLimit, Upper: p.UpperLimit, Value: req.Initial}, mode)
-		}},
-		{p.TopUpLogFile, "top-up log", func() (*desfire.Command, error) {
-			return desfire.CreateCyclicRecordFileCmd(desfire.RecordFile{FileNo: p.TopUpLogFile, CommSett: byte(p.TopUpLogMode), Access: access(r, tk, tk, m), RecordSize: uint32(p.RecordSize), MaxRecords: uint32(p.LogRecords)}, mode)
-		}},
+		{p.InfoFile, "info file", desfire.CommFull, func() (*desfire.Command, error) {
+			return desfire.CreateBackupDataFileCmd(desfire.DataFile{FileNo: p.InfoFile, CommSett: byte(desfire.CommFull), Access: info, Size: uint32(p.InfoFileLen)}, mode)
+		}, info, info2},
+		{p.UsageLogFile, "usage log", p.UsageLogMode, func() (*desfire.Command, error) {
+			return desfire.CreateCyclicRecordFileCmd(desfire.RecordFile{FileNo: p.UsageLogFile, CommSett: byte(p.UsageLogMode), Access: usage, RecordSize: uint32(p.RecordSize), MaxRecords: uint32(p.LogRecords)}, mode)
+		}, usage, usage2},
+		{p.ValueFile, "value file", p.ValueMode, func() (*desfire.Command, error) {
+			return desfire.CreateValueFileCmd(desfire.ValueFile{FileNo: p.ValueFile, CommSett: byte(p.ValueMode), Access: value, Lower: p.LowerLimit, Upper: p.UpperLimit, Value: req.Initial}, mode)
+		}, value, value2},
+		{p.TopUpLogFile, "top-up log", p.TopUpLogMode, func() (*desfire.Command, error) {
+			return desfire.CreateCyclicRecordFileCmd(desfire.RecordFile{FileNo: p.TopUpLogFile, CommSett: byte(p.TopUpLogMode), Access: topup, RecordSize: uint32(p.RecordSize), MaxRecords: uint32(p.LogRecords)}, mode)
+		}, topup, topup2},
 	}
 	if p.HasTMAC {
-		files = append(files, file{p.TMACFile, "transaction MAC file", func() (*desfire.Command, error) {
+		files = append(files, file{no: p.TMACFile, what: "transaction MAC file", comm: desfire.CommPlain, build: func() (*desfire.Command, error) {
 			tmk, err := e.Keys.CardKey(ctx, keys.Ref{AID: p.AID, Name: keys.TMACName, Version: req.KeyVersion}, uid)
 			if err != nil {
 				return nil, err
@@ -425,15 +446,21 @@ func (e *Env) fileCmds(ctx context.Context, p profile.Profile, req IssueRequest,
 	var cmds []*desfire.Command
 	var names []string
 	for _, f := range files {
-		if slices.Contains(have, f.no) {
-			continue
+		if !slices.Contains(have, f.no) {
+			cmd, err := f.build()
+			if err != nil {
+				return nil, nil, fmt.Errorf("create %s: %w", f.what, err)
+			}
+			cmds = append(cmds, cmd)
+			names = append(names, fmt.Sprintf("file %d (%s)", f.no, f.what))
 		}
-		cmd, err := f.build()
-		if err != nil {
-			return nil, nil, fmt.Errorf("create %s: %w", f.what, err)
+		if f.set2 != nil {
+			// FileOption (comm | 80: additional sets) ‖ set 1 ‖ 01 ‖ set 2;
+			// sent for every file, created now or by a torn session.
+			settings := append(append([]byte{byte(f.comm) | 0x80}, f.set1...), 1)
+			cmds = append(cmds, desfire.ChangeFileSettingsCmd(f.no, append(settings, f.set2...), desfire.CommFull))
+			names = append(names, fmt.Sprintf("file %d access sets (terminal, server)", f.no))
 		}
-		cmds = append(cmds, cmd)
-		names = append(names, fmt.Sprintf("file %d (%s)", f.no, f.what))
 	}
 	return cmds, names, nil
 }

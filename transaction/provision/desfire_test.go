@@ -139,7 +139,7 @@ func (f *issueFixture) check(t testing.TB, c *simcard.Card) {
 }
 
 func TestIssueDESFire(t *testing.T) {
-	for _, p := range []profile.Profile{profile.AN12113(), profile.AN12113EV1()} {
+	for _, p := range []profile.Profile{profile.AN12113(), profile.AN12113EV1(), profile.AN12113OTA()} {
 		t.Run(p.Name, func(t *testing.T) {
 			f := newIssueFixture(t, p)
 			c := newBlank(t)
@@ -161,7 +161,7 @@ func TestIssueDESFire(t *testing.T) {
 // APDU, then a retry: the ledger knows the card's keys at every point and
 // the retry completes.
 func TestIssueTearAtEveryAPDU(t *testing.T) {
-	for _, p := range []profile.Profile{profile.AN12113(), profile.AN12113EV1()} {
+	for _, p := range []profile.Profile{profile.AN12113(), profile.AN12113EV1(), profile.AN12113OTA()} {
 		probe := newIssueFixture(t, p)
 		clean := newBlank(t)
 		if res := probe.env.IssueDESFire(context.Background(), cardLost{clean}, clean.UID(), probe.plan); !res.OK {
@@ -276,5 +276,67 @@ func TestIssueBridgeLiesAboutUID(t *testing.T) {
 	res := f.env.IssueDESFire(context.Background(), cardLost{c}, []byte{4, 9, 9, 9, 9, 9, 9}, f.plan)
 	if res.OK || res.Code != transaction.CodeCardMismatch || len(c.Applications()) != 0 {
 		t.Fatalf("%+v, applications %X", res, c.Applications())
+	}
+}
+
+// TestIssueMultipleAccessSets: with the AN12113 section 3.1 profile every
+// file carries the terminal set and the server set; the server key
+// reads and credits, the terminal keys read and debit, and a terminal key
+// cannot credit.
+func TestIssueMultipleAccessSets(t *testing.T) {
+	p := profile.AN12113OTA()
+	f := newIssueFixture(t, p)
+	c := newBlank(t)
+	ctx := context.Background()
+	if res := f.env.IssueDESFire(ctx, cardLost{c}, c.UID(), f.plan); !res.OK {
+		t.Fatalf("%+v", res)
+	}
+	key := func(no byte) []byte {
+		k, err := f.env.Keys.CardKey(ctx, keys.Ref{AID: p.AID, KeyNo: no, Version: 1}, c.UID())
+		if err != nil {
+			t.Fatal(err)
+		}
+		return k
+	}
+	session := func(no byte) *desfire.Card {
+		_ = c.Tap()
+		card := desfire.NewCard(c)
+		if err := card.SelectApplication(ctx, p.AIDBytes()); err != nil {
+			t.Fatal(err)
+		}
+		if err := card.Authenticate(ctx, desfire.NewAuthEV2First(no, key(no), nil)); err != nil {
+			t.Fatal(err)
+		}
+		return card
+	}
+	card := session(p.MasterKeyNo)
+	fs, err := card.GetFileSettings(ctx, p.ValueFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fs.Access != desfire.NewAccessRights(1, 2, 0xF, 0) || len(fs.AdditionalAccess) != 1 || fs.AdditionalAccess[0] != desfire.NewAccessRights(3, 0xF, 3, 0) {
+		t.Fatalf("value file access %04X + %04X", uint16(fs.Access), fs.AdditionalAccess)
+	}
+	// Server key 3: read and credit.
+	card = session(3)
+	if _, err := card.Exec(ctx, desfire.GetValueCmd(p.ValueFile, p.ValueMode)); err != nil {
+		t.Fatalf("server GetValue: %v", err)
+	}
+	if _, err := card.Exec(ctx, desfire.CreditCmd(p.ValueFile, 10, p.ValueMode)); err != nil {
+		t.Fatalf("server credit: %v", err)
+	}
+	// Terminal key 2: debit yes, credit no.
+	card = session(2)
+	if _, err := card.Exec(ctx, desfire.DebitCmd(p.ValueFile, 5, p.ValueMode)); err != nil {
+		t.Fatalf("terminal debit: %v", err)
+	}
+	card = session(2)
+	if _, err := card.Exec(ctx, desfire.CreditCmd(p.ValueFile, 5, p.ValueMode)); !errors.Is(err, desfire.ErrPermissionDenied) {
+		t.Fatalf("terminal credit: %v", err)
+	}
+	// Terminal key 1 reads.
+	card = session(1)
+	if _, err := card.Exec(ctx, desfire.GetValueCmd(p.ValueFile, p.ValueMode)); err != nil {
+		t.Fatalf("terminal GetValue: %v", err)
 	}
 }

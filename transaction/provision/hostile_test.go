@@ -82,7 +82,7 @@ func TestForgedStatusAtEveryAPDU(t *testing.T) {
 // TestIssueForgedStatusAtEveryAPDU is the same matrix for DESFire
 // issuance.
 func TestIssueForgedStatusAtEveryAPDU(t *testing.T) {
-	for _, p := range []profile.Profile{profile.AN12113(), profile.AN12113EV1()} {
+	for _, p := range []profile.Profile{profile.AN12113(), profile.AN12113EV1(), profile.AN12113OTA()} {
 		probe := newIssueFixture(t, p)
 		clean := newBlank(t)
 		if res := probe.env.IssueDESFire(context.Background(), cardLost{clean}, clean.UID(), probe.plan); !res.OK {
