@@ -144,10 +144,7 @@ func (f *file) rights(kinds ...int) []byte {
 	return out
 }
 
-func (f *file) read() byte      { return byte(f.access >> 12 & 0xF) }
-func (f *file) write() byte     { return byte(f.access >> 8 & 0xF) }
-func (f *file) readWrite() byte { return byte(f.access >> 4 & 0xF) }
-func (f *file) change() byte    { return byte(f.access & 0xF) }
+func (f *file) change() byte { return byte(f.access & 0xF) }
 
 // storage is the number of bytes the file takes from Capacity.
 func (f *file) storage() int {
