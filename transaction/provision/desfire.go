@@ -186,7 +186,11 @@ func (e *Env) Issue(ctx context.Context, t desfire.Transport, uid []byte, plan *
 	}
 	// The real UID (enciphered under the PICC session) and the
 	// application list (MACed), before anything is written.
-	picc, err := runBatched(ctx, card, []*desfire.Command{desfire.GetCardUIDCmd(), desfire.GetApplicationIDsCmd(desfire.CommMAC)})
+	// The expected length keeps an EV1 enciphered answer unambiguous (a
+	// UID whose CRC starts with 00 would also verify one byte longer).
+	uidCmd := desfire.GetCardUIDCmd()
+	uidCmd.RespLen = len(uid)
+	picc, err := runBatched(ctx, card, []*desfire.Command{uidCmd, desfire.GetApplicationIDsCmd(desfire.CommMAC)})
 	if err != nil {
 		return fmt.Errorf("read card UID and applications: %w", err)
 	}

@@ -48,9 +48,13 @@ func newIssueFixture(t testing.TB, p profile.Profile) *issueFixture {
 	return &issueFixture{env: env, pl: l.(ledger.ProvisionLedger), plan: plan}
 }
 
-func newBlank(t testing.TB) *simcard.Card {
+func newBlank(t testing.TB) *simcard.Card { return newBlankN(t, 0) }
+
+// newBlankN is a blank card with a UID of its own for each n, so many
+// cards can share one ledger.
+func newBlankN(t testing.TB, n int) *simcard.Card {
 	t.Helper()
-	c, err := simcard.New(simcard.Options{UID: []byte{4, 0x11, 0x22, 0x33, 0x44, 0x55, 0x66}})
+	c, err := simcard.New(simcard.Options{UID: []byte{4, 0x11, 0x22, 0x33, 0x44, byte(n >> 8), byte(n)}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -91,7 +95,7 @@ func (l *loseAnswer) Transmit(ctx context.Context, a []byte) ([]byte, error) {
 func (f *issueFixture) known(t testing.TB, c *simcard.Card) {
 	t.Helper()
 	p := f.plan.Profile
-	rec, err := f.pl.GetProvision(context.Background(), "04112233445566")
+	rec, err := f.pl.GetProvision(context.Background(), fmt.Sprintf("%X", c.UID()))
 	if errors.Is(err, ledger.ErrNotFound) {
 		return
 	}
@@ -168,11 +172,13 @@ func TestIssueTearAtEveryAPDU(t *testing.T) {
 			t.Fatal(res)
 		}
 		total := clean.APDUs()
+		f := newIssueFixture(t, p) // one ledger, one card UID per run
+		run := 0
 		for _, executed := range []bool{false, true} {
 			for n := 0; n < total; n++ {
+				run++
 				t.Run(fmt.Sprintf("%s/executed=%v/apdu=%d", p.Name, executed, n), func(t *testing.T) {
-					f := newIssueFixture(t, p)
-					c := newBlank(t)
+					c := newBlankN(t, run)
 					var tr desfire.Transport = cardLost{c}
 					if executed {
 						tr = &loseAnswer{c: c, n: n}
@@ -338,5 +344,17 @@ func TestIssueMultipleAccessSets(t *testing.T) {
 	card = session(1)
 	if _, err := card.Exec(ctx, desfire.GetValueCmd(p.ValueFile, p.ValueMode)); err != nil {
 		t.Fatalf("terminal GetValue: %v", err)
+	}
+}
+
+// TestIssueEV1AmbiguousUID: on EV1 the enciphered GetCardUID answer of
+// this UID also verifies one byte longer (its CRC starts with 00); the
+// expected length keeps it unambiguous (found by the forged-status
+// matrix).
+func TestIssueEV1AmbiguousUID(t *testing.T) {
+	f := newIssueFixture(t, profile.AN12113EV1())
+	c := newBlankN(t, 0xD8)
+	if res := f.env.IssueDESFire(context.Background(), cardLost{c}, c.UID(), f.plan); !res.OK {
+		t.Fatalf("%+v", res)
 	}
 }

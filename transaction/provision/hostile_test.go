@@ -48,11 +48,11 @@ func TestForgedStatusAtEveryAPDU(t *testing.T) {
 		t.Fatal(res)
 	}
 	total, believed := clean.APDUs(), 0
+	f := newFixture(t, provision.NTAG424Request{Lock: true}) // one ledger; each tag has a random UID
 	for n := 0; n < total; n++ {
 		for _, sw := range forged {
 			for _, executed := range []bool{false, true} {
 				t.Run(fmt.Sprintf("apdu=%d/sw=%X/executed=%v", n, sw, executed), func(t *testing.T) {
-					f := newFixture(t, provision.NTAG424Request{Lock: true})
 					tag := newTag(t)
 					res := f.run(&liar{t: tag, n: n, sw: sw, executed: executed}, tag.UID())
 					if res.OK {
@@ -89,12 +89,14 @@ func TestIssueForgedStatusAtEveryAPDU(t *testing.T) {
 			t.Fatal(res)
 		}
 		total := clean.APDUs()
+		f := newIssueFixture(t, p) // one ledger, one card UID per run
+		run := 0
 		for n := 0; n < total; n++ {
 			for _, sw := range forged {
 				for _, executed := range []bool{false, true} {
+					run++
 					t.Run(fmt.Sprintf("%s/apdu=%d/sw=%X/executed=%v", p.Name, n, sw, executed), func(t *testing.T) {
-						f := newIssueFixture(t, p)
-						c := newBlank(t)
+						c := newBlankN(t, run)
 						res := f.env.IssueDESFire(context.Background(), &liar{t: cardLost{c}, n: n, sw: sw, executed: executed}, c.UID(), f.plan)
 						f.known(t, c)
 						if res.Step == ledger.StepDone {

@@ -249,10 +249,10 @@ func TestTearAtEveryAPDU(t *testing.T) {
 		t.Fatal(res)
 	}
 	total := clean.APDUs()
+	f := newFixture(t, provision.NTAG424Request{Lock: true}) // one ledger; each tag has a random UID
 	for _, executed := range []bool{false, true} {
 		for n := 0; n < total; n++ {
 			t.Run(fmt.Sprintf("executed=%v/apdu=%d", executed, n), func(t *testing.T) {
-				f := newFixture(t, provision.NTAG424Request{Lock: true})
 				tag := newTag(t)
 				if executed {
 					tag.TearAt(n)
