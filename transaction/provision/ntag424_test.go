@@ -564,3 +564,28 @@ func TestOffsetsOverride(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+func TestCodes(t *testing.T) {
+	for err, want := range map[error]string{
+		provision.ErrInvalid:            provision.CodeInvalid,
+		ledger.ErrInvalid:               provision.CodeInvalid,
+		provision.ErrAlreadyProvisioned: provision.CodeProvisioned,
+		provision.ErrLocked:             provision.CodeLocked,
+		provision.ErrNotBlank:           provision.CodeNotBlank,
+		fmt.Errorf("x: %w", &desfire.StatusError{SW: 0x91AE}):                         transaction.CodeCardError,
+		fmt.Errorf("%w: %w", provision.ErrNotBlank, &desfire.StatusError{SW: 0x91AE}): transaction.CodeCardError,
+		provision.ErrKeyState:  transaction.CodeIntegrity,
+		ledger.ErrKeyState:     transaction.CodeIntegrity,
+		ledger.ErrCardMismatch: transaction.CodeCardMismatch,
+		ledger.ErrStaleFence:   transaction.CodeCardBusy,
+		lock.ErrLocked:         transaction.CodeCardBusy,
+		transaction.ErrTagLost: transaction.CodeTagLost,
+	} {
+		if got := provision.Code(err); got != want {
+			t.Errorf("%v: %s, want %s", err, got, want)
+		}
+	}
+	if provision.Code(nil) != "" {
+		t.Error("nil error has a code")
+	}
+}

@@ -61,7 +61,7 @@ func Code(err error) string {
 	switch {
 	case err == nil:
 		return ""
-	case errors.Is(err, ErrInvalid):
+	case errors.Is(err, ErrInvalid), errors.Is(err, ledger.ErrInvalid):
 		return CodeInvalid
 	case errors.Is(err, ErrAlreadyProvisioned):
 		return CodeProvisioned
