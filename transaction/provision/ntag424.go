@@ -151,9 +151,9 @@ func (e *Env) ProvisionNTAG424(ctx context.Context, t desfire.Transport, uid []b
 //     in MAC mode, its content written with MACed answers, the SDM
 //     settings, and when locking, the capability container made
 //     read-only the same way;
-//  6. key 0 is recorded as pending and changed last (its answer is a
-//     bare 9100, so it proves nothing), then a new authentication with
-//     the new key proves it.
+//  6. key 0 is recorded as pending too and changed last in that batch
+//     (its answer is a bare 9100, so it proves nothing); a new
+//     authentication with the new key proves it.
 //
 // A tear anywhere leaves the ledger with at most one pending version per
 // key; the next run finds the truth in steps 3 and 4 and resumes.
@@ -320,6 +320,25 @@ func (e *Env) NTAG424(ctx context.Context, t desfire.Transport, uid []byte, plan
 			return err
 		}
 	}
+	// Key 0 rides last in the same batch, recorded pending first. Its
+	// answer is a bare 9100 (the tag ends the session), so only the
+	// authentication with the new key below proves it.
+	var newKey0 []byte
+	if authed != target {
+		if newKey0, err = e.tagKey(ctx, 0, target, uid); err != nil {
+			return err
+		}
+		cmd, err := ntag424.ChangeKeyCmd(0, newKey0, nil, target)
+		if err != nil {
+			return err
+		}
+		if err := L.IntendKey(ctx, id, 0, authed, target, fence, e.now()); err != nil {
+			return fmt.Errorf("record key 0 version %d: %w", target, err)
+		}
+		if _, err := p.Add(cmd); err != nil {
+			return err
+		}
+	}
 	runErr := p.Run(ctx)
 	for i, s := range keySteps {
 		if s.Done {
@@ -355,23 +374,9 @@ func (e *Env) NTAG424(ctx context.Context, t desfire.Transport, uid []byte, plan
 	}
 	res.Step = step
 
-	// 6. Key 0 last, proven by authenticating with it.
-	if authed != target {
-		newKey, err := e.tagKey(ctx, 0, target, uid)
-		if err != nil {
-			return err
-		}
-		cmd, err := ntag424.ChangeKeyCmd(0, newKey, nil, target)
-		if err != nil {
-			return err
-		}
-		if err := L.IntendKey(ctx, id, 0, authed, target, fence, e.now()); err != nil {
-			return fmt.Errorf("record key 0 version %d: %w", target, err)
-		}
-		if _, err := card.Exec(ctx, cmd); err != nil {
-			return fmt.Errorf("change key 0: %w", err)
-		}
-		if err := card.Authenticate(ctx, desfire.NewAuthEV2First(0, newKey, e.Rand)); err != nil {
+	// 6. Key 0, changed last in the batch, proven by authenticating with it.
+	if newKey0 != nil {
+		if err := card.Authenticate(ctx, desfire.NewAuthEV2First(0, newKey0, e.Rand)); err != nil {
 			return fmt.Errorf("authenticate with the new key 0: %w", err)
 		}
 		if err := L.ConfirmKey(ctx, id, 0, target, "auth", fence, e.now()); err != nil {
