@@ -127,8 +127,8 @@ func (e *Env) IssueDESFire(ctx context.Context, t desfire.Transport, uid []byte,
 //     answer proves it);
 //  5. GetFileIDs (MACed); every missing file is created (value file with
 //     the initial value, logs, info file, Transaction MAC file on EV2);
-//  6. key 0 recorded pending, changed last, proven by authenticating with
-//     it.
+//  6. the master key recorded pending, changed last in that batch,
+//     proven by authenticating with it.
 func (e *Env) Issue(ctx context.Context, t desfire.Transport, uid []byte, plan *IssuePlan, fence int64, res *Result) error {
 	if plan == nil {
 		return fmt.Errorf("no plan: %w", ErrInvalid)
@@ -175,10 +175,7 @@ func (e *Env) Issue(ctx context.Context, t desfire.Transport, uid []byte, plan *
 	}
 
 	// 1–2. PICC level.
-	if err := card.SelectApplication(ctx, []byte{0, 0, 0}); err != nil {
-		return fmt.Errorf("select PICC: %w", err)
-	}
-	if err := card.Authenticate(ctx, auth(0, blankKey)); err != nil {
+	if err := selectAuth(ctx, card, []byte{0, 0, 0}, auth(0, blankKey)); err != nil {
 		if errors.Is(err, desfire.ErrAuthentication) {
 			return fmt.Errorf("blank PICC master key refused: %w: %w", ErrNotBlank, err)
 		}
@@ -224,9 +221,6 @@ func (e *Env) Issue(ctx context.Context, t desfire.Transport, uid []byte, plan *
 	}
 
 	// 3. Application level: key 0 from the evidence.
-	if err := card.SelectApplication(ctx, p.AIDBytes()); err != nil {
-		return fmt.Errorf("select application: %w", err)
-	}
 	m := p.MasterKeyNo
 	k0 := rec.Keys[m]
 	cands := []byte{k0.Version}
@@ -241,7 +235,7 @@ func (e *Env) Issue(ctx context.Context, t desfire.Transport, uid []byte, plan *
 		if err != nil {
 			return err
 		}
-		if authErr = card.Authenticate(ctx, auth(m, k)); authErr == nil {
+		if authErr = selectAuth(ctx, card, p.AIDBytes(), auth(m, k)); authErr == nil {
 			authed, ok = v, true
 			break
 		}
@@ -338,6 +332,22 @@ func (e *Env) Issue(ctx context.Context, t desfire.Transport, uid []byte, plan *
 			return fmt.Errorf("record key %d version %d: %w", no, target, err)
 		}
 	}
+	// The master key rides last (recorded pending first); its answer
+	// carries no MAC, so only the authentication with it below proves it.
+	var newMaster []byte
+	if authed != target {
+		if newMaster, err = key(m, target); err != nil {
+			return err
+		}
+		cmd, err := build(m, m, newMaster, nil, target)
+		if err != nil {
+			return fmt.Errorf("change master key: %w", err)
+		}
+		if err := L.IntendKey(ctx, id, m, authed, target, fence, e.now()); err != nil {
+			return fmt.Errorf("record key %d version %d: %w", m, target, err)
+		}
+		cmds = append(cmds, cmd)
+	}
 	rs, runErr := runBatched(ctx, card, cmds)
 	for i, no := range change {
 		if i < len(rs) && rs[i].Done {
@@ -365,19 +375,11 @@ func (e *Env) Issue(ctx context.Context, t desfire.Transport, uid []byte, plan *
 	}
 	res.Step = step
 
-	// 6. Master key last, proven by authenticating with it.
-	if authed != target {
-		newKey, err := key(m, target)
-		if err != nil {
-			return err
-		}
-		if err := L.IntendKey(ctx, id, m, authed, target, fence, e.now()); err != nil {
-			return fmt.Errorf("record key %d version %d: %w", m, target, err)
-		}
-		if err := card.ChangeKey(ctx, m, m, newKey, blankKey, target); err != nil {
-			return fmt.Errorf("change master key: %w", err)
-		}
-		if err := card.Authenticate(ctx, auth(m, newKey)); err != nil {
+	// 6. The master key, changed last in the batch, proven by
+	// authenticating with it.
+	if newMaster != nil {
+		card.Deauthenticate()
+		if err := card.Authenticate(ctx, auth(m, newMaster)); err != nil {
 			return fmt.Errorf("authenticate with the new master key: %w", err)
 		}
 		if err := L.ConfirmKey(ctx, id, m, target, "auth", fence, e.now()); err != nil {
@@ -499,4 +501,44 @@ func runBatched(ctx context.Context, card *desfire.Card, cmds []*desfire.Command
 		}
 	}
 	return out, nil
+}
+
+// selectAuth selects an application and authenticates in two exchanges:
+// [SelectApplication, first authentication frame] · [second frame]. A
+// wrong key fails with the card's 91AE (desfire.ErrAuthentication).
+func selectAuth(ctx context.Context, card *desfire.Card, aid []byte, a desfire.Authenticator) error {
+	if a == nil {
+		return fmt.Errorf("no authenticator: %w", desfire.ErrParameter)
+	}
+	p := card.Pipeline()
+	if _, err := p.Add(desfire.SelectApplicationCmd(aid)); err != nil {
+		return err
+	}
+	code, payload := a.Start()
+	var second []byte
+	if _, err := p.AddRaw(code, payload, []uint16{0x91AF}, func(status byte, data []byte) error {
+		var err error
+		second, err = a.Respond(status, data)
+		return err
+	}); err != nil {
+		return err
+	}
+	if err := p.Run(ctx); err != nil {
+		return fmt.Errorf("select %X and authenticate: %w", aid, err)
+	}
+	p = card.Pipeline()
+	if _, err := p.AddRaw(desfire.CmdAdditionalFrame, second, nil, func(status byte, data []byte) error {
+		ch, err := a.Finish(status, data)
+		if err != nil {
+			return err
+		}
+		card.SetChannel(ch)
+		return nil
+	}); err != nil {
+		return err
+	}
+	if err := p.Run(ctx); err != nil {
+		return fmt.Errorf("authenticate: %w", err)
+	}
+	return nil
 }

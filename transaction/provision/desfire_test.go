@@ -261,7 +261,7 @@ func TestIssueExchangeCounts(t *testing.T) {
 	for _, c := range []struct {
 		p    profile.Profile
 		want int
-	}{{profile.AN12113(), 13}, {profile.AN12113EV1(), 17}, {profile.AN12113OTA(), 13}} {
+	}{{profile.AN12113(), 10}, {profile.AN12113EV1(), 14}, {profile.AN12113OTA(), 10}} {
 		f := newIssueFixture(t, c.p)
 		card := newBlank(t)
 		b := &batcher{Transport: cardLost{card}}
