@@ -68,6 +68,9 @@ func (s *Server) bridge(w http.ResponseWriter, r *http.Request) {
 	}
 	sess, err := s.o.Service.OpenSession(r.Context(), token)
 	if err != nil {
+		if errors.Is(err, transaction.ErrToken) && s.provisionBridge(w, r, token) {
+			return // a provisioning session's token (server/provision.go)
+		}
 		if errors.Is(err, transaction.ErrToken) {
 			s.metrics.bridgeRefused.WithLabelValues("token").Inc()
 			writeError(w, http.StatusUnauthorized, codeUnauthorized, "missing, unknown, expired, used or replaced bridge token")

@@ -61,6 +61,9 @@ type Options struct {
 	Metrics *Metrics
 	// SUN configures the public SUN verify endpoint and GET /v1/tags/{uid}.
 	SUN SUNOptions
+	// Provision, when set, serves the provisioning session kinds
+	// (server/provision.go).
+	Provision *ProvisionOptions
 }
 
 // Server serves the operator API and the bridge endpoint.
@@ -422,15 +425,17 @@ func (s *Server) topUpToken(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) createSession(w http.ResponseWriter, r *http.Request) {
-	var body struct {
-		Kind string `json:"kind"`
-	}
+	var body sessionBody
 	if err := decodeBody(w, r, &body); err != nil {
 		s.apiError(w, r, err)
 		return
 	}
-	if body.Kind != "balance" {
-		writeError(w, http.StatusBadRequest, codeInvalid, `kind must be "balance" (top-up sessions come with POST /v1/topups)`)
+	if isProvisionKind(body.Kind) {
+		s.createProvisionSession(w, r, body)
+		return
+	}
+	if body.Kind != "balance" || body.Template != "" || body.KeyVersion != nil || body.Lock || body.Profile != "" || body.Initial != nil || body.RandomID || body.UID != "" || body.Offsets != nil {
+		writeError(w, http.StatusBadRequest, codeInvalid, `kind must be "balance", "issue" or "provision_ntag424" (top-up sessions come with POST /v1/topups); the other fields belong to the provisioning kinds`)
 		return
 	}
 	tk, err := s.o.Service.TenantBalanceTicket(r.Context(), who(r).Tenant)
@@ -462,6 +467,9 @@ func (s *Server) getSession(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	sess, err := s.o.Service.TenantSession(r.Context(), who(r).Tenant, id)
+	if errors.Is(err, ledger.ErrNotFound) && s.getProvisionSession(w, r, id) {
+		return
+	}
 	if err != nil {
 		s.apiError(w, r, err)
 		return

@@ -224,27 +224,27 @@ func fileAccess(types []byte, rights func(f *file, code byte) []byte) accessRule
 }
 
 // readRights: Read or ReadWrite.
-func readRights(f *file, _ byte) []byte { return []byte{f.read(), f.readWrite()} }
+func readRights(f *file, _ byte) []byte { return f.rights(kRead, kRW) }
 
 // readWriteRight: ReadWrite only.
-func readWriteRight(f *file, _ byte) []byte { return []byte{f.readWrite()} }
+func readWriteRight(f *file, _ byte) []byte { return f.rights(kRW) }
 
 // changeRight: Change only.
-func changeRight(f *file, _ byte) []byte { return []byte{f.change()} }
+func changeRight(f *file, _ byte) []byte { return f.rights(kChange) }
 
 // anyValueRight: GetValue takes any right of the value file.
-func anyValueRight(f *file, _ byte) []byte { return []byte{f.read(), f.write(), f.readWrite()} }
+func anyValueRight(f *file, _ byte) []byte { return f.rights(kRead, kWrite, kRW) }
 
 // valueOpRights: Credit needs ReadWrite; Debit any right; LimitedCredit
 // Write or ReadWrite.
 func valueOpRights(f *file, code byte) []byte {
 	switch code {
 	case cmdCredit:
-		return []byte{f.readWrite()}
+		return f.rights(kRW)
 	case cmdDebit:
-		return []byte{f.read(), f.write(), f.readWrite()}
+		return f.rights(kRead, kWrite, kRW)
 	default:
-		return []byte{f.write(), f.readWrite()}
+		return f.rights(kWrite, kRW)
 	}
 }
 
@@ -311,7 +311,7 @@ func init() {
 			reply: replyMgmt, run: (*Card).cmdDeleteFile},
 		cmdChangeFileSettings: {level: appLevel, access: []accessRule{fileAccess(nil, changeRight)},
 			comm:   func(_ *Card, x *call) cmdIn { return cmdIn{hdr: 1, mode: settingsMode(x.f), ev1DataLen: 3} },
-			length: exactly(3),
+			length: func(x *call) bool { return len(x.d) >= 3 },
 			reply:  func(_ *Card, x *call) desfire.CommMode { return writeRespMode(settingsMode(x.f)) },
 			run:    (*Card).cmdChangeFileSettings},
 
@@ -741,6 +741,13 @@ func fileSettings(f *file) []byte {
 	case FileTMAC:
 		out = append(out, 0x02, f.tmKeyVer)
 	}
+	if len(f.addAccess) > 0 {
+		out[1] |= 0x80
+		out = append(out, byte(len(f.addAccess)))
+		for _, a := range f.addAccess {
+			out = append(out, byte(a), byte(a>>8))
+		}
+	}
 	return out
 }
 
@@ -835,14 +842,31 @@ func settingsMode(f *file) desfire.CommMode {
 	return desfire.CommPlain
 }
 
-// cmdChangeFileSettings: FileNo(1) ‖ Comm ‖ Access(2), enciphered unless
-// the Change right is free.
+// cmdChangeFileSettings: FileNo(1) ‖ FileOption ‖ Access(2) [‖
+// NrAddARs(1) ‖ AddARs(2×n) when FileOption bit 7: EV2 multiple access
+// condition sets, up to 7 more], enciphered unless the Change right is
+// free.
 func (c *Card) cmdChangeFileSettings(x *call) result {
-	comm := desfire.CommMode(x.d[0])
+	d, f := x.d, x.f
+	var add []uint16
+	if d[0]&0x80 != 0 {
+		if len(d) < 4 || d[3] < 1 || d[3] > 7 || len(d) != 4+2*int(d[3]) || f.typ == FileTMAC {
+			return fail(desfire.StatusLengthError)
+		}
+		if c.sess == nil || c.sess.kind != kindEV2 {
+			return fail(desfire.StatusPermissionDenied)
+		}
+		for i := 0; i < int(d[3]); i++ {
+			add = append(add, uint16(d[4+2*i])|uint16(d[5+2*i])<<8)
+		}
+	} else if len(d) != 3 {
+		return fail(desfire.StatusLengthError)
+	}
+	comm := desfire.CommMode(d[0] & 0x7F)
 	if comm != desfire.CommPlain && comm != desfire.CommMAC && comm != desfire.CommFull {
 		return fail(desfire.StatusParameterError)
 	}
-	x.f.comm, x.f.access = comm, uint16(x.d[1])|uint16(x.d[2])<<8
+	f.comm, f.access, f.addAccess = comm, uint16(d[1])|uint16(d[2])<<8, add
 	return c.okReply(x, nil)
 }
 
@@ -887,7 +911,7 @@ func (c *Card) writeTarget(code byte, p []byte) (f *file, mode desfire.CommMode,
 	default:
 		return nil, 0, 0, desfire.StatusParameterError
 	}
-	mode, st = c.fileMode(f, f.write(), f.readWrite())
+	mode, st = c.fileMode(f, f.rights(kWrite, kRW)...)
 	if st != desfire.StatusOK {
 		return nil, 0, 0, st
 	}
@@ -1135,7 +1159,7 @@ func readerIDAccess(c *Card, _ *call) byte {
 	if tf == nil {
 		return desfire.StatusPermissionDenied
 	}
-	_, st := c.fileMode(tf, tf.write())
+	_, st := c.fileMode(tf, tf.rights(kWrite)...)
 	return st
 }
 

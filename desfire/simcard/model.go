@@ -101,6 +101,9 @@ type file struct {
 	typ    byte
 	comm   desfire.CommMode
 	access uint16 // Read<<12 | Write<<8 | ReadWrite<<4 | Change
+	// addAccess are the additional access condition sets (EV2, set by
+	// ChangeFileSettings with FileOption bit 7), same layout.
+	addAccess []uint16
 
 	size int    // data files
 	data []byte // data files: committed image
@@ -119,10 +122,29 @@ type file struct {
 	tmri     []byte // TMRI of the last committed transaction
 }
 
-func (f *file) read() byte      { return byte(f.access >> 12 & 0xF) }
-func (f *file) write() byte     { return byte(f.access >> 8 & 0xF) }
-func (f *file) readWrite() byte { return byte(f.access >> 4 & 0xF) }
-func (f *file) change() byte    { return byte(f.access & 0xF) }
+// Access kinds of an access condition set, for rights.
+const (
+	kRead = iota
+	kWrite
+	kRW
+	kChange
+)
+
+// rights returns the keys (or E/F) that grant any of kinds, from the
+// primary access condition set and every additional one (EV2 multiple
+// access condition sets, NXP AN12113 section 3.1).
+func (f *file) rights(kinds ...int) []byte {
+	sets := append([]uint16{f.access}, f.addAccess...)
+	var out []byte
+	for _, a := range sets {
+		for _, k := range kinds {
+			out = append(out, byte(a>>(12-4*k)&0xF))
+		}
+	}
+	return out
+}
+
+func (f *file) change() byte { return byte(f.access & 0xF) }
 
 // storage is the number of bytes the file takes from Capacity.
 func (f *file) storage() int {

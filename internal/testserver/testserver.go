@@ -27,6 +27,7 @@ import (
 	"github.com/desfire-relay/relay/transaction/keys"
 	"github.com/desfire-relay/relay/transaction/ledger"
 	"github.com/desfire-relay/relay/transaction/profile"
+	"github.com/desfire-relay/relay/transaction/provision"
 )
 
 // APIKey is the operator API key every harness accepts.
@@ -45,6 +46,9 @@ type Options struct {
 	Limits *server.Limits
 	// APIKeys adds tenant keys to the harness's default-tenant key.
 	APIKeys []server.APIKey
+	// Provision switches the provisioning session kinds on (issue and
+	// provision_ntag424, over the same ledger, keys and locker).
+	Provision bool
 }
 
 // NoLimits turns every per-client rate limit off.
@@ -99,8 +103,15 @@ func New(t testing.TB, b testbackend.Backend, p profile.Profile, o Options) *Har
 	if o.Limits != nil {
 		lim = *o.Limits
 	}
-	srv := server.New(server.Options{Service: svc, APIKeyHashes: []string{config.HashAPIKey(APIKey)}, APIKeys: o.APIKeys, Limits: lim,
-		ExchangeTimeout: o.ExchangeTimeout, SessionTimeout: o.SessionTimeout, Metrics: m})
+	so := server.Options{Service: svc, APIKeyHashes: []string{config.HashAPIKey(APIKey)}, APIKeys: o.APIKeys, Limits: lim,
+		ExchangeTimeout: o.ExchangeTimeout, SessionTimeout: o.SessionTimeout, Metrics: m}
+	if o.Provision {
+		so.Provision = &server.ProvisionOptions{
+			Env:      &provision.Env{Ledger: l.(ledger.ProvisionLedger), Keys: kp, Locker: lk, LockTTL: 2 * time.Second},
+			Sessions: l.(ledger.ProvisionSessions), Profiles: profile.Set{p.Name: p},
+		}
+	}
+	srv := server.New(so)
 	hs := httptest.NewServer(srv.Handler())
 	t.Cleanup(hs.Close)
 	admin := httptest.NewServer(srv.AdminHandler())

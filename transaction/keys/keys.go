@@ -12,9 +12,13 @@
 package keys
 
 import (
+	"crypto/rand"
+	"encoding/hex"
+
 	"context"
 	"errors"
 	"fmt"
+	"github.com/desfire-relay/relay/desfire/dfcrypto"
 	"io"
 	"slices"
 
@@ -126,10 +130,32 @@ func (s *Static) Versions(ref Ref) []byte {
 func (s *Static) Refs() []Ref { return s.set.Refs() }
 
 // DevFile returns freshly generated development keys (see
-// personalize.DevKeyFile).
+// personalize.DevKeyFile) plus the NTAG 424 DNA master keys 0..4
+// (diversified per tag, NTAG424KeyName).
 func DevFile(rnd io.Reader, aids ...uint32) (File, error) {
-	return personalize.DevKeyFile(rnd, aids...)
+	if rnd == nil {
+		rnd = rand.Reader
+	}
+	f, err := personalize.DevKeyFile(rnd, aids...)
+	if err != nil {
+		return File{}, err
+	}
+	for no := byte(0); no < NTAG424Keys; no++ {
+		k := make([]byte, dfcrypto.KeySize)
+		if _, err := io.ReadFull(rnd, k); err != nil {
+			return File{}, fmt.Errorf("generate key: %w", err)
+		}
+		f.Keys = append(f.Keys, Entry{AID: "000000", Name: NTAG424KeyName(no), Version: 1, Key: hex.EncodeToString(k), Diversify: true})
+	}
+	return f, nil
 }
+
+// NTAG424Keys is the number of NTAG 424 DNA application keys (0..4).
+const NTAG424Keys = 5
+
+// NTAG424KeyName names master key no of NTAG 424 DNA tags in a key file
+// ("ntag424.k0" … "ntag424.k4", AID 000000, diversified per tag).
+func NTAG424KeyName(no byte) string { return fmt.Sprintf("ntag424.k%d", no) }
 
 // WriteFile writes f to path with mode 0600 (creating or replacing it).
 func WriteFile(path string, f File) error { return personalize.WriteKeyFile(path, f) }

@@ -109,7 +109,7 @@ func TestDevFile(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !f.Dev || len(f.Keys) != 1+5 {
+	if !f.Dev || len(f.Keys) != 1+5+NTAG424Keys {
 		t.Fatalf("dev file: dev=%v keys=%d", f.Dev, len(f.Keys))
 	}
 	path := filepath.Join(t.TempDir(), "dev.json")

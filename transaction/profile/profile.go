@@ -96,6 +96,18 @@ type Profile struct {
 	// VerifyUID makes every session read GetCardUID over the secure
 	// channel and compare it with the UID the key was diversified from.
 	VerifyUID bool `json:"verify_uid"`
+	// TerminalKeys, when set (EV2/EV3 only), makes issuance give every
+	// file two access condition sets (NXP AN12113 section 3.1, Table 1):
+	// set 1 with the terminals' keys, set 2 with the server's (ReadKeyNo,
+	// TopUpKeyNo), so a top-up server needs none of the terminal keys.
+	TerminalKeys *TerminalKeys `json:"terminal_keys,omitempty"`
+}
+
+// TerminalKeys are the key numbers terminals use under the first access
+// condition set: Read reads the files, Write debits and writes them.
+type TerminalKeys struct {
+	Read  byte `json:"read"`
+	Write byte `json:"write"`
 }
 
 // AN12113 returns the default profile: NXP AN12113's example stored-value
@@ -242,7 +254,32 @@ func (p *Profile) Validate() error {
 	if p.TopUpKeyNo == p.MasterKeyNo {
 		return bad("the top-up key must not be the application master key")
 	}
+	if t := p.TerminalKeys; t != nil {
+		switch {
+		case p.Auth != AuthEV2:
+			return bad("multiple access condition sets need an EV2/EV3 profile")
+		case t.Read > 13 || t.Write > 13:
+			return bad("terminal key number above 13")
+		case t.Read == p.ReadKeyNo || t.Read == p.TopUpKeyNo || t.Write == p.ReadKeyNo || t.Write == p.TopUpKeyNo:
+			return bad("terminal keys must differ from the server's read and top-up keys")
+		case t.Read == p.MasterKeyNo || t.Write == p.MasterKeyNo:
+			return bad("terminal keys must not be the application master key")
+		}
+	}
 	return nil
+}
+
+// AN12113OTA is AN12113 with the multiple access condition sets of its
+// section 3.1 (Table 1): terminals read with key 1 and debit or write
+// with key 2 (set 1); the server reads and credits with key 3 only (set
+// 2), so its key file needs neither terminal key. Issuance writes all of
+// them (an issuing deployment holds the terminal keys).
+func AN12113OTA() Profile {
+	p := AN12113()
+	p.Name = "an12113-ev2-ota"
+	p.ReadKeyNo, p.WriteKeyNo, p.TopUpKeyNo = 3, 2, 3
+	p.TerminalKeys = &TerminalKeys{Read: 1, Write: 2}
+	return p
 }
 
 // Set is the configured profiles by name.

@@ -35,6 +35,7 @@ func run(args []string) int {
 	initial := fs.Int("initial", 0, "initial value of the simulated card")
 	dropAfter := fs.Int("drop-after", 0, "the card leaves the field after N APDUs (0: never)")
 	retap := fs.Duration("retap", 0, "present the card again this long after it left the field (0: exit)")
+	kind := fs.String("card", "issued", "what to present: issued (a DESFire card issued with -keys), blank (a blank DESFire card, for an issue session) or ntag424 (a factory-state NTAG 424 DNA)")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
@@ -46,6 +47,9 @@ func run(args []string) int {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 
+	if *kind != "issued" {
+		return presentOther(ctx, *kind, *addr, uid, *dropAfter, *retap)
+	}
 	card, err := bridge.IssueSim(ctx, *keyFile, *profName, uid, int32(*initial))
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "vicc:", err)

@@ -260,6 +260,7 @@ func build(ctx context.Context, cfg config.Config, log *zap.Logger) (*app, error
 		Limits: server.Limits{BodyTimeout: cfg.BodyTimeout.D(), AddrRate: cfg.AddrRate, AddrBurst: burst(cfg.AddrRate),
 			KeyRate: cfg.KeyRate, KeyBurst: burst(cfg.KeyRate), BridgesPerAddr: cfg.BridgesPerAddr},
 		AllowTokenInQuery: cfg.AllowTokenInQuery, HSTS: cfg.TLSCert != "" || cfg.TLSProxy, Pprof: cfg.Pprof,
+		Provision: provisionOptions(a.ledger, kp, locker, profiles, cfg.LockTTL.D(), cfg.TokenTTL.D()),
 	})
 	a.hashes = hashes
 	return a, nil

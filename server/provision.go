@@ -1,0 +1,347 @@
+package server
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"time"
+
+	"github.com/coder/websocket"
+	"github.com/google/uuid"
+	"go.uber.org/zap"
+
+	"github.com/desfire-relay/relay/desfire"
+	"github.com/desfire-relay/relay/desfire/ntag424"
+	"github.com/desfire-relay/relay/protocol"
+	"github.com/desfire-relay/relay/server/relay"
+	"github.com/desfire-relay/relay/transaction"
+	"github.com/desfire-relay/relay/transaction/ledger"
+	"github.com/desfire-relay/relay/transaction/profile"
+	"github.com/desfire-relay/relay/transaction/provision"
+)
+
+// ProvisionOptions switch the provisioning session kinds on (issue 14):
+// POST /v1/sessions with kind provision_ntag424, the bridge endpoint for
+// their tokens, and GET /v1/sessions/{id} for their outcome.
+type ProvisionOptions struct {
+	// Env runs the scripts (ledger, keys, locker).
+	Env *provision.Env
+	// Sessions stores the sessions and their bridge tokens.
+	Sessions ledger.ProvisionSessions
+	// TokenTTL is a bridge token's lifetime (5 minutes when zero).
+	TokenTTL time.Duration
+	// Rand makes tokens (crypto/rand when nil).
+	Rand io.Reader
+	// Profiles are the card profiles an issue session may name.
+	Profiles profile.Set
+}
+
+// sessionBody is the body of POST /v1/sessions: kind, and for
+// provision_ntag424 the personalisation request.
+type sessionBody struct {
+	Kind       string `json:"kind"`
+	Template   string `json:"template,omitempty"`
+	KeyVersion *int   `json:"key_version,omitempty"`
+	Lock       bool   `json:"lock,omitempty"`
+	// RandomID and UID are provision_ntag424 options.
+	RandomID bool             `json:"random_id,omitempty"`
+	UID      string           `json:"uid,omitempty"`
+	Offsets  *ntag424.Offsets `json:"offsets,omitempty"`
+	// Profile and Initial are the issue request.
+	Profile string `json:"profile,omitempty"`
+	Initial *int32 `json:"initial,omitempty"`
+}
+
+// isProvisionKind reports the session kinds served here.
+func isProvisionKind(kind string) bool {
+	return kind == provision.KindNTAG424 || kind == provision.KindIssue
+}
+
+// provisionParams validates a session body into the stored request.
+func (s *Server) provisionParams(ctx context.Context, body sessionBody) ([]byte, error) {
+	po := s.o.Provision
+	ver := byte(0) // the current version the key provider holds
+	if body.KeyVersion != nil {
+		if *body.KeyVersion < 1 || *body.KeyVersion > 255 {
+			return nil, fmt.Errorf("key_version must be 1..255: %w", provision.ErrInvalid)
+		}
+		ver = byte(*body.KeyVersion)
+	}
+	if body.Kind == provision.KindIssue {
+		if body.Template != "" || body.Lock || body.RandomID || body.UID != "" || body.Offsets != nil {
+			return nil, fmt.Errorf("template, lock, random_id and uid belong to provision_ntag424: %w", provision.ErrInvalid)
+		}
+		req := provision.IssueRequest{Profile: body.Profile, KeyVersion: ver}
+		if body.Initial != nil {
+			req.Initial = *body.Initial
+		}
+		plan, err := provision.PlanIssue(ctx, po.Env.Keys, po.Profiles, req)
+		if err != nil {
+			return nil, err
+		}
+		return json.Marshal(plan.Req)
+	}
+	if body.Profile != "" || body.Initial != nil {
+		return nil, fmt.Errorf("profile and initial belong to issue: %w", provision.ErrInvalid)
+	}
+	req := provision.NTAG424Request{Template: body.Template, Lock: body.Lock, KeyVersion: ver, RandomID: body.RandomID, UID: body.UID, Offsets: body.Offsets}
+	plan, err := provision.PlanNTAG424(ctx, po.Env.Keys, req)
+	if err != nil {
+		return nil, err
+	}
+	return json.Marshal(plan.Req)
+}
+
+// runProvision runs the stored request of ps against the card.
+func (s *Server) runProvision(ctx context.Context, ps ledger.ProvisionSession, t desfire.Transport, uid []byte) provision.Result {
+	po := s.o.Provision
+	res := provision.Result{Kind: ps.Kind, CardUID: fmt.Sprintf("%X", uid)}
+	fail := func(err error) provision.Result {
+		res.Code, res.Message = provision.Code(err), err.Error()
+		return res
+	}
+	switch ps.Kind {
+	case provision.KindIssue:
+		var req provision.IssueRequest
+		if err := json.Unmarshal(ps.Params, &req); err != nil {
+			return fail(fmt.Errorf("stored request: %w", err))
+		}
+		plan, err := provision.PlanIssue(ctx, po.Env.Keys, po.Profiles, req)
+		if err != nil {
+			return fail(err)
+		}
+		return po.Env.IssueDESFire(ctx, t, uid, plan)
+	default:
+		var req provision.NTAG424Request
+		if err := json.Unmarshal(ps.Params, &req); err != nil {
+			return fail(fmt.Errorf("stored request: %w", err))
+		}
+		plan, err := provision.PlanNTAG424(ctx, po.Env.Keys, req)
+		if err != nil {
+			return fail(err)
+		}
+		return po.Env.ProvisionNTAG424(ctx, t, uid, plan)
+	}
+}
+
+// createProvisionSession validates the request (every bad template,
+// offset or key version is a 400 before any card is touched), stores the
+// session and returns its bridge token.
+func (s *Server) createProvisionSession(w http.ResponseWriter, r *http.Request, body sessionBody) {
+	po := s.o.Provision
+	if po == nil || po.Env == nil || po.Sessions == nil {
+		writeError(w, http.StatusBadRequest, codeInvalid, "provisioning is not configured on this server")
+		return
+	}
+	params, err := s.provisionParams(r.Context(), body)
+	if errors.Is(err, provision.ErrInvalid) {
+		writeError(w, http.StatusBadRequest, codeInvalid, sanitize(err.Error()))
+		return
+	}
+	if err != nil {
+		s.apiError(w, r, err)
+		return
+	}
+	raw := make([]byte, 32)
+	rnd := po.Rand
+	if rnd == nil {
+		rnd = rand.Reader
+	}
+	if _, err := io.ReadFull(rnd, raw); err != nil {
+		s.apiError(w, r, fmt.Errorf("token randomness: %w", err))
+		return
+	}
+	tok := base64.RawURLEncoding.EncodeToString(raw)
+	ttl := po.TokenTTL
+	if ttl <= 0 {
+		ttl = 5 * time.Minute
+	}
+	now := time.Now()
+	sum := sha256.Sum256([]byte(tok))
+	ps, err := po.Sessions.CreateProvisionSession(r.Context(), body.Kind, params, sum[:], now.Add(ttl), now)
+	if err != nil {
+		s.apiError(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusCreated, ticketView{SessionID: ps.ID.String(), BridgeToken: tok, ExpiresAt: ps.ExpiresAt.UTC()})
+}
+
+// provisionSessionView is GET /v1/sessions/{id} of a provisioning session.
+type provisionSessionView struct {
+	ID      string          `json:"id"`
+	Kind    string          `json:"kind"`
+	Status  string          `json:"status"`
+	CardUID string          `json:"card_uid,omitempty"`
+	ErrCode string          `json:"error_code,omitempty"`
+	Result  json.RawMessage `json:"result,omitempty"`
+	Created time.Time       `json:"created_at"`
+	Ended   *time.Time      `json:"ended_at,omitempty"`
+}
+
+// getProvisionSession answers GET /v1/sessions/{id} for a provisioning
+// session; ok is false when id is not one.
+func (s *Server) getProvisionSession(w http.ResponseWriter, r *http.Request, id uuid.UUID) bool {
+	po := s.o.Provision
+	if po == nil || po.Sessions == nil {
+		return false
+	}
+	ps, err := po.Sessions.GetProvisionSession(r.Context(), id)
+	if errors.Is(err, ledger.ErrNotFound) {
+		return false
+	}
+	if err != nil {
+		s.apiError(w, r, err)
+		return true
+	}
+	v := provisionSessionView{ID: ps.ID.String(), Kind: ps.Kind, Status: ps.Status, CardUID: ps.CardUID, ErrCode: ps.ErrorCode,
+		Created: ps.CreatedAt.UTC(), Ended: ps.EndedAt}
+	if len(ps.Result) > 0 {
+		v.Result = ps.Result
+	}
+	writeJSON(w, http.StatusOK, v)
+	return true
+}
+
+// provisionBridge serves a bridge whose token the top-up path refused,
+// when it belongs to a provisioning session (top-up sessions pay nothing
+// for provisioning). It returns false, having written nothing, when the
+// token is not a provisioning token.
+func (s *Server) provisionBridge(w http.ResponseWriter, r *http.Request, token string) bool {
+	po := s.o.Provision
+	if po == nil || po.Env == nil || po.Sessions == nil || token == "" || len(token) > 128 {
+		return false
+	}
+	sum := sha256.Sum256([]byte(token))
+	ps, err := po.Sessions.ConsumeProvisionToken(r.Context(), sum[:], time.Now())
+	switch {
+	case errors.Is(err, ledger.ErrTokenUnknown):
+		return false
+	case errors.Is(err, ledger.ErrTokenUsed), errors.Is(err, ledger.ErrTokenExpired):
+		s.metrics.bridgeRefused.WithLabelValues("token").Inc()
+		writeError(w, http.StatusUnauthorized, codeUnauthorized, "missing, unknown, expired or used bridge token")
+		return true
+	case err != nil:
+		s.metrics.ledgerErrors.Inc()
+		s.log.Error("open provisioning session", zap.Error(err))
+		writeError(w, http.StatusServiceUnavailable, codeUnavailable, "ledger unavailable")
+		return true
+	}
+	finish := func(ctx context.Context, res provision.Result) {
+		out, _ := json.Marshal(provisionResultView(res))
+		wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+		defer cancel()
+		if err := po.Sessions.FinishProvisionSession(wctx, ps.ID, res.OK, res.CardUID, res.Code, out, time.Now()); err != nil && !errors.Is(err, ledger.ErrSessionClosed) {
+			s.log.Warn("record provisioning session", zap.String("session", ps.ID.String()), zap.Error(err))
+		}
+	}
+	ws, err := websocket.Accept(w, r, &websocket.AcceptOptions{
+		Subprotocols:    []string{protocol.Subprotocol},
+		OriginPatterns:  []string{"*"},
+		CompressionMode: websocket.CompressionDisabled,
+	})
+	if err != nil {
+		finish(r.Context(), provision.Result{Kind: ps.Kind, Code: transaction.CodeInternal})
+		return true
+	}
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(r.Context()), s.o.SessionTimeout)
+	defer cancel()
+	s.track(&cancel)
+	defer s.untrack(&cancel)
+	s.metrics.sessionsActive.Inc()
+	defer s.metrics.sessionsActive.Dec()
+	conn := relay.New(ws, s.o.ExchangeTimeout)
+	code, reason := s.serveProvision(ctx, conn, ps, finish)
+	_ = conn.Close(code, reason)
+	return true
+}
+
+// serveProvision runs hello → ready → card → script → result.
+func (s *Server) serveProvision(ctx context.Context, conn *relay.Conn, ps ledger.ProvisionSession, finish func(context.Context, provision.Result)) (websocket.StatusCode, string) {
+	log := s.log.With(zap.String("session", ps.ID.String()), zap.String("kind", ps.Kind))
+	fail := func(err error) (websocket.StatusCode, string) {
+		code, reason := closeFor(err)
+		log.Info("provisioning session ended", zap.Int("close", int(code)), zap.Error(err))
+		finish(ctx, provision.Result{Kind: ps.Kind, Code: codeFor(err), Message: "session ended before the card work"})
+		return code, reason
+	}
+	helloCtx, cancel := context.WithTimeout(ctx, s.o.ExchangeTimeout)
+	m, err := conn.Next(helloCtx)
+	cancel()
+	if err != nil {
+		return fail(err)
+	}
+	if m.Type != protocol.TypeHello {
+		return fail(fmt.Errorf("first message is %s, not hello: %w", m.Type, protocol.ErrProtocol))
+	}
+	hello := m.Hello
+	if err := conn.Send(ctx, protocol.Ready{Type: protocol.TypeReady, SessionID: ps.ID.String(), Kind: ps.Kind, Prompt: "Hold the tag still until it is done"}); err != nil {
+		return fail(err)
+	}
+	card := hello.Card
+	for card == nil {
+		m, err := conn.Next(ctx)
+		if err != nil {
+			return fail(err)
+		}
+		switch m.Type {
+		case protocol.TypeCard:
+			card = m.Card
+		case protocol.TypeCancel:
+			res := provision.Result{Kind: ps.Kind, Code: transaction.CodeCancelled, Message: "Cancelled."}
+			return s.sendProvisionResult(ctx, conn, ps, res, finish)
+		default:
+			return fail(fmt.Errorf("%s before a card: %w", m.Type, protocol.ErrProtocol))
+		}
+	}
+	b := &sessionBridge{conn: conn, batch: hello.HasFeature(protocol.FeatureBatch), ctx: ctx}
+	res := s.runProvision(ctx, ps, b.Transport(), []byte(card.UID))
+	s.metrics.exchanges.Observe(float64(res.Exchanges))
+	if f := conn.Fault(); f != nil {
+		finish(ctx, res)
+		code, reason := closeFor(f)
+		log.Info("provisioning session ended by a fault", zap.Int("close", int(code)), zap.Error(f))
+		return code, reason
+	}
+	return s.sendProvisionResult(ctx, conn, ps, res, finish)
+}
+
+func (s *Server) sendProvisionResult(ctx context.Context, conn *relay.Conn, ps ledger.ProvisionSession, res provision.Result, finish func(context.Context, provision.Result)) (websocket.StatusCode, string) {
+	finish(ctx, res)
+	msg := protocol.Result{Type: protocol.TypeResult, OK: res.OK && res.Code == "", Kind: ps.Kind, SessionID: ps.ID.String(), CardUID: res.CardUID}
+	if !msg.OK {
+		msg.Error = &protocol.ErrorBody{Code: res.Code, Message: res.Message}
+	}
+	if err := conn.Send(ctx, msg); err != nil {
+		return websocket.StatusInternalError, "result not delivered"
+	}
+	return websocket.StatusNormalClosure, ""
+}
+
+// provisionResult is the stored result of a provisioning session.
+type provisionResult struct {
+	OK          bool     `json:"ok"`
+	Kind        string   `json:"kind"`
+	CardUID     string   `json:"card_uid,omitempty"`
+	Step        string   `json:"step,omitempty"`
+	KeysChanged []int    `json:"keys_changed,omitempty"`
+	Resumed     bool     `json:"resumed,omitempty"`
+	Created     []string `json:"created,omitempty"`
+	Exchanges   int      `json:"exchanges"`
+	Code        string   `json:"error_code,omitempty"`
+	Message     string   `json:"message,omitempty"`
+}
+
+func provisionResultView(r provision.Result) provisionResult {
+	v := provisionResult{OK: r.OK, Kind: r.Kind, CardUID: r.CardUID, Step: string(r.Step), Resumed: r.Resumed, Created: r.Created,
+		Exchanges: r.Exchanges, Code: r.Code, Message: sanitize(r.Message)}
+	for _, k := range r.KeysChanged {
+		v.KeysChanged = append(v.KeysChanged, int(k))
+	}
+	return v
+}

@@ -1,0 +1,165 @@
+// Package provision turns blank cards and tags into the operator's cards
+// over the relay: NTAG 424 DNA personalisation (per-tag keys, SDM from a
+// URL template, optional lock). Every new key version is recorded in the
+// provisioning ledger before the ChangeKey that writes it leaves the
+// server, and every ledger decision rests on card-authenticated evidence
+// (a successful authentication, a MACed answer), never on a bare status
+// word a bridge could forge. A torn session resumes on the next tap: the
+// server authenticates with the recorded or the pending key as the
+// evidence decides and carries on from there.
+//
+// Like the top-up runner, the functions here are synchronous, take a
+// desfire.Transport and small interfaces, and start no goroutines.
+package provision
+
+import (
+	"context"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"strings"
+	"time"
+
+	"github.com/desfire-relay/relay/desfire"
+	"github.com/desfire-relay/relay/transaction"
+	"github.com/desfire-relay/relay/transaction/keys"
+	"github.com/desfire-relay/relay/transaction/ledger"
+	"github.com/desfire-relay/relay/transaction/lock"
+)
+
+// Errors of a provisioning session.
+var (
+	// ErrInvalid: the request cannot be carried out (bad template,
+	// unknown key version); nothing was sent to a card.
+	ErrInvalid = errors.New("provision: invalid request")
+	// ErrNotBlank: the card is not in the state the session needs (keys
+	// the server never wrote, a factory key that does not authenticate).
+	// Nothing was written.
+	ErrNotBlank = errors.New("provision: card is not blank")
+	// ErrLocked: the tag is locked by someone else; nothing was written.
+	ErrLocked = errors.New("provision: tag is locked")
+	// ErrAlreadyProvisioned: the ledger records this card as done.
+	ErrAlreadyProvisioned = errors.New("provision: already provisioned")
+	// ErrKeyState: the card proved a key version the ledger does not
+	// know; nothing more is written to it.
+	ErrKeyState = errors.New("provision: card holds a key version the ledger does not know")
+)
+
+// Error codes of provisioning sessions, beside the top-up codes
+// (transaction.Code*).
+const (
+	CodeInvalid     = "invalid_request"
+	CodeNotBlank    = "not_blank"
+	CodeLocked      = "tag_locked"
+	CodeProvisioned = "already_provisioned"
+)
+
+// Code maps a provisioning error to a contract error code.
+func Code(err error) string {
+	var se *desfire.StatusError
+	switch {
+	case err == nil:
+		return ""
+	case errors.Is(err, ErrInvalid), errors.Is(err, ledger.ErrInvalid):
+		return CodeInvalid
+	case errors.Is(err, ErrAlreadyProvisioned):
+		return CodeProvisioned
+	case errors.Is(err, ErrLocked):
+		return CodeLocked
+	case errors.Is(err, ErrNotBlank) && errors.As(err, &se):
+		return transaction.CodeCardError
+	case errors.Is(err, ErrNotBlank):
+		return CodeNotBlank
+	case errors.Is(err, ErrKeyState), errors.Is(err, ledger.ErrKeyState):
+		return transaction.CodeIntegrity
+	case errors.Is(err, ledger.ErrCardMismatch):
+		return transaction.CodeCardMismatch
+	case errors.Is(err, ledger.ErrStaleFence), errors.Is(err, lock.ErrLockLost):
+		return transaction.CodeCardBusy
+	case errors.As(err, &se) && !errors.Is(err, desfire.ErrIntegrity):
+		return transaction.CodeCardError
+	}
+	return transaction.Code(err)
+}
+
+// Env is what a provisioning session needs besides the card.
+type Env struct {
+	Ledger ledger.ProvisionLedger
+	Keys   keys.Provider
+	Locker lock.Locker
+	// LockTTL and LockWait tune the card lock.
+	LockTTL, LockWait time.Duration
+	// Now is the clock (time.Now when nil).
+	Now func() time.Time
+	// Rand feeds authentication (crypto/rand when nil).
+	Rand io.Reader
+}
+
+func (e *Env) now() time.Time {
+	if e.Now != nil {
+		return e.Now()
+	}
+	return time.Now()
+}
+
+// Result is a provisioning session's outcome.
+type Result struct {
+	OK   bool
+	Kind string
+	// CardUID is the UID the card proved (hex).
+	CardUID string
+	// Step is the ledger's step after the session.
+	Step ledger.ProvisionStep
+	// KeysChanged lists the keys this session changed; Resumed says an
+	// earlier session had already started.
+	KeysChanged []byte
+	Resumed     bool
+	// Created lists what the session wrote besides keys.
+	Created []string
+	// Exchanges is the number of bridge round trips.
+	Exchanges int
+	// Code and Message are set when OK is false.
+	Code, Message string
+}
+
+// fail fills r's error fields from err.
+func (r *Result) fail(err error) {
+	r.OK, r.Code, r.Message = false, Code(err), err.Error()
+}
+
+func uidHex(uid []byte) string { return strings.ToUpper(hex.EncodeToString(uid)) }
+
+// withLock runs fn holding the card's lock: a second session for the same
+// card fails with lock.ErrLocked (card_busy) before touching it.
+func (e *Env) withLock(ctx context.Context, key string, fn func(fence int64) error) error {
+	l, err := e.Locker.Acquire(ctx, key, lock.Options{TTL: e.LockTTL, Wait: e.LockWait})
+	if err != nil {
+		return fmt.Errorf("lock %s: %w", key, err)
+	}
+	defer l.Release(context.WithoutCancel(ctx))
+	return fn(l.Fence())
+}
+
+// currentVersion is the highest version the provider holds of every key
+// in refs (their Version fields are ignored), or 0 when there is none or
+// the provider cannot list versions.
+func currentVersion(kp keys.Provider, refs []keys.Ref) byte {
+	v, ok := kp.(keys.Versioner)
+	if !ok || len(refs) == 0 {
+		return 0
+	}
+	common := map[byte]int{}
+	for _, r := range refs {
+		for _, ver := range v.Versions(r) {
+			common[ver]++
+		}
+	}
+	best := byte(0)
+	for ver, n := range common {
+		if n == len(refs) && ver > best {
+			best = ver
+		}
+	}
+	return best
+}
