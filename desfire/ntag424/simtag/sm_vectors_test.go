@@ -5,7 +5,6 @@ import (
 	"context"
 	"encoding/hex"
 	"encoding/json"
-	"os"
 	"testing"
 
 	"github.com/desfire-relay/relay/desfire"
@@ -26,7 +25,7 @@ type smVector struct {
 
 func smVectors(t *testing.T) map[string]smVector {
 	t.Helper()
-	raw, err := os.ReadFile("../../../../shared/vectors/ev2_secure_messaging.json")
+	raw, err := readVector("ev2_secure_messaging.json")
 	if err != nil {
 		t.Fatal(err)
 	}

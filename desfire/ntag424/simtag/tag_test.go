@@ -7,7 +7,6 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"errors"
-	"os"
 	"strings"
 	"testing"
 
@@ -46,7 +45,7 @@ type sdmVector struct {
 
 func loadSDM(t *testing.T) []sdmVector {
 	t.Helper()
-	raw, err := os.ReadFile("../../../../shared/vectors/sdm.json")
+	raw, err := readVector("sdm.json")
 	if err != nil {
 		t.Fatalf("vectors: %v", err)
 	}
