@@ -290,20 +290,22 @@ type tmacView struct {
 }
 
 type topUpView struct {
-	ID            string     `json:"id"`
-	Status        string     `json:"status"`
-	Amount        int64      `json:"amount"`
-	Currency      string     `json:"currency"`
-	CardUID       string     `json:"card_uid,omitempty"`
-	Reference     string     `json:"reference,omitempty"`
-	BalanceBefore *int64     `json:"balance_before,omitempty"`
-	BalanceAfter  *int64     `json:"balance_after,omitempty"`
-	TMAC          *tmacView  `json:"tmac,omitempty"`
-	Attempts      int        `json:"attempts"`
-	CreatedAt     time.Time  `json:"created_at"`
-	UpdatedAt     time.Time  `json:"updated_at"`
-	ExpiresAt     time.Time  `json:"expires_at"`
-	AppliedAt     *time.Time `json:"applied_at,omitempty"`
+	ID            string    `json:"id"`
+	Status        string    `json:"status"`
+	Amount        int64     `json:"amount"`
+	Currency      string    `json:"currency"`
+	CardUID       string    `json:"card_uid,omitempty"`
+	Reference     string    `json:"reference,omitempty"`
+	BalanceBefore *int64    `json:"balance_before,omitempty"`
+	BalanceAfter  *int64    `json:"balance_after,omitempty"`
+	TMAC          *tmacView `json:"tmac,omitempty"`
+	Attempts      int       `json:"attempts"`
+	// Profile is the card profile the last session used (mixed fleets).
+	Profile   string     `json:"profile,omitempty"`
+	CreatedAt time.Time  `json:"created_at"`
+	UpdatedAt time.Time  `json:"updated_at"`
+	ExpiresAt time.Time  `json:"expires_at"`
+	AppliedAt *time.Time `json:"applied_at,omitempty"`
 	// Resolution is set when an operator decided the outcome.
 	Resolution *resolutionInfo `json:"resolution,omitempty"`
 	// Ticket fields, on create.
@@ -315,7 +317,7 @@ type topUpView struct {
 func viewTopUp(t ledger.TopUp) topUpView {
 	v := topUpView{ID: t.ID.String(), Status: t.Status.String(), Amount: t.Amount, Currency: t.Currency,
 		CardUID: t.CardUID, Reference: t.Reference, BalanceBefore: t.BalanceBefore, BalanceAfter: t.BalanceAfter,
-		Attempts: t.Attempts, CreatedAt: t.CreatedAt.UTC(), UpdatedAt: t.UpdatedAt.UTC(), ExpiresAt: t.ExpiresAt.UTC(), AppliedAt: t.AppliedAt}
+		Attempts: t.Attempts, Profile: t.Profile, CreatedAt: t.CreatedAt.UTC(), UpdatedAt: t.UpdatedAt.UTC(), ExpiresAt: t.ExpiresAt.UTC(), AppliedAt: t.AppliedAt}
 	if t.TMC != nil && len(t.TMV) > 0 {
 		v.TMAC = &tmacView{Counter: *t.TMC, Value: strings.ToUpper(hex.EncodeToString(t.TMV))}
 	}

@@ -99,7 +99,7 @@ func TestMixedPopulation(t *testing.T) {
 							t.Fatalf("tap %d: %d exchanges, want %d", i+1, rep.Exchanges, want)
 						}
 						code, got := h.API("GET", "/v1/topups/"+id, "", nil)
-						if code != 200 || got["status"] != "applied" {
+						if code != 200 || got["status"] != "applied" || got["profile"] != k.prof.Name {
 							t.Fatalf("read back: %d %v", code, got)
 						}
 						total = rep.Commands
