@@ -66,6 +66,10 @@ type Options struct {
 	Provision *ProvisionOptions
 }
 
+// DefaultMaxSessions bounds open bridge sessions when Options.MaxSessions
+// is unset (relayd's max-sessions defaults to it too).
+const DefaultMaxSessions = 20000
+
 // Server serves the operator API and the bridge endpoint.
 type Server struct {
 	o     Options
@@ -97,7 +101,7 @@ func New(o Options) *Server {
 		o.Metrics = NewMetrics()
 	}
 	if o.MaxSessions <= 0 {
-		o.MaxSessions = 10000
+		o.MaxSessions = DefaultMaxSessions
 	}
 	if o.ExchangeTimeout <= 0 {
 		o.ExchangeTimeout = 5 * time.Second

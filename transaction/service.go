@@ -62,6 +62,10 @@ type Config struct {
 	Fleet []string
 	// TokenTTL is a bridge token's lifetime (default 15 min).
 	TokenTTL time.Duration
+	// TopUpTTL is how long a top-up stays payable after it is created or
+	// reopened after a failure (default ledger.DefaultPendingTTL; relayd
+	// passes its topup-ttl, the ledger's PendingTTL).
+	TopUpTTL time.Duration
 	// LockTTL is the card lock's lease (renewed while held).
 	LockTTL time.Duration
 	// LockWait is how long a session waits for a busy card (default 0:
@@ -104,6 +108,9 @@ func New(cfg Config) (*Service, error) {
 	fleet, err := loadFleet(cfg)
 	if err != nil {
 		return nil, err
+	}
+	if cfg.TopUpTTL <= 0 {
+		cfg.TopUpTTL = ledger.DefaultPendingTTL
 	}
 	if cfg.TokenTTL <= 0 {
 		cfg.TokenTTL = 15 * time.Minute
@@ -225,7 +232,7 @@ func (s *Service) TenantTopUpTicket(ctx context.Context, tenant string, id uuid.
 		// waits for the card lock and resolves it from the card.
 	case ledger.StatusFailed:
 		now := s.cfg.Now()
-		if _, err := s.cfg.Ledger.Transition(ctx, ledger.Transition{TopUpID: id, From: ledger.StatusFailed, To: ledger.StatusPending, ExpiresAt: now.Add(ledger.DefaultPendingTTL), Now: now}); err != nil {
+		if _, err := s.cfg.Ledger.Transition(ctx, ledger.Transition{TopUpID: id, From: ledger.StatusFailed, To: ledger.StatusPending, ExpiresAt: now.Add(s.cfg.TopUpTTL), Now: now}); err != nil {
 			return nil, err
 		}
 	default:

@@ -143,7 +143,7 @@ func Default() Config {
 		TopUpTTL:        Duration(7 * 24 * time.Hour),
 		ShutdownTimeout: Duration(30 * time.Second),
 		LockTTL:         Duration(10 * time.Second),
-		MaxSessions:     20000,
+		MaxSessions:     20000, // server.DefaultMaxSessions (relayd TestDefaultsAgree)
 		LogLevel:        "info",
 		BodyTimeout:     Duration(10 * time.Second),
 		AddrRate:        50,

@@ -243,7 +243,7 @@ func build(ctx context.Context, cfg config.Config, log *zap.Logger) (*app, error
 	metrics := server.NewMetrics()
 	a.svc, err = transaction.New(transaction.Config{
 		Ledger: a.ledger, Locker: locker, Keys: kp, Profiles: profiles, Profile: prof.Name, Fleet: cfg.Fleet,
-		TokenTTL: cfg.TokenTTL.D(), LockTTL: cfg.LockTTL.D(), Log: log, Metrics: metrics,
+		TokenTTL: cfg.TokenTTL.D(), TopUpTTL: cfg.TopUpTTL.D(), LockTTL: cfg.LockTTL.D(), Log: log, Metrics: metrics,
 	})
 	if err != nil {
 		return nil, err

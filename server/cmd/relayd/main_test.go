@@ -28,6 +28,7 @@ import (
 	"go.uber.org/zap"
 	"go.uber.org/zap/zaptest/observer"
 
+	"github.com/desfire-relay/relay/server"
 	"github.com/desfire-relay/relay/server/config"
 	"github.com/desfire-relay/relay/transaction/keys"
 )
@@ -271,4 +272,12 @@ func writeTestCert(t *testing.T, certFile, keyFile string) *x509.CertPool {
 	pool := x509.NewCertPool()
 	pool.AddCert(cert)
 	return pool
+}
+
+// TestDefaultsAgree: a default stated in the configuration and in the
+// server it configures is one value.
+func TestDefaultsAgree(t *testing.T) {
+	if got := config.Default().MaxSessions; got != server.DefaultMaxSessions {
+		t.Fatalf("max-sessions default %d in config, %d in server", got, server.DefaultMaxSessions)
+	}
 }
