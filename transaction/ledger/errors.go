@@ -59,3 +59,6 @@ func (e *ValidationError) Unwrap() error { return ErrInvalid }
 func invalid(field, format string, args ...any) error {
 	return &ValidationError{Field: field, Reason: fmt.Sprintf(format, args...)}
 }
+
+// ErrReaderExists: the tenant already has a reader with that id.
+var ErrReaderExists = errors.New("ledger: reader already registered")

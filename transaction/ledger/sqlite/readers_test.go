@@ -1,0 +1,9 @@
+package sqlite_test
+
+import (
+	"testing"
+
+	"github.com/desfire-relay/relay/transaction/ledger/ledgertest"
+)
+
+func TestReaderLedger(t *testing.T) { ledgertest.RunReaders(t, open) }
