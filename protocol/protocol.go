@@ -21,6 +21,12 @@ const Subprotocol = "desfire-relay.v1"
 // only Subprotocol. Tokens are base64url, valid in a subprotocol name.
 const TokenSubprotocolPrefix = "desfire-relay.token."
 
+// AgentSubprotocol is the WebSocket subprotocol of a registered reader's
+// agent connection (extension, docs/PROTOCOL.md "Agent mode"): one
+// long-lived socket that carries, one after the other, the sessions the
+// server addresses to the reader, each exactly as on a bridge socket.
+const AgentSubprotocol = "desfire-relay.agent.v1"
+
 // MaxFrame is the largest frame, in bytes, in either direction.
 const MaxFrame = 16 << 10
 
@@ -42,6 +48,9 @@ const (
 	TypeTransceive = "transceive"
 	TypePrompt     = "prompt"
 	TypeResult     = "result"
+	// TypeSession (agent mode only) offers the agent the next session
+	// addressed to its reader; the agent answers with `hello`.
+	TypeSession = "session"
 )
 
 // Bridge-side error values in responses.error.
@@ -280,6 +289,13 @@ func (r *Responses) validate() error {
 type CAPDU struct {
 	APDU   HexBytes `json:"apdu"`
 	Expect []string `json:"expect,omitempty"`
+}
+
+// SessionOffer starts a session on an agent connection (agent mode).
+type SessionOffer struct {
+	Type      string `json:"type"`
+	SessionID string `json:"session_id"`
+	Kind      string `json:"kind"`
 }
 
 // Ready accepts the hello.

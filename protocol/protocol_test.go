@@ -125,6 +125,7 @@ func TestDecodeServer(t *testing.T) {
 func FuzzDecodeServer(f *testing.F) {
 	f.Add([]byte(`{"type":"transceive","id":1,"capdus":[{"apdu":"905A00000399440100","expect":["9100"]}]}`))
 	f.Add([]byte(`{"type":"result","ok":false,"error":{"code":"x","message":"y"}}`))
+	f.Add([]byte(`{"type":"session","session_id":"4f1c0a7e-0000-4000-8000-000000000001","kind":"balance"}`))
 	f.Fuzz(func(t *testing.T, b []byte) {
 		m, err := DecodeServer(b)
 		if err != nil {
@@ -141,4 +142,16 @@ func FuzzDecodeServer(f *testing.F) {
 			}
 		}
 	})
+}
+
+func TestDecodeSessionOffer(t *testing.T) {
+	m, err := DecodeServer([]byte(`{"type":"session","session_id":"s1","kind":"balance"}`))
+	if err != nil || m.Session == nil || m.Session.SessionID != "s1" || m.Session.Kind != "balance" {
+		t.Fatalf("offer: %+v %v", m, err)
+	}
+	for _, bad := range []string{`{"type":"session","kind":"balance"}`, `{"type":"session","session_id":7}`} {
+		if _, err := DecodeServer([]byte(bad)); !errors.Is(err, ErrProtocol) {
+			t.Errorf("%s: %v", bad, err)
+		}
+	}
 }

@@ -16,6 +16,8 @@ type ServerMessage struct {
 	Transceive *Transceive
 	Prompt     *Prompt
 	Result     *Result
+	// Session is set on an agent connection's session offer.
+	Session *SessionOffer
 }
 
 // Limits on a transceive, checked by bridges.
@@ -51,6 +53,12 @@ func DecodeServer(frame []byte) (*ServerMessage, error) {
 	case TypeResult:
 		m.Result = new(Result)
 		err = strict(frame, m.Result)
+	case TypeSession:
+		m.Session = new(SessionOffer)
+		err = strict(frame, m.Session)
+		if err == nil && m.Session.SessionID == "" {
+			err = errors.New("session offer without session_id")
+		}
 	case "":
 		err = errors.New("missing type")
 	}

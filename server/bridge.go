@@ -111,7 +111,7 @@ func (s *Server) bridge(w http.ResponseWriter, r *http.Request) {
 	conn := relay.New(ws, s.o.ExchangeTimeout)
 	conn.OnExchange = func(d time.Duration) { s.metrics.exchangeLatency.Observe(d.Seconds()) }
 	conn.OnGap = func(d time.Duration) { s.metrics.serverGap.Observe(d.Seconds()) }
-	code, reason := s.serveSession(ctx, conn, sess)
+	code, reason := s.serveSession(ctx, conn, sess, nil)
 	_ = conn.Close(code, reason)
 }
 
@@ -191,8 +191,9 @@ func (s *Server) bridgeToken(r *http.Request) (string, error) {
 }
 
 // serveSession runs hello → ready → card → card work → result and
-// returns the close code.
-func (s *Server) serveSession(ctx context.Context, conn *relay.Conn, sess ledger.Session) (websocket.StatusCode, string) {
+// returns the close code. readerID is the 16-byte DESFire reader ID of the
+// registered reader the session runs on (nil: none).
+func (s *Server) serveSession(ctx context.Context, conn *relay.Conn, sess ledger.Session, readerID []byte) (websocket.StatusCode, string) {
 	log := s.log.With(zap.String("session", sess.ID.String()))
 	fail := func(err error) (websocket.StatusCode, string) {
 		code, reason := closeFor(err)
@@ -229,6 +230,9 @@ func (s *Server) serveSession(ctx context.Context, conn *relay.Conn, sess ledger
 		}
 	}
 	sb := &sessionBridge{conn: conn, batch: hello.HasFeature(protocol.FeatureBatch), ctx: ctx}
+	if len(readerID) == 16 {
+		sb.readerID = (*[16]byte)(readerID)
+	}
 	var b transaction.Bridge = sb
 	if hello.HasFeature(protocol.FeatureRetap) {
 		b = &retapBridge{sessionBridge: sb, wait: s.o.RetapWait}
@@ -291,9 +295,19 @@ func codeFor(err error) string {
 
 // sessionBridge adapts a relay.Conn to transaction.Bridge.
 type sessionBridge struct {
-	conn  *relay.Conn
-	batch bool
-	ctx   context.Context
+	conn     *relay.Conn
+	batch    bool
+	ctx      context.Context
+	readerID *[16]byte // the registered reader's DESFire reader ID, if any
+}
+
+// DESFireReaderID implements transaction.ReaderIdentifier: the hook that
+// gives a session on a registered reader that reader's CommitReaderID.
+func (b *sessionBridge) DESFireReaderID() ([16]byte, bool) {
+	if b.readerID == nil {
+		return [16]byte{}, false
+	}
+	return *b.readerID, true
 }
 
 func (b *sessionBridge) Transport() desfire.Transport {

@@ -37,6 +37,8 @@ const (
 	codeUpgradeRequired     = "upgrade_required"
 	codeTokenInQuery        = "token_in_query"
 	codeBodyTimeout         = "body_timeout"
+	codeReaderOffline       = "reader_offline"
+	codeReaderExists        = "reader_exists"
 )
 
 // maxBody bounds operator request bodies.

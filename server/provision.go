@@ -56,6 +56,9 @@ type sessionBody struct {
 	// Profile and Initial are the issue request.
 	Profile string `json:"profile,omitempty"`
 	Initial *int32 `json:"initial,omitempty"`
+	// ReaderID addresses a balance session to a registered reader's agent
+	// (server/agent.go).
+	ReaderID *string `json:"reader_id,omitempty"`
 }
 
 // isProvisionKind reports the session kinds served here.

@@ -61,6 +61,10 @@ type Options struct {
 	Metrics *Metrics
 	// SUN configures the public SUN verify endpoint and GET /v1/tags/{uid}.
 	SUN SUNOptions
+	// AgentPoll is how often an idle agent connection looks in the ledger
+	// for sessions addressed to its reader from another node (default 1 s;
+	// sessions created on the same node wake it at once).
+	AgentPoll time.Duration
 	// Provision, when set, serves the provisioning session kinds
 	// (server/provision.go).
 	Provision *ProvisionOptions
@@ -86,6 +90,10 @@ type Server struct {
 	sunOnce  sync.Once
 	sunH     *sunHandler
 	sessions sync.WaitGroup
+	agents   agentHub
+	// api holds the operator API handlers by route pattern, for the
+	// console (server/console.go), which calls them in process.
+	api map[string]http.HandlerFunc
 
 	mu       sync.Mutex // guards draining and cancels
 	draining bool
@@ -108,6 +116,9 @@ func New(o Options) *Server {
 	}
 	if o.RetapWait <= 0 {
 		o.RetapWait = 20 * time.Second
+	}
+	if o.AgentPoll <= 0 {
+		o.AgentPoll = time.Second
 	}
 	if o.SessionTimeout <= 0 {
 		o.SessionTimeout = time.Minute
@@ -151,7 +162,8 @@ func Routes() []string {
 		"POST /v1/topups/{id}/resolve",
 		"POST /v1/sessions", "GET /v1/sessions/{id}", "GET /v1/cards/{uid}/topups",
 		"GET /v1/sun/{template}", "GET /v1/tags/{uid}",
-		"GET /v1/bridge", "GET /healthz", "GET /readyz",
+		"POST /v1/readers", "GET /v1/readers", "GET /v1/readers/{id}", "DELETE /v1/readers/{id}",
+		"GET /v1/bridge", "GET /v1/agent", "GET /healthz", "GET /readyz",
 	}
 }
 
@@ -171,12 +183,18 @@ func (s *Server) routes() {
 		"GET /v1/sessions/{id}":              s.getSession,
 		"GET /v1/cards/{uid}/topups":         s.cardTopUps,
 		"GET /v1/tags/{uid}":                 s.sun().tag,
+		"POST /v1/readers":                   s.createReader,
+		"GET /v1/readers":                    s.listReaders,
+		"GET /v1/readers/{id}":               s.getReader,
+		"DELETE /v1/readers/{id}":            s.deleteReader,
 	}
+	s.api = api
 	s.mux.HandleFunc("GET /v1/sun/{template}", s.sun().verify)
 	for pattern, h := range api {
 		s.mux.Handle(pattern, s.operator(pattern, h))
 	}
 	s.mux.HandleFunc("GET /v1/bridge", s.bridge)
+	s.mux.HandleFunc("GET /v1/agent", s.agent)
 	health := func(w http.ResponseWriter, _ *http.Request) {
 		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
 	}
@@ -436,12 +454,20 @@ func (s *Server) createSession(w http.ResponseWriter, r *http.Request) {
 		s.apiError(w, r, err)
 		return
 	}
+	if isProvisionKind(body.Kind) && body.ReaderID != nil {
+		writeError(w, http.StatusBadRequest, codeInvalid, "reader_id is for balance sessions")
+		return
+	}
 	if isProvisionKind(body.Kind) {
 		s.createProvisionSession(w, r, body)
 		return
 	}
 	if body.Kind != "balance" || body.Template != "" || body.KeyVersion != nil || body.Lock || body.Profile != "" || body.Initial != nil || body.RandomID || body.UID != "" || body.Offsets != nil {
 		writeError(w, http.StatusBadRequest, codeInvalid, `kind must be "balance", "issue" or "provision_ntag424" (top-up sessions come with POST /v1/topups); the other fields belong to the provisioning kinds`)
+		return
+	}
+	if body.ReaderID != nil {
+		s.createReaderSession(w, r, *body.ReaderID)
 		return
 	}
 	tk, err := s.o.Service.TenantBalanceTicket(r.Context(), who(r).Tenant)

@@ -130,6 +130,8 @@ type session struct {
 	// lost: the card left the field in the last exchange and has not
 	// been presented again.
 	lost bool
+	// keep: the socket outlives the session (an agent connection).
+	keep bool
 }
 
 type helloMsg struct {
@@ -153,6 +155,14 @@ type responsesMsg struct {
 }
 
 func (s *session) run(ctx context.Context, info CardInfo) (*Report, error) {
+	if err := s.hello(ctx, info); err != nil {
+		return nil, err
+	}
+	return s.loop(ctx)
+}
+
+// hello announces the bridge and, when info names one, the card.
+func (s *session) hello(ctx context.Context, info CardInfo) error {
 	hello := helloMsg{Type: protocol.TypeHello, Bridge: protocol.BridgeInfo{Name: s.o.Name, Version: s.o.Version, Platform: s.o.Platform}, Features: []string{}}
 	if s.o.Batch {
 		hello.Features = append(hello.Features, protocol.FeatureBatch)
@@ -164,8 +174,13 @@ func (s *session) run(ctx context.Context, info CardInfo) (*Report, error) {
 		hello.Card = &cardMsg{UID: info.UID, ATS: info.ATS}
 	}
 	if err := wsjson.Write(ctx, s.ws, hello); err != nil {
-		return nil, fmt.Errorf("send hello: %w", err)
+		return fmt.Errorf("send hello: %w", err)
 	}
+	return nil
+}
+
+// loop answers the server until its result.
+func (s *session) loop(ctx context.Context) (*Report, error) {
 	for {
 		_, frame, err := s.ws.Read(ctx)
 		if err != nil {
@@ -194,7 +209,9 @@ func (s *session) run(ctx context.Context, info CardInfo) (*Report, error) {
 			s.lost = lost
 		case protocol.TypeResult:
 			s.rep.Result = *m.Result
-			s.ws.Close(websocket.StatusNormalClosure, "")
+			if !s.keep {
+				s.ws.Close(websocket.StatusNormalClosure, "")
+			}
 			if !m.Result.OK {
 				code := "unknown"
 				if m.Result.Error != nil {

@@ -52,6 +52,7 @@ type Conn struct {
 
 	msgs    chan *protocol.Message
 	done    chan struct{}
+	ended   chan struct{} // closed when the reader goroutine stops
 	wg      sync.WaitGroup
 	readErr error // set before msgs is closed
 
@@ -75,7 +76,7 @@ type Conn struct {
 // New wraps an accepted WebSocket. exchange bounds each wait for a
 // responses message.
 func New(ws *websocket.Conn, exchange time.Duration) *Conn {
-	c := &Conn{ws: ws, exchange: exchange, msgs: make(chan *protocol.Message, 4), done: make(chan struct{})}
+	c := &Conn{ws: ws, exchange: exchange, msgs: make(chan *protocol.Message, 4), done: make(chan struct{}), ended: make(chan struct{})}
 	ws.SetReadLimit(-1) // enforced per frame in readFrame
 	c.wg.Add(1)
 	go c.readLoop()
@@ -84,6 +85,7 @@ func New(ws *websocket.Conn, exchange time.Duration) *Conn {
 
 func (c *Conn) readLoop() {
 	defer c.wg.Done()
+	defer close(c.ended)
 	defer close(c.msgs)
 	for {
 		frame, err := c.readFrame()
@@ -128,6 +130,18 @@ func (c *Conn) readFrame() ([]byte, error) {
 	}
 	return frame, nil
 }
+
+// Ended is closed when the socket stops delivering messages (closed by
+// the peer, broken, or a frame the contract refuses).
+func (c *Conn) Ended() <-chan struct{} { return c.ended }
+
+// Waiting reports whether a message arrived that no one has read yet (on
+// an idle agent connection, where the agent must be silent).
+func (c *Conn) Waiting() bool { return len(c.msgs) > 0 }
+
+// Ping sends a WebSocket ping and waits for the pong (the reader goroutine
+// handles it).
+func (c *Conn) Ping(ctx context.Context) error { return c.ws.Ping(ctx) }
 
 // Next waits for the next message from the bridge until ctx ends. A
 // decoding failure or a closed socket is returned as an error.

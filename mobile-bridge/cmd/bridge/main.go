@@ -5,6 +5,12 @@
 // runs without hardware. With -pcsc (build tag pcsc) the card is in a PC/SC
 // reader (-list-readers, -reader, -wait). It prints the server's prompts
 // and the result, and exits non-zero when the session did not succeed.
+//
+// With -agent the bridge is a registered reader's agent (agent mode,
+// docs/PROTOCOL.md): it keeps one connection to /v1/agent, authenticated
+// by the reader's agent credential ($RELAY_AGENT_CREDENTIAL, so it never
+// shows in a process list), and runs every session the server addresses
+// to the reader, with the card from -sim or -pcsc, until interrupted.
 package main
 
 import (
@@ -49,8 +55,14 @@ func run(args []string) int {
 	apiURL := fs.String("api-url", "http://127.0.0.1:8080", "operator API base URL, for -n")
 	apiKey := fs.String("api-key", "", "operator API key, for -n")
 	amount := fs.Int64("amount", 100, "top-up amount in cents for -n (0: balance lookups)")
+	agent := fs.Bool("agent", false, "run as a registered reader's agent (credential in $RELAY_AGENT_CREDENTIAL; -url defaults to .../v1/agent)")
 	if err := fs.Parse(args); err != nil {
 		return 2
+	}
+	urlSet := false
+	fs.Visit(func(f *flag.Flag) { urlSet = urlSet || f.Name == "url" })
+	if *agent && !urlSet {
+		*url = "ws://127.0.0.1:8080/v1/agent"
 	}
 	if *listReaders {
 		if err := listPCSCReaders(os.Stdout); err != nil {
@@ -71,6 +83,10 @@ func run(args []string) int {
 			initial: int32(*initial), keyFile: *keyFile, profile: *profName,
 			opts: bridge.Options{URL: *url, Name: "relay-bridge-fleet", Version: "1", Platform: "sim", Batch: !*noBatch, OneWay: *oneWay, Jitter: *jitter},
 		}.run(ctx, os.Stdout)
+	}
+	if *agent {
+		return runAgentFlags(agentFlags{url: *url, sim: *sim, pcsc: *usePCSC, reader: *readerName, wait: *wait,
+			keyFile: *keyFile, profile: *profName, uid: *uidHex, initial: int32(*initial), batch: !*noBatch})
 	}
 	if *token == "" || *sim == *usePCSC {
 		fmt.Fprintln(os.Stderr, "bridge: -token and one card backend (-sim or -pcsc) are required")

@@ -1,0 +1,96 @@
+package main
+
+import (
+	"context"
+	"encoding/hex"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"time"
+
+	"github.com/desfire-relay/relay/desfire"
+	"github.com/desfire-relay/relay/mobile-bridge/bridge"
+)
+
+// agentRun is -agent: the bridge becomes a registered reader's agent and
+// runs every session the server addresses to the reader until ctx ends.
+// The card comes from cards for each session.
+func agentRun(ctx context.Context, o bridge.AgentOptions, cards bridge.CardSource, out io.Writer) int {
+	o.OnPrompt = func(text string, _ *float64) { fmt.Fprintf(os.Stderr, "» %s\n", text) }
+	o.OnSession = func(rep *bridge.Report, err error) {
+		if rep != nil {
+			r := rep.Result
+			fmt.Fprintf(out, "session %s: ok=%v kind=%s balance=%s exchanges=%d\n", r.SessionID, r.OK, r.Kind, fmtBalance(r.Balance, r.Currency), rep.Exchanges)
+		}
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "bridge: session:", err)
+		}
+	}
+	fmt.Fprintf(os.Stderr, "bridge: agent connecting to %s\n", o.URL)
+	err := bridge.RunAgent(ctx, o, cards)
+	if ctx.Err() != nil {
+		return 0
+	}
+	fmt.Fprintln(os.Stderr, "bridge:", err)
+	return 1
+}
+
+// simCards presents the one simulated card for every session (a desk
+// reader with the card lying on it).
+func simCards(b cardBackend) bridge.CardSource {
+	return func(context.Context) (desfire.Transport, bridge.CardInfo, error) { return b.card, b.info, nil }
+}
+
+// pcscCards waits for a card on the PC/SC reader for each session; the
+// previous session's reader handle is released first.
+func pcscCards(reader string, wait time.Duration) bridge.CardSource {
+	var prev cardBackend
+	return func(ctx context.Context) (desfire.Transport, bridge.CardInfo, error) {
+		if prev.close != nil {
+			_ = prev.close()
+			prev = cardBackend{}
+		}
+		b, err := openPCSC(ctx, reader, wait)
+		if err != nil {
+			return nil, bridge.CardInfo{}, err
+		}
+		prev = b
+		return b.card, b.info, nil
+	}
+}
+
+type agentFlags struct {
+	url, reader, keyFile, profile, uid string
+	sim, pcsc, batch                   bool
+	wait                               time.Duration
+	initial                            int32
+}
+
+// runAgentFlags checks -agent's flags and runs the agent until SIGINT.
+func runAgentFlags(f agentFlags) int {
+	cred := os.Getenv("RELAY_AGENT_CREDENTIAL")
+	if cred == "" || f.sim == f.pcsc {
+		fmt.Fprintln(os.Stderr, "bridge: -agent needs $RELAY_AGENT_CREDENTIAL and one card backend (-sim or -pcsc)")
+		return 2
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
+	defer stop()
+	o := bridge.AgentOptions{URL: f.url, Credential: cred, Name: "relay-bridge-agent", Version: "1", Batch: f.batch}
+	if f.pcsc {
+		o.Platform = "pcsc"
+		return agentRun(ctx, o, pcscCards(f.reader, f.wait), os.Stdout)
+	}
+	uid, err := hex.DecodeString(f.uid)
+	if err != nil || len(uid) != 7 {
+		fmt.Fprintln(os.Stderr, "bridge: -uid must be 7 bytes of hex")
+		return 2
+	}
+	card, err := bridge.IssueSim(ctx, f.keyFile, f.profile, uid, f.initial)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "bridge:", err)
+		return 1
+	}
+	o.Platform = "sim"
+	return agentRun(ctx, o, simCards(cardBackend{card: bridge.Sim{Card: card}, info: bridge.CardInfo{UID: card.UID()}}), os.Stdout)
+}
