@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 
+	"github.com/desfire-relay/relay/desfire"
 	"github.com/desfire-relay/relay/desfire/personalize"
 	"github.com/desfire-relay/relay/desfire/simcard"
 )
@@ -40,4 +41,15 @@ func IssueSim(ctx context.Context, keyFile, layout string, uid []byte, initial i
 		return nil, fmt.Errorf("card layout: %w", err)
 	}
 	return personalize.IssueSimulated(ctx, l, personalize.CardKeys(l, uid, ks.Source()), uid, initial)
+}
+
+// SimCards is an agent's card source for a desk reader with one simulated
+// card lying on it: each session finds the card presented afresh.
+func SimCards(card *simcard.Card) CardSource {
+	return func(context.Context) (desfire.Transport, CardInfo, error) {
+		if err := card.Tap(); err != nil {
+			return nil, CardInfo{}, fmt.Errorf("present the simulated card: %w", err)
+		}
+		return Sim{Card: card}, CardInfo{UID: card.UID()}, nil
+	}
 }

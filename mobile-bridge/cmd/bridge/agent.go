@@ -36,12 +36,6 @@ func agentRun(ctx context.Context, o bridge.AgentOptions, cards bridge.CardSourc
 	return 1
 }
 
-// simCards presents the one simulated card for every session (a desk
-// reader with the card lying on it).
-func simCards(b cardBackend) bridge.CardSource {
-	return func(context.Context) (desfire.Transport, bridge.CardInfo, error) { return b.card, b.info, nil }
-}
-
 // pcscCards waits for a card on the PC/SC reader for each session; the
 // previous session's reader handle is released first.
 func pcscCards(reader string, wait time.Duration) bridge.CardSource {
@@ -92,5 +86,5 @@ func runAgentFlags(f agentFlags) int {
 		return 1
 	}
 	o.Platform = "sim"
-	return agentRun(ctx, o, simCards(cardBackend{card: bridge.Sim{Card: card}, info: bridge.CardInfo{UID: card.UID()}}), os.Stdout)
+	return agentRun(ctx, o, bridge.SimCards(card), os.Stdout)
 }

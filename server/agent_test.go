@@ -1,0 +1,216 @@
+package server_test
+
+import (
+	"context"
+	"errors"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/desfire-relay/relay/desfire/simcard"
+	"github.com/desfire-relay/relay/internal/testbackend"
+	"github.com/desfire-relay/relay/internal/testserver"
+	"github.com/desfire-relay/relay/mobile-bridge/bridge"
+	"github.com/desfire-relay/relay/server"
+	"github.com/desfire-relay/relay/server/config"
+	"github.com/desfire-relay/relay/transaction"
+	"github.com/desfire-relay/relay/transaction/lock"
+	"github.com/desfire-relay/relay/transaction/profile"
+)
+
+// deskAgent runs a registered reader's agent (the reference bridge in
+// agent mode, with a simulated card on the reader) against url until the
+// test ends; it returns the sessions' reports as they finish.
+func deskAgent(t *testing.T, url, credential string, card *simcard.Card) <-chan *bridge.Report {
+	t.Helper()
+	reports := make(chan *bridge.Report, 16)
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		err := bridge.RunAgent(ctx, bridge.AgentOptions{URL: url, Credential: credential, Name: "desk", Version: "1", Platform: "sim", Batch: true,
+			OnSession: func(rep *bridge.Report, err error) {
+				if err != nil {
+					t.Logf("agent session: %v", err)
+				}
+				reports <- rep
+			}}, bridge.SimCards(card))
+		if !errors.Is(err, context.Canceled) {
+			t.Errorf("agent ended: %v", err)
+		}
+	}()
+	t.Cleanup(func() { cancel(); wg.Wait() })
+	return reports
+}
+
+func agentURL(base string) string { return "ws" + strings.TrimPrefix(base, "http") + "/v1/agent" }
+
+// waitFor polls cond every 20 ms until it holds or 10 s have passed.
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	for range 500 {
+		if cond() {
+			return
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	t.Fatalf("gave up waiting for %s", what)
+}
+
+func registerReader(t *testing.T, h *testserver.Harness, id string) string {
+	t.Helper()
+	code, out := h.API("POST", "/v1/readers", "", map[string]any{"id": id, "location": "Support desk 1", "desfire_reader_id": "00112233445566778899AABBCCDDEEFF"})
+	cred, _ := out["agent_credential"].(string)
+	if code != http.StatusCreated || !strings.HasPrefix(cred, transaction.AgentCredentialPrefix) || out["online"] != false ||
+		out["desfire_reader_id"] != "00112233445566778899AABBCCDDEEFF" {
+		t.Fatalf("register reader: %d %v", code, out)
+	}
+	return cred
+}
+
+func online(h *testserver.Harness, id string) func() bool {
+	return func() bool {
+		code, out := h.API("GET", "/v1/readers/"+id, "", nil)
+		return code == http.StatusOK && out["online"] == true
+	}
+}
+
+// sessionOutcome waits for a session to finish and returns it.
+func sessionOutcome(t *testing.T, h *testserver.Harness, id string) map[string]any {
+	t.Helper()
+	var out map[string]any
+	waitFor(t, "session "+id, func() bool {
+		var code int
+		code, out = h.API("GET", "/v1/sessions/"+id, "", nil)
+		return code == http.StatusOK && out["status"] != "open"
+	})
+	return out
+}
+
+// TestAgentModeBalanceOnDeskReader: a desk reader registered through the
+// API keeps an agent connection; balance sessions addressed to it run over
+// that one connection, one after the other, with no bridge token; an
+// offline reader is refused with reader_offline and nothing is created.
+func TestAgentModeBalanceOnDeskReader(t *testing.T) {
+	for _, b := range testbackend.Backends() {
+		t.Run(b.Name, func(t *testing.T) {
+			h := testserver.New(t, b, profile.AN12113(), testserver.Options{})
+			cred := registerReader(t, h, "desk-1")
+			code, out := h.API("POST", "/v1/sessions", "", map[string]any{"kind": "balance", "reader_id": "desk-1"})
+			if code != http.StatusConflict || errCode(out) != "reader_offline" {
+				t.Fatalf("offline reader: %d %v", code, out)
+			}
+			card := h.Card(cardUID, 1234)
+			reports := deskAgent(t, agentURL(h.HTTP.URL), cred, card)
+			waitFor(t, "the reader online", online(h, "desk-1"))
+			for i := range 2 { // two sessions over the same connection
+				code, out = h.API("POST", "/v1/sessions", "", map[string]any{"kind": "balance", "reader_id": "desk-1"})
+				if code != http.StatusCreated || out["bridge_token"] != nil || out["reader_id"] != "desk-1" {
+					t.Fatalf("session %d: %d %v", i, code, out)
+				}
+				sess := sessionOutcome(t, h, out["session_id"].(string))
+				if sess["status"] != "ok" || sess["balance"] != float64(1234) || sess["card_uid"] != "04102030405060" {
+					t.Fatalf("session %d outcome: %v", i, sess)
+				}
+				rep := <-reports
+				if rep == nil || !rep.Result.OK || rep.Result.Balance == nil || *rep.Result.Balance != 1234 || rep.Result.SessionID != out["session_id"] {
+					t.Fatalf("agent's report %d: %+v", i, rep)
+				}
+			}
+		})
+	}
+}
+
+// TestAgentOnAnotherNode: the session is created on node A, the reader's
+// agent is connected to node B (same ledger): B claims it from the ledger
+// and runs it; A's answer and the ledger agree.
+func TestAgentOnAnotherNode(t *testing.T) {
+	h := testserver.New(t, testbackend.Backends()[0], profile.AN12113(), testserver.Options{})
+	svc, err := transaction.New(transaction.Config{Ledger: h.Ledger, Locker: lock.NewMemory(), Keys: h.Keys, Profile: h.Profile.Name, LockTTL: 2 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	nodeB := server.New(server.Options{Service: svc, APIKeyHashes: []string{config.HashAPIKey(testserver.APIKey)}, Limits: testserver.NoLimits(),
+		AgentPoll: 50 * time.Millisecond, ExchangeTimeout: 2 * time.Second, SessionTimeout: 10 * time.Second})
+	hb := httptest.NewServer(nodeB.Handler())
+	t.Cleanup(hb.Close)
+
+	cred := registerReader(t, h, "desk-b")
+	reports := deskAgent(t, agentURL(hb.URL), cred, h.Card(cardUID, 77))
+	waitFor(t, "the reader online on node A", online(h, "desk-b"))
+	code, out := h.API("POST", "/v1/sessions", "", map[string]any{"kind": "balance", "reader_id": "desk-b"})
+	if code != http.StatusCreated {
+		t.Fatalf("create on node A: %d %v", code, out)
+	}
+	if sess := sessionOutcome(t, h, out["session_id"].(string)); sess["status"] != "ok" || sess["balance"] != float64(77) {
+		t.Fatalf("outcome: %v", sess)
+	}
+	if rep := <-reports; rep == nil || *rep.Result.Balance != 77 {
+		t.Fatalf("agent's report: %+v", rep)
+	}
+}
+
+// TestReadersBadInput: every malformed registration, session request and
+// agent credential is a clear error, and nothing is created.
+func TestReadersBadInput(t *testing.T) {
+	h := testserver.New(t, testbackend.Backends()[0], profile.AN12113(), testserver.Options{})
+	cred := registerReader(t, h, "desk-1")
+	for name, c := range map[string]struct {
+		method, path string
+		body         any
+		status       int
+		code         string
+	}{
+		"duplicate id":        {"POST", "/v1/readers", map[string]any{"id": "desk-1"}, 409, "reader_exists"},
+		"empty id":            {"POST", "/v1/readers", map[string]any{"id": ""}, 400, "invalid_request"},
+		"id with spaces":      {"POST", "/v1/readers", map[string]any{"id": "desk 2"}, 400, "invalid_request"},
+		"short reader id":     {"POST", "/v1/readers", map[string]any{"id": "d2", "desfire_reader_id": "0011"}, 400, "invalid_request"},
+		"non-hex reader id":   {"POST", "/v1/readers", map[string]any{"id": "d2", "desfire_reader_id": strings.Repeat("zz", 16)}, 400, "invalid_request"},
+		"control in location": {"POST", "/v1/readers", map[string]any{"id": "d2", "location": "a\u0007b"}, 400, "invalid_request"},
+		"unknown field":       {"POST", "/v1/readers", map[string]any{"id": "d2", "secret": "x"}, 400, "invalid_request"},
+		"unknown reader":      {"GET", "/v1/readers/nope", nil, 404, "not_found"},
+		"bad reader path":     {"GET", "/v1/readers/a%20b", nil, 400, "invalid_request"},
+		"session, unknown":    {"POST", "/v1/sessions", map[string]any{"kind": "balance", "reader_id": "nope"}, 404, "not_found"},
+		"session, bad id":     {"POST", "/v1/sessions", map[string]any{"kind": "balance", "reader_id": "a/b"}, 400, "invalid_request"},
+		"session, empty id":   {"POST", "/v1/sessions", map[string]any{"kind": "balance", "reader_id": ""}, 400, "invalid_request"},
+		"session, issue kind": {"POST", "/v1/sessions", map[string]any{"kind": "issue", "reader_id": "desk-1"}, 400, "invalid_request"},
+		"delete unknown":      {"DELETE", "/v1/readers/nope", nil, 404, "not_found"},
+	} {
+		code, out := h.API(c.method, c.path, "", c.body)
+		if code != c.status || errCode(out) != c.code {
+			t.Errorf("%s: %d %v, want %d %s", name, code, out, c.status, c.code)
+		}
+	}
+	code, out := h.API("GET", "/v1/readers", "", nil)
+	if code != 200 || len(out["readers"].([]any)) != 1 {
+		t.Fatalf("list after refusals: %d %v", code, out)
+	}
+	// Agent credentials: missing, unknown, wrong subprotocol.
+	ctx := context.Background()
+	for name, o := range map[string]bridge.AgentOptions{
+		"no credential":      {URL: agentURL(h.HTTP.URL)},
+		"unknown credential": {URL: agentURL(h.HTTP.URL), Credential: transaction.AgentCredentialPrefix + "AAAA"},
+		"api key":            {URL: agentURL(h.HTTP.URL), Credential: testserver.APIKey},
+	} {
+		if err := bridge.Agent(ctx, o, nil); !errors.Is(err, bridge.ErrAgentRefused) {
+			t.Errorf("%s: %v", name, err)
+		}
+	}
+	if c, resp, err := dialURL(agentURL(h.HTTP.URL), http.Header{"Authorization": {"Bearer " + cred}}, "", "desfire-relay.v1"); err == nil || resp == nil || resp.StatusCode != 400 {
+		if c != nil {
+			c.CloseNow()
+		}
+		t.Errorf("bridge subprotocol on /v1/agent: %v %v", resp, err)
+	}
+	// A deleted reader's credential stops working.
+	if code, _ := h.API("DELETE", "/v1/readers/desk-1", "", nil); code != 204 {
+		t.Fatalf("delete: %d", code)
+	}
+	if err := bridge.Agent(ctx, bridge.AgentOptions{URL: agentURL(h.HTTP.URL), Credential: cred}, nil); !errors.Is(err, bridge.ErrAgentRefused) {
+		t.Errorf("deleted reader's agent: %v", err)
+	}
+}
