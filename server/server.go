@@ -2,6 +2,7 @@ package server
 
 import (
 	"context"
+	"crypto/rand"
 	_ "embed"
 	"encoding/hex"
 	"encoding/json"
@@ -65,6 +66,10 @@ type Options struct {
 	// for sessions addressed to its reader from another node (default 1 s;
 	// sessions created on the same node wake it at once).
 	AgentPoll time.Duration
+	// ConsoleKey signs the support console's session cookies and CSRF
+	// tokens (at least 32 bytes; the same on every node so a login works
+	// on all of them). Unset: a random key per process.
+	ConsoleKey []byte
 	// Provision, when set, serves the provisioning session kinds
 	// (server/provision.go).
 	Provision *ProvisionOptions
@@ -94,6 +99,8 @@ type Server struct {
 	// api holds the operator API handlers by route pattern, for the
 	// console (server/console.go), which calls them in process.
 	api map[string]http.HandlerFunc
+	// consoleKey signs console cookies (server/console.go).
+	consoleKey []byte
 
 	mu       sync.Mutex // guards draining and cancels
 	draining bool
@@ -130,6 +137,11 @@ func New(o Options) *Server {
 		keyLimit:  newLimiterSet(o.Limits.KeyRate, o.Limits.KeyBurst),
 		authFail:  newLimiterSet(o.Limits.AuthFailRate, o.Limits.AuthFailBurst)}
 	s.keys.set(append(LegacyKeys(o.APIKeyHashes), o.APIKeys...))
+	s.consoleKey = o.ConsoleKey
+	if len(s.consoleKey) < 32 {
+		s.consoleKey = make([]byte, 32)
+		_, _ = rand.Read(s.consoleKey)
+	}
 	s.routes()
 	s.registerGauges()
 	return s
@@ -195,6 +207,7 @@ func (s *Server) routes() {
 	}
 	s.mux.HandleFunc("GET /v1/bridge", s.bridge)
 	s.mux.HandleFunc("GET /v1/agent", s.agent)
+	s.consoleRoutes()
 	health := func(w http.ResponseWriter, _ *http.Request) {
 		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
 	}

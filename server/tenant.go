@@ -107,3 +107,16 @@ func who(r *http.Request) principal {
 func withPrincipal(ctx context.Context, p principal) context.Context {
 	return context.WithValue(ctx, principalKey{}, p)
 }
+
+// byID finds a key that still works by its id (console sessions name
+// their key by id).
+func (k *keyring) byID(id string, now time.Time) (APIKey, bool) {
+	k.mu.RLock()
+	defer k.mu.RUnlock()
+	for _, c := range k.keys {
+		if c.ID == id && (c.ExpiresAt.IsZero() || now.Before(c.ExpiresAt)) {
+			return c, true
+		}
+	}
+	return APIKey{}, false
+}
