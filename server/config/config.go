@@ -84,6 +84,10 @@ type Config struct {
 	// and pprof; empty (the default, so several processes can share a
 	// host) turns it off. Never the public address.
 	AdminAddr string `json:"admin_addr"`
+	// ConsoleKeyFile holds the secret (at least 32 bytes) that signs the
+	// support console's session cookies; the same file on every node lets
+	// a console login work on all of them. Empty: a random key per process.
+	ConsoleKeyFile string `json:"console_key_file"`
 	// Pprof serves /debug/pprof/ on the admin listener.
 	Pprof bool `json:"pprof"`
 	// TLS13Only refuses TLS 1.2 (otherwise TLS 1.2 with AEAD suites only).
@@ -300,6 +304,7 @@ func settings() []setting {
 		}, func(c *Config) string { return strconv.FormatFloat(*p(c), 'g', -1, 64) }))
 	}
 	text("RELAY_API_KEYS_FILE", "api-keys-file", "JSON file of API keys with tenants and expiry (re-read on SIGHUP)", func(c *Config) *string { return &c.APIKeysFile })
+	text("RELAY_CONSOLE_KEY_FILE", "console-key-file", "file with the secret (32+ bytes) signing support console sessions; the same on every node (empty: random per process)", func(c *Config) *string { return &c.ConsoleKeyFile })
 	text("RELAY_ADMIN_ADDR", "admin-addr", "private listener for /metrics, /openapi.yaml and pprof (empty: off)", func(c *Config) *string { return &c.AdminAddr })
 	boolean("RELAY_PPROF", "pprof", "serve /debug/pprof/ on the admin listener", func(c *Config) *bool { return &c.Pprof })
 	boolean("RELAY_TLS13_ONLY", "tls13-only", "refuse TLS 1.2 (default: TLS 1.2 with AEAD suites, or 1.3)", func(c *Config) *bool { return &c.TLS13Only })

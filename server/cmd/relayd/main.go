@@ -6,6 +6,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
@@ -253,10 +254,15 @@ func build(ctx context.Context, cfg config.Config, log *zap.Logger) (*app, error
 		a.close()
 		return nil, err
 	}
+	consoleKey, err := readConsoleKey(cfg.ConsoleKeyFile)
+	if err != nil {
+		a.close()
+		return nil, err
+	}
 	a.srv = server.New(server.Options{
 		Service: a.svc, APIKeys: apiKeys, ExchangeTimeout: cfg.ExchangeTimeout.D(),
 		SessionTimeout: cfg.SessionTimeout.D(), MaxSessions: cfg.MaxSessions, Ready: ready, Log: log, Metrics: metrics,
-		SUN: sunOpts,
+		SUN: sunOpts, ConsoleKey: consoleKey,
 		Limits: server.Limits{BodyTimeout: cfg.BodyTimeout.D(), AddrRate: cfg.AddrRate, AddrBurst: burst(cfg.AddrRate),
 			KeyRate: cfg.KeyRate, KeyBurst: burst(cfg.KeyRate), BridgesPerAddr: cfg.BridgesPerAddr},
 		AllowTokenInQuery: cfg.AllowTokenInQuery, HSTS: cfg.TLSCert != "" || cfg.TLSProxy, Pprof: cfg.Pprof,
@@ -293,6 +299,23 @@ func burst(rate float64) int {
 		return 1
 	}
 	return int(2*rate) + 1
+}
+
+// readConsoleKey reads the console cookie secret (empty path: none, the
+// server draws a random one). A short secret is refused, not padded.
+func readConsoleKey(path string) ([]byte, error) {
+	if path == "" {
+		return nil, nil
+	}
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("console key: %w", err)
+	}
+	b = bytes.TrimSpace(b)
+	if len(b) < 32 {
+		return nil, fmt.Errorf("console key %s: %d bytes, at least 32 needed", path, len(b))
+	}
+	return b, nil
 }
 
 // apiKeys assembles the accepted keys: the digests of RELAY_API_KEY_HASHES
