@@ -64,7 +64,7 @@ var consoleTmpl = template.Must(template.New("console").Funcs(template.FuncMap{
 		}
 		return ""
 	},
-	"unresolved": func(status string) bool { return status == "in_doubt" || status == "in_progress" },
+	"unresolved":  func(status string) bool { return status == "in_doubt" || status == "in_progress" },
 	"cancellable": func(status string) bool { return status == "pending" || status == "failed" },
 }).ParseFS(consoleFS, "console.html"))
 
@@ -134,16 +134,16 @@ func (s *Server) consoleRoutes() {
 	s.mux.HandleFunc("POST /console/login", s.consoleLogin)
 	s.mux.HandleFunc("POST /console/logout", s.consoleLogout)
 	for pattern, h := range map[string]http.HandlerFunc{
-		"GET /console/{$}":                   s.consoleHome,
-		"GET /console/cards":                 s.consoleCard,
-		"GET /console/topups/{id}":           s.consoleTopUp,
-		"GET /console/sessions/{id}":         s.consoleSession,
-		"POST /console/topups/{id}/resolve":  s.consoleResolve,
-		"POST /console/topups/{id}/cancel":   s.consoleCancel,
-		"POST /console/topups/{id}/reverse":  s.consoleReverse,
-		"POST /console/cards/{uid}/block":    s.consoleBlock,
-		"POST /console/cards/{uid}/unblock":  s.consoleBlock,
-		"POST /console/cards/{uid}/balance":  s.consoleBalance,
+		"GET /console/{$}":                  s.consoleHome,
+		"GET /console/cards":                s.consoleCard,
+		"GET /console/topups/{id}":          s.consoleTopUp,
+		"GET /console/sessions/{id}":        s.consoleSession,
+		"POST /console/topups/{id}/resolve": s.consoleResolve,
+		"POST /console/topups/{id}/cancel":  s.consoleCancel,
+		"POST /console/topups/{id}/reverse": s.consoleReverse,
+		"POST /console/cards/{uid}/block":   s.consoleBlock,
+		"POST /console/cards/{uid}/unblock": s.consoleBlock,
+		"POST /console/cards/{uid}/balance": s.consoleBalance,
 	} {
 		s.mux.Handle(pattern, s.consoleAuth(h))
 	}
