@@ -178,8 +178,9 @@ func (s *Server) consoleSessionOf(r *http.Request, now time.Time) (payload, keyI
 	if !found {
 		return "", "", false
 	}
-	raw, err1 := base64.RawURLEncoding.DecodeString(p64)
-	mac, err2 := base64.RawURLEncoding.DecodeString(m64)
+	strict := base64.RawURLEncoding.Strict()
+	raw, err1 := strict.DecodeString(p64)
+	mac, err2 := strict.DecodeString(m64)
 	if err1 != nil || err2 != nil || !hmac.Equal(mac, s.consoleMAC("session", string(raw))) {
 		return "", "", false
 	}
