@@ -214,6 +214,10 @@ func (a *agentConn) serve(ctx context.Context) (websocket.StatusCode, string) {
 		case <-a.conn.Ended():
 			return websocket.StatusNormalClosure, ""
 		case <-wake:
+			// Woken here: a session for the reader, or the reader deleted.
+			if code, reason, ok := a.renew(ctx); !ok {
+				return code, reason
+			}
 		case <-poll.C:
 		case <-heartbeat.C:
 			if code, reason, ok := a.heartbeat(ctx); !ok {
@@ -230,6 +234,11 @@ func (a *agentConn) heartbeat(ctx context.Context) (websocket.StatusCode, string
 	if err := a.conn.Ping(pctx); err != nil {
 		return protocol.CloseTooSlow, "too slow", false
 	}
+	return a.renew(ctx)
+}
+
+// renew renews the presence lease; a deleted reader ends the connection.
+func (a *agentConn) renew(ctx context.Context) (websocket.StatusCode, string, bool) {
 	if err := a.s.o.Service.AgentAlive(ctx, a.reader, a.id); err != nil {
 		a.log.Warn("agent presence", zap.Error(err))
 		if errors.Is(err, ledger.ErrNotFound) {

@@ -10,6 +10,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/coder/websocket"
+
 	"github.com/desfire-relay/relay/desfire/simcard"
 	"github.com/desfire-relay/relay/internal/testbackend"
 	"github.com/desfire-relay/relay/internal/testserver"
@@ -213,4 +215,54 @@ func TestReadersBadInput(t *testing.T) {
 	if err := bridge.Agent(ctx, bridge.AgentOptions{URL: agentURL(h.HTTP.URL), Credential: cred}, nil); !errors.Is(err, bridge.ErrAgentRefused) {
 		t.Errorf("deleted reader's agent: %v", err)
 	}
+}
+
+// TestDeletedReaderLosesItsAgent: deleting a reader closes its agent
+// connection and refuses its credential from then on.
+func TestDeletedReaderLosesItsAgent(t *testing.T) {
+	h := testserver.New(t, testbackend.Backends()[0], profile.AN12113(), testserver.Options{})
+	cred := registerReader(t, h, "desk-gone")
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	ended := make(chan error, 1)
+	go func() {
+		ended <- bridge.Agent(ctx, bridge.AgentOptions{URL: agentURL(h.HTTP.URL), Credential: cred}, bridge.SimCards(h.Card(cardUID, 1)))
+	}()
+	waitFor(t, "the reader online", online(h, "desk-gone"))
+	if code, _ := h.API("DELETE", "/v1/readers/desk-gone", "", nil); code != http.StatusNoContent {
+		t.Fatalf("delete: %d", code)
+	}
+	select {
+	case err := <-ended:
+		if err == nil || ctx.Err() != nil {
+			t.Fatalf("agent ended with %v (context %v)", err, ctx.Err())
+		}
+	case <-ctx.Done():
+		t.Fatal("the deleted reader's agent connection stayed open")
+	}
+	if err := bridge.Agent(ctx, bridge.AgentOptions{URL: agentURL(h.HTTP.URL), Credential: cred}, nil); !errors.Is(err, bridge.ErrAgentRefused) {
+		t.Fatalf("reconnect with the deleted reader's credential: %v", err)
+	}
+}
+
+// TestAgentSilentWhileIdle: an agent that talks while no session runs is
+// closed with 1008, and its reader goes offline.
+func TestAgentSilentWhileIdle(t *testing.T) {
+	h := testserver.New(t, testbackend.Backends()[0], profile.AN12113(), testserver.Options{})
+	cred := registerReader(t, h, "desk-chatty")
+	c, _, err := dialURL(agentURL(h.HTTP.URL), http.Header{"Authorization": {"Bearer " + cred}}, "", "desfire-relay.agent.v1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.CloseNow()
+	waitFor(t, "the reader online", online(h, "desk-chatty"))
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := c.Write(ctx, websocket.MessageText, []byte(`{"type":"hello","bridge":{"name":"x","version":"1","platform":"x"},"features":[]}`)); err != nil {
+		t.Fatal(err)
+	}
+	if code := closeCode(c); code != websocket.StatusPolicyViolation {
+		t.Fatalf("close code %d, want 1008", code)
+	}
+	waitFor(t, "the reader offline", func() bool { return !online(h, "desk-chatty")() })
 }

@@ -111,6 +111,7 @@ func (s *Server) deleteReader(w http.ResponseWriter, r *http.Request) {
 		s.readerError(w, r, err)
 		return
 	}
+	s.notifyReader(who(r).Tenant, r.PathValue("id")) // its agent here leaves at once
 	w.WriteHeader(http.StatusNoContent)
 }
 
