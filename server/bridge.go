@@ -301,6 +301,11 @@ type sessionBridge struct {
 	readerID *[16]byte // the registered reader's DESFire reader ID, if any
 }
 
+var (
+	_ transaction.ReaderIdentifier = (*sessionBridge)(nil)
+	_ transaction.ReaderIdentifier = (*retapBridge)(nil)
+)
+
 // DESFireReaderID implements transaction.ReaderIdentifier: the hook that
 // gives a session on a registered reader that reader's CommitReaderID.
 func (b *sessionBridge) DESFireReaderID() ([16]byte, bool) {

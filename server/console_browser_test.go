@@ -86,7 +86,13 @@ func (b *browser) shot(name string) {
 func TestConsoleInChromium(t *testing.T) {
 	h := testserver.New(t, testbackend.Backends()[0], profile.AN12113(), testserver.Options{})
 	deskUID := []byte{0x04, 0xDE, 0x5C, 0x00, 0x11, 0x22, 0x33}
-	desk := h.Card(deskUID, 1250)
+	desk := h.Card(deskUID, 1000)
+	// An earlier top-up of the desk card, so its log has a record.
+	if _, tok := h.TopUp("console-earlier", 250, ""); tok == "" {
+		t.Fatal("no bridge token")
+	} else if rep, err := h.Bridge(tok, desk, true); err != nil || !rep.Result.OK {
+		t.Fatalf("earlier top-up: %v %+v", err, rep)
+	}
 	cred := registerReader(t, h, "desk-1")
 	reports := deskAgent(t, agentURL(h.HTTP.URL), cred, desk)
 	waitFor(t, "the desk reader online", online(h, "desk-1"))
@@ -142,7 +148,10 @@ func TestConsoleInChromium(t *testing.T) {
 	if got := b.text("#session-card"); got != "04DE5C00112233" {
 		t.Fatalf("balance of card %q", got)
 	}
-	if rep := <-reports; rep == nil || !rep.Result.OK || *rep.Result.Balance != 1250 {
+	if got := b.text("tr.record"); !strings.HasPrefix(got, "topup\t2.50 EUR") {
+		t.Fatalf("card log shows %q", got)
+	}
+	if rep := <-reports; rep == nil || !rep.Result.OK || *rep.Result.Balance != 1250 || len(rep.Result.Records) != 1 {
 		t.Fatalf("the desk reader's agent reports %+v", rep)
 	}
 	b.shot("3-balance")
