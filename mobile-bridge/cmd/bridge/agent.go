@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"os/signal"
 	"time"
 
 	"github.com/desfire-relay/relay/desfire"
@@ -55,25 +54,24 @@ func pcscCards(reader string, wait time.Duration) bridge.CardSource {
 }
 
 type agentFlags struct {
+	credential                         string // $RELAY_AGENT_CREDENTIAL
 	url, reader, keyFile, profile, uid string
 	sim, pcsc, batch                   bool
 	wait                               time.Duration
 	initial                            int32
 }
 
-// runAgentFlags checks -agent's flags and runs the agent until SIGINT.
-func runAgentFlags(f agentFlags) int {
-	cred := os.Getenv("RELAY_AGENT_CREDENTIAL")
-	if cred == "" || f.sim == f.pcsc {
+// runAgentFlags checks -agent's flags and runs the agent until ctx ends
+// (SIGINT), printing one line per session to out.
+func runAgentFlags(ctx context.Context, f agentFlags, out io.Writer) int {
+	if f.credential == "" || f.sim == f.pcsc {
 		fmt.Fprintln(os.Stderr, "bridge: -agent needs $RELAY_AGENT_CREDENTIAL and one card backend (-sim or -pcsc)")
 		return 2
 	}
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
-	defer stop()
-	o := bridge.AgentOptions{URL: f.url, Credential: cred, Name: "relay-bridge-agent", Version: "1", Batch: f.batch}
+	o := bridge.AgentOptions{URL: f.url, Credential: f.credential, Name: "relay-bridge-agent", Version: "1", Batch: f.batch}
 	if f.pcsc {
 		o.Platform = "pcsc"
-		return agentRun(ctx, o, pcscCards(f.reader, f.wait), os.Stdout)
+		return agentRun(ctx, o, pcscCards(f.reader, f.wait), out)
 	}
 	uid, err := hex.DecodeString(f.uid)
 	if err != nil || len(uid) != 7 {
@@ -86,5 +84,5 @@ func runAgentFlags(f agentFlags) int {
 		return 1
 	}
 	o.Platform = "sim"
-	return agentRun(ctx, o, bridge.SimCards(card), os.Stdout)
+	return agentRun(ctx, o, bridge.SimCards(card), out)
 }

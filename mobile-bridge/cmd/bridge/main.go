@@ -85,8 +85,10 @@ func run(args []string) int {
 		}.run(ctx, os.Stdout)
 	}
 	if *agent {
-		return runAgentFlags(agentFlags{url: *url, sim: *sim, pcsc: *usePCSC, reader: *readerName, wait: *wait,
-			keyFile: *keyFile, profile: *profName, uid: *uidHex, initial: int32(*initial), batch: !*noBatch})
+		ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
+		defer stop()
+		return runAgentFlags(ctx, agentFlags{credential: os.Getenv("RELAY_AGENT_CREDENTIAL"), url: *url, sim: *sim, pcsc: *usePCSC, reader: *readerName, wait: *wait,
+			keyFile: *keyFile, profile: *profName, uid: *uidHex, initial: int32(*initial), batch: !*noBatch}, os.Stdout)
 	}
 	if *token == "" || *sim == *usePCSC {
 		fmt.Fprintln(os.Stderr, "bridge: -token and one card backend (-sim or -pcsc) are required")
