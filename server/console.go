@@ -473,9 +473,9 @@ func (s *Server) consoleCard(w http.ResponseWriter, r *http.Request) {
 	p := page(r, "Card")
 	raw := r.URL.Query().Get("uid")
 	p.Form["uid"] = raw
-	uid, err := checkUID(raw)
-	if err != nil {
-		p.Errors["uid"] = err.Error()
+	uid, problem := checkUID(raw)
+	if problem != "" {
+		p.Errors["uid"] = problem
 		p.Error = "The card could not be looked up."
 		s.fillHome(r, p)
 		p.Title = "Support console"
@@ -485,21 +485,21 @@ func (s *Server) consoleCard(w http.ResponseWriter, r *http.Request) {
 	s.renderCard(w, r, p, uid, http.StatusOK)
 }
 
-// checkUID validates a card UID typed by a person (spaces and colons
-// between bytes allowed).
-func checkUID(raw string) (string, error) {
+// checkUID validates a card UID typed by a person (spaces, colons and
+// dashes between bytes allowed); problem says what is wrong, for the page.
+func checkUID(raw string) (uid, problem string) {
 	s := strings.NewReplacer(" ", "", ":", "", "-", "").Replace(strings.TrimSpace(raw))
 	switch {
 	case s == "":
-		return "", errors.New("Enter the card's UID (hex, e.g. 04A1B2C3D4E5F6).")
+		return "", "Enter the card's UID (hex, e.g. 04A1B2C3D4E5F6)."
 	case len(raw) > 64:
-		return "", errors.New("A card UID has 4, 7 or 10 bytes (8, 14 or 20 hex digits).")
+		return "", "A card UID has 4, 7 or 10 bytes (8, 14 or 20 hex digits)."
 	}
 	uid, err := ledger.NormalizeCardUID(s)
 	if err != nil {
-		return "", errors.New("A card UID is 8, 14 or 20 hex digits (0-9, A-F).")
+		return "", "A card UID is 8, 14 or 20 hex digits (0-9, A-F)."
 	}
-	return uid, nil
+	return uid, ""
 }
 
 func (s *Server) renderCard(w http.ResponseWriter, r *http.Request, p *consolePage, uid string, status int) {
@@ -561,7 +561,7 @@ func (s *Server) consoleSession(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	p.Session, p.Refresh = &v, v.Status == "open"
-	if c, err := checkUID(r.URL.Query().Get("card")); err == nil {
+	if c, problem := checkUID(r.URL.Query().Get("card")); problem == "" {
 		p.CardUID = c
 	}
 	s.renderConsole(w, http.StatusOK, "session", p)
@@ -658,9 +658,9 @@ func (s *Server) consoleReverse(w http.ResponseWriter, r *http.Request) {
 // PUT or DELETE /v1/cards/{uid}/block.
 func (s *Server) consoleBlock(w http.ResponseWriter, r *http.Request) {
 	p := page(r, "Card")
-	uid, err := checkUID(r.PathValue("uid"))
-	if err != nil {
-		p.Error = err.Error()
+	uid, problem := checkUID(r.PathValue("uid"))
+	if problem != "" {
+		p.Error = problem
 		s.renderConsole(w, http.StatusBadRequest, "message", p)
 		return
 	}
@@ -692,9 +692,9 @@ func (s *Server) consoleBlock(w http.ResponseWriter, r *http.Request) {
 // shows the session page, which reloads until the session ends.
 func (s *Server) consoleBalance(w http.ResponseWriter, r *http.Request) {
 	p := page(r, "Card")
-	uid, err := checkUID(r.PathValue("uid"))
-	if err != nil {
-		p.Error = err.Error()
+	uid, problem := checkUID(r.PathValue("uid"))
+	if problem != "" {
+		p.Error = problem
 		s.renderConsole(w, http.StatusBadRequest, "message", p)
 		return
 	}
