@@ -28,7 +28,9 @@ const (
 var ErrConfig = errors.New("config")
 
 // Config is every setting of the server. The JSON names are those of the
-// optional config file; Env gives the environment variable of each.
+// optional config file; Env gives the environment variable of each. Each
+// default is stated once, in Default(); the flag help and docs/CONFIG.md
+// (kept equal by TestConfigDocCurrent) print it beside the setting.
 type Config struct {
 	// Mode is "dev" (embedded defaults allowed) or "production".
 	Mode string `json:"mode"`
@@ -68,13 +70,19 @@ type Config struct {
 	TLSKey  string `json:"tls_key"`
 	// TLSProxy states that a TLS-terminating proxy is in front.
 	TLSProxy bool `json:"tls_proxy"`
-	// Timeouts.
+	// ExchangeTimeout bounds one round trip to the bridge.
 	ExchangeTimeout Duration `json:"exchange_timeout"`
-	SessionTimeout  Duration `json:"session_timeout"`
-	TokenTTL        Duration `json:"token_ttl"`
-	TopUpTTL        Duration `json:"topup_ttl"`
+	// SessionTimeout bounds a whole bridge session (re-taps included).
+	SessionTimeout Duration `json:"session_timeout"`
+	// TokenTTL is how long a bridge token stays usable.
+	TokenTTL Duration `json:"token_ttl"`
+	// TopUpTTL is how long a pending top-up, or a failed one reopened,
+	// stays payable before it expires.
+	TopUpTTL Duration `json:"topup_ttl"`
+	// ShutdownTimeout bounds draining open sessions on SIGTERM.
 	ShutdownTimeout Duration `json:"shutdown_timeout"`
-	LockTTL         Duration `json:"lock_ttl"`
+	// LockTTL is the card lock's lease, renewed while a session runs.
+	LockTTL Duration `json:"lock_ttl"`
 	// MaxSessions bounds concurrently open bridge sessions.
 	MaxSessions int `json:"max_sessions"`
 	// APIKeysFile lists API keys with their tenants (see APIKeyFile);
@@ -333,7 +341,7 @@ func Load(args []string, lookupEnv func(string) (string, bool)) (Config, error) 
 		flagVals[i] = fs.String(s.flag, "", fmt.Sprintf("%s (env %s, default %q)", s.usage, s.env, s.get(&def)))
 	}
 	if err := fs.Parse(args); err != nil {
-		return Config{}, fmt.Errorf("flags: %v: %w", err, ErrConfig)
+		return Config{}, fmt.Errorf("flags: %w: %w", err, ErrConfig)
 	}
 	if fs.NArg() > 0 {
 		return Config{}, fmt.Errorf("unexpected arguments %q: %w", fs.Args(), ErrConfig)
@@ -345,25 +353,25 @@ func Load(args []string, lookupEnv func(string) (string, bool)) (Config, error) 
 	if path != "" {
 		raw, err := os.ReadFile(path)
 		if err != nil {
-			return Config{}, fmt.Errorf("config file: %v: %w", err, ErrConfig)
+			return Config{}, fmt.Errorf("config file: %w: %w", err, ErrConfig)
 		}
 		dec := json.NewDecoder(strings.NewReader(string(raw)))
 		dec.DisallowUnknownFields()
 		if err := dec.Decode(&cfg); err != nil {
-			return Config{}, fmt.Errorf("config file %s: %v: %w", path, err, ErrConfig)
+			return Config{}, fmt.Errorf("config file %s: %w: %w", path, err, ErrConfig)
 		}
 	}
 	for _, s := range all {
 		if v, ok := lookupEnv(s.env); ok && v != "" {
 			if err := s.set(&cfg, v); err != nil {
-				return Config{}, fmt.Errorf("%s=%q: %v: %w", s.env, v, err, ErrConfig)
+				return Config{}, fmt.Errorf("%s=%q: %w: %w", s.env, v, err, ErrConfig)
 			}
 		}
 	}
 	for i, s := range all {
 		if v := *flagVals[i]; v != "" {
 			if err := s.set(&cfg, v); err != nil {
-				return Config{}, fmt.Errorf("-%s=%q: %v: %w", s.flag, v, err, ErrConfig)
+				return Config{}, fmt.Errorf("-%s=%q: %w: %w", s.flag, v, err, ErrConfig)
 			}
 		}
 	}
