@@ -286,6 +286,10 @@ type Config struct {
 	// PendingTTL is how long a new top-up stays startable before
 	// ExpirePending may expire it. Default 24h.
 	PendingTTL time.Duration
+	// Outbox records an Event (ledger.Outbox) with every state change an
+	// operator hears about, in the change's own transaction; on when
+	// webhooks are configured.
+	Outbox bool
 }
 
 // DefaultPendingTTL is Config.PendingTTL when unset.
