@@ -19,6 +19,12 @@ type Ledger interface {
 	// top-up and created=false; the same key with a different request
 	// fails with ErrIdempotencyConflict. Bad input fails with ErrInvalid.
 	CreateTopUp(ctx context.Context, req Request, idempotencyKey string, now time.Time) (TopUp, bool, error)
+	// CreateReversal creates, once per credit, a pending entry of kind
+	// TopUpReversal that debits an applied credit's amount back from the
+	// same card; asking again returns the existing one (created=false).
+	// ErrNotFound if tenant does not own the credit, ErrNotReversible if it
+	// is not an applied credit bound to a card.
+	CreateReversal(ctx context.Context, tenant string, original uuid.UUID, now time.Time) (TopUp, bool, error)
 	// GetTopUp returns a top-up or ErrNotFound.
 	GetTopUp(ctx context.Context, id uuid.UUID) (TopUp, error)
 	// ListTopUpsByCard returns a card's top-ups, newest first.
