@@ -266,3 +266,67 @@ func TestAgentSilentWhileIdle(t *testing.T) {
 	}
 	waitFor(t, "the reader offline", func() bool { return !online(h, "desk-chatty")() })
 }
+
+// TestAgentModeTopUpAndReversal: a top-up and then its reversal run on a
+// desk reader in agent mode (POST /v1/sessions kind "topup" with
+// reader_id), under the rules of a new bridge token: the top-up's earlier
+// token retires, a paid top-up is not payable again.
+func TestAgentModeTopUpAndReversal(t *testing.T) {
+	h := testserver.New(t, testbackend.Backends()[0], profile.AN12113(), testserver.Options{})
+	cred := registerReader(t, h, "kiosk-1")
+	reports := deskAgent(t, agentURL(h.HTTP.URL), cred, h.Card(cardUID, 100))
+	waitFor(t, "the reader online", online(h, "kiosk-1"))
+
+	id, oldToken := h.TopUp("kiosk-topup", 250, "")
+	run := func(topUp string) map[string]any {
+		t.Helper()
+		code, out := h.API("POST", "/v1/sessions", "", map[string]any{"kind": "topup", "topup_id": topUp, "reader_id": "kiosk-1"})
+		if code != http.StatusCreated || out["topup_id"] != topUp || out["bridge_token"] != nil {
+			t.Fatalf("top-up session on the reader: %d %v", code, out)
+		}
+		sess := sessionOutcome(t, h, out["session_id"].(string))
+		if rep := <-reports; rep == nil || !rep.Result.OK {
+			t.Fatalf("agent's report: %+v", rep)
+		}
+		return sess
+	}
+	if sess := run(id); sess["status"] != "ok" || sess["topup_id"] != id {
+		t.Fatalf("top-up session: %v", sess)
+	}
+	code, tu := h.API("GET", "/v1/topups/"+id, "", nil)
+	if code != 200 || tu["status"] != "applied" || tu["balance_after"] != float64(350) {
+		t.Fatalf("top-up after the reader's session: %d %v", code, tu)
+	}
+	if _, err := h.Bridge(oldToken, h.Card([]byte{4, 1, 2, 3, 4, 5, 6}, 0), true); err == nil {
+		t.Fatal("the top-up's earlier bridge token still works")
+	}
+	code, out := h.API("POST", "/v1/sessions", "", map[string]any{"kind": "topup", "topup_id": id, "reader_id": "kiosk-1"})
+	if code != http.StatusConflict || errCode(out) != "not_payable" {
+		t.Fatalf("applied top-up again: %d %v", code, out)
+	}
+
+	code, rv := h.API("POST", "/v1/topups/"+id+"/reversal", "", nil)
+	if code != http.StatusCreated {
+		t.Fatalf("reversal: %d %v", code, rv)
+	}
+	run(rv["id"].(string))
+	code, rv = h.API("GET", "/v1/topups/"+rv["id"].(string), "", nil)
+	if code != 200 || rv["status"] != "applied" || rv["balance_after"] != float64(100) {
+		t.Fatalf("reversal after the reader's session: %d %v", code, rv)
+	}
+
+	for name, body := range map[string]map[string]any{
+		"topup_id without reader": {"kind": "topup", "topup_id": id},
+		"malformed topup_id":      {"kind": "topup", "topup_id": "nope", "reader_id": "kiosk-1"},
+		"topup without topup_id":  {"kind": "topup", "reader_id": "kiosk-1"},
+		"balance with topup_id":   {"kind": "balance", "topup_id": id, "reader_id": "kiosk-1"},
+		"provisioning fields":     {"kind": "balance", "reader_id": "kiosk-1", "profile": "an12113-ev2"},
+	} {
+		if code, out := h.API("POST", "/v1/sessions", "", body); code != http.StatusBadRequest || errCode(out) != "invalid_request" {
+			t.Errorf("%s: %d %v", name, code, out)
+		}
+	}
+	if code, out := h.API("POST", "/v1/sessions", "", map[string]any{"kind": "topup", "topup_id": "00000000-0000-4000-8000-000000000000", "reader_id": "kiosk-1"}); code != http.StatusNotFound {
+		t.Errorf("unknown top-up: %d %v", code, out)
+	}
+}

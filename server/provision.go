@@ -56,9 +56,11 @@ type sessionBody struct {
 	// Profile and Initial are the issue request.
 	Profile string `json:"profile,omitempty"`
 	Initial *int32 `json:"initial,omitempty"`
-	// ReaderID addresses a balance session to a registered reader's agent
-	// (server/agent.go).
+	// ReaderID addresses a balance or top-up session to a registered
+	// reader's agent (server/agent.go); TopUpID names the top-up (or
+	// reversal) of a "topup" session, which only a reader can carry here.
 	ReaderID *string `json:"reader_id,omitempty"`
+	TopUpID  *string `json:"topup_id,omitempty"`
 }
 
 // isProvisionKind reports the session kinds served here.

@@ -7,6 +7,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/google/uuid"
+
 	"github.com/desfire-relay/relay/transaction"
 	"github.com/desfire-relay/relay/transaction/ledger"
 )
@@ -115,19 +117,50 @@ func (s *Server) deleteReader(w http.ResponseWriter, r *http.Request) {
 	w.WriteHeader(http.StatusNoContent)
 }
 
-// createReaderSession answers POST /v1/sessions with a reader_id: the
-// session is addressed to the reader's agent; no bridge token exists.
-func (s *Server) createReaderSession(w http.ResponseWriter, r *http.Request, reader string) {
-	p := who(r)
-	sess, err := s.o.Service.ReaderBalanceSession(r.Context(), p.Tenant, reader)
+// createReaderSession answers POST /v1/sessions with a reader_id: a
+// balance session, or a "topup" session of topup_id (a credit or a
+// reversal), addressed to the reader's agent; no bridge token exists.
+func (s *Server) createReaderSession(w http.ResponseWriter, r *http.Request, body sessionBody) {
+	if body.Template != "" || body.KeyVersion != nil || body.Lock || body.Profile != "" || body.Initial != nil || body.RandomID || body.UID != "" || body.Offsets != nil {
+		writeError(w, http.StatusBadRequest, codeInvalid, "the provisioning fields do not go with reader_id or topup_id")
+		return
+	}
+	if body.ReaderID == nil {
+		writeError(w, http.StatusBadRequest, codeInvalid, "topup_id goes with reader_id (a top-up's bridge token comes from POST /v1/topups/{id}/bridge-tokens)")
+		return
+	}
+	p, reader := who(r), *body.ReaderID
+	var (
+		sess ledger.Session
+		err  error
+	)
+	switch {
+	case body.Kind == "balance" && body.TopUpID == nil:
+		sess, err = s.o.Service.ReaderBalanceSession(r.Context(), p.Tenant, reader)
+	case body.Kind == "topup" && body.TopUpID != nil:
+		id, perr := uuid.Parse(*body.TopUpID)
+		if perr != nil {
+			writeError(w, http.StatusBadRequest, codeInvalid, "topup_id must be a UUID")
+			return
+		}
+		sess, err = s.o.Service.ReaderTopUpSession(r.Context(), p.Tenant, reader, id)
+	default:
+		writeError(w, http.StatusBadRequest, codeInvalid, `with reader_id, kind is "balance" (no topup_id) or "topup" (with topup_id)`)
+		return
+	}
 	if err != nil {
 		s.readerError(w, r, err)
 		return
 	}
 	s.notifyReader(p.Tenant, reader)
 	setObject(r, sess.ID.String())
-	writeJSON(w, http.StatusCreated, struct {
+	out := struct {
 		SessionID string `json:"session_id"`
 		ReaderID  string `json:"reader_id"`
-	}{sess.ID.String(), reader})
+		TopUpID   string `json:"topup_id,omitempty"`
+	}{SessionID: sess.ID.String(), ReaderID: reader}
+	if body.TopUpID != nil {
+		out.TopUpID = sess.TopUpID.String()
+	}
+	writeJSON(w, http.StatusCreated, out)
 }

@@ -486,8 +486,8 @@ func (s *Server) createSession(w http.ResponseWriter, r *http.Request) {
 		s.apiError(w, r, err)
 		return
 	}
-	if isProvisionKind(body.Kind) && body.ReaderID != nil {
-		writeError(w, http.StatusBadRequest, codeInvalid, "reader_id is for balance sessions")
+	if body.ReaderID != nil || body.TopUpID != nil {
+		s.createReaderSession(w, r, body)
 		return
 	}
 	if isProvisionKind(body.Kind) {
@@ -496,10 +496,6 @@ func (s *Server) createSession(w http.ResponseWriter, r *http.Request) {
 	}
 	if body.Kind != "balance" || body.Template != "" || body.KeyVersion != nil || body.Lock || body.Profile != "" || body.Initial != nil || body.RandomID || body.UID != "" || body.Offsets != nil {
 		writeError(w, http.StatusBadRequest, codeInvalid, `kind must be "balance", "issue" or "provision_ntag424" (top-up sessions come with POST /v1/topups); the other fields belong to the provisioning kinds`)
-		return
-	}
-	if body.ReaderID != nil {
-		s.createReaderSession(w, r, *body.ReaderID)
 		return
 	}
 	tk, err := s.o.Service.TenantBalanceTicket(r.Context(), who(r).Tenant)

@@ -160,6 +160,18 @@ func (s *Service) AgentGone(ctx context.Context, r ledger.Reader, conn string) e
 // holding the reader's agent connection claims it from the ledger. A
 // reader without a live agent is ErrReaderOffline, and nothing is created.
 func (s *Service) ReaderBalanceSession(ctx context.Context, tenant, reader string) (ledger.Session, error) {
+	return s.addressed(ctx, tenant, reader, ledger.KindBalance, uuid.Nil)
+}
+
+// ReaderTopUpSession opens a session for tenant's top-up (a credit or a
+// reversal) addressed to the registered reader, under the rules of a new
+// bridge token (TenantTopUpTicket): the top-up must be payable, a failed
+// one returns to pending, and the top-up's unused bridge tokens retire.
+func (s *Service) ReaderTopUpSession(ctx context.Context, tenant, reader string, topUpID uuid.UUID) (ledger.Session, error) {
+	return s.addressed(ctx, tenant, reader, ledger.KindTopUp, topUpID)
+}
+
+func (s *Service) addressed(ctx context.Context, tenant, reader string, kind ledger.SessionKind, topUpID uuid.UUID) (ledger.Session, error) {
 	rs, err := s.readers()
 	if err != nil {
 		return ledger.Session{}, err
@@ -171,14 +183,24 @@ func (s *Service) ReaderBalanceSession(ctx context.Context, tenant, reader strin
 	if !s.ReaderOnline(r) {
 		return ledger.Session{}, fmt.Errorf("reader %s: %w", reader, ErrReaderOffline)
 	}
+	if kind == ledger.KindTopUp {
+		if err := s.readyForSession(ctx, tenant, topUpID); err != nil {
+			return ledger.Session{}, err
+		}
+	}
 	now := s.cfg.Now()
-	sess, err := s.cfg.Ledger.CreateTenantSession(ctx, tenant, ledger.KindBalance, uuid.Nil, now)
+	sess, err := s.cfg.Ledger.CreateTenantSession(ctx, tenant, kind, topUpID, now)
 	if err != nil {
 		return ledger.Session{}, err
 	}
 	if err := rs.AddressSession(ctx, tenant, reader, sess.ID, now, now.Add(s.cfg.TokenTTL)); err != nil {
 		s.Abandon(ctx, sess, CodeInternal)
 		return ledger.Session{}, err
+	}
+	if kind == ledger.KindTopUp {
+		if _, err := s.cfg.Ledger.RevokeTokens(ctx, topUpID, sess.ID, now); err != nil {
+			return ledger.Session{}, fmt.Errorf("revoke earlier tokens: %w", err)
+		}
 	}
 	return sess, nil
 }

@@ -219,12 +219,21 @@ func (s *Service) TopUpTicket(ctx context.Context, id uuid.UUID) (*Ticket, error
 // earlier unused tickets of the top-up stop working. Another tenant's
 // top-up is ErrNotFound.
 func (s *Service) TenantTopUpTicket(ctx context.Context, tenant string, id uuid.UUID) (*Ticket, error) {
-	t, err := s.TenantTopUp(ctx, tenant, id)
-	if err != nil {
+	if err := s.readyForSession(ctx, tenant, id); err != nil {
 		return nil, err
 	}
+	return s.ticket(ctx, tenant, ledger.KindTopUp, id)
+}
+
+// readyForSession checks that tenant's top-up may get a new session (a
+// failed one returns to pending).
+func (s *Service) readyForSession(ctx context.Context, tenant string, id uuid.UUID) error {
+	t, err := s.TenantTopUp(ctx, tenant, id)
+	if err != nil {
+		return err
+	}
 	if t.Resolution != "" {
-		return nil, fmt.Errorf("top-up %s was resolved by an operator: %w", id, ErrNotPayable)
+		return fmt.Errorf("top-up %s was resolved by an operator: %w", id, ErrNotPayable)
 	}
 	switch t.Status {
 	case ledger.StatusPending, ledger.StatusInDoubt, ledger.StatusInProgress:
@@ -233,12 +242,12 @@ func (s *Service) TenantTopUpTicket(ctx context.Context, tenant string, id uuid.
 	case ledger.StatusFailed:
 		now := s.cfg.Now()
 		if _, err := s.cfg.Ledger.Transition(ctx, ledger.Transition{TopUpID: id, From: ledger.StatusFailed, To: ledger.StatusPending, ExpiresAt: now.Add(s.cfg.TopUpTTL), Now: now}); err != nil {
-			return nil, err
+			return err
 		}
 	default:
-		return nil, fmt.Errorf("top-up %s is %s: %w", id, t.Status, ErrNotPayable)
+		return fmt.Errorf("top-up %s is %s: %w", id, t.Status, ErrNotPayable)
 	}
-	return s.ticket(ctx, tenant, ledger.KindTopUp, id)
+	return nil
 }
 
 // BalanceTicket opens a read-only balance lookup session of the default
