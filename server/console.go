@@ -66,6 +66,9 @@ var consoleTmpl = template.Must(template.New("console").Funcs(template.FuncMap{
 	},
 	"unresolved":  func(status string) bool { return status == "in_doubt" || status == "in_progress" },
 	"cancellable": func(status string) bool { return status == "pending" || status == "failed" },
+	"runnable": func(status string) bool {
+		return status == "pending" || status == "failed" || status == "in_doubt" || status == "in_progress"
+	},
 }).ParseFS(consoleFS, "console.html"))
 
 func formatMoney(v int64, cur string) string {
@@ -124,6 +127,7 @@ var notices = map[string]string{
 	"blocked":   "The card is blocked: new top-ups for it are refused.",
 	"unblocked": "The card is unblocked.",
 	"loggedout": "You are logged out.",
+	"reversal":  "Reversal created: run it on the desk reader with the card on it to debit the amount back.",
 }
 
 func (s *Server) consoleRoutes() {
@@ -141,6 +145,7 @@ func (s *Server) consoleRoutes() {
 		"POST /console/topups/{id}/resolve": s.consoleResolve,
 		"POST /console/topups/{id}/cancel":  s.consoleCancel,
 		"POST /console/topups/{id}/reverse": s.consoleReverse,
+		"POST /console/topups/{id}/run":     s.consoleRun,
 		"POST /console/cards/{uid}/block":   s.consoleBlock,
 		"POST /console/cards/{uid}/unblock": s.consoleBlock,
 		"POST /console/cards/{uid}/balance": s.consoleBalance,
@@ -535,6 +540,7 @@ func (s *Server) renderTopUp(w http.ResponseWriter, r *http.Request, p *consoleP
 		return
 	}
 	p.Title, p.TopUp = "Top-up "+v.ID, &v
+	s.fillReaders(r, p)
 	atts, err := s.o.Service.TenantAttempts(r.Context(), who(r).Tenant, id)
 	if err != nil {
 		p.Error = "The attempts could not be loaded."
@@ -650,8 +656,79 @@ func (s *Server) consoleReverse(w http.ResponseWriter, r *http.Request) {
 		s.renderConsole(w, http.StatusBadRequest, "message", p)
 		return
 	}
-	p.Error = "Reversal is not available yet: it needs the card on a reader and a reversal session, which this server does not run."
-	s.renderTopUp(w, r, p, id, http.StatusNotImplemented)
+	a := s.callAPI(r, "POST /v1/topups/{id}/reversal", map[string]string{"id": id.String()}, nil, nil)
+	if a.missing {
+		p.Error = "Reversal is not available on this server yet."
+		s.renderTopUp(w, r, p, id, http.StatusNotImplemented)
+		return
+	}
+	var rv topUpView
+	if !a.ok() || json.Unmarshal(a.body, &rv) != nil {
+		p.Error = "The top-up was not reversed: " + a.message()
+		s.renderTopUp(w, r, p, id, a.status)
+		return
+	}
+	http.Redirect(w, r, "/console/topups/"+url.PathEscape(rv.ID)+"?notice=reversal", http.StatusSeeOther)
+}
+
+// consoleRun runs a top-up (or reversal) on a desk reader: the card on
+// the reader is credited (debited), or an unresolved top-up settles from
+// the card's own log.
+func (s *Server) consoleRun(w http.ResponseWriter, r *http.Request) {
+	p := page(r, "Top-up")
+	id, err := uuid.Parse(r.PathValue("id"))
+	if err != nil {
+		p.Error = "There is no top-up with this id (a top-up id is a UUID)."
+		s.renderConsole(w, http.StatusBadRequest, "message", p)
+		return
+	}
+	reader, ok := pickReader(p, r)
+	if !ok {
+		p.Error = "The top-up was not run: the form has errors."
+		s.renderTopUp(w, r, p, id, http.StatusBadRequest)
+		return
+	}
+	a := s.callAPI(r, "POST /v1/sessions", nil, nil, map[string]any{"kind": "topup", "topup_id": id.String(), "reader_id": reader})
+	if !a.ok() {
+		p.Error = "The top-up was not run: " + a.message()
+		if a.code() == codeReaderOffline {
+			p.Errors["reader"] = "This reader is offline: start its agent, then try again."
+		}
+		s.renderTopUp(w, r, p, id, a.status)
+		return
+	}
+	s.redirectToSession(w, r, p, a, "")
+}
+
+// pickReader validates the reader field of a form.
+func pickReader(p *consolePage, r *http.Request) (string, bool) {
+	reader := r.PostFormValue("reader")
+	p.Form["reader"] = reader
+	switch {
+	case reader == "":
+		p.Errors["reader"] = "Choose the desk reader the card is on."
+	case ledger.ValidateReaderID(reader) != nil:
+		p.Errors["reader"] = "This is not a reader id."
+	}
+	return reader, len(p.Errors) == 0
+}
+
+// redirectToSession sends the browser to the page of the session the API
+// answer created.
+func (s *Server) redirectToSession(w http.ResponseWriter, r *http.Request, p *consolePage, a apiAnswer, card string) {
+	var out struct {
+		SessionID string `json:"session_id"`
+	}
+	if err := json.Unmarshal(a.body, &out); err != nil || out.SessionID == "" {
+		p.Error = "The session started but its id could not be read."
+		s.renderConsole(w, http.StatusInternalServerError, "message", p)
+		return
+	}
+	target := "/console/sessions/" + url.PathEscape(out.SessionID)
+	if card != "" {
+		target += "?card=" + card
+	}
+	http.Redirect(w, r, target, http.StatusSeeOther)
 }
 
 // consoleBlock blocks (…/block) or unblocks (…/unblock) a card through
@@ -698,14 +775,8 @@ func (s *Server) consoleBalance(w http.ResponseWriter, r *http.Request) {
 		s.renderConsole(w, http.StatusBadRequest, "message", p)
 		return
 	}
-	reader := r.PostFormValue("reader")
-	p.Form["reader"] = reader
-	if reader == "" {
-		p.Errors["reader"] = "Choose the desk reader the card is on."
-	} else if ledger.ValidateReaderID(reader) != nil {
-		p.Errors["reader"] = "This is not a reader id."
-	}
-	if len(p.Errors) > 0 {
+	reader, ok := pickReader(p, r)
+	if !ok {
 		p.Error = "The balance was not read: the form has errors."
 		s.renderCard(w, r, p, uid, http.StatusBadRequest)
 		return
@@ -719,13 +790,5 @@ func (s *Server) consoleBalance(w http.ResponseWriter, r *http.Request) {
 		s.renderCard(w, r, p, uid, a.status)
 		return
 	}
-	var out struct {
-		SessionID string `json:"session_id"`
-	}
-	if err := json.Unmarshal(a.body, &out); err != nil {
-		p.Error = "The balance lookup started but its id could not be read."
-		s.renderCard(w, r, p, uid, http.StatusInternalServerError)
-		return
-	}
-	http.Redirect(w, r, "/console/sessions/"+url.PathEscape(out.SessionID)+"?card="+uid, http.StatusSeeOther)
+	s.redirectToSession(w, r, p, a, uid)
 }

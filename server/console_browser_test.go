@@ -82,15 +82,14 @@ func (b *browser) shot(name string) {
 // wrong key first), find a card (a malformed UID first), read its balance
 // and log through a desk reader in agent mode (the reference bridge's
 // agent with a simulated card), resolve an in_doubt top-up (without a
-// reason first), and block the card.
+// reason first), reverse a top-up on the desk reader, and block the card.
 func TestConsoleInChromium(t *testing.T) {
 	h := testserver.New(t, testbackend.Backends()[0], profile.AN12113(), testserver.Options{})
 	deskUID := []byte{0x04, 0xDE, 0x5C, 0x00, 0x11, 0x22, 0x33}
 	desk := h.Card(deskUID, 1000)
 	// An earlier top-up of the desk card, so its log has a record.
-	if _, tok := h.TopUp("console-earlier", 250, ""); tok == "" {
-		t.Fatal("no bridge token")
-	} else if rep, err := h.Bridge(tok, desk, true); err != nil || !rep.Result.OK {
+	earlier, tok := h.TopUp("console-earlier", 250, "")
+	if rep, err := h.Bridge(tok, desk, true); err != nil || !rep.Result.OK {
 		t.Fatalf("earlier top-up: %v %+v", err, rep)
 	}
 	cred := registerReader(t, h, "desk-1")
@@ -185,6 +184,27 @@ func TestConsoleInChromium(t *testing.T) {
 	}
 	b.shot("5-resolved")
 
+	// Reverse the desk card's earlier top-up and run the reversal on the
+	// desk reader: the card gives the 2.50 EUR back, once.
+	b.do("open earlier top-up", chromedp.Navigate(base+"topups/"+earlier), chromedp.WaitVisible(chromedp.ID("reverse")))
+	b.do("reverse", chromedp.Click(chromedp.ID("reverse")), chromedp.WaitVisible(chromedp.ID("run-form")))
+	if got := b.text("#topup-kind"); !strings.HasPrefix(got, "reversal of "+earlier) {
+		t.Fatalf("reversal page shows kind %q", got)
+	}
+	b.do("run reversal", chromedp.SetValue(chromedp.ID("run-reader"), "desk-1"), chromedp.Click(chromedp.ID("run")),
+		chromedp.WaitVisible(chromedp.ID("balance")))
+	if got := b.text("#balance"); got != "10.00 EUR" {
+		t.Fatalf("balance after the reversal shows %q", got)
+	}
+	if rep := <-reports; rep == nil || !rep.Result.OK || *rep.Result.Balance != 1000 {
+		t.Fatalf("the desk reader's agent reports %+v", rep)
+	}
+	b.shot("6-reversed")
+	b.do("open reversal", chromedp.Click(chromedp.ID("session-topup")), chromedp.WaitVisible(chromedp.ID("topup-status")))
+	if got := b.text("#topup-status"); got != "applied" {
+		t.Fatalf("reversal shows %q", got)
+	}
+
 	blockCardStep(t, h, b, base)
 }
 
@@ -200,7 +220,7 @@ func blockCardStep(t *testing.T, h *testserver.Harness, b *browser, base string)
 		if got := b.text("#error"); !strings.Contains(got, "not available on this server yet") {
 			t.Fatalf("block without the hot list shows %q", got)
 		}
-		b.shot("6-block-unavailable")
+		b.shot("7-block-unavailable")
 		return
 	}
 	if got := b.text("#notice"); !strings.Contains(got, "blocked") {
@@ -210,5 +230,5 @@ func blockCardStep(t *testing.T, h *testserver.Harness, b *browser, base string)
 	if code != http.StatusConflict || errCode(out) != "card_blocked" {
 		t.Fatalf("top-up for the blocked card: %d %v", code, out)
 	}
-	b.shot("6-blocked")
+	b.shot("7-blocked")
 }
