@@ -15,7 +15,6 @@ import (
 	"io"
 	"mime"
 	"net/http"
-	"net/http/httptest"
 	"net/url"
 	"strconv"
 	"strings"
@@ -427,10 +426,35 @@ func (s *Server) callAPI(r *http.Request, pattern string, vals map[string]string
 	for k, v := range vals {
 		req.SetPathValue(k, v)
 	}
-	rec := httptest.NewRecorder()
+	rec := &answerRecorder{header: http.Header{}}
 	h(rec, req)
-	s.audit(req, "console: "+pattern, rec.Code)
-	return apiAnswer{status: rec.Code, body: rec.Body.Bytes()}
+	if rec.status == 0 {
+		rec.status = http.StatusOK
+	}
+	s.audit(req, "console: "+pattern, rec.status)
+	return apiAnswer{status: rec.status, body: rec.body.Bytes()}
+}
+
+// answerRecorder keeps an in-process API answer.
+type answerRecorder struct {
+	header http.Header
+	status int
+	body   bytes.Buffer
+}
+
+func (a *answerRecorder) Header() http.Header { return a.header }
+
+func (a *answerRecorder) WriteHeader(code int) {
+	if a.status == 0 {
+		a.status = code
+	}
+}
+
+func (a *answerRecorder) Write(b []byte) (int, error) {
+	if a.status == 0 {
+		a.status = http.StatusOK
+	}
+	return a.body.Write(b)
 }
 
 // getJSON calls a GET route and decodes its answer into v.
