@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"slices"
 	"time"
 
 	"github.com/coder/websocket"
@@ -53,6 +54,8 @@ type sessionBody struct {
 	RandomID bool             `json:"random_id,omitempty"`
 	UID      string           `json:"uid,omitempty"`
 	Offsets  *ntag424.Offsets `json:"offsets,omitempty"`
+	// SUNTemplate registers the provisioned tag under a SUN template.
+	SUNTemplate string `json:"sun_template,omitempty"`
 	// Profile and Initial are the issue request.
 	Profile string `json:"profile,omitempty"`
 	Initial *int32 `json:"initial,omitempty"`
@@ -74,8 +77,8 @@ func (s *Server) provisionParams(ctx context.Context, body sessionBody) ([]byte,
 		ver = byte(*body.KeyVersion)
 	}
 	if body.Kind == provision.KindIssue {
-		if body.Template != "" || body.Lock || body.RandomID || body.UID != "" || body.Offsets != nil {
-			return nil, fmt.Errorf("template, lock, random_id and uid belong to provision_ntag424: %w", provision.ErrInvalid)
+		if body.Template != "" || body.Lock || body.RandomID || body.UID != "" || body.Offsets != nil || body.SUNTemplate != "" {
+			return nil, fmt.Errorf("template, lock, random_id, uid and sun_template belong to provision_ntag424: %w", provision.ErrInvalid)
 		}
 		req := provision.IssueRequest{Profile: body.Profile, KeyVersion: ver}
 		if body.Initial != nil {
@@ -90,7 +93,11 @@ func (s *Server) provisionParams(ctx context.Context, body sessionBody) ([]byte,
 	if body.Profile != "" || body.Initial != nil {
 		return nil, fmt.Errorf("profile and initial belong to issue: %w", provision.ErrInvalid)
 	}
-	req := provision.NTAG424Request{Template: body.Template, Lock: body.Lock, KeyVersion: ver, RandomID: body.RandomID, UID: body.UID, Offsets: body.Offsets}
+	if body.SUNTemplate != "" && !s.hasSUNTemplate(body.SUNTemplate) {
+		return nil, fmt.Errorf("sun_template %q is not a SUN template of this server: %w", sanitize(body.SUNTemplate), provision.ErrInvalid)
+	}
+	req := provision.NTAG424Request{Template: body.Template, Lock: body.Lock, KeyVersion: ver, RandomID: body.RandomID, UID: body.UID,
+		Offsets: body.Offsets, SUNTemplate: body.SUNTemplate}
 	plan, err := provision.PlanNTAG424(ctx, po.Env.Keys, req)
 	if err != nil {
 		return nil, err
@@ -344,4 +351,13 @@ func provisionResultView(r provision.Result) provisionResult {
 		v.KeysChanged = append(v.KeysChanged, int(k))
 	}
 	return v
+}
+
+// hasSUNTemplate reports whether the SUN verifier has a template name and
+// provisioning can register tags for it.
+func (s *Server) hasSUNTemplate(name string) bool {
+	if s.o.SUN.Verifier == nil || s.o.Provision.Env.SUN == nil {
+		return false
+	}
+	return slices.Contains(s.o.SUN.Verifier.Templates(), name)
 }

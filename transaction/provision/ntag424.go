@@ -1,6 +1,7 @@
 package provision
 
 import (
+	"bytes"
 	"context"
 	"encoding/hex"
 	"errors"
@@ -46,6 +47,10 @@ type NTAG424Request struct {
 	// Offsets, when set, move SDM mirrors away from where the template's
 	// placeholders put them (validated: inside the file, no overlap).
 	Offsets *ntag424.Offsets `json:"offsets,omitempty"`
+	// SUNTemplate, when set, registers the finished tag under this SUN
+	// verification template (Env.SUN), so that templates accepting only
+	// registered tags (require_known) accept it.
+	SUNTemplate string `json:"sun_template,omitempty"`
 }
 
 // Plan is a validated request: the NDEF file and the final settings.
@@ -92,8 +97,36 @@ func PlanNTAG424(ctx context.Context, kp keys.Provider, req NTAG424Request) (*Pl
 				return nil, fmt.Errorf("key %d version %d: %w: %w", k, req.KeyVersion, ErrInvalid, err)
 			}
 		}
+		if err := checkMetaReadKey(ctx, kp, l, req.KeyVersion); err != nil {
+			return nil, err
+		}
 	}
 	return &Plan{Req: req, Layout: l}, nil
+}
+
+// checkMetaReadKey refuses a template with encrypted PICC data ({picc})
+// when the key provider diversifies the meta-read key per tag: a verifier
+// must decrypt PICCData before it knows the UID, so no verifier could
+// read the URLs such a tag writes. Two UIDs giving two keys prove it.
+func checkMetaReadKey(ctx context.Context, kp keys.Provider, l *ntag424.Layout, v byte) error {
+	s := l.Settings.SDM
+	if s == nil || s.MetaRead >= ntag424.NumKeys {
+		return nil
+	}
+	ref := keys.Ref{Name: NTAG424KeyName(s.MetaRead), Version: v}
+	a, err := kp.CardKey(ctx, ref, []byte{0x04, 1, 2, 3, 4, 5, 6})
+	if err != nil {
+		return fmt.Errorf("meta-read key %d version %d: %w: %w", s.MetaRead, v, ErrInvalid, err)
+	}
+	b, err := kp.CardKey(ctx, ref, []byte{0x04, 6, 5, 4, 3, 2, 1})
+	if err != nil {
+		return fmt.Errorf("meta-read key %d version %d: %w: %w", s.MetaRead, v, ErrInvalid, err)
+	}
+	if !bytes.Equal(a, b) {
+		return fmt.Errorf("%s version %d is diversified per tag, so no verifier could decrypt the {picc} data it encrypts; "+
+			"give that key file entry \"diversify\": false (or use {uid}{ctr}): %w", NTAG424KeyName(s.MetaRead), v, ErrInvalid)
+	}
+	return nil
 }
 
 // tagKey returns key n at version v of the tag: all zero at the factory
@@ -393,6 +426,16 @@ func (e *Env) NTAG424(ctx context.Context, t desfire.Transport, uid []byte, plan
 			return fmt.Errorf("switch random ID on: %w", err)
 		}
 		res.Created = append(res.Created, "random_id")
+	}
+	if plan.Req.SUNTemplate != "" {
+		if e.SUN == nil {
+			return fmt.Errorf("sun_template %q without a SUN store: %w", plan.Req.SUNTemplate, ErrInvalid)
+		}
+		// Idempotent: a retry after a tear registers again.
+		if err := e.SUN.RegisterSUNTag(ctx, id, plan.Req.SUNTemplate, e.now()); err != nil {
+			return fmt.Errorf("register for SUN: %w", err)
+		}
+		res.Created = append(res.Created, "sun_registration")
 	}
 	if err := L.AdvanceProvision(ctx, id, step, ledger.StepDone, fence, e.now()); err != nil {
 		return err

@@ -370,6 +370,37 @@ func TestBadInput(t *testing.T) {
 	}
 }
 
+// TestDiversifiedMetaReadKeyRefused: a key file whose meta-read key
+// (ntag424.k2) is diversified per tag cannot serve a {picc} template (no
+// verifier could decrypt PICCData before knowing the UID): refused before
+// any card is touched; plain mirrors ({uid}{ctr}) do not use it and pass.
+func TestDiversifiedMetaReadKeyRefused(t *testing.T) {
+	f, err := keys.DevFile(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range f.Keys {
+		if f.Keys[i].Name == keys.NTAG424KeyName(ntag424.KeyMetaRead) {
+			if f.Keys[i].Diversify {
+				t.Fatal("dev file diversifies the meta-read key")
+			}
+			f.Keys[i].Diversify = true
+		}
+	}
+	kp, err := keys.New(f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	_, err = provision.PlanNTAG424(ctx, kp, provision.NTAG424Request{Template: tpl, KeyVersion: 1})
+	if !errors.Is(err, provision.ErrInvalid) || !strings.Contains(err.Error(), "diversified") {
+		t.Fatalf("{picc} with a diversified meta-read key: %v", err)
+	}
+	if _, err := provision.PlanNTAG424(ctx, kp, provision.NTAG424Request{Template: "https://e.com/?u={uid}&c={ctr}&m={mac}", KeyVersion: 1}); err != nil {
+		t.Fatalf("plain mirrors: %v", err)
+	}
+}
+
 // gate blocks the first APDU until released, so a second session can try
 // the same tag while the first holds it.
 type gate struct {

@@ -400,6 +400,9 @@ func TestTemplateValidation(t *testing.T) {
 		"too many version": `{"templates":[{"name":"a","uid_param":"u","ctr_param":"n","mac_param":"c","file_read_key":{"aid":"000001","versions":[1,2,3,4,5]}}]}`,
 		"file too large":   `{"templates":[{"name":"a","uid_param":"u","ctr_param":"n","file_param":"f","file_data_max":4096,"mac_param":"c","file_read_key":{"aid":"000001"}}]}`,
 		"duplicate":        `{"templates":[{"name":"a","uid_param":"u","ctr_param":"n","mac_param":"c","file_read_key":{"aid":"000001"}},{"name":"a","uid_param":"u","ctr_param":"n","mac_param":"c","file_read_key":{"aid":"000001"}}]}`,
+		"name and key_no":  `{"templates":[{"name":"a","uid_param":"u","ctr_param":"n","mac_param":"c","file_read_key":{"name":"ntag424.k1","key_no":1}}]}`,
+		"bad key name":     `{"templates":[{"name":"a","uid_param":"u","ctr_param":"n","mac_param":"c","file_read_key":{"name":"k 1"}}]}`,
+		"no aid no name":   `{"templates":[{"name":"a","uid_param":"u","ctr_param":"n","mac_param":"c","file_read_key":{"key_no":1}}]}`,
 	}
 	for name, raw := range bad {
 		if _, err := sun.ParseTemplates([]byte(raw)); !errors.Is(err, sun.ErrTemplate) {
@@ -448,5 +451,49 @@ func TestExampleTemplates(t *testing.T) {
 	}
 	if len(ts) != 3 || ts[2].Mode != sun.ModeLRP {
 		t.Fatalf("%d templates: %+v", len(ts), ts)
+	}
+}
+
+// TestNamedKeysAndHeldVersions: a template names keys as provisioning
+// stores them (ntag424.k2 and ntag424.k1 at AID 000000) and, listing no
+// versions, tries the versions the key provider holds, newest first: a tag
+// keyed at version 1 and one re-keyed at version 2 both verify.
+func TestNamedKeysAndHeldVersions(t *testing.T) {
+	meta, m1, m2 := "B0B1B2B3B4B5B6B7B8B9BABBBCBDBEBF", "00112233445566778899AABBCCDDEEFF", "FFEEDDCCBBAA99887766554433221100"
+	kp, err := keys.New(keys.File{SystemID: "named", Keys: []keys.Entry{
+		{AID: "000000", Name: "ntag424.k2", Version: 1, Key: meta},
+		{AID: "000000", Name: "ntag424.k1", Version: 1, Key: m1, Diversify: true},
+		{AID: "000000", Name: "ntag424.k1", Version: 2, Key: m2, Diversify: true},
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw := `{"templates":[{"name":"n","picc_param":"p","mac_param":"m","meta_read_key":{"name":"ntag424.k2"},"file_read_key":{"name":"ntag424.k1"}}]}`
+	ts, err := sun.ParseTemplates([]byte(raw))
+	if err != nil {
+		t.Fatal(err)
+	}
+	v, err := sun.NewVerifier(sun.Config{Templates: ts, Keys: kp, Store: store(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	metaKey, _ := hex.DecodeString(meta)
+	for i, ver := range []byte{1, 2} {
+		uid := []byte{0x04, 0x20, 0x21, 0x22, 0x23, 0x24, byte(i)}
+		fk, err := kp.CardKey(ctx, keys.Ref{Name: "ntag424.k1", Version: ver}, uid)
+		if err != nil {
+			t.Fatal(err)
+		}
+		tag := &suntest.Tag{UID: uid, MetaKey: metaKey, FileKey: fk}
+		tpl := ts[0]
+		q, err := tag.Read(&tpl)
+		if err != nil {
+			t.Fatal(err)
+		}
+		res, err := v.Verify(ctx, sun.Request{Template: "n", RawQuery: q})
+		if err != nil || res.Status != sun.Authentic || res.UID != strings.ToUpper(hex.EncodeToString(uid)) {
+			t.Fatalf("key version %d: %+v %v", ver, res, err)
+		}
 	}
 }

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"regexp"
+	"slices"
 	"strings"
 	"time"
 
@@ -57,12 +58,23 @@ func (d Duration) MarshalJSON() ([]byte, error) { return json.Marshal(time.Durat
 // is diversified per tag (AN10922 with the tag's UID) is the key file's
 // setting, as provisioning writes it.
 //
+// Name instead names the key as the key file does: provisioning keeps the
+// NTAG 424 DNA keys as "ntag424.k0" … "ntag424.k4" at AID 000000 (the
+// default AID with a name), so a template verifying tags the relay
+// provisioned names "ntag424.k2" (meta read) and "ntag424.k1" (file
+// read); key_no is then not given.
+//
+// Versions omitted: every version the key provider holds of the key,
+// newest first (at most MaxKeyVersions), or version 0 when the provider
+// cannot list versions.
+//
 // Derivation "sdm-backend" instead takes the key file's entry (not
 // diversified there) as the master key of nfc-developer/sdm-backend's
 // scheme and derives the tag's key from it (meta-read: key 1,
 // undiversified; file-read: per UID and key number).
 type KeyRef struct {
-	AID        string `json:"aid"`
+	AID        string `json:"aid,omitempty"`
+	Name       string `json:"name,omitempty"`
 	KeyNo      byte   `json:"key_no"`
 	Versions   []byte `json:"versions,omitempty"`
 	Derivation string `json:"derivation,omitempty"`
@@ -71,28 +83,57 @@ type KeyRef struct {
 // DerivationSDMBackend selects the sdm-backend key derivation.
 const DerivationSDMBackend = "sdm-backend"
 
-func (k KeyRef) refs() ([]keys.Ref, error) {
-	b, err := hex.DecodeString(k.AID)
+// keyName is what a named key may be called (as in key files).
+var keyName = regexp.MustCompile(`^[A-Za-z0-9_.-]{1,64}$`)
+
+// ref returns the key reference without its version.
+func (k KeyRef) ref() (keys.Ref, error) {
+	aid := k.AID
+	if aid == "" && k.Name != "" {
+		aid = "000000"
+	}
+	b, err := hex.DecodeString(aid)
 	if err != nil || len(b) != 3 {
-		return nil, fmt.Errorf("aid %q must be 6 hex digits: %w", k.AID, ErrTemplate)
+		return keys.Ref{}, fmt.Errorf("aid %q must be 6 hex digits: %w", k.AID, ErrTemplate)
+	}
+	if k.Name != "" && (!keyName.MatchString(k.Name) || k.KeyNo != 0) {
+		return keys.Ref{}, fmt.Errorf("key name %q (with key_no %d): give a name or a key number: %w", k.Name, k.KeyNo, ErrTemplate)
 	}
 	if k.KeyNo > 4 {
-		return nil, fmt.Errorf("key number %d above 4: %w", k.KeyNo, ErrTemplate)
+		return keys.Ref{}, fmt.Errorf("key number %d above 4: %w", k.KeyNo, ErrTemplate)
 	}
 	if k.Derivation != "" && k.Derivation != DerivationSDMBackend {
-		return nil, fmt.Errorf("derivation %q: %w", k.Derivation, ErrTemplate)
+		return keys.Ref{}, fmt.Errorf("derivation %q: %w", k.Derivation, ErrTemplate)
+	}
+	return keys.Ref{AID: uint32(b[0])<<16 | uint32(b[1])<<8 | uint32(b[2]), KeyNo: k.KeyNo, Name: k.Name}, nil
+}
+
+// refs returns the references to try, newest version first; kp, when it
+// lists versions, supplies them for a KeyRef without Versions.
+func (k KeyRef) refs(kp keys.Provider) ([]keys.Ref, error) {
+	base, err := k.ref()
+	if err != nil {
+		return nil, err
 	}
 	vs := k.Versions
+	if len(vs) == 0 {
+		if v, ok := kp.(keys.Versioner); ok {
+			held := v.Versions(base)
+			slices.Reverse(held)
+			vs = held[:min(len(held), MaxKeyVersions)]
+		}
+	}
 	if len(vs) == 0 {
 		vs = []byte{0}
 	}
 	if len(vs) > MaxKeyVersions {
 		return nil, fmt.Errorf("%d key versions (at most %d): %w", len(vs), MaxKeyVersions, ErrTemplate)
 	}
-	aid := uint32(b[0])<<16 | uint32(b[1])<<8 | uint32(b[2])
 	out := make([]keys.Ref, 0, len(vs))
 	for _, v := range vs {
-		out = append(out, keys.Ref{AID: aid, KeyNo: k.KeyNo, Version: v})
+		r := base
+		r.Version = v
+		out = append(out, r)
 	}
 	return out, nil
 }
@@ -154,8 +195,11 @@ type Template struct {
 
 var paramName = regexp.MustCompile(`^[A-Za-z0-9_.-]{1,32}$`)
 
-// Validate checks the template and prepares its key references.
-func (t *Template) Validate() error {
+// Validate checks the template and prepares its key references (version
+// 0 where a KeyRef lists none; NewVerifier asks the key provider).
+func (t *Template) Validate() error { return t.validate(nil) }
+
+func (t *Template) validate(kp keys.Provider) error {
 	if !paramName.MatchString(t.Name) {
 		return fmt.Errorf("template name %q: %w", t.Name, ErrTemplate)
 	}
@@ -197,7 +241,7 @@ func (t *Template) Validate() error {
 			return fmt.Errorf("template %s: picc_param needs meta_read_key: %w", t.Name, ErrTemplate)
 		}
 		var err error
-		if t.metaRefs, err = t.MetaReadKey.refs(); err != nil {
+		if t.metaRefs, err = t.MetaReadKey.refs(kp); err != nil {
 			return fmt.Errorf("template %s: meta_read_key: %w", t.Name, err)
 		}
 		if t.MetaReadKey.Derivation == DerivationSDMBackend && t.MetaReadKey.KeyNo != 1 {
@@ -205,7 +249,7 @@ func (t *Template) Validate() error {
 		}
 	}
 	var err error
-	if t.fileRefs, err = t.FileReadKey.refs(); err != nil {
+	if t.fileRefs, err = t.FileReadKey.refs(kp); err != nil {
 		return fmt.Errorf("template %s: file_read_key: %w", t.Name, err)
 	}
 	if t.Tamper != nil {

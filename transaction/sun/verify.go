@@ -101,7 +101,7 @@ func NewVerifier(cfg Config) (*Verifier, error) {
 	v := &Verifier{cfg: cfg, templates: map[string]*Template{}}
 	for i := range cfg.Templates {
 		t := cfg.Templates[i]
-		if err := t.Validate(); err != nil {
+		if err := t.validate(cfg.Keys); err != nil {
 			return nil, err
 		}
 		if _, dup := v.templates[t.Name]; dup {

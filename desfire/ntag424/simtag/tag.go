@@ -516,3 +516,30 @@ func (t *Tag) mirror(out []byte, s *desfire.SDMSettings) error {
 	putHex(out, s.MACOffset, mac)
 	return nil
 }
+
+// PhoneRead is a phone tapping the tag: it presents the tag again, selects
+// the NDEF application and file, reads the NDEF file with ISOReadBinary
+// and returns the URL the phone would open (with the SDM mirrors the tag
+// filled in and its read counter one higher).
+func (t *Tag) PhoneRead(ctx context.Context) (string, error) {
+	if err := t.Tap(); err != nil {
+		return "", err
+	}
+	for _, a := range [][]byte{ntag424.SelectAppAPDU(), ntag424.SelectFileAPDU(ntag424.FIDNDEF)} {
+		r, err := t.Transmit(ctx, a)
+		if err != nil {
+			return "", err
+		}
+		if !bytes.Equal(r, sw(0x9000)) {
+			return "", fmt.Errorf("simtag: select answered %X: %w", r, desfire.ErrPermissionDenied)
+		}
+	}
+	r, err := t.Transmit(ctx, ntag424.ReadBinaryAPDU(0, 0))
+	if err != nil {
+		return "", err
+	}
+	if len(r) < 2 || !bytes.Equal(r[len(r)-2:], sw(0x9000)) {
+		return "", fmt.Errorf("simtag: read binary answered %X: %w", r, desfire.ErrPermissionDenied)
+	}
+	return ntag424.URL(r[:len(r)-2])
+}

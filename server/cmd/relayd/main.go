@@ -382,6 +382,8 @@ func loadKeys(cfg config.Config, profiles profile.Set, log *zap.Logger) (*keys.S
 				return nil, err
 			}
 			log.Warn("GENERATED DEVELOPMENT KEYS — for testing only, refused in production mode", zap.String("file", path))
+		} else if err := migrateDevKeys(path, log); err != nil {
+			return nil, err
 		}
 	}
 	kp, err := keys.LoadFile(path)
@@ -392,6 +394,27 @@ func loadKeys(cfg config.Config, profiles profile.Set, log *zap.Logger) (*keys.S
 		log.Warn("USING DEVELOPMENT KEYS — not for real cards", zap.String("file", path))
 	}
 	return kp, nil
+}
+
+// migrateDevKeys adds the NTAG 424 DNA master keys to a generated
+// development key file written before provisioning existed (it has none
+// of ntag424.k0..k4), so provision_ntag424 sessions work without deleting
+// the file (which would lose the DESFire keys of cards issued with it).
+// Files that are not development keys are never rewritten.
+func migrateDevKeys(path string, log *zap.Logger) error {
+	f, err := keys.ReadFile(path)
+	if err != nil || !f.Dev {
+		return err
+	}
+	n, err := keys.AddNTAG424DevKeys(&f, nil)
+	if err != nil || n == 0 {
+		return err
+	}
+	if err := keys.WriteFile(path, f); err != nil {
+		return fmt.Errorf("add NTAG 424 DNA keys to %s: %w", path, err)
+	}
+	log.Warn("added NTAG 424 DNA development keys to the development key file", zap.String("file", path), zap.Int("keys", n))
+	return nil
 }
 
 // devAPIKeyFile holds the development API key in the data directory.

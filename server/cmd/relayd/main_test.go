@@ -281,3 +281,55 @@ func TestDefaultsAgree(t *testing.T) {
 		t.Fatalf("max-sessions default %d in config, %d in server", got, server.DefaultMaxSessions)
 	}
 }
+
+// TestOldDevKeysGetNTAG424Keys: a development key file generated before
+// provisioning existed (no ntag424.k0..k4) gets them on start, keeping
+// every key it had; a second start changes nothing.
+func TestOldDevKeysGetNTAG424Keys(t *testing.T) {
+	cfg := config.Default()
+	cfg.DataDir = filepath.Join(t.TempDir(), "data")
+	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(cfg.DataDir, "dev-keys.json")
+	f, err := keys.DevFile(nil, 0x014499)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var old keys.File = f
+	old.Keys = nil
+	for _, e := range f.Keys {
+		if !strings.HasPrefix(e.Name, "ntag424.") {
+			old.Keys = append(old.Keys, e)
+		}
+	}
+	if err := keys.WriteFile(path, old); err != nil {
+		t.Fatal(err)
+	}
+	a, err := build(context.Background(), cfg, zap.NewNop())
+	if err != nil {
+		t.Fatal(err)
+	}
+	a.close()
+	got, err := keys.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got.Keys) != len(old.Keys)+keys.NTAG424Keys {
+		t.Fatalf("%d keys after migration, want %d", len(got.Keys), len(old.Keys)+keys.NTAG424Keys)
+	}
+	for i, e := range old.Keys {
+		if got.Keys[i] != e {
+			t.Fatalf("key %d changed: %v", i, got.Keys[i].Name)
+		}
+	}
+	a, err = build(context.Background(), cfg, zap.NewNop())
+	if err != nil {
+		t.Fatal(err)
+	}
+	a.close()
+	again, _ := keys.ReadFile(path)
+	if len(again.Keys) != len(got.Keys) || again.Keys[len(again.Keys)-1] != got.Keys[len(got.Keys)-1] {
+		t.Fatal("second start rewrote the keys")
+	}
+}

@@ -1,0 +1,207 @@
+package server_test
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/desfire-relay/relay/desfire/ntag424/simtag"
+	"github.com/desfire-relay/relay/internal/testbackend"
+	"github.com/desfire-relay/relay/internal/testcard"
+	"github.com/desfire-relay/relay/internal/testserver"
+	"github.com/desfire-relay/relay/server"
+	"github.com/desfire-relay/relay/transaction"
+	"github.com/desfire-relay/relay/transaction/keys"
+	"github.com/desfire-relay/relay/transaction/ledger"
+	"github.com/desfire-relay/relay/transaction/profile"
+	"github.com/desfire-relay/relay/transaction/provision"
+	"github.com/desfire-relay/relay/transaction/sun"
+)
+
+// Keys of the two tenants of the provisioning + SUN harness.
+const (
+	tenantAKey = "tenant-a-operator-key-0123456789"
+	tenantBKey = "tenant-b-operator-key-0123456789"
+)
+
+// provSUNTemplates verify what provisioning writes: the keys named as the
+// key file names them (ntag424.k2 meta read, ntag424.k1 file read), the
+// versions the key provider holds.
+func provSUNTemplates() []sun.Template {
+	return []sun.Template{
+		{Name: "prov", PICCParam: "p", MACParam: "m",
+			MetaReadKey: &sun.KeyRef{Name: keys.NTAG424KeyName(2)}, FileReadKey: sun.KeyRef{Name: keys.NTAG424KeyName(1)}},
+		{Name: "provenc", PICCParam: "p", FileParam: "e", MACParam: "m", MACInputFrom: "e",
+			MetaReadKey: &sun.KeyRef{Name: keys.NTAG424KeyName(2)}, FileReadKey: sun.KeyRef{Name: keys.NTAG424KeyName(1)}},
+		{Name: "provplain", UIDParam: "u", CtrParam: "c", MACParam: "m", RequireKnown: true,
+			FileReadKey: sun.KeyRef{Name: keys.NTAG424KeyName(1)}},
+	}
+}
+
+// provSUNHarness serves provisioning sessions and the SUN endpoint over
+// one ledger, with two tenants.
+type provSUNHarness struct {
+	t   *testing.T
+	url string
+	kp  keys.Provider
+}
+
+func newProvSUNHarness(t *testing.T, b testbackend.Backend) *provSUNHarness {
+	t.Helper()
+	p := profile.AN12113()
+	l, lk := b.Open(t)
+	kp, _ := testcard.Keys(t, p)
+	m := server.NewMetrics()
+	svc, err := transaction.New(transaction.Config{Ledger: l, Locker: lk, Keys: kp, Profiles: profile.Set{p.Name: p}, Profile: p.Name, LockTTL: 2 * time.Second, Metrics: m})
+	if err != nil {
+		t.Fatal(err)
+	}
+	st := l.(ledger.SUNStore)
+	v, err := sun.NewVerifier(sun.Config{Templates: provSUNTemplates(), Keys: kp, Store: st})
+	if err != nil {
+		t.Fatal(err)
+	}
+	env := &provision.Env{Ledger: l.(ledger.ProvisionLedger), Keys: kp, Locker: lk, SUN: st}
+	srv := server.New(server.Options{Service: svc, ExchangeTimeout: 2 * time.Second, SessionTimeout: 10 * time.Second, Metrics: m,
+		APIKeys: []server.APIKey{
+			{ID: "a", Tenant: "tenant-a", Digest: sha256.Sum256([]byte(tenantAKey))},
+			{ID: "b", Tenant: "tenant-b", Digest: sha256.Sum256([]byte(tenantBKey))},
+		},
+		Limits:    testserver.NoLimits(),
+		SUN:       server.SUNOptions{Verifier: v, Store: st, PerClient: 1000, ClientBurst: 1000},
+		Provision: &server.ProvisionOptions{Env: env, Sessions: l.(ledger.ProvisionSessions), Profiles: profile.Set{p.Name: p}}})
+	hs := httptest.NewServer(srv.Handler())
+	t.Cleanup(hs.Close)
+	return &provSUNHarness{t: t, url: hs.URL, kp: kp}
+}
+
+// api calls the operator API with an API key and decodes the answer.
+func (h *provSUNHarness) api(key, method, path string, body any) (int, map[string]any) {
+	h.t.Helper()
+	var r io.Reader
+	if body != nil {
+		b, _ := json.Marshal(body)
+		r = bytes.NewReader(b)
+	}
+	req, _ := http.NewRequest(method, h.url+path, r)
+	req.Header.Set("Authorization", "Bearer "+key)
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var out map[string]any
+	decodeJSON(resp, &out)
+	return resp.StatusCode, out
+}
+
+// provision runs a provision_ntag424 session for tenant key over the real
+// WebSocket with the Go bridge, and returns the session id.
+func (h *provSUNHarness) provision(key string, tag *simtag.Tag, body map[string]any) string {
+	h.t.Helper()
+	body["kind"] = provision.KindNTAG424
+	code, out := h.api(key, "POST", "/v1/sessions", body)
+	if code != http.StatusCreated {
+		h.t.Fatalf("create session: %d %v", code, out)
+	}
+	ph := &provHarness{harness: &harness{t: h.t, http: &httptest.Server{URL: h.url}}}
+	rep, err := ph.run(out["bridge_token"].(string), tag, true)
+	if err != nil || !rep.Result.OK {
+		h.t.Fatalf("provision over the relay: %+v %v", rep, err)
+	}
+	return out["session_id"].(string)
+}
+
+// verify submits the query of a URL a phone opened to GET /v1/sun/{tpl}.
+func (h *provSUNHarness) verify(tpl, tagURL string) (int, map[string]any) {
+	h.t.Helper()
+	u, err := url.Parse(tagURL)
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	sh := &sunHarness{url: h.url}
+	return sh.get(h.t, "/v1/sun/"+tpl+"?"+u.RawQuery, nil)
+}
+
+// TestProvisionedTagVerifies: a factory NTAG 424 DNA provisioned through
+// the relay (real WebSocket, Go bridge) writes URLs that GET /v1/sun
+// accepts with the keys provisioning wrote: authentic once, replayed when
+// submitted again, invalid with one MAC digit changed; the next tap is
+// authentic again. Templates with encrypted PICC data, with encrypted
+// file data, and with plain mirrors of a registered tag.
+func TestProvisionedTagVerifies(t *testing.T) {
+	cases := []struct{ name, tpl, url string }{
+		{"picc", "prov", "https://sun.example.com/v1/sun/prov?p={picc}&m={mac}"},
+		{"enc", "provenc", "https://sun.example.com/v1/sun/provenc?p={picc}&e={enc}&m={mac}"},
+		{"plain", "provplain", "https://sun.example.com/v1/sun/provplain?u={uid}&c={ctr}&m={mac}"},
+	}
+	for _, b := range testbackend.Backends() {
+		t.Run(b.Name, func(t *testing.T) {
+			h := newProvSUNHarness(t, b)
+			ctx := context.Background()
+			for _, c := range cases {
+				t.Run(c.name, func(t *testing.T) {
+					tag, err := simtag.New(simtag.Options{})
+					if err != nil {
+						t.Fatal(err)
+					}
+					body := map[string]any{"template": c.url, "lock": true}
+					if c.tpl == "provplain" {
+						body["sun_template"] = c.tpl
+					}
+					h.provision(tenantAKey, tag, body)
+					first, err := tag.PhoneRead(ctx)
+					if err != nil {
+						t.Fatal(err)
+					}
+					code, res := h.verify(c.tpl, first)
+					uid := strings.ToUpper(hex.EncodeToString(tag.UID()))
+					if code != http.StatusOK || res["status"] != string(sun.Authentic) || res["uid"] != uid || res["counter"] != 1.0 {
+						t.Fatalf("first read %s: %d %v", first, code, res)
+					}
+					if code, res = h.verify(c.tpl, first); code != http.StatusOK || res["status"] != string(sun.Replayed) {
+						t.Fatalf("same URL again: %d %v", code, res)
+					}
+					second, err := tag.PhoneRead(ctx)
+					if err != nil {
+						t.Fatal(err)
+					}
+					if code, res = h.verify(c.tpl, flipMACDigit(t, second)); code != http.StatusOK || res["status"] != string(sun.Invalid) {
+						t.Fatalf("tampered MAC: %d %v", code, res)
+					}
+					if code, res = h.verify(c.tpl, second); code != http.StatusOK || res["status"] != string(sun.Authentic) || res["counter"] != 2.0 {
+						t.Fatalf("second read: %d %v", code, res)
+					}
+					if c.tpl == "provenc" && res["file_data"] != strings.Repeat("30", 16) {
+						t.Fatalf("file data %v", res["file_data"])
+					}
+				})
+			}
+		})
+	}
+}
+
+// flipMACDigit changes the last hex digit of the m parameter.
+func flipMACDigit(t *testing.T, u string) string {
+	t.Helper()
+	i := strings.LastIndex(u, "m=")
+	if i < 0 || len(u) < i+2+16 {
+		t.Fatalf("no MAC in %s", u)
+	}
+	last := u[len(u)-1]
+	repl := byte('0')
+	if last == '0' {
+		repl = '1'
+	}
+	return u[:len(u)-1] + string(repl)
+}
