@@ -51,9 +51,10 @@ type sessionBody struct {
 	KeyVersion *int   `json:"key_version,omitempty"`
 	Lock       bool   `json:"lock,omitempty"`
 	// RandomID and UID are provision_ntag424 options.
-	RandomID bool             `json:"random_id,omitempty"`
-	UID      string           `json:"uid,omitempty"`
-	Offsets  *ntag424.Offsets `json:"offsets,omitempty"`
+	RandomID  bool             `json:"random_id,omitempty"`
+	TagTamper bool             `json:"tag_tamper,omitempty"`
+	UID       string           `json:"uid,omitempty"`
+	Offsets   *ntag424.Offsets `json:"offsets,omitempty"`
 	// SUNTemplate registers the provisioned tag under a SUN template.
 	SUNTemplate string `json:"sun_template,omitempty"`
 	// Profile and Initial are the issue request.
@@ -77,8 +78,8 @@ func (s *Server) provisionParams(ctx context.Context, body sessionBody) ([]byte,
 		ver = byte(*body.KeyVersion)
 	}
 	if body.Kind == provision.KindIssue {
-		if body.Template != "" || body.Lock || body.RandomID || body.UID != "" || body.Offsets != nil || body.SUNTemplate != "" {
-			return nil, fmt.Errorf("template, lock, random_id, uid and sun_template belong to provision_ntag424: %w", provision.ErrInvalid)
+		if body.Template != "" || body.Lock || body.RandomID || body.UID != "" || body.Offsets != nil || body.SUNTemplate != "" || body.TagTamper {
+			return nil, fmt.Errorf("template, lock, random_id, tag_tamper, uid and sun_template belong to provision_ntag424: %w", provision.ErrInvalid)
 		}
 		req := provision.IssueRequest{Profile: body.Profile, KeyVersion: ver}
 		if body.Initial != nil {
@@ -97,7 +98,7 @@ func (s *Server) provisionParams(ctx context.Context, body sessionBody) ([]byte,
 		return nil, fmt.Errorf("sun_template %q is not a SUN template of this server: %w", sanitize(body.SUNTemplate), provision.ErrInvalid)
 	}
 	req := provision.NTAG424Request{Template: body.Template, Lock: body.Lock, KeyVersion: ver, RandomID: body.RandomID, UID: body.UID,
-		Offsets: body.Offsets, SUNTemplate: body.SUNTemplate}
+		TagTamper: body.TagTamper, Offsets: body.Offsets, SUNTemplate: body.SUNTemplate}
 	plan, err := provision.PlanNTAG424(ctx, po.Env.Keys, req)
 	if err != nil {
 		return nil, err

@@ -33,6 +33,8 @@ const (
 	tenantBKey = "tenant-b-operator-key-0123456789"
 )
 
+var zeroOffset = 0
+
 // provSUNTemplates verify what provisioning writes: the keys named as the
 // key file names them (ntag424.k2 meta read, ntag424.k1 file read), the
 // versions the key provider holds.
@@ -41,6 +43,8 @@ func provSUNTemplates() []sun.Template {
 		{Name: "prov", PICCParam: "p", MACParam: "m",
 			MetaReadKey: &sun.KeyRef{Name: keys.NTAG424KeyName(2)}, FileReadKey: sun.KeyRef{Name: keys.NTAG424KeyName(1)}},
 		{Name: "provenc", PICCParam: "p", FileParam: "e", MACParam: "m", MACInputFrom: "e",
+			MetaReadKey: &sun.KeyRef{Name: keys.NTAG424KeyName(2)}, FileReadKey: sun.KeyRef{Name: keys.NTAG424KeyName(1)}},
+		{Name: "provtt", PICCParam: "p", FileParam: "e", MACParam: "m", MACInputFrom: "e", Tamper: &sun.Tamper{FileOffset: &zeroOffset},
 			MetaReadKey: &sun.KeyRef{Name: keys.NTAG424KeyName(2)}, FileReadKey: sun.KeyRef{Name: keys.NTAG424KeyName(1)}},
 		{Name: "provplain", UIDParam: "u", CtrParam: "c", MACParam: "m", RequireKnown: true,
 			FileReadKey: sun.KeyRef{Name: keys.NTAG424KeyName(1)}},
@@ -204,4 +208,61 @@ func flipMACDigit(t *testing.T, u string) string {
 		repl = '1'
 	}
 	return u[:len(u)-1] + string(repl)
+}
+
+// TestProvisionedTagTamper: an NTAG 424 DNA TagTamper provisioned with
+// tag_tamper through the relay mirrors its tamper status inside the
+// encrypted file data: closed loop → authentic "CC"; wire cut → tampered
+// "OO"; loop closed again → still tampered ("OC": the permanent status
+// remembers). A flipped MAC digit stays invalid.
+func TestProvisionedTagTamper(t *testing.T) {
+	h := newProvSUNHarness(t, testbackend.Backends()[0])
+	ctx := context.Background()
+	tag, err := simtag.New(simtag.Options{TagTamper: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.provision(tenantAKey, tag, map[string]any{"template": "https://sun.example.com/v1/sun/provtt?p={picc}&e={enc}&m={mac}", "tag_tamper": true, "lock": true})
+	steps := []struct {
+		act    func()
+		status sun.Status
+		tamper string
+	}{
+		{func() {}, sun.Authentic, "CC"},
+		{tag.OpenLoop, sun.Tampered, "OO"},
+		{tag.CloseLoop, sun.Tampered, "OC"},
+	}
+	for i, s := range steps {
+		s.act()
+		u, err := tag.PhoneRead(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if code, res := h.verify("provtt", flipMACDigit(t, u)); code != http.StatusOK || res["status"] != string(sun.Invalid) {
+			t.Fatalf("step %d, flipped MAC: %d %v", i, code, res)
+		}
+		code, res := h.verify("provtt", u)
+		if code != http.StatusOK || res["status"] != string(s.status) || res["tamper_status"] != s.tamper {
+			t.Fatalf("step %d: %d %v, want %s %s", i, code, res, s.status, s.tamper)
+		}
+	}
+	// A plain NTAG 424 DNA cannot take tag_tamper: the session ends with
+	// card_error and the tag keeps its factory keys.
+	plain, err := simtag.New(simtag.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	code, out := h.api(tenantAKey, "POST", "/v1/sessions", map[string]any{"kind": provision.KindNTAG424,
+		"template": "https://sun.example.com/v1/sun/provtt?p={picc}&e={enc}&m={mac}", "tag_tamper": true})
+	if code != http.StatusCreated {
+		t.Fatalf("create: %d %v", code, out)
+	}
+	ph := &provHarness{harness: &harness{t: t, http: &httptest.Server{URL: h.url}}}
+	rep, _ := ph.run(out["bridge_token"].(string), plain, true)
+	if rep == nil || rep.Result.OK || rep.Result.Error == nil || rep.Result.Error.Code != "card_error" {
+		t.Fatalf("plain tag with tag_tamper: %+v", rep)
+	}
+	if _, v := plain.Key(0); v != 0 {
+		t.Fatalf("plain tag key 0 at version %d", v)
+	}
 }

@@ -40,6 +40,12 @@ type NTAG424Request struct {
 	// RandomID switches the tag's random ID on (SetConfiguration,
 	// permanent): afterwards a reader sees a fresh 4-byte ID per tap.
 	RandomID bool `json:"random_id,omitempty"`
+	// TagTamper switches tamper detection on (SetConfiguration option 07,
+	// NTAG 424 DNA TagTamper only; GetTTStatus right key 0). The tag then
+	// mirrors its tamper status into the encrypted file data, so the
+	// template needs {enc}: only there does the SDMMAC cover it; a SUN
+	// template reads it with tamper.file_offset 0.
+	TagTamper bool `json:"tag_tamper,omitempty"`
 	// UID (hex, 7 bytes) names the tag when its reader shows a random ID:
 	// the per-tag keys derive from the real UID, which GetCardUID then
 	// proves. Needed to resume a tag whose random ID is already on.
@@ -81,6 +87,9 @@ func PlanNTAG424(ctx context.Context, kp keys.Provider, req NTAG424Request) (*Pl
 		if err := l.Override(*req.Offsets); err != nil {
 			return nil, fmt.Errorf("%w: %w", ErrInvalid, err)
 		}
+	}
+	if req.TagTamper && (l.Settings.SDM == nil || l.Settings.SDM.Options&ntag424.SDMEncFileData == 0) {
+		return nil, fmt.Errorf("tag_tamper needs {enc} in the template: the tamper status is authenticated only inside the encrypted file data: %w", ErrInvalid)
 	}
 	if req.UID != "" {
 		if b, err := hex.DecodeString(req.UID); err != nil || len(b) != 7 {
@@ -317,6 +326,17 @@ func (e *Env) NTAG424(ctx context.Context, t desfire.Transport, uid []byte, plan
 				return fmt.Errorf("confirm key %d: %w", k, err)
 			}
 		}
+	}
+
+	// TagTamper before any key or file is written: a plain NTAG 424 DNA
+	// refuses option 07 (card_error) and stays as it was. The answer is
+	// MACed, so success is the tag's word; a retry sets it again.
+	if plan.Req.TagTamper {
+		cfg := []byte{ntag424.TTEnable, 0}
+		if _, err := card.Exec(ctx, ntag424.SetConfigurationCmd(ntag424.ConfigTagTamper, cfg)); err != nil {
+			return fmt.Errorf("switch tag tamper on (is this an NTAG 424 DNA TagTamper?): %w", err)
+		}
+		res.Created = append(res.Created, "tag_tamper")
 	}
 
 	// 5. Write ahead, then one batch.

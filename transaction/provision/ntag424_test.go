@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -618,5 +619,35 @@ func TestCodes(t *testing.T) {
 	}
 	if provision.Code(nil) != "" {
 		t.Error("nil error has a code")
+	}
+}
+
+// TestTagTamper: tag_tamper switches detection on a TagTamper tag (its
+// status then rides in the encrypted file data, checked in the server's
+// end-to-end test); on a plain NTAG 424 DNA it is refused with the tag's
+// status (card_error) before any key or file is written; a template
+// without {enc} is refused up front.
+func TestTagTamper(t *testing.T) {
+	ctx := context.Background()
+	if _, err := provision.PlanNTAG424(ctx, nil, provision.NTAG424Request{Template: "https://e.com/?p={picc}&m={mac}", KeyVersion: 1, TagTamper: true}); !errors.Is(err, provision.ErrInvalid) {
+		t.Fatalf("tag_tamper without {enc}: %v", err)
+	}
+	f := newFixture(t, provision.NTAG424Request{TagTamper: true})
+	plain := newTag(t)
+	changes := plain.Changes()
+	res := f.run(plain, plain.UID())
+	if res.OK || res.Code != transaction.CodeCardError || !strings.Contains(res.Message, "TagTamper") || plain.Changes() != changes {
+		t.Fatalf("plain tag: %+v (changes %d → %d)", res, changes, plain.Changes())
+	}
+	if _, v := plain.Key(0); v != 0 {
+		t.Fatalf("plain tag key 0 at version %d", v)
+	}
+	tt, err := simtag.New(simtag.Options{TagTamper: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	res = f.run(tt, tt.UID())
+	if !res.OK || !tt.TagTamperEnabled() || !slices.Contains(res.Created, "tag_tamper") {
+		t.Fatalf("TagTamper tag: %+v enabled=%v", res, tt.TagTamperEnabled())
 	}
 }

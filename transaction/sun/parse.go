@@ -158,6 +158,10 @@ func Parse(t *Template, raw string) (*Message, error) {
 			return nil, inputErr(CodeParamOrder, t.MACInputFrom, "must come before %q, where the tag wrote it", t.MACParam)
 		}
 		m.MACInput = []byte(raw[from:to])
+		if tp := tamperParam(t); tp != "" && (got[tp].start < from || got[tp].start > to) {
+			// Outside the MAC input anyone could rewrite "OO" to "CC".
+			return nil, inputErr(CodeParamOrder, tp, "must lie between %q and %q, where the SDMMAC covers it", t.MACInputFrom, t.MACParam)
+		}
 	}
 	return m, nil
 }

@@ -388,21 +388,22 @@ func TestTemplateValidation(t *testing.T) {
 		t.Fatalf("good file: %+v %v", ts, err)
 	}
 	bad := map[string]string{
-		"unknown field":    `{"templates":[{"name":"a","x":1}]}`,
-		"no mac":           `{"templates":[{"name":"a","picc_param":"e","meta_read_key":{"aid":"000001"},"file_read_key":{"aid":"000001"}}]}`,
-		"both mirrors":     `{"templates":[{"name":"a","picc_param":"e","uid_param":"u","ctr_param":"n","mac_param":"c","meta_read_key":{"aid":"000001"},"file_read_key":{"aid":"000001"}}]}`,
-		"no meta key":      `{"templates":[{"name":"a","picc_param":"e","mac_param":"c","file_read_key":{"aid":"000001"}}]}`,
-		"param twice":      `{"templates":[{"name":"a","picc_param":"e","mac_param":"e","meta_read_key":{"aid":"000001"},"file_read_key":{"aid":"000001"}}]}`,
-		"bad aid":          `{"templates":[{"name":"a","uid_param":"u","ctr_param":"n","mac_param":"c","file_read_key":{"aid":"01"}}]}`,
-		"bad mode":         `{"templates":[{"name":"a","mode":"des","uid_param":"u","ctr_param":"n","mac_param":"c","file_read_key":{"aid":"000001"}}]}`,
-		"bad name":         `{"templates":[{"name":"a/b","uid_param":"u","ctr_param":"n","mac_param":"c","file_read_key":{"aid":"000001"}}]}`,
-		"input not param":  `{"templates":[{"name":"a","uid_param":"u","ctr_param":"n","mac_param":"c","mac_input_from":"z","file_read_key":{"aid":"000001"}}]}`,
-		"too many version": `{"templates":[{"name":"a","uid_param":"u","ctr_param":"n","mac_param":"c","file_read_key":{"aid":"000001","versions":[1,2,3,4,5]}}]}`,
-		"file too large":   `{"templates":[{"name":"a","uid_param":"u","ctr_param":"n","file_param":"f","file_data_max":4096,"mac_param":"c","file_read_key":{"aid":"000001"}}]}`,
-		"duplicate":        `{"templates":[{"name":"a","uid_param":"u","ctr_param":"n","mac_param":"c","file_read_key":{"aid":"000001"}},{"name":"a","uid_param":"u","ctr_param":"n","mac_param":"c","file_read_key":{"aid":"000001"}}]}`,
-		"name and key_no":  `{"templates":[{"name":"a","uid_param":"u","ctr_param":"n","mac_param":"c","file_read_key":{"name":"ntag424.k1","key_no":1}}]}`,
-		"bad key name":     `{"templates":[{"name":"a","uid_param":"u","ctr_param":"n","mac_param":"c","file_read_key":{"name":"k 1"}}]}`,
-		"no aid no name":   `{"templates":[{"name":"a","uid_param":"u","ctr_param":"n","mac_param":"c","file_read_key":{"key_no":1}}]}`,
+		"unknown field":         `{"templates":[{"name":"a","x":1}]}`,
+		"no mac":                `{"templates":[{"name":"a","picc_param":"e","meta_read_key":{"aid":"000001"},"file_read_key":{"aid":"000001"}}]}`,
+		"both mirrors":          `{"templates":[{"name":"a","picc_param":"e","uid_param":"u","ctr_param":"n","mac_param":"c","meta_read_key":{"aid":"000001"},"file_read_key":{"aid":"000001"}}]}`,
+		"no meta key":           `{"templates":[{"name":"a","picc_param":"e","mac_param":"c","file_read_key":{"aid":"000001"}}]}`,
+		"param twice":           `{"templates":[{"name":"a","picc_param":"e","mac_param":"e","meta_read_key":{"aid":"000001"},"file_read_key":{"aid":"000001"}}]}`,
+		"bad aid":               `{"templates":[{"name":"a","uid_param":"u","ctr_param":"n","mac_param":"c","file_read_key":{"aid":"01"}}]}`,
+		"bad mode":              `{"templates":[{"name":"a","mode":"des","uid_param":"u","ctr_param":"n","mac_param":"c","file_read_key":{"aid":"000001"}}]}`,
+		"bad name":              `{"templates":[{"name":"a/b","uid_param":"u","ctr_param":"n","mac_param":"c","file_read_key":{"aid":"000001"}}]}`,
+		"input not param":       `{"templates":[{"name":"a","uid_param":"u","ctr_param":"n","mac_param":"c","mac_input_from":"z","file_read_key":{"aid":"000001"}}]}`,
+		"too many version":      `{"templates":[{"name":"a","uid_param":"u","ctr_param":"n","mac_param":"c","file_read_key":{"aid":"000001","versions":[1,2,3,4,5]}}]}`,
+		"file too large":        `{"templates":[{"name":"a","uid_param":"u","ctr_param":"n","file_param":"f","file_data_max":4096,"mac_param":"c","file_read_key":{"aid":"000001"}}]}`,
+		"duplicate":             `{"templates":[{"name":"a","uid_param":"u","ctr_param":"n","mac_param":"c","file_read_key":{"aid":"000001"}},{"name":"a","uid_param":"u","ctr_param":"n","mac_param":"c","file_read_key":{"aid":"000001"}}]}`,
+		"tamper param unsigned": `{"templates":[{"name":"a","uid_param":"u","ctr_param":"n","mac_param":"c","tamper":{"param":"tt"},"file_read_key":{"aid":"000001"}}]}`,
+		"name and key_no":       `{"templates":[{"name":"a","uid_param":"u","ctr_param":"n","mac_param":"c","file_read_key":{"name":"ntag424.k1","key_no":1}}]}`,
+		"bad key name":          `{"templates":[{"name":"a","uid_param":"u","ctr_param":"n","mac_param":"c","file_read_key":{"name":"k 1"}}]}`,
+		"no aid no name":        `{"templates":[{"name":"a","uid_param":"u","ctr_param":"n","mac_param":"c","file_read_key":{"key_no":1}}]}`,
 	}
 	for name, raw := range bad {
 		if _, err := sun.ParseTemplates([]byte(raw)); !errors.Is(err, sun.ErrTemplate) {
@@ -495,5 +496,23 @@ func TestNamedKeysAndHeldVersions(t *testing.T) {
 		if err != nil || res.Status != sun.Authentic || res.UID != strings.ToUpper(hex.EncodeToString(uid)) {
 			t.Fatalf("key version %d: %+v %v", ver, res, err)
 		}
+	}
+}
+
+// TestTamperParamOutsideMAC: a plain tamper status must sit inside the
+// MAC input; one after the MAC (which anyone could rewrite) is a 400.
+func TestTamperParamOutsideMAC(t *testing.T) {
+	tpl := &sun.Template{Name: "tt", UIDParam: "uid", CtrParam: "ctr", MACParam: "cmac", MACInputFrom: "uid",
+		FileReadKey: sun.KeyRef{AID: "000001", KeyNo: 2}, Tamper: &sun.Tamper{Param: "tt"}}
+	if err := tpl.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := sun.Parse(tpl, "uid=041E3C8A2D6B80&ctr=000006&tt=CC&cmac=4B00064004B0B3D3"); err != nil {
+		t.Fatalf("inside: %v", err)
+	}
+	_, err := sun.Parse(tpl, "uid=041E3C8A2D6B80&ctr=000006&cmac=4B00064004B0B3D3&tt=CC")
+	var ie *sun.InputError
+	if !errors.As(err, &ie) || ie.Code != sun.CodeParamOrder {
+		t.Fatalf("after the MAC: %v", err)
 	}
 }

@@ -140,8 +140,11 @@ func (k KeyRef) refs(kp keys.Provider) ([]keys.Ref, error) {
 
 // Tamper says where a TagTamper tag mirrors its status: two ASCII
 // characters (permanent, current; 'C' closed, 'O' open, 'I' invalid, 'N'
-// not enabled), either at FileOffset in the decrypted file data or as the
-// plain parameter Param.
+// not enabled), either at FileOffset in the decrypted file data (0 for
+// tags provisioned here with tag_tamper) or as the plain parameter
+// Param, which must lie inside the MAC input (mac_input_from before it):
+// a status the SDMMAC does not cover could be rewritten from open to
+// closed by anyone.
 type Tamper struct {
 	Param      string `json:"param,omitempty"`
 	FileOffset *int   `json:"file_offset,omitempty"`
@@ -255,6 +258,9 @@ func (t *Template) validate(kp keys.Provider) error {
 	if t.Tamper != nil {
 		if (t.Tamper.Param == "") == (t.Tamper.FileOffset == nil) {
 			return fmt.Errorf("template %s: tamper needs param or file_offset: %w", t.Name, ErrTemplate)
+		}
+		if t.Tamper.Param != "" && t.MACInputFrom == "" {
+			return fmt.Errorf("template %s: a tamper param needs mac_input_from (the SDMMAC must cover it): %w", t.Name, ErrTemplate)
 		}
 		if t.Tamper.FileOffset != nil && (t.FileParam == "" || *t.Tamper.FileOffset < 0 || *t.Tamper.FileOffset+2 > t.FileDataMax) {
 			return fmt.Errorf("template %s: tamper file_offset outside the file data: %w", t.Name, ErrTemplate)
