@@ -11,6 +11,7 @@ import (
 	"io"
 	"net/http"
 	"slices"
+	"strconv"
 	"time"
 
 	"github.com/coder/websocket"
@@ -130,6 +131,7 @@ func (s *Server) runProvision(ctx context.Context, ps ledger.ProvisionSession, t
 		if err := json.Unmarshal(ps.Params, &req); err != nil {
 			return fail(fmt.Errorf("stored request: %w", err))
 		}
+		req.Tenant = ps.Tenant
 		plan, err := provision.PlanNTAG424(ctx, po.Env.Keys, req)
 		if err != nil {
 			return fail(err)
@@ -172,7 +174,7 @@ func (s *Server) createProvisionSession(w http.ResponseWriter, r *http.Request, 
 	}
 	now := time.Now()
 	sum := sha256.Sum256([]byte(tok))
-	ps, err := po.Sessions.CreateProvisionSession(r.Context(), body.Kind, params, sum[:], now.Add(ttl), now)
+	ps, err := po.Sessions.CreateProvisionSession(r.Context(), who(r).Tenant, body.Kind, params, sum[:], now.Add(ttl), now)
 	if err != nil {
 		s.apiError(w, r, err)
 		return
@@ -200,20 +202,83 @@ func (s *Server) getProvisionSession(w http.ResponseWriter, r *http.Request, id 
 		return false
 	}
 	ps, err := po.Sessions.GetProvisionSession(r.Context(), id)
-	if errors.Is(err, ledger.ErrNotFound) {
+	if errors.Is(err, ledger.ErrNotFound) || (err == nil && ps.Tenant != who(r).Tenant) {
+		// Another tenant's session does not exist for this key.
 		return false
 	}
 	if err != nil {
 		s.apiError(w, r, err)
 		return true
 	}
+	writeJSON(w, http.StatusOK, viewProvisionSession(ps))
+	return true
+}
+
+func viewProvisionSession(ps ledger.ProvisionSession) provisionSessionView {
 	v := provisionSessionView{ID: ps.ID.String(), Kind: ps.Kind, Status: ps.Status, CardUID: ps.CardUID, ErrCode: ps.ErrorCode,
 		Created: ps.CreatedAt.UTC(), Ended: ps.EndedAt}
 	if len(ps.Result) > 0 {
 		v.Result = ps.Result
 	}
-	writeJSON(w, http.StatusOK, v)
-	return true
+	return v
+}
+
+// provisionSessionList is GET /v1/provisioning/sessions: the caller's
+// tenant's sessions, newest first; next_before pages on.
+type provisionSessionList struct {
+	Sessions   []provisionSessionView `json:"sessions"`
+	NextBefore *time.Time             `json:"next_before,omitempty"`
+}
+
+// listProvisionSessions answers GET /v1/provisioning/sessions?status=&kind=&before=&limit=
+// for operators: their tenant's provisioning sessions with outcome,
+// card UID, error code and exchange counts (in result).
+func (s *Server) listProvisionSessions(w http.ResponseWriter, r *http.Request) {
+	po := s.o.Provision
+	if po == nil || po.Sessions == nil {
+		writeError(w, http.StatusNotFound, codeNotFound, "provisioning is not configured on this server")
+		return
+	}
+	q := r.URL.Query()
+	f := ledger.ProvisionSessionFilter{Status: q.Get("status"), Kind: q.Get("kind")}
+	if v := q.Get("limit"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 || n > ledger.MaxProvisionSessionPage {
+			writeError(w, http.StatusBadRequest, codeInvalid, fmt.Sprintf("limit must be 1..%d", ledger.MaxProvisionSessionPage))
+			return
+		}
+		f.Limit = n
+	}
+	if v := q.Get("before"); v != "" {
+		t, err := time.Parse(time.RFC3339Nano, v)
+		if err != nil {
+			writeError(w, http.StatusBadRequest, codeInvalid, "before must be an RFC 3339 time")
+			return
+		}
+		f.Before = t
+	}
+	list, err := po.Sessions.ListProvisionSessions(r.Context(), who(r).Tenant, f)
+	if errors.Is(err, ledger.ErrInvalid) {
+		writeError(w, http.StatusBadRequest, codeInvalid, sanitize(err.Error()))
+		return
+	}
+	if err != nil {
+		s.apiError(w, r, err)
+		return
+	}
+	out := provisionSessionList{Sessions: make([]provisionSessionView, 0, len(list))}
+	for _, ps := range list {
+		out.Sessions = append(out.Sessions, viewProvisionSession(ps))
+	}
+	limit := f.Limit
+	if limit == 0 {
+		limit = 100
+	}
+	if len(list) == limit {
+		next := list[len(list)-1].CreatedAt.UTC()
+		out.NextBefore = &next
+	}
+	writeJSON(w, http.StatusOK, out)
 }
 
 // provisionBridge serves a bridge whose token the top-up path refused,
@@ -241,6 +306,7 @@ func (s *Server) provisionBridge(w http.ResponseWriter, r *http.Request, token s
 		return true
 	}
 	finish := func(ctx context.Context, res provision.Result) {
+		s.metrics.SessionOutcome(ps.Kind, res.Code)
 		out, _ := json.Marshal(provisionResultView(res))
 		wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 		defer cancel()

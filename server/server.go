@@ -150,7 +150,7 @@ func Routes() []string {
 		"POST /v1/topups", "GET /v1/topups", "GET /v1/topups/{id}", "POST /v1/topups/{id}/bridge-tokens",
 		"POST /v1/topups/{id}/resolve",
 		"POST /v1/sessions", "GET /v1/sessions/{id}", "GET /v1/cards/{uid}/topups",
-		"GET /v1/sun/{template}", "GET /v1/tags/{uid}",
+		"GET /v1/sun/{template}", "GET /v1/tags/{uid}", "GET /v1/provisioning/sessions",
 		"GET /v1/bridge", "GET /healthz", "GET /readyz",
 	}
 }
@@ -171,6 +171,7 @@ func (s *Server) routes() {
 		"GET /v1/sessions/{id}":              s.getSession,
 		"GET /v1/cards/{uid}/topups":         s.cardTopUps,
 		"GET /v1/tags/{uid}":                 s.sun().tag,
+		"GET /v1/provisioning/sessions":      s.listProvisionSessions,
 	}
 	s.mux.HandleFunc("GET /v1/sun/{template}", s.sun().verify)
 	for pattern, h := range api {

@@ -300,7 +300,9 @@ func maskTag(uid string) string {
 var tagUID = regexp.MustCompile(`^[0-9A-Fa-f]{14}$`)
 
 // tag answers GET /v1/tags/{uid} for operators: the tag's last counter,
-// counts, clone flag and latest signals.
+// counts, clone flag and latest signals. A tag belongs to the tenant that
+// provisioned it, or to the tenant of the template it was first verified
+// through; for every other tenant it is 404.
 func (h *sunHandler) tag(w http.ResponseWriter, r *http.Request) {
 	if h.o.Store == nil {
 		writeError(w, http.StatusServiceUnavailable, codeSUNDisabled, "SUN verification is not configured")
@@ -312,6 +314,10 @@ func (h *sunHandler) tag(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	t, err := h.o.Store.SUNTag(r.Context(), strings.ToUpper(uid))
+	if err == nil && t.Tenant != who(r).Tenant {
+		// Another tenant's tag does not exist for this key.
+		err = ledger.ErrNotFound
+	}
 	if errors.Is(err, ledger.ErrNotFound) {
 		writeError(w, http.StatusNotFound, codeNotFound, "no such tag")
 		return

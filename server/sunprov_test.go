@@ -40,7 +40,7 @@ var zeroOffset = 0
 // versions the key provider holds.
 func provSUNTemplates() []sun.Template {
 	return []sun.Template{
-		{Name: "prov", PICCParam: "p", MACParam: "m",
+		{Name: "prov", PICCParam: "p", MACParam: "m", Tenant: "tenant-a",
 			MetaReadKey: &sun.KeyRef{Name: keys.NTAG424KeyName(2)}, FileReadKey: sun.KeyRef{Name: keys.NTAG424KeyName(1)}},
 		{Name: "provenc", PICCParam: "p", FileParam: "e", MACParam: "m", MACInputFrom: "e",
 			MetaReadKey: &sun.KeyRef{Name: keys.NTAG424KeyName(2)}, FileReadKey: sun.KeyRef{Name: keys.NTAG424KeyName(1)}},
@@ -264,5 +264,67 @@ func TestProvisionedTagTamper(t *testing.T) {
 	}
 	if _, v := plain.Key(0); v != 0 {
 		t.Fatalf("plain tag key 0 at version %d", v)
+	}
+}
+
+// TestProvisioningAndTagsPerTenant: provisioning sessions and SUN tags
+// belong to a tenant. Another tenant's key gets 404 for the session, the
+// tag (registered by provisioning, or first seen through a tenant's
+// template) and does not see the session in its list.
+func TestProvisioningAndTagsPerTenant(t *testing.T) {
+	h := newProvSUNHarness(t, testbackend.Backends()[0])
+	ctx := context.Background()
+	registered, err := simtag.New(simtag.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sid := h.provision(tenantAKey, registered, map[string]any{"template": "https://sun.example.com/v1/sun/provplain?u={uid}&c={ctr}&m={mac}", "sun_template": "provplain"})
+	seen, err := simtag.New(simtag.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.provision(tenantBKey, seen, map[string]any{"template": "https://sun.example.com/v1/sun/prov?p={picc}&m={mac}"})
+	u, err := seen.PhoneRead(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if code, res := h.verify("prov", u); code != http.StatusOK || res["status"] != string(sun.Authentic) {
+		t.Fatalf("verify: %d %v", code, res)
+	}
+	uidOf := func(tag *simtag.Tag) string { return strings.ToUpper(hex.EncodeToString(tag.UID())) }
+	cases := []struct {
+		name, path string
+		owner      string
+	}{
+		{"provisioning session", "/v1/sessions/" + sid, tenantAKey},
+		{"registered tag", "/v1/tags/" + uidOf(registered), tenantAKey},
+		// Provisioned by tenant B, but first verified through tenant A's
+		// template: the template's tenant owns what it sees first.
+		{"tag seen through a template", "/v1/tags/" + uidOf(seen), tenantAKey},
+	}
+	for _, c := range cases {
+		other := tenantBKey
+		if c.owner == tenantBKey {
+			other = tenantAKey
+		}
+		if code, body := h.api(c.owner, "GET", c.path, nil); code != http.StatusOK {
+			t.Fatalf("%s, owner: %d %v", c.name, code, body)
+		}
+		if code, body := h.api(other, "GET", c.path, nil); code != http.StatusNotFound || errCode(body) != "not_found" {
+			t.Fatalf("%s, other tenant: %d %v, want 404", c.name, code, body)
+		}
+	}
+	code, list := h.api(tenantAKey, "GET", "/v1/provisioning/sessions", nil)
+	if code != http.StatusOK || len(list["sessions"].([]any)) != 1 || list["sessions"].([]any)[0].(map[string]any)["id"] != sid {
+		t.Fatalf("tenant A's list: %d %v", code, list)
+	}
+	code, list = h.api(tenantBKey, "GET", "/v1/provisioning/sessions?status=ok&kind=provision_ntag424", nil)
+	if code != http.StatusOK || len(list["sessions"].([]any)) != 1 || list["sessions"].([]any)[0].(map[string]any)["id"] == sid {
+		t.Fatalf("tenant B's list: %d %v", code, list)
+	}
+	for _, q := range []string{"?status=weird", "?limit=0", "?limit=501", "?before=yesterday"} {
+		if code, body := h.api(tenantAKey, "GET", "/v1/provisioning/sessions"+q, nil); code != http.StatusBadRequest {
+			t.Fatalf("%s: %d %v", q, code, body)
+		}
 	}
 }

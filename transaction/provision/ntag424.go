@@ -57,6 +57,10 @@ type NTAG424Request struct {
 	// verification template (Env.SUN), so that templates accepting only
 	// registered tags (require_known) accept it.
 	SUNTemplate string `json:"sun_template,omitempty"`
+	// Tenant registers the tag for SUN as this tenant's (the session's
+	// tenant, set by the server when it runs the session; default
+	// tenant when empty).
+	Tenant string `json:"-"`
 }
 
 // Plan is a validated request: the NDEF file and the final settings.
@@ -452,7 +456,11 @@ func (e *Env) NTAG424(ctx context.Context, t desfire.Transport, uid []byte, plan
 			return fmt.Errorf("sun_template %q without a SUN store: %w", plan.Req.SUNTemplate, ErrInvalid)
 		}
 		// Idempotent: a retry after a tear registers again.
-		if err := e.SUN.RegisterSUNTag(ctx, id, plan.Req.SUNTemplate, e.now()); err != nil {
+		tenant := plan.Req.Tenant
+		if tenant == "" {
+			tenant = ledger.DefaultTenant
+		}
+		if err := e.SUN.RegisterSUNTag(ctx, id, plan.Req.SUNTemplate, tenant, e.now()); err != nil {
 			return fmt.Errorf("register for SUN: %w", err)
 		}
 		res.Created = append(res.Created, "sun_registration")

@@ -312,7 +312,7 @@ func TestUnknownTag(t *testing.T) {
 	if _, err := st.SUNTag(context.Background(), "04DE5F1EACC040"); !errors.Is(err, ledger.ErrNotFound) {
 		t.Fatalf("unknown tag stored: %v", err)
 	}
-	if err := st.RegisterSUNTag(context.Background(), "04DE5F1EACC040", "known", base); err != nil {
+	if err := st.RegisterSUNTag(context.Background(), "04DE5F1EACC040", "known", "default", base); err != nil {
 		t.Fatal(err)
 	}
 	if res, err := v.Verify(context.Background(), sun.Request{Template: "known", RawQuery: q}); err != nil || res.Status != sun.Authentic {

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/desfire-relay/relay/transaction/keys"
+	"github.com/desfire-relay/relay/transaction/ledger"
 )
 
 // Modes of secure dynamic messaging.
@@ -180,8 +181,12 @@ type Template struct {
 	// Tamper, if set, reads TagTamper status.
 	Tamper *Tamper `json:"tamper,omitempty"`
 	// RequireKnown answers unknown_tag for tags not registered in the
-	// ledger (provisioning registers them).
+	// ledger (provisioning registers them, with sun_template).
 	RequireKnown bool `json:"require_known,omitempty"`
+	// Tenant owns the tags first seen through this template (their
+	// GET /v1/tags/{uid} answers only its API keys); default tenant when
+	// empty. A registered tag keeps the tenant that provisioned it.
+	Tenant string `json:"tenant,omitempty"`
 	// MaxCounterGap, if not 0, raises a counter_jump signal when a counter
 	// is more than this above the last accepted one.
 	MaxCounterGap uint32 `json:"max_counter_gap,omitempty"`
@@ -264,6 +269,11 @@ func (t *Template) validate(kp keys.Provider) error {
 		}
 		if t.Tamper.FileOffset != nil && (t.FileParam == "" || *t.Tamper.FileOffset < 0 || *t.Tamper.FileOffset+2 > t.FileDataMax) {
 			return fmt.Errorf("template %s: tamper file_offset outside the file data: %w", t.Name, ErrTemplate)
+		}
+	}
+	if t.Tenant != "" {
+		if err := ledger.ValidateTenant(t.Tenant); err != nil {
+			return fmt.Errorf("template %s: %w: %w", t.Name, err, ErrTemplate)
 		}
 	}
 	if t.MaxAge < 0 || t.TravelWindow < 0 {

@@ -178,7 +178,7 @@ func (v *Verifier) Verify(ctx context.Context, req Request) (Result, error) {
 	}
 	now := v.cfg.Now()
 	mac := strings.ToUpper(hex.EncodeToString(m.MAC))
-	rec, err := v.cfg.Store.RecordSUN(ctx, ledger.SUNCheck{UID: uid, Template: t.Name, Counter: ctr, MAC: mac,
+	rec, err := v.cfg.Store.RecordSUN(ctx, ledger.SUNCheck{UID: uid, Template: t.Name, Tenant: t.Tenant, Counter: ctr, MAC: mac,
 		Region: req.Region, At: now, RequireKnown: t.RequireKnown})
 	if err != nil {
 		return Result{}, fmt.Errorf("template %s: %w", t.Name, err)
