@@ -186,7 +186,8 @@ func (e *Env) ProvisionNTAG424(ctx context.Context, t desfire.Transport, uid []b
 //
 //  1. the ledger record is read or created; a tag recorded as done is
 //     refused;
-//  2. ISO SELECT of the NDEF application by name;
+//  2. ISO SELECT of the NDEF application by name, in the same exchange
+//     as step 3's first command over a batching bridge;
 //  3. AuthenticateEV2First with key 0 at the pending version first, then
 //     the recorded one: success proves which one the tag holds;
 //  4. one batch: GetCardUID (Full: proves the UID), GetKeyVersion 1..4
@@ -225,15 +226,15 @@ func (e *Env) NTAG424(ctx context.Context, t desfire.Transport, uid []byte, plan
 	}
 	res.Resumed = !fresh
 	target := plan.Req.KeyVersion
+	// 2. Select (a forgeable 9000: proves nothing), folded into the first
+	// exchange with the authentication when the bridge batches; on its
+	// own round trip otherwise.
 	exchanges := 0
-	card := desfire.NewCard(t)
-	defer func() { res.Exchanges = exchanges + card.RoundTrips() }()
-
-	// 2. Select (a forgeable 9000: proves nothing).
-	exchanges++
-	if err := ntag424.SelectApp(ctx, t); err != nil {
-		return err
+	if _, ok := t.(desfire.Batcher); !ok {
+		exchanges++
 	}
+	card := desfire.NewCard(ntag424.SelectFirst(t))
+	defer func() { res.Exchanges = exchanges + card.RoundTrips() }()
 
 	// 3. Key 0: the pending version first, then the recorded one.
 	k0 := rec.Keys[0]

@@ -224,12 +224,15 @@ func (t *Template) validate(kp keys.Provider) error {
 	if t.FileDataMax < 0 || t.FileDataMax > MaxFileData || t.FileDataMax%16 != 0 {
 		return fmt.Errorf("template %s: file_data_max %d: %w", t.Name, t.FileDataMax, ErrTemplate)
 	}
+	if err := t.checkShared(); err != nil {
+		return err
+	}
 	seen := map[string]bool{}
 	for _, p := range []string{t.PICCParam, t.UIDParam, t.CtrParam, t.FileParam, t.MACParam, tamperParam(t)} {
 		if p == "" {
 			continue
 		}
-		if !paramName.MatchString(p) || seen[p] {
+		if !paramName.MatchString(p) || (seen[p] && !t.shared(p)) {
 			return fmt.Errorf("template %s: parameter %q invalid or used twice: %w", t.Name, p, ErrTemplate)
 		}
 		seen[p] = true
@@ -278,6 +281,33 @@ func (t *Template) validate(kp keys.Provider) error {
 	}
 	if t.MaxAge < 0 || t.TravelWindow < 0 {
 		return fmt.Errorf("template %s: negative duration: %w", t.Name, ErrTemplate)
+	}
+	return nil
+}
+
+// shared reports whether p is a parameter that carries the SDMMAC
+// concatenated to the data before it (see checkShared).
+func (t *Template) shared(p string) bool {
+	return p == t.MACParam && (p == t.FileParam || p == t.PICCParam)
+}
+
+// checkShared allows the shapes where the tag writes the SDMMAC straight
+// after the data it follows, with no "&name=" between them:
+//
+//   - file_param = mac_param: <enc file data><mac> (sdm-backend with an
+//     empty SDMMAC parameter name);
+//   - picc_param = file_param = mac_param: <picc><enc file data><mac>
+//     (sdm-backend's "bulk" parameter);
+//   - picc_param = mac_param, no file_param: <picc><mac>.
+//
+// No other parameter may share a name.
+func (t *Template) checkShared() error {
+	p, f, m := t.PICCParam, t.FileParam, t.MACParam
+	switch {
+	case p != "" && p == f && f != m:
+		return fmt.Errorf("template %s: picc_param and file_param share %q without the MAC: %w", t.Name, p, ErrTemplate)
+	case p != "" && p == m && f != "" && f != m:
+		return fmt.Errorf("template %s: the MAC shares picc_param %q but file_param %q comes between them: %w", t.Name, p, f, ErrTemplate)
 	}
 	return nil
 }
