@@ -273,7 +273,8 @@ func sunOptions(cfg config.Config, kp keys.Provider, l ledger.Ledger) (server.SU
 	if !ok {
 		return server.SUNOptions{}, fmt.Errorf("ledger %T keeps no SUN state", l)
 	}
-	o := server.SUNOptions{Store: st, RegionHeader: cfg.SUNRegionHeader, ClientIPHeader: cfg.SUNClientIPHeader}
+	o := server.SUNOptions{Store: st, RegionHeader: cfg.SUNRegionHeader, ClientIPHeader: cfg.SUNClientIPHeader,
+		TravelByNetwork: cfg.SUNTravelByNetwork}
 	if cfg.SUNTemplatesFile == "" {
 		return o, nil
 	}
