@@ -132,12 +132,51 @@ func (s *Server) runProvision(ctx context.Context, ps ledger.ProvisionSession, t
 			return fail(fmt.Errorf("stored request: %w", err))
 		}
 		req.Tenant = ps.Tenant
+		if req.UID == "" && ntag424.IsRandomID(uid) {
+			req.UID = s.randomIDCandidate(ctx, ps.Tenant)
+		}
 		plan, err := provision.PlanNTAG424(ctx, po.Env.Keys, req)
 		if err != nil {
 			return fail(err)
 		}
 		return po.Env.ProvisionNTAG424(ctx, t, uid, plan)
 	}
+}
+
+// randomIDCandidate finds the UID of a tag that shows a random ID when
+// the request names none: the one tag of this tenant whose provisioning
+// failed after its files were written with random_id requested (a tear
+// around the SetConfiguration that switched the random ID on, the last
+// step), among the tenant's latest failed sessions. It returns "" when
+// there is not exactly one such tag; the session then asks for the UID.
+// The candidate is only a guess: the script proves it by authenticating
+// with that tag's key 0 and reading its UID under the session, and a
+// wrong guess writes nothing (card_error).
+func (s *Server) randomIDCandidate(ctx context.Context, tenant string) string {
+	po := s.o.Provision
+	list, err := po.Sessions.ListProvisionSessions(ctx, tenant, ledger.ProvisionSessionFilter{Status: "failed", Kind: provision.KindNTAG424, Limit: 50})
+	if err != nil {
+		s.log.Warn("random ID: list failed sessions", zap.Error(err))
+		return ""
+	}
+	found := map[string]bool{}
+	for _, ps := range list {
+		var req provision.NTAG424Request
+		if ps.CardUID == "" || found[ps.CardUID] || json.Unmarshal(ps.Params, &req) != nil || !req.RandomID {
+			continue
+		}
+		rec, err := po.Env.Ledger.GetProvision(ctx, ps.CardUID)
+		if err == nil && rec.Kind == ledger.ProvisionNTAG424 && rec.Step == ledger.StepFiles {
+			found[ps.CardUID] = true
+		}
+	}
+	if len(found) != 1 {
+		return ""
+	}
+	for u := range found {
+		return u
+	}
+	return ""
 }
 
 // createProvisionSession validates the request (every bad template,

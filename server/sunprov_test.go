@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/desfire-relay/relay/desfire/ntag424"
 	"github.com/desfire-relay/relay/desfire/ntag424/simtag"
 	"github.com/desfire-relay/relay/internal/testbackend"
 	"github.com/desfire-relay/relay/internal/testcard"
@@ -326,5 +327,73 @@ func TestProvisioningAndTagsPerTenant(t *testing.T) {
 		if code, body := h.api(tenantAKey, "GET", "/v1/provisioning/sessions"+q, nil); code != http.StatusBadRequest {
 			t.Fatalf("%s: %d %v", q, code, body)
 		}
+	}
+}
+
+// TestRandomIDResumeWithoutUID: a tag torn at the SetConfiguration that
+// switched its random ID on (the last step) shows a random ID on the next
+// tap. A new session of the same tenant that names no UID finds it (the
+// one tag of the tenant's failed random-ID sessions left at step files),
+// proves it by authenticating with that tag's key 0, and completes.
+// Another tenant's session does not find it and asks for the UID.
+func TestRandomIDResumeWithoutUID(t *testing.T) {
+	h := newProvSUNHarness(t, testbackend.Backends()[0])
+	body := func() map[string]any {
+		return map[string]any{"template": "https://sun.example.com/v1/sun/prov?p={picc}&m={mac}", "random_id": true}
+	}
+	probe, err := simtag.New(simtag.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.provision(tenantAKey, probe, body())
+	total := probe.APDUs()
+
+	tag, err := simtag.New(simtag.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tag.TearAt(total - 1)
+	ph := &provHarness{harness: &harness{t: t, http: &httptest.Server{URL: h.url}}}
+	run := func(key string) *provision.Result {
+		t.Helper()
+		b := body()
+		b["kind"] = provision.KindNTAG424
+		code, out := h.api(key, "POST", "/v1/sessions", b)
+		if code != http.StatusCreated {
+			t.Fatalf("create: %d %v", code, out)
+		}
+		rep, _ := ph.run(out["bridge_token"].(string), tag, true)
+		if rep == nil {
+			t.Fatalf("no result: %+v", rep)
+		}
+		_, view := h.api(key, "GET", "/v1/sessions/"+out["session_id"].(string), nil)
+		res := &provision.Result{OK: rep.Result.OK, CardUID: rep.Result.CardUID}
+		if rep.Result.Error != nil {
+			res.Code = rep.Result.Error.Code
+		}
+		t.Logf("session: %v", view["result"])
+		return res
+	}
+	if res := run(tenantAKey); res.OK {
+		t.Fatalf("torn session succeeded: %+v", res)
+	}
+	_ = tag.Tap()
+	if !ntag424.IsRandomID(tag.AnticollisionUID()) {
+		t.Fatal("random ID not on after the tear")
+	}
+	if res := run(tenantBKey); res.OK || res.Code != provision.CodeInvalid {
+		t.Fatalf("other tenant, no UID: %+v", res)
+	}
+	_ = tag.Tap()
+	res := run(tenantAKey)
+	if !res.OK || res.CardUID != strings.ToUpper(hex.EncodeToString(tag.UID())) {
+		t.Fatalf("resume without UID: %+v", res)
+	}
+	u, err := tag.PhoneRead(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if code, v := h.verify("prov", u); code != http.StatusOK || v["status"] != string(sun.Authentic) {
+		t.Fatalf("verify: %d %v", code, v)
 	}
 }

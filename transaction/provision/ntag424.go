@@ -48,7 +48,9 @@ type NTAG424Request struct {
 	TagTamper bool `json:"tag_tamper,omitempty"`
 	// UID (hex, 7 bytes) names the tag when its reader shows a random ID:
 	// the per-tag keys derive from the real UID, which GetCardUID then
-	// proves. Needed to resume a tag whose random ID is already on.
+	// proves. Needed to resume a tag whose random ID is already on, unless
+	// the server finds it (the one tag of the tenant's failed random-ID
+	// sessions left at step files; server randomIDCandidate).
 	UID string `json:"uid,omitempty"`
 	// Offsets, when set, move SDM mirrors away from where the template's
 	// placeholders put them (validated: inside the file, no overlap).
