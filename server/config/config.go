@@ -88,6 +88,9 @@ type Config struct {
 	LockTTL Duration `json:"lock_ttl"`
 	// MaxSessions bounds concurrently open bridge sessions.
 	MaxSessions int `json:"max_sessions"`
+	// WebhooksFile lists the webhook endpoints (mode 0600: it holds their
+	// signing secrets); set, it turns the ledger's outbox on.
+	WebhooksFile string `json:"webhooks_file"`
 	// APIKeysFile lists API keys with their tenants (see APIKeyFile);
 	// relayd reads it again on SIGHUP.
 	APIKeysFile string `json:"api_keys_file"`
@@ -311,6 +314,7 @@ func settings() []setting {
 		}, func(c *Config) string { return strconv.FormatFloat(*p(c), 'g', -1, 64) }))
 	}
 	text("RELAY_API_KEYS_FILE", "api-keys-file", "JSON file of API keys with tenants and expiry (re-read on SIGHUP)", func(c *Config) *string { return &c.APIKeysFile })
+	text("RELAY_WEBHOOKS_FILE", "webhooks-file", "JSON file of webhook endpoints and their secrets, mode 0600 (empty: no webhooks)", func(c *Config) *string { return &c.WebhooksFile })
 	text("RELAY_ADMIN_ADDR", "admin-addr", "private listener for /metrics, /openapi.yaml and pprof (empty: off)", func(c *Config) *string { return &c.AdminAddr })
 	boolean("RELAY_SUN_TRAVEL_BY_NETWORK", "sun-travel-by-network", "without a region header value, use the client's network (IPv4 /16, IPv6 /32) as the SUN travel hint", func(c *Config) *bool { return &c.SUNTravelByNetwork })
 	boolean("RELAY_PPROF", "pprof", "serve /debug/pprof/ on the admin listener", func(c *Config) *bool { return &c.Pprof })
