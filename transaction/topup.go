@@ -121,6 +121,14 @@ func (s *Service) beforeCommit(ctx context.Context, r *run, bk *books, l lock.Lo
 		}
 	}()
 	bk.profile = r.prof.Name
+	// The hot list, checked against the UID the session's keys are
+	// diversified from, before anything that could credit the card
+	// leaves: a bridge that names another card's UID gets keys the card
+	// refuses (its authentication fails, and with it every command that
+	// follows), so nothing it relays can credit a blocked card.
+	if err := s.refuseBlocked(ctx, r.sess.Tenant, bk.card); err != nil {
+		return tu, err
+	}
 	if r.prof.HasTMAC && len(uid) > desfire.MaxTMACUIDSize {
 		// The Transaction MAC session vector holds at most 7 UID bytes:
 		// the commit's proof could never be checked.

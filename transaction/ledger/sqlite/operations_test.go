@@ -1,0 +1,9 @@
+package sqlite_test
+
+import (
+	"testing"
+
+	"github.com/desfire-relay/relay/transaction/ledger/ledgertest"
+)
+
+func TestOperations(t *testing.T) { ledgertest.RunOperations(t, open) }
