@@ -248,7 +248,7 @@ func (s *Server) resolveTopUp(w http.ResponseWriter, r *http.Request) {
 	}
 	t, err := s.o.Service.TenantResolve(r.Context(), who(r).Tenant, id, outcome, keyID(r), body.Reason)
 	if errors.Is(err, transaction.ErrNotResolvable) || errors.Is(err, ledger.ErrConflict) {
-		writeError(w, http.StatusConflict, codeNotResolvable, sanitize(err.Error()))
+		writeError(w, http.StatusConflict, codeNotResolvable, publicError(err))
 		return
 	}
 	if err != nil {

@@ -274,12 +274,14 @@ func (s *Server) apiError(w http.ResponseWriter, r *http.Request, err error) {
 	switch {
 	case errors.As(err, &be):
 		writeError(w, be.status, be.code, be.msg)
-	case errors.As(err, &vErr), errors.Is(err, ledger.ErrInvalid):
-		writeError(w, http.StatusBadRequest, codeInvalid, sanitize(err.Error()))
+	case errors.As(err, &vErr):
+		writeError(w, http.StatusBadRequest, codeInvalid, sanitize(vErr.Field+": "+vErr.Reason))
+	case errors.Is(err, ledger.ErrInvalid):
+		writeError(w, http.StatusBadRequest, codeInvalid, publicError(err))
 	case errors.Is(err, transaction.ErrCurrency):
-		writeError(w, http.StatusBadRequest, codeCurrencyMismatch, sanitize(err.Error()))
+		writeError(w, http.StatusBadRequest, codeCurrencyMismatch, publicError(err))
 	case errors.Is(err, transaction.ErrAmountLimit):
-		writeError(w, http.StatusBadRequest, codeAmountLimit, sanitize(err.Error()))
+		writeError(w, http.StatusBadRequest, codeAmountLimit, publicError(err))
 	case errors.Is(err, ledger.ErrNotFound):
 		writeError(w, http.StatusNotFound, codeNotFound, "not found")
 	case errors.Is(err, ledger.ErrIdempotencyConflict):
@@ -287,9 +289,9 @@ func (s *Server) apiError(w http.ResponseWriter, r *http.Request, err error) {
 	case errors.Is(err, transaction.ErrCardBlocked):
 		writeError(w, http.StatusConflict, codeCardBlocked, "the card is blocked")
 	case errors.Is(err, transaction.ErrNotCancellable):
-		writeError(w, http.StatusConflict, codeNotCancellable, sanitize(err.Error()))
+		writeError(w, http.StatusConflict, codeNotCancellable, publicError(err))
 	case errors.Is(err, transaction.ErrNotPayable), errors.Is(err, ledger.ErrInvalidTransition), errors.Is(err, ledger.ErrConflict):
-		writeError(w, http.StatusConflict, codeNotPayable, sanitize(err.Error()))
+		writeError(w, http.StatusConflict, codeNotPayable, publicError(err))
 	default:
 		s.log.Error("operator API", zap.String("path", r.URL.Path), zap.Error(err))
 		writeError(w, http.StatusInternalServerError, codeInternal, "internal error")
