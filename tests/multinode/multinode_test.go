@@ -100,7 +100,11 @@ func (s *serialCard) Transmit(ctx context.Context, a []byte) ([]byte, error) {
 	return s.c.Transmit(ctx, a)
 }
 
-func TestTwoNodesOneCredit(t *testing.T) {
+// twoNodes builds relayd and starts two nodes on one PostgreSQL schema
+// and one Redis, with one shared key file; it returns them with the card
+// profile and the keys.
+func twoNodes(t *testing.T) (a, b *node, p profile.Profile, kp keys.Provider) {
+	t.Helper()
 	dbURL := testbackend.PostgresSchema(t)
 	testenv.RedisURL(t)
 	dir := t.TempDir()
@@ -108,20 +112,24 @@ func TestTwoNodesOneCredit(t *testing.T) {
 	if out, err := exec.Command("go", "build", "-o", bin, "../../server/cmd/relayd").CombinedOutput(); err != nil {
 		t.Fatalf("build relayd: %v\n%s", err, out)
 	}
-	p := profile.AN12113()
+	p = profile.AN12113()
 	f, _ := keys.DevFile(nil, p.AID)
 	f.Dev = false // shared "production-like" key file for both nodes
 	keyFile := filepath.Join(dir, "keys.json")
 	if err := keys.WriteFile(keyFile, f); err != nil {
 		t.Fatal(err)
 	}
-	a := startNode(t, bin, filepath.Join(dir, "a"), keyFile, dbURL)
-	b := startNode(t, bin, filepath.Join(dir, "b"), keyFile, dbURL)
-
+	a = startNode(t, bin, filepath.Join(dir, "a"), keyFile, dbURL)
+	b = startNode(t, bin, filepath.Join(dir, "b"), keyFile, dbURL)
 	kp, err := keys.New(f)
 	if err != nil {
 		t.Fatal(err)
 	}
+	return a, b, p, kp
+}
+
+func TestTwoNodesOneCredit(t *testing.T) {
+	a, b, p, kp := twoNodes(t)
 	card := testcard.Issue(t, p, kp, uid, 0)
 	shared := &serialCard{c: bridge.Sim{Card: card}}
 
