@@ -406,8 +406,9 @@ func (s *Server) createTopUp(w http.ResponseWriter, r *http.Request) {
 }
 
 func pathID(w http.ResponseWriter, r *http.Request) (uuid.UUID, bool) {
-	id, err := uuid.Parse(r.PathValue("id"))
-	if err != nil {
+	v := r.PathValue("id")
+	id, err := uuid.Parse(v)
+	if err != nil || len(v) != 36 { // the canonical form only
 		writeError(w, http.StatusBadRequest, codeInvalid, "id must be a UUID")
 		return uuid.Nil, false
 	}

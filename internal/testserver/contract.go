@@ -67,6 +67,9 @@ func init() {
 	// The SUN page answers HTML to a phone; the document describes it as
 	// a string.
 	openapi3filter.RegisterBodyDecoder("text/html", openapi3filter.PlainBodyDecoder)
+	// format: uuid is the canonical 36-character text, any version.
+	openapi3.DefineStringFormatValidator("uuid", openapi3.NewRegexpFormatValidator(
+		`^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$`))
 }
 
 // NewContract loads the server's OpenAPI document for checking one
