@@ -24,7 +24,7 @@ Creates an operator API key: prints the key once (hand it to the
 operator's backend; the relay never stores it) and the entry for the API
 keys file (RELAY_API_KEYS_FILE), which holds only its SHA-256. With -file
 the entry is added to that file (created 0600 when missing); send SIGHUP
-to relayd to load it.`
+to relayd to load it`
 
 // runAPIKey runs "relayd apikey ...", writing to out.
 func runAPIKey(args []string, out io.Writer) error {
