@@ -30,6 +30,9 @@ func OpenAPI() []byte { return openAPI }
 type Options struct {
 	// Service runs sessions and operator operations.
 	Service *transaction.Service
+	// Outbox, when webhooks are configured, serves the events and
+	// redelivery routes (nil: they answer webhooks_disabled).
+	Outbox ledger.Outbox
 	// APIKeyHashes are the SHA-256 digests (hex) of accepted API keys of
 	// the default tenant (the embedded single-key setup).
 	APIKeyHashes []string
@@ -148,7 +151,7 @@ func (s *Server) AdminHandler() http.Handler { return s.admin }
 func Routes() []string {
 	return []string{
 		"POST /v1/topups", "GET /v1/topups", "GET /v1/topups/{id}", "POST /v1/topups/{id}/bridge-tokens",
-		"POST /v1/topups/{id}/resolve",
+		"POST /v1/topups/{id}/resolve", "POST /v1/topups/{id}/reversal", "GET /v1/topups/{id}/events", "POST /v1/events/{id}/redeliver",
 		"POST /v1/sessions", "GET /v1/sessions/{id}", "GET /v1/cards/{uid}/topups",
 		"POST /v1/topups/{id}/cancel", "PUT /v1/cards/{uid}/block", "DELETE /v1/cards/{uid}/block", "GET /v1/cards/{uid}/block",
 		"GET /v1/exports/topups",
@@ -169,6 +172,9 @@ func (s *Server) routes() {
 		"GET /v1/topups/{id}":                s.getTopUp,
 		"POST /v1/topups/{id}/resolve":       s.resolveTopUp,
 		"POST /v1/topups/{id}/bridge-tokens": s.topUpToken,
+		"GET /v1/topups/{id}/events":         s.topUpEvents,
+		"POST /v1/topups/{id}/reversal":      s.reverseTopUp,
+		"POST /v1/events/{id}/redeliver":     s.redeliverEvent,
 		"POST /v1/sessions":                  s.createSession,
 		"GET /v1/sessions/{id}":              s.getSession,
 		"GET /v1/cards/{uid}/topups":         s.cardTopUps,
@@ -284,6 +290,8 @@ func (s *Server) apiError(w http.ResponseWriter, r *http.Request, err error) {
 		writeError(w, http.StatusBadRequest, codeAmountLimit, publicError(err))
 	case errors.Is(err, ledger.ErrNotFound):
 		writeError(w, http.StatusNotFound, codeNotFound, "not found")
+	case errors.Is(err, ledger.ErrNotReversible):
+		writeError(w, http.StatusConflict, codeNotReversible, sanitize(err.Error()))
 	case errors.Is(err, ledger.ErrIdempotencyConflict):
 		writeError(w, http.StatusConflict, codeIdempotency, "this Idempotency-Key was used with a different request")
 	case errors.Is(err, transaction.ErrCardBlocked):
@@ -315,7 +323,11 @@ type topUpView struct {
 	TMAC          *tmacView `json:"tmac,omitempty"`
 	Attempts      int       `json:"attempts"`
 	// Profile is the card profile the last session used (mixed fleets).
-	Profile   string     `json:"profile,omitempty"`
+	Profile string `json:"profile,omitempty"`
+	// Kind is "credit" or "reversal"; Reverses names the credit a
+	// reversal takes back.
+	Kind      string     `json:"kind"`
+	Reverses  string     `json:"reverses,omitempty"`
 	CreatedAt time.Time  `json:"created_at"`
 	UpdatedAt time.Time  `json:"updated_at"`
 	ExpiresAt time.Time  `json:"expires_at"`
@@ -334,6 +346,13 @@ func viewTopUp(t ledger.TopUp) topUpView {
 	v := topUpView{ID: t.ID.String(), Status: t.Status.String(), Amount: t.Amount, Currency: t.Currency,
 		CardUID: t.CardUID, Reference: t.Reference, BalanceBefore: t.BalanceBefore, BalanceAfter: t.BalanceAfter,
 		Attempts: t.Attempts, Profile: t.Profile, CreatedAt: t.CreatedAt.UTC(), UpdatedAt: t.UpdatedAt.UTC(), ExpiresAt: t.ExpiresAt.UTC(), AppliedAt: t.AppliedAt}
+	v.Kind = string(t.Kind)
+	if v.Kind == "" {
+		v.Kind = string(ledger.TopUpCredit)
+	}
+	if t.Reverses != uuid.Nil {
+		v.Reverses = t.Reverses.String()
+	}
 	if t.TMC != nil && len(t.TMV) > 0 {
 		v.TMAC = &tmacView{Counter: *t.TMC, Value: strings.ToUpper(hex.EncodeToString(t.TMV))}
 	}

@@ -85,6 +85,9 @@ type Config struct {
 	LockTTL Duration `json:"lock_ttl"`
 	// MaxSessions bounds concurrently open bridge sessions.
 	MaxSessions int `json:"max_sessions"`
+	// WebhooksFile lists the webhook endpoints (mode 0600: it holds their
+	// signing secrets); set, it turns the ledger's outbox on.
+	WebhooksFile string `json:"webhooks_file"`
 	// APIKeysFile lists API keys with their tenants (see APIKeyFile);
 	// relayd reads it again on SIGHUP.
 	APIKeysFile string `json:"api_keys_file"`
@@ -308,6 +311,7 @@ func settings() []setting {
 		}, func(c *Config) string { return strconv.FormatFloat(*p(c), 'g', -1, 64) }))
 	}
 	text("RELAY_API_KEYS_FILE", "api-keys-file", "JSON file of API keys with tenants and expiry (re-read on SIGHUP)", func(c *Config) *string { return &c.APIKeysFile })
+	text("RELAY_WEBHOOKS_FILE", "webhooks-file", "JSON file of webhook endpoints and their secrets, mode 0600 (empty: no webhooks)", func(c *Config) *string { return &c.WebhooksFile })
 	text("RELAY_ADMIN_ADDR", "admin-addr", "private listener for /metrics, /openapi.yaml and pprof (empty: off)", func(c *Config) *string { return &c.AdminAddr })
 	boolean("RELAY_PPROF", "pprof", "serve /debug/pprof/ on the admin listener", func(c *Config) *bool { return &c.Pprof })
 	boolean("RELAY_TLS13_ONLY", "tls13-only", "refuse TLS 1.2 (default: TLS 1.2 with AEAD suites, or 1.3)", func(c *Config) *bool { return &c.TLS13Only })

@@ -52,6 +52,8 @@ func Run(t *testing.T, open Opener) {
 		{"ListAndOldest", testListAndOldest},
 		{"Tenants", testTenants},
 		{"RevokeTokens", testRevokeTokens},
+		{"Reversal", testReversal},
+		{"ReversalConcurrent", testReversalConcurrent},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
