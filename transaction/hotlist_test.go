@@ -173,3 +173,25 @@ func TestCancelThenBridge(t *testing.T) {
 		t.Fatalf("card value %d, want %d (only the applied top-up)", v, before+100)
 	}
 }
+
+// TestBlockedCardReversal: a blocked card refuses credits but its applied
+// credits can still be reversed (a reversal only takes value off it).
+func TestBlockedCardReversal(t *testing.T) {
+	ctx := context.Background()
+	e := newEnv(t, profile.AN12113(), sqliteLedger(t), lock.NewMemory())
+	before, _ := e.cardState(t)
+	orig := e.credited(t, 300, true)
+	if _, err := e.svc.BlockCard(ctx, ledger.DefaultTenant, hex.EncodeToString(testUID), "key:test", "fraud"); err != nil {
+		t.Fatal(err)
+	}
+	_, tk, _, err := e.svc.TenantReversal(ctx, ledger.DefaultTenant, orig.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res := e.run(t, e.open(t, tk), true); !res.OK || res.Status != "applied" {
+		t.Fatalf("reversal on a blocked card: %+v", res)
+	}
+	if v, _ := e.cardState(t); v != before {
+		t.Fatalf("card value %d, want %d after the reversal", v, before)
+	}
+}

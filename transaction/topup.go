@@ -125,9 +125,13 @@ func (s *Service) beforeCommit(ctx context.Context, r *run, bk *books, l lock.Lo
 	// diversified from, before anything that could credit the card
 	// leaves: a bridge that names another card's UID gets keys the card
 	// refuses (its authentication fails, and with it every command that
-	// follows), so nothing it relays can credit a blocked card.
-	if err := s.refuseBlocked(ctx, r.sess.Tenant, bk.card); err != nil {
-		return tu, err
+	// follows), so nothing it relays can credit a blocked card. A
+	// reversal only takes value off the card, so a blocked card may have
+	// its credits reversed.
+	if tu.Kind != ledger.TopUpReversal {
+		if err := s.refuseBlocked(ctx, r.sess.Tenant, bk.card); err != nil {
+			return tu, err
+		}
 	}
 	if r.prof.HasTMAC && len(uid) > desfire.MaxTMACUIDSize {
 		// The Transaction MAC session vector holds at most 7 UID bytes:

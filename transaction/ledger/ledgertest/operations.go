@@ -313,3 +313,32 @@ func testExport(t *testing.T, e *env) {
 		}
 	}
 }
+
+// RunCancelOutbox checks, on a ledger with the outbox on, that a
+// cancellation records its topup.cancelled event in the same transaction
+// and a refused one records nothing.
+func RunCancelOutbox(t *testing.T, open Opener) {
+	e := &env{t: t, l: open(t), ctx: t.Context()}
+	ob, ok := e.l.(ledger.Outbox)
+	if !ok {
+		t.Fatal("the ledger has no outbox")
+	}
+	tu, _, _ := e.reach(ledger.StatusPending)
+	if _, err := e.l.CancelTopUp(e.ctx, ledger.Cancellation{TopUpID: tu.ID, From: ledger.StatusPending, Actor: "key:1", At: base.Add(time.Minute)}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.l.CancelTopUp(e.ctx, ledger.Cancellation{TopUpID: tu.ID, From: ledger.StatusPending, Actor: "key:1", At: base.Add(time.Minute)}); !errors.Is(err, ledger.ErrConflict) {
+		t.Fatalf("second cancel: %v", err)
+	}
+	events, _, err := ob.ListEvents(e.ctx, tu.Tenant, tu.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var types []string
+	for _, ev := range events {
+		types = append(types, ev.Type)
+	}
+	if len(events) != 1 || events[0].Type != ledger.EventCancelled || events[0].Status != "cancelled" {
+		t.Fatalf("events of a cancelled top-up: %v", types)
+	}
+}

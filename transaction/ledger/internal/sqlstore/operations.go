@@ -142,6 +142,9 @@ RETURNING `+topUpCols, ledger.StatusCancelled.String(), now, c.TopUpID.String(),
 			c.TopUpID.String(), c.Actor, c.From.String(), c.Reason, now); err != nil {
 			return fmt.Errorf("record cancellation: %w", err)
 		}
+		if err := s.recordEvent(ctx, q, ledger.EventForStatus(ledger.StatusCancelled), out.Tenant, out.ID, uuid.Nil, ledger.StatusCancelled.String(), now); err != nil {
+			return err
+		}
 		// Its bridge tokens stop working: a bridge holding one is refused
 		// as for a used token, and their sessions end. A session whose
 		// token was already consumed is running: it finds the top-up
