@@ -350,3 +350,64 @@ func serve(t testing.TB, h http.Handler, l Listener) *httptest.Server {
 	t.Cleanup(hs.Close)
 	return hs
 }
+
+// Client returns an HTTP client whose every exchange is checked against
+// the document, for servers in other processes (relayd binaries); the
+// violations fail t when the test ends.
+func Client(t testing.TB, l Listener) *http.Client {
+	t.Helper()
+	c := NewContract(t, l)
+	t.Cleanup(func() { c.Report(t) })
+	return &http.Client{Transport: c.RoundTripper(http.DefaultTransport)}
+}
+
+// RoundTripper checks every exchange through base: the request as sent
+// and the answer as received (read whole, then handed on).
+func (c *Contract) RoundTripper(base http.RoundTripper) http.RoundTripper {
+	return roundTripper{c: c, base: base}
+}
+
+type roundTripper struct {
+	c    *Contract
+	base http.RoundTripper
+}
+
+func (rt roundTripper) RoundTrip(req *http.Request) (*http.Response, error) {
+	reqBody := &recorder{eof: true}
+	if req.Body != nil && req.Body != http.NoBody {
+		b, err := io.ReadAll(req.Body)
+		req.Body.Close()
+		if err != nil {
+			return nil, err
+		}
+		reqBody.write(b)
+		req.Body = io.NopCloser(bytes.NewReader(b))
+	}
+	resp, err := rt.base.RoundTrip(req)
+	if err != nil {
+		return nil, err
+	}
+	rw := &contractWriter{ResponseWriter: headerOnly{h: resp.Header}, status: resp.StatusCode}
+	if resp.StatusCode == http.StatusSwitchingProtocols {
+		rw.hijacked = true
+	} else {
+		b, err := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if err != nil {
+			return nil, err
+		}
+		rw.body.write(b)
+		resp.Body = io.NopCloser(bytes.NewReader(b))
+	}
+	probe := req.Clone(context.Background())
+	probe.URL.Host, probe.Host = "", ""
+	rt.c.check(probe, reqBody, rw)
+	return resp, nil
+}
+
+// headerOnly gives a received answer's header to the checks.
+type headerOnly struct{ h http.Header }
+
+func (h headerOnly) Header() http.Header       { return h.h }
+func (headerOnly) Write(b []byte) (int, error) { return len(b), nil }
+func (headerOnly) WriteHeader(int)             {}

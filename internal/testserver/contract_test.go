@@ -1,6 +1,7 @@
 package testserver
 
 import (
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -87,5 +88,29 @@ func TestContractListeners(t *testing.T) {
 		if (l.want == "") != (got == "") || !strings.Contains(got, l.want) {
 			t.Errorf("listener %d: problems %q, want %q", l.listener, got, l.want)
 		}
+	}
+}
+
+// TestContractClient: the client-side check sees the same drift.
+func TestContractClient(t *testing.T) {
+	hs := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(418)
+		w.Write([]byte(`{"error":{"code":"teapot","message":"x"}}`))
+	}))
+	defer hs.Close()
+	ct := NewContract(t, Public)
+	client := &http.Client{Transport: ct.RoundTripper(http.DefaultTransport)}
+	resp, err := client.Get(hs.URL + "/v1/topups/6f1c2f5e-1d2a-4c55-9a7e-0f6d5c4b3a21")
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 418 || !strings.Contains(string(b), "teapot") {
+		t.Fatalf("answer not handed on: %d %s", resp.StatusCode, b)
+	}
+	if got := strings.Join(ct.Problems(), "\n"); !strings.Contains(got, "status is not supported") {
+		t.Fatalf("problems %q", got)
 	}
 }

@@ -27,7 +27,7 @@ func (n *node) do(t *testing.T, method, path, idem, body string) (int, map[strin
 	if idem != "" {
 		req.Header.Set("Idempotency-Key", idem)
 	}
-	resp, err := http.DefaultClient.Do(req)
+	resp, err := n.api.Do(req)
 	if err != nil {
 		t.Fatal(err)
 	}

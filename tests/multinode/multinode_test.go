@@ -20,6 +20,7 @@ import (
 	"github.com/desfire-relay/relay/internal/testbackend"
 	"github.com/desfire-relay/relay/internal/testcard"
 	"github.com/desfire-relay/relay/internal/testenv"
+	"github.com/desfire-relay/relay/internal/testserver"
 	"github.com/desfire-relay/relay/mobile-bridge/bridge"
 	"github.com/desfire-relay/relay/server/config"
 	"github.com/desfire-relay/relay/transaction/cardscript"
@@ -43,11 +44,13 @@ func freePort(t *testing.T) string {
 type node struct {
 	addr string
 	cmd  *exec.Cmd
+	// api checks every operator exchange against the OpenAPI document.
+	api *http.Client
 }
 
 func startNode(t *testing.T, bin, dir, keyFile, dbURL string) *node {
 	t.Helper()
-	n := &node{addr: freePort(t)}
+	n := &node{addr: freePort(t), api: testserver.Client(t, testserver.Public)}
 	n.cmd = exec.Command(bin, "-addr", n.addr, "-data-dir", dir, "-key-file", keyFile,
 		"-database-url", dbURL, "-redis-url", testenv.RedisURL(t), "-api-key-hashes", config.HashAPIKey(apiKey), "-log-level", "warn")
 	n.cmd.Stderr = os.Stderr
@@ -74,7 +77,7 @@ func (n *node) post(t *testing.T, path, idem string, body any) map[string]any {
 	if idem != "" {
 		req.Header.Set("Idempotency-Key", idem)
 	}
-	resp, err := http.DefaultClient.Do(req)
+	resp, err := n.api.Do(req)
 	if err != nil {
 		t.Fatal(err)
 	}
