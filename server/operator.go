@@ -42,7 +42,7 @@ type topUpPage struct {
 // inclusive, to exclusive), reference (exact), limit and the opaque
 // cursor of the previous page.
 func (s *Server) listTopUps(w http.ResponseWriter, r *http.Request) {
-	f, err := parseFilter(r, s.o.Service, listFilters)
+	f, err := parseFilter(r, s.o.Service.Now(), listFilters)
 	if err != nil {
 		writeError(w, http.StatusBadRequest, codeInvalid, err.Error())
 		return
@@ -122,7 +122,7 @@ func parseTime(q url.Values, name string) (time.Time, error) {
 	return t, nil
 }
 
-func parseFilter(r *http.Request, svc *transaction.Service, known map[string]bool) (ledger.Filter, error) {
+func parseFilter(r *http.Request, now time.Time, known map[string]bool) (ledger.Filter, error) {
 	var f ledger.Filter
 	q, err := parseQuery(r, known)
 	if err != nil {
@@ -147,7 +147,7 @@ func parseFilter(r *http.Request, svc *transaction.Service, known map[string]boo
 		if err != nil || d < 0 {
 			return f, errors.New("older_than: a non-negative duration such as 30m or 24h")
 		}
-		f.UpdatedBefore = svc.Now().Add(-d)
+		f.UpdatedBefore = now.Add(-d)
 	}
 	times := []struct {
 		name string

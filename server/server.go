@@ -535,7 +535,7 @@ func (s *Server) cardTopUps(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	f, err := parseFilter(r, s.o.Service, pageFilters)
+	f, err := parseFilter(r, s.o.Service.Now(), pageFilters)
 	if err != nil {
 		writeError(w, http.StatusBadRequest, codeInvalid, err.Error())
 		return
