@@ -293,6 +293,27 @@ func testExport(t *testing.T, e *env) {
 			t.Fatalf("export row %d: %s %d %s", i, tu.ID, tu.Amount, tu.Tenant)
 		}
 	}
+	t.Run("pages", func(t *testing.T) {
+		// More than one read page, all at one instant: the (created_at,
+		// id) order neither skips nor repeats a row.
+		const n = 503
+		at := base.Add(48 * time.Hour)
+		want := map[uuid.UUID]bool{}
+		for range n {
+			want[e.createAt(ledger.Request{Amount: 1, Currency: "EUR", Tenant: "pages"}, at).ID] = true
+		}
+		seen := map[uuid.UUID]bool{}
+		err := e.l.ExportTopUps(e.ctx, ledger.ExportFilter{Tenant: "pages", From: at, To: at.Add(time.Microsecond)}, func(tu ledger.TopUp) error {
+			if seen[tu.ID] || !want[tu.ID] {
+				return fmt.Errorf("row %s repeated or foreign", tu.ID)
+			}
+			seen[tu.ID] = true
+			return nil
+		})
+		if err != nil || len(seen) != n {
+			t.Fatalf("export of %d rows at one instant: %d seen, %v", n, len(seen), err)
+		}
+	})
 	stop := errors.New("stop")
 	n := 0
 	err = e.l.ExportTopUps(e.ctx, ledger.ExportFilter{Tenant: "acme", From: base, To: base.Add(24 * time.Hour)}, func(ledger.TopUp) error {
