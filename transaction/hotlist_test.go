@@ -195,3 +195,48 @@ func TestBlockedCardReversal(t *testing.T) {
 		t.Fatalf("card value %d, want %d after the reversal", v, before)
 	}
 }
+
+// TestCancelRacesSession: a cancel and a session for the same top-up at
+// the same moment, many times: exactly one wins each race, and the card
+// holds exactly the credits of the sessions that won.
+func TestCancelRacesSession(t *testing.T) {
+	ctx := context.Background()
+	e := newEnv(t, profile.AN12113(), sqliteLedger(t), lock.NewMemory())
+	before, _ := e.cardState(t)
+	const amount, rounds = 10, 30
+	applied, cancelled := 0, 0
+	for i := range rounds {
+		tu, tk, _, err := e.svc.CreateTopUp(ctx, fmt.Sprintf("race-%d", i), ledger.Request{Amount: amount, Currency: "EUR"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		sess := e.open(t, tk)
+		start := make(chan struct{})
+		var res transaction.Result
+		var cerr error
+		done := make(chan struct{}, 2)
+		go func() { <-start; res = e.run(t, sess, true); done <- struct{}{} }()
+		go func() {
+			<-start
+			_, cerr = e.svc.TenantCancel(ctx, ledger.DefaultTenant, tu.ID, "key:test", "race")
+			done <- struct{}{}
+		}()
+		close(start)
+		<-done
+		<-done
+		e.card.Tap()
+		got, _ := e.svc.GetTopUp(ctx, tu.ID)
+		switch {
+		case cerr == nil && got.Status == ledger.StatusCancelled && !res.OK && res.Code == transaction.CodeNotPayable:
+			cancelled++
+		case errors.Is(cerr, transaction.ErrNotCancellable) && res.OK && got.Status == ledger.StatusApplied:
+			applied++
+		default:
+			t.Fatalf("round %d: cancel %v, session ok=%v code=%s, top-up %s", i, cerr, res.OK, res.Code, got.Status)
+		}
+	}
+	if v, _ := e.cardState(t); v != before+int64(applied*amount) {
+		t.Fatalf("card value %d, want %d (%d sessions won)", v, before+int64(applied*amount), applied)
+	}
+	t.Logf("%d races: %d cancelled, %d applied; card credited exactly for the applied", rounds, cancelled, applied)
+}

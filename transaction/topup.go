@@ -57,7 +57,7 @@ func (s *Service) runTopUp(ctx context.Context, r *run) error {
 	bound := tu.CardUID == "" // this session binds the top-up to the card
 	if tu.Status == ledger.StatusPending || tu.Status == ledger.StatusFailed {
 		if tu, err = bk.start(ctx, tu); err != nil {
-			return err
+			return s.lostStart(ctx, r, tu, err)
 		}
 		r.setStatus(tu)
 	} else if !containsID(open, tu.ID) {
@@ -214,6 +214,20 @@ func (s *Service) failUncommitted(ctx context.Context, bk *books, tu ledger.TopU
 		return tu
 	}
 	return u
+}
+
+// lostStart explains a start that lost its compare-and-set: the top-up
+// moved between the read and the start (an operator cancelled it, it
+// expired, a session for another card took it), so it is not payable by
+// this session; nothing was sent to the card.
+func (s *Service) lostStart(ctx context.Context, r *run, tu ledger.TopUp, err error) error {
+	if !errors.Is(err, ledger.ErrConflict) {
+		return err
+	}
+	if cur, gerr := s.cfg.Ledger.GetTopUp(ctx, tu.ID); gerr == nil {
+		r.setStatus(cur)
+	}
+	return fmt.Errorf("%w: %w", err, ErrNotPayable)
 }
 
 // holds checks the card lock is still held right before the commit.
