@@ -208,6 +208,8 @@ func publicMessage(code string) string {
 		return "Cancelled."
 	case CodeNotPayable:
 		return "This top-up cannot be applied any more."
+	case CodeCardBlocked:
+		return "This card is blocked. Please contact support."
 	}
 	return "Something went wrong on our side."
 }

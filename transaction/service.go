@@ -190,6 +190,11 @@ func (s *Service) CreateTopUp(ctx context.Context, idempotencyKey string, req le
 	if max := s.maxAmount(); norm.Amount > max {
 		return ledger.TopUp{}, nil, false, fmt.Errorf("amount %d above %d: %w", norm.Amount, max, ErrAmountLimit)
 	}
+	if norm.CardUID != "" {
+		if err := s.refuseBlocked(ctx, norm.Tenant, norm.CardUID); err != nil {
+			return ledger.TopUp{}, nil, false, err
+		}
+	}
 	t, created, err := s.cfg.Ledger.CreateTopUp(ctx, norm, idempotencyKey, s.cfg.Now())
 	if err != nil {
 		return ledger.TopUp{}, nil, false, err

@@ -57,7 +57,7 @@ func (s *Service) runTopUp(ctx context.Context, r *run) error {
 	bound := tu.CardUID == "" // this session binds the top-up to the card
 	if tu.Status == ledger.StatusPending || tu.Status == ledger.StatusFailed {
 		if tu, err = bk.start(ctx, tu); err != nil {
-			return err
+			return s.lostStart(ctx, r, tu, err)
 		}
 		r.setStatus(tu)
 	} else if !containsID(open, tu.ID) {
@@ -121,6 +121,18 @@ func (s *Service) beforeCommit(ctx context.Context, r *run, bk *books, l lock.Lo
 		}
 	}()
 	bk.profile = r.prof.Name
+	// The hot list, checked against the UID the session's keys are
+	// diversified from, before anything that could credit the card
+	// leaves: a bridge that names another card's UID gets keys the card
+	// refuses (its authentication fails, and with it every command that
+	// follows), so nothing it relays can credit a blocked card. A
+	// reversal only takes value off the card, so a blocked card may have
+	// its credits reversed.
+	if tu.Kind != ledger.TopUpReversal {
+		if err := s.refuseBlocked(ctx, r.sess.Tenant, bk.card); err != nil {
+			return tu, err
+		}
+	}
 	if r.prof.HasTMAC && len(uid) > desfire.MaxTMACUIDSize {
 		// The Transaction MAC session vector holds at most 7 UID bytes:
 		// the commit's proof could never be checked.
@@ -202,6 +214,20 @@ func (s *Service) failUncommitted(ctx context.Context, bk *books, tu ledger.TopU
 		return tu
 	}
 	return u
+}
+
+// lostStart explains a start that lost its compare-and-set: the top-up
+// moved between the read and the start (an operator cancelled it, it
+// expired, a session for another card took it), so it is not payable by
+// this session; nothing was sent to the card.
+func (s *Service) lostStart(ctx context.Context, r *run, tu ledger.TopUp, err error) error {
+	if !errors.Is(err, ledger.ErrConflict) {
+		return err
+	}
+	if cur, gerr := s.cfg.Ledger.GetTopUp(ctx, tu.ID); gerr == nil {
+		r.setStatus(cur)
+	}
+	return fmt.Errorf("%w: %w", err, ErrNotPayable)
 }
 
 // holds checks the card lock is still held right before the commit.

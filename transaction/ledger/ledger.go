@@ -89,6 +89,9 @@ type Ledger interface {
 	// in_progress or in_doubt top-up (ok=false when there is none).
 	OldestUnresolved(ctx context.Context) (at time.Time, ok bool, err error)
 
+	// Operations: the hot list, cancellation and exports (operations.go).
+	Operations
+
 	// Ping reports whether the database answers, for readiness probes.
 	Ping(ctx context.Context) error
 	// Close releases the database.
@@ -192,9 +195,21 @@ type Filter struct {
 	Tenant string
 	// CardUID selects one card's top-ups (normalised hex).
 	CardUID string
-	// UpdatedBefore keeps top-ups whose last change is before it.
+	// UpdatedBefore keeps top-ups whose last change is before it;
+	// UpdatedFrom those whose last change is at or after it.
 	UpdatedBefore time.Time
-	// After is the cursor: top-ups after this (updated_at, id) position.
+	UpdatedFrom   time.Time
+	// CreatedFrom and CreatedBefore bound the creation time: [from, before).
+	CreatedFrom   time.Time
+	CreatedBefore time.Time
+	// Reference selects the top-ups with exactly this operator reference.
+	Reference string
+	// NewestFirst orders by creation time, newest first (a card's
+	// history); otherwise the order is the last change, oldest first (the
+	// operator's queue).
+	NewestFirst bool
+	// After is the cursor: top-ups after this position in the order, an
+	// (updated_at, id) or, NewestFirst, a (created_at, id).
 	AfterUpdated time.Time
 	AfterID      uuid.UUID
 	// Limit is the page size (1..MaxPage; default DefaultPage).
@@ -232,6 +247,15 @@ func (f Filter) Check() (Filter, error) {
 	}
 	if f.AfterID != uuid.Nil && f.AfterUpdated.IsZero() {
 		return f, invalid("cursor", "malformed")
+	}
+	if len(f.Reference) > MaxReferenceLen || !printable(f.Reference) {
+		return f, invalid("reference", "printable, at most %d bytes", MaxReferenceLen)
+	}
+	if !f.CreatedFrom.IsZero() && !f.CreatedBefore.IsZero() && !f.CreatedFrom.Before(f.CreatedBefore) {
+		return f, invalid("created", "the range is empty (from is not before the end)")
+	}
+	if !f.UpdatedFrom.IsZero() && !f.UpdatedBefore.IsZero() && !f.UpdatedFrom.Before(f.UpdatedBefore) {
+		return f, invalid("updated", "the range is empty (from is not before the end)")
 	}
 	return f, nil
 }

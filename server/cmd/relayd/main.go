@@ -45,6 +45,9 @@ func main() {
 }
 
 func run(args []string) error {
+	if len(args) > 0 && args[0] == "apikey" {
+		return runAPIKey(args[1:], os.Stdout)
+	}
 	cfg, err := config.Load(args, os.LookupEnv)
 	if err != nil {
 		return err

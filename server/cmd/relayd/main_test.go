@@ -16,7 +16,6 @@ import (
 	"math/big"
 	"net"
 	"net/http"
-	"net/http/httptest"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -28,6 +27,7 @@ import (
 	"go.uber.org/zap"
 	"go.uber.org/zap/zaptest/observer"
 
+	"github.com/desfire-relay/relay/internal/testserver"
 	"github.com/desfire-relay/relay/server"
 	"github.com/desfire-relay/relay/server/config"
 	"github.com/desfire-relay/relay/transaction/keys"
@@ -154,8 +154,7 @@ func TestKeysReloadOnSIGHUP(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer a.close()
-	hs := httptest.NewServer(a.srv.Handler())
-	defer hs.Close()
+	hs := testserver.Serve(t, a.srv.Handler())
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { defer close(done); a.reloadOnHUP(ctx, cfg, zap.NewNop()) }()
