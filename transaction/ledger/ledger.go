@@ -286,6 +286,9 @@ type Config struct {
 	// PendingTTL is how long a new top-up stays startable before
 	// ExpirePending may expire it. Default 24h.
 	PendingTTL time.Duration
+	// Stats, when set, counts the ledger's statements, round trips and
+	// commits (tests and the load tool read it).
+	Stats *Stats
 }
 
 // DefaultPendingTTL is Config.PendingTTL when unset.

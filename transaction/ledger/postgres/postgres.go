@@ -40,6 +40,10 @@ var dialect = sqlstore.Dialect{
 	// NO KEY: keys never change, so foreign-key checks need not wait.
 	ForUpdate:     " FOR NO KEY UPDATE",
 	MigrationLock: fmt.Sprintf("SELECT pg_advisory_xact_lock(%d)", migrationLockKey),
+	WritableCTE:   true,
+	// set_config(..., true) lasts until the end of the statement's own
+	// transaction, whose commit then does not wait for the WAL flush.
+	Relaxed: "relaxed AS (SELECT set_config('synchronous_commit', 'off', true) AS v)",
 }
 
 // Open connects to the database at url (a libpq URL or DSN; pgxpool
@@ -140,9 +144,15 @@ func retryable(err error) bool {
 }
 
 func (d *db) InTx(ctx context.Context, fn func(sqlstore.Querier) error) error {
+	return d.InTxRelaxed(ctx, false, fn)
+}
+
+// InTxRelaxed runs fn in one transaction; a relaxed one first sets
+// synchronous_commit off for itself (one more statement).
+func (d *db) InTxRelaxed(ctx context.Context, relaxed bool, fn func(sqlstore.Querier) error) error {
 	var err error
 	for range MaxTxAttempts {
-		err = d.tryTx(ctx, fn)
+		err = d.tryTx(ctx, relaxed, fn)
 		if !retryable(err) {
 			return err
 		}
@@ -150,10 +160,13 @@ func (d *db) InTx(ctx context.Context, fn func(sqlstore.Querier) error) error {
 	return err
 }
 
-func (d *db) tryTx(ctx context.Context, fn func(sqlstore.Querier) error) error {
+func (d *db) tryTx(ctx context.Context, relaxed bool, fn func(sqlstore.Querier) error) error {
 	tx, err := d.pool.BeginTx(ctx, pgx.TxOptions{IsoLevel: pgx.ReadCommitted})
 	if err != nil {
 		return fmt.Errorf("begin: %w", err)
+	}
+	if relaxed {
+		fn = relax(fn)
 	}
 	if err := fn(querier{tx}); err != nil {
 		// Rollback on a fresh context: ctx may be the reason fn failed.
@@ -166,6 +179,41 @@ func (d *db) tryTx(ctx context.Context, fn func(sqlstore.Querier) error) error {
 		return fmt.Errorf("commit: %w", err)
 	}
 	return nil
+}
+
+func relax(fn func(sqlstore.Querier) error) func(sqlstore.Querier) error {
+	return func(q sqlstore.Querier) error {
+		if _, err := q.Exec(context.Background(), "SET LOCAL synchronous_commit = off"); err != nil {
+			return fmt.Errorf("relax commit: %w", err)
+		}
+		return fn(q)
+	}
+}
+
+// WriteRow runs one statement on its own: PostgreSQL wraps it in an
+// implicit transaction, so it costs one round trip, not three. The
+// statement is run again (when scanned) after a deadlock or
+// serialisation failure, like a transaction.
+func (d *db) WriteRow(ctx context.Context, _ bool, query string, args ...any) sqlstore.Row {
+	return retryRow{d: d, ctx: ctx, query: query, args: args}
+}
+
+type retryRow struct {
+	d     *db
+	ctx   context.Context
+	query string
+	args  []any
+}
+
+func (r retryRow) Scan(dest ...any) error {
+	var err error
+	for range MaxTxAttempts {
+		err = row{r.d.pool.QueryRow(r.ctx, r.query, r.args...)}.Scan(dest...)
+		if !retryable(err) {
+			return err
+		}
+	}
+	return err
 }
 
 func (d *db) Ping(ctx context.Context) error {

@@ -3,6 +3,7 @@ package sqlite
 import (
 	"context"
 	"database/sql"
+	"database/sql/driver"
 	"embed"
 	"errors"
 	"fmt"
@@ -270,10 +271,19 @@ func (d *db) Query(ctx context.Context, query string, args ...any) (sqlstore.Row
 }
 
 func (d *db) InTx(ctx context.Context, fn func(sqlstore.Querier) error) error {
-	tx, err := d.w.BeginTx(ctx, nil)
-	if err != nil {
-		return fmt.Errorf("begin: %w", err)
-	}
+	return d.InTxRelaxed(ctx, false, fn)
+}
+
+// beginner is the writer pool or one of its connections.
+type beginner interface {
+	BeginTx(ctx context.Context, opts *sql.TxOptions) (*sql.Tx, error)
+}
+
+// InTxRelaxed runs fn in one write transaction. A relaxed one runs on the
+// writer connection switched to synchronous=NORMAL for its commit: in WAL
+// mode that commit survives a crash of the process but not necessarily
+// of the machine, and costs no fsync.
+func (d *db) InTxRelaxed(ctx context.Context, relaxed bool, fn func(sqlstore.Querier) error) error {
 	var seen []string
 	// Statements the transaction ran unprepared are prepared once it has
 	// given the writer connection back; a failure only means the next
@@ -283,7 +293,32 @@ func (d *db) InTx(ctx context.Context, fn func(sqlstore.Querier) error) error {
 			_, _ = d.prepare(context.WithoutCancel(ctx), d.w, q)
 		}
 	}()
-	if err := fn(querier{cached{d: d, p: d.w, tx: tx, seen: &seen}}); err != nil {
+	if !relaxed {
+		return d.runTx(ctx, d.w, &seen, fn)
+	}
+	conn, err := d.w.Conn(ctx)
+	if err != nil {
+		return fmt.Errorf("begin: %w", err)
+	}
+	defer conn.Close()
+	if _, err := conn.ExecContext(ctx, "PRAGMA synchronous = NORMAL"); err != nil {
+		return fmt.Errorf("relax commit: %w", err)
+	}
+	defer func() {
+		if _, err := conn.ExecContext(context.WithoutCancel(ctx), "PRAGMA synchronous = FULL"); err != nil {
+			// Never hand a relaxed connection to a durable write: drop it.
+			_ = conn.Raw(func(any) error { return driver.ErrBadConn })
+		}
+	}()
+	return d.runTx(ctx, conn, &seen, fn)
+}
+
+func (d *db) runTx(ctx context.Context, b beginner, seen *[]string, fn func(sqlstore.Querier) error) error {
+	tx, err := b.BeginTx(ctx, nil)
+	if err != nil {
+		return fmt.Errorf("begin: %w", err)
+	}
+	if err := fn(querier{cached{d: d, p: d.w, tx: tx, seen: seen}}); err != nil {
 		tx.Rollback()
 		return err
 	}
@@ -291,6 +326,26 @@ func (d *db) InTx(ctx context.Context, fn func(sqlstore.Querier) error) error {
 		return fmt.Errorf("commit: %w", err)
 	}
 	return nil
+}
+
+// WriteRow runs query in a write transaction of its own; the row is read
+// when scanned.
+func (d *db) WriteRow(ctx context.Context, relaxed bool, query string, args ...any) sqlstore.Row {
+	return writeRow{d: d, ctx: ctx, relaxed: relaxed, query: query, args: args}
+}
+
+type writeRow struct {
+	d       *db
+	ctx     context.Context
+	relaxed bool
+	query   string
+	args    []any
+}
+
+func (w writeRow) Scan(dest ...any) error {
+	return w.d.InTxRelaxed(w.ctx, w.relaxed, func(q sqlstore.Querier) error {
+		return q.QueryRow(w.ctx, w.query, w.args...).Scan(dest...)
+	})
 }
 
 func (d *db) Ping(ctx context.Context) error {

@@ -53,7 +53,11 @@ var _ ledger.Ledger = (*Store)(nil)
 
 // New returns a store; the schema must already be migrated.
 func New(db DB, d Dialect, cfg ledger.Config) *Store {
-	return &Store{db: db, d: d, cfg: cfg.WithDefaults()}
+	cfg = cfg.WithDefaults()
+	if cfg.Stats != nil {
+		db = counted{DB: db, st: cfg.Stats}
+	}
+	return &Store{db: db, d: d, cfg: cfg}
 }
 
 const topUpCols = `id, idempotency_key, request_hash, amount, currency, card_uid, reference, status,
