@@ -121,12 +121,17 @@ type Transition struct {
 	Profile string
 	// ExpiresAt, for failed → pending, gives the top-up a new expiry.
 	ExpiresAt time.Time
-	// Unbind, for in_progress → failed, clears the card binding the
+	// Unbind, for in_progress (or pending) → failed, clears the card binding the
 	// session made: nothing reached a card, so the top-up is free for any
 	// card again (a tap with a foreign card, or a bridge that named a UID
 	// it did not prove, must not strand a paid top-up). The Attempt keeps
 	// the UID the session used.
 	Unbind bool
+	// Finish, on a session transition, also ends the session with this
+	// outcome in the same database transaction (one commit where FinishSession
+	// would take a second). A session that has ended already keeps its
+	// outcome; the transition is made all the same.
+	Finish *SessionOutcome
 	// Now is the time of the change.
 	Now time.Time
 }
@@ -265,6 +270,8 @@ func (t Transition) Check() (Rule, Transition, error) {
 		}
 	} else if t.SessionID != uuid.Nil {
 		return Rule{}, t, invalid("session_id", "not used by %s → %s", t.From, t.To)
+	} else if t.Finish != nil {
+		return Rule{}, t, invalid("finish", "only a session transition ends a session")
 	}
 	if len(t.TMV) != 0 && len(t.TMV) != TMVLen {
 		return Rule{}, t, invalid("tmv", "must be %d bytes, got %d", TMVLen, len(t.TMV))
@@ -275,8 +282,8 @@ func (t Transition) Check() (Rule, Transition, error) {
 	if !t.ExpiresAt.IsZero() && t.To != StatusPending {
 		return Rule{}, t, invalid("expires_at", "only for → pending")
 	}
-	if t.Unbind && (t.From != StatusInProgress || t.To != StatusFailed) {
-		return Rule{}, t, invalid("unbind", "only for in_progress → failed")
+	if t.Unbind && ((t.From != StatusInProgress && t.From != StatusPending) || t.To != StatusFailed) {
+		return Rule{}, t, invalid("unbind", "only for in_progress or pending → failed")
 	}
 	return rule, t, nil
 }
