@@ -19,6 +19,16 @@ type Ledger interface {
 	// top-up and created=false; the same key with a different request
 	// fails with ErrIdempotencyConflict. Bad input fails with ErrInvalid.
 	CreateTopUp(ctx context.Context, req Request, idempotencyKey string, now time.Time) (TopUp, bool, error)
+	// CreateTopUpSession is CreateTopUp and, for a new top-up, its first
+	// session (of the request's tenant) with its bridge token
+	// (IssueToken's tokenHash, expiring at tokenExpires), in one commit.
+	// A replayed key returns the existing top-up, created=false and a
+	// zero Session: the caller issues a ticket the ordinary way.
+	CreateTopUpSession(ctx context.Context, req Request, idempotencyKey string, tokenHash []byte, tokenExpires, now time.Time) (TopUp, Session, bool, error)
+	// SessionTopUp returns a top-up and its card's unresolved top-ups (as
+	// UnresolvedByCard(cardUID) would, the top-up itself among them when it
+	// is unresolved and bound to that card) in one read.
+	SessionTopUp(ctx context.Context, id uuid.UUID, cardUID string) (TopUp, []TopUp, error)
 	// GetTopUp returns a top-up or ErrNotFound.
 	GetTopUp(ctx context.Context, id uuid.UUID) (TopUp, error)
 	// ListTopUpsByCard returns a card's top-ups, newest first.

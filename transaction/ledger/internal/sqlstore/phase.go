@@ -253,3 +253,138 @@ FROM bridge_tokens k LEFT JOIN sessions s ON s.id = k.session_id WHERE k.token_h
 	}
 	return ledger.Session{}, ledger.ErrTokenUsed // used meanwhile
 }
+
+// createTopUpSQL inserts a top-up, its session and the session's token;
+// nothing when the idempotency key exists. Parameters as in CreateTopUp,
+// then $13 session id, $14 token hash, $15 token expiry.
+var createTopUpSQL = `WITH t AS (INSERT INTO topups (id, idempotency_key, request_hash, amount, currency, card_uid, reference,
+	status, log_ref, attempts, fence, created_at, updated_at, expires_at, tenant)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 0, 0, $10, $10, $11, $12)
+ON CONFLICT (idempotency_key) DO NOTHING
+RETURNING ` + topUpCols + `),
+s AS (INSERT INTO sessions (id, kind, topup_id, status, created_at, tenant)
+	SELECT $13, 'topup', t.id, 'open', $10, t.tenant FROM t RETURNING id),
+k AS (INSERT INTO bridge_tokens (token_hash, session_id, expires_at) SELECT $14, s.id, $15 FROM s RETURNING 1)
+SELECT t.*, (SELECT count(*) FROM k) FROM t`
+
+// errReplay: the idempotency key exists (CreateTopUpSession then answers
+// as CreateTopUp).
+var errReplay = errors.New("idempotency key exists")
+
+// CreateTopUpSession implements ledger.Ledger.
+func (s *Store) CreateTopUpSession(ctx context.Context, req ledger.Request, key string, tokenHash []byte, tokenExpires, now time.Time) (ledger.TopUp, ledger.Session, bool, error) {
+	norm, err := req.Normalize()
+	if err != nil {
+		return ledger.TopUp{}, ledger.Session{}, false, err
+	}
+	if err := ledger.ValidateIdempotencyKey(key); err != nil {
+		return ledger.TopUp{}, ledger.Session{}, false, err
+	}
+	if err := checkTokenHash(tokenHash); err != nil {
+		return ledger.TopUp{}, ledger.Session{}, false, err
+	}
+	switch {
+	case now.IsZero():
+		return ledger.TopUp{}, ledger.Session{}, false, &ledger.ValidationError{Field: "now", Reason: "missing"}
+	case tokenExpires.IsZero():
+		return ledger.TopUp{}, ledger.Session{}, false, &ledger.ValidationError{Field: "expires_at", Reason: "missing"}
+	}
+	id, err := uuid.NewRandom()
+	if err != nil {
+		return ledger.TopUp{}, ledger.Session{}, false, fmt.Errorf("new top-up id: %w", err)
+	}
+	sid, err := uuid.NewRandom()
+	if err != nil {
+		return ledger.TopUp{}, ledger.Session{}, false, fmt.Errorf("new session id: %w", err)
+	}
+	at := micros(now)
+	args := []any{id.String(), scopeKey(norm.Tenant, key), norm.Hash(), norm.Amount, norm.Currency, norm.CardUID, norm.Reference,
+		ledger.StatusPending.String(), ledger.LogRef(id), at, micros(now.Add(s.cfg.PendingTTL)), norm.Tenant}
+	var tu ledger.TopUp
+	if s.d.WritableCTE {
+		var n int64
+		tu, err = scanTopUpAnd(s.db.WriteRow(ctx, false, createTopUpSQL, append(args, sid.String(), tokenHash, micros(tokenExpires))...), &n)
+		if err == nil && n != 1 {
+			err = fmt.Errorf("top-up %s: token not stored", tu.ID)
+		}
+		if errors.Is(err, ErrNoRows) {
+			err = errReplay
+		}
+	} else {
+		err = s.db.InTx(ctx, func(q Querier) error {
+			tu, err = scanTopUp(q.QueryRow(ctx, `INSERT INTO topups (id, idempotency_key, request_hash, amount, currency, card_uid, reference,
+	status, log_ref, attempts, fence, created_at, updated_at, expires_at, tenant)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 0, 0, $10, $10, $11, $12)
+ON CONFLICT (idempotency_key) DO NOTHING
+RETURNING `+topUpCols, args...))
+			if errors.Is(err, ErrNoRows) {
+				return errReplay
+			}
+			if err != nil {
+				return fmt.Errorf("insert top-up: %w", err)
+			}
+			if _, err := q.Exec(ctx, `INSERT INTO sessions (id, kind, topup_id, status, created_at, tenant) VALUES ($1, $2, $3, $4, $5, $6)`,
+				sid.String(), ledger.KindTopUp.String(), id.String(), ledger.SessionOpen.String(), at, norm.Tenant); err != nil {
+				return fmt.Errorf("insert session: %w", err)
+			}
+			if _, err := q.Exec(ctx, `INSERT INTO bridge_tokens (token_hash, session_id, expires_at) VALUES ($1, $2, $3)`,
+				tokenHash, sid.String(), micros(tokenExpires)); err != nil {
+				return fmt.Errorf("insert bridge token: %w", err)
+			}
+			return nil
+		})
+	}
+	if errors.Is(err, errReplay) {
+		tu, _, err := s.CreateTopUp(ctx, req, key, now)
+		return tu, ledger.Session{}, false, err
+	}
+	if err != nil {
+		return ledger.TopUp{}, ledger.Session{}, false, err
+	}
+	return tu, ledger.Session{ID: sid, Kind: ledger.KindTopUp, TopUpID: id, Tenant: norm.Tenant, Status: ledger.SessionOpen,
+		CreatedAt: fromMicros(at)}, true, nil
+}
+
+// SessionTopUp implements ledger.Ledger: one read, the top-up first
+// (marked 0), then the card's unresolved top-ups oldest first.
+func (s *Store) SessionTopUp(ctx context.Context, id uuid.UUID, cardUID string) (ledger.TopUp, []ledger.TopUp, error) {
+	uid, err := ledger.NormalizeCardUID(cardUID)
+	if err != nil {
+		return ledger.TopUp{}, nil, err
+	}
+	// Literal statuses so the planner can use the partial indexes (see
+	// UnresolvedByCard).
+	rows, err := s.db.Query(ctx, `SELECT `+topUpCols+`, 0 AS k FROM topups WHERE id = $1
+UNION ALL
+SELECT `+topUpCols+`, 1 AS k FROM topups WHERE card_uid = $2 AND (status IN ('in_progress', 'in_doubt')
+	OR (resolution = 'manual' AND resolution_checked = 0))
+ORDER BY k, created_at, id`, id.String(), uid)
+	if err != nil {
+		return ledger.TopUp{}, nil, fmt.Errorf("read top-up %s and its card: %w", id, err)
+	}
+	defer rows.Close()
+	var (
+		tu    ledger.TopUp
+		found bool
+		open  []ledger.TopUp
+	)
+	for rows.Next() {
+		var k int64
+		t, err := scanTopUpAnd(rows, &k)
+		if err != nil {
+			return ledger.TopUp{}, nil, fmt.Errorf("read top-up %s and its card: %w", id, err)
+		}
+		if k == 0 {
+			tu, found = t, true
+		} else {
+			open = append(open, t)
+		}
+	}
+	if err := rows.Err(); err != nil {
+		return ledger.TopUp{}, nil, fmt.Errorf("read top-up %s and its card: %w", id, err)
+	}
+	if !found {
+		return ledger.TopUp{}, nil, fmt.Errorf("top-up %s: %w", id, ledger.ErrNotFound)
+	}
+	return tu, open, nil
+}
