@@ -52,6 +52,9 @@ func Run(t *testing.T, open Opener) {
 		{"ListAndOldest", testListAndOldest},
 		{"Tenants", testTenants},
 		{"RevokeTokens", testRevokeTokens},
+		{"CreateTopUpSession", testCreateTopUpSession},
+		{"SessionTopUp", testSessionTopUp},
+		{"TransitionFinish", testTransitionFinish},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
