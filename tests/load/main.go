@@ -36,6 +36,7 @@ import (
 	"time"
 
 	"github.com/coder/websocket"
+	"github.com/jackc/pgx/v5"
 	dto "github.com/prometheus/client_model/go"
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
@@ -57,6 +58,10 @@ import (
 )
 
 const apiKey = "load-key"
+
+// ledgerStats counts the server's database work; the child serves it at
+// /loadstats for the parent's headline.
+var ledgerStats = &ledger.Stats{}
 
 type options struct {
 	backend, profile string
@@ -115,14 +120,14 @@ func newServer(ctx context.Context, o options, kp keys.Provider) (*server.Server
 		if err != nil {
 			return nil, nil, err
 		}
-		if l, err = sqlite.Open(ctx, filepath.Join(dir, "ledger.db"), ledger.Config{}); err != nil {
+		if l, err = sqlite.Open(ctx, filepath.Join(dir, "ledger.db"), ledger.Config{Stats: ledgerStats}); err != nil {
 			os.RemoveAll(dir)
 			return nil, nil, err
 		}
 		cleanup = func() { os.RemoveAll(dir) }
 		lk = lock.NewMemory()
 	case "shared":
-		if l, err = postgres.Open(ctx, os.Getenv("DATABASE_URL"), ledger.Config{}); err != nil {
+		if l, err = postgres.Open(ctx, os.Getenv("DATABASE_URL"), ledger.Config{Stats: ledgerStats}); err != nil {
 			return nil, nil, err
 		}
 		rc, err := lock.NewRedisClient(os.Getenv("REDIS_URL"))
@@ -281,6 +286,9 @@ func run(o options) error {
 	}
 	fmt.Printf("backend=%s profile=%s batch=%v latency=%s workers=%d go=%s cpus=%d mode=%s\n",
 		o.backend, p.Name, o.batch, o.oneWay, o.workers, runtime.Version(), runtime.NumCPU(), mode)
+	if o.backend == "shared" {
+		fmt.Printf("postgresql: %s\n", pgDurability(ctx))
+	}
 	if o.idle > 0 {
 		return idleSessions(ctx, client, tg, wsURL, o.idle, o.split)
 	}
@@ -305,6 +313,11 @@ func run(o options) error {
 	if err != nil {
 		return err
 	}
+	db0, err := scrapeStats(client, tg.base)
+	if err != nil {
+		return err
+	}
+	wal0 := walSyncs(ctx, o)
 	genCPU0, srvCPU0, svcCPU0 := selfCPU(), procCPU(tg.pid), namedCPU(o.services)
 	start := time.Now()
 	deadline := start.Add(o.dur)
@@ -343,6 +356,11 @@ func run(o options) error {
 	if err != nil {
 		return err
 	}
+	db1, err := scrapeStats(client, tg.base)
+	if err != nil {
+		return err
+	}
+	wal1 := walSyncs(ctx, o)
 	sort.Slice(lat, func(i, j int) bool { return lat[i] < lat[j] })
 	pct := func(q float64) time.Duration {
 		if len(lat) == 0 {
@@ -362,6 +380,23 @@ func run(o options) error {
 		fmt.Printf("cpu_s_per_1000: server+generator=%.2f services(%s)=%.2f\n",
 			per1000(genCPU), strings.Join(o.services, ","), per1000(svcCPU))
 	}
+	ms := func(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 / n }
+	if o.split {
+		fmt.Printf("cpu_ms_per_topup: server=%.2f services=%.2f server+services=%.2f generator=%.2f\n",
+			ms(srvCPU), ms(svcCPU), ms(srvCPU+svcCPU), ms(genCPU))
+	}
+	// Every session is one top-up; the counts include the create.
+	d := db1.Sub(db0)
+	per := func(v int64) float64 { return float64(v) / float64(max(okN.Load()+errN.Load(), 1)) }
+	line := fmt.Sprintf("db_per_topup: statements=%.2f round_trips=%.2f commits=%.2f durable_commits=%.2f",
+		per(d.Statements), per(d.RoundTrips), per(d.Commits), per(d.Commits-d.Relaxed))
+	if o.backend == "shared" && wal0 >= 0 && wal1 >= 0 {
+		line += fmt.Sprintf(" pg_wal_syncs=%.2f", per(wal1-wal0))
+	}
+	if o.backend == "embedded" {
+		line += " (SQLite WAL, synchronous=FULL: one fsync per durable commit, plus checkpoints)"
+	}
+	fmt.Println(line)
 	g := gap1.minus(gap0)
 	fmt.Printf("server_gap (server time between exchanges): n=%d mean=%s p50<=%s p99<=%s\n",
 		g.count, g.mean(), g.quantile(0.50), g.quantile(0.99))
@@ -600,11 +635,56 @@ func (h hist) quantile(q float64) string {
 	return "+Inf"
 }
 
+// scrapeStats reads the server's ledger counters.
+func scrapeStats(c *http.Client, base string) (ledger.StatsSnapshot, error) {
+	var st ledger.StatsSnapshot
+	resp, err := c.Get(base + "/loadstats")
+	if err != nil {
+		return st, err
+	}
+	defer resp.Body.Close()
+	return st, json.NewDecoder(resp.Body).Decode(&st)
+}
+
+// walSyncs is PostgreSQL's count of WAL fsyncs (pg_stat_wal, 14+), or -1.
+func walSyncs(ctx context.Context, o options) int64 {
+	if o.backend != "shared" {
+		return -1
+	}
+	c, err := pgx.Connect(ctx, os.Getenv("DATABASE_URL"))
+	if err != nil {
+		return -1
+	}
+	defer c.Close(ctx)
+	var n int64
+	if err := c.QueryRow(ctx, "SELECT wal_sync FROM pg_stat_wal").Scan(&n); err != nil {
+		return -1
+	}
+	return n
+}
+
+// pgDurability reports the server's fsync and synchronous_commit.
+func pgDurability(ctx context.Context) string {
+	c, err := pgx.Connect(ctx, os.Getenv("DATABASE_URL"))
+	if err != nil {
+		return "unknown"
+	}
+	defer c.Close(ctx)
+	var fsync, sc string
+	if c.QueryRow(ctx, "SHOW fsync").Scan(&fsync) != nil || c.QueryRow(ctx, "SHOW synchronous_commit").Scan(&sc) != nil {
+		return "unknown"
+	}
+	return "fsync=" + fsync + " synchronous_commit=" + sc
+}
+
 // withMetrics serves the public handler and, at /metrics, the admin one:
 // the load tool scrapes the server it drives on one address.
 func withMetrics(srv *server.Server) http.Handler {
 	mux := http.NewServeMux()
 	mux.Handle("/metrics", srv.AdminHandler())
+	mux.HandleFunc("/loadstats", func(w http.ResponseWriter, _ *http.Request) {
+		_ = json.NewEncoder(w).Encode(ledgerStats.Snapshot())
+	})
 	mux.Handle("/", srv.Handler())
 	return mux
 }
