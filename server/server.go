@@ -30,6 +30,9 @@ func OpenAPI() []byte { return openAPI }
 type Options struct {
 	// Service runs sessions and operator operations.
 	Service *transaction.Service
+	// Outbox, when webhooks are configured, serves the events and
+	// redelivery routes (nil: they answer webhooks_disabled).
+	Outbox ledger.Outbox
 	// APIKeyHashes are the SHA-256 digests (hex) of accepted API keys of
 	// the default tenant (the embedded single-key setup).
 	APIKeyHashes []string
@@ -148,7 +151,7 @@ func (s *Server) AdminHandler() http.Handler { return s.admin }
 func Routes() []string {
 	return []string{
 		"POST /v1/topups", "GET /v1/topups", "GET /v1/topups/{id}", "POST /v1/topups/{id}/bridge-tokens",
-		"POST /v1/topups/{id}/resolve",
+		"POST /v1/topups/{id}/resolve", "GET /v1/topups/{id}/events", "POST /v1/events/{id}/redeliver",
 		"POST /v1/sessions", "GET /v1/sessions/{id}", "GET /v1/cards/{uid}/topups",
 		"GET /v1/sun/{template}", "GET /v1/tags/{uid}",
 		"GET /v1/bridge", "GET /healthz", "GET /readyz",
@@ -167,6 +170,8 @@ func (s *Server) routes() {
 		"GET /v1/topups/{id}":                s.getTopUp,
 		"POST /v1/topups/{id}/resolve":       s.resolveTopUp,
 		"POST /v1/topups/{id}/bridge-tokens": s.topUpToken,
+		"GET /v1/topups/{id}/events":         s.topUpEvents,
+		"POST /v1/events/{id}/redeliver":     s.redeliverEvent,
 		"POST /v1/sessions":                  s.createSession,
 		"GET /v1/sessions/{id}":              s.getSession,
 		"GET /v1/cards/{uid}/topups":         s.cardTopUps,

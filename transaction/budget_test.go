@@ -16,8 +16,10 @@ import (
 
 // Database budget of one EV2 top-up on a card with nothing unresolved:
 // create (top-up, session, token), consume the token, the session's
-// reads and writes, and its outcome. Counted through the ledger's
-// database interface (ledger.Stats), so a regression fails here.
+// reads and writes, and its outcome, with the webhook outbox on (its
+// rows join the statements of the changes they record). Counted through
+// the ledger's database interface (ledger.Stats), so a regression fails
+// here.
 const (
 	// maxRoundTrips: PostgreSQL round trips, BEGIN and COMMIT included.
 	maxRoundTrips = 5
@@ -40,10 +42,10 @@ func TestTopUpDatabaseBudget(t *testing.T) {
 			)
 			switch backend {
 			case "sqlite":
-				l, err = sqlite.Open(ctx, filepath.Join(t.TempDir(), "l.db"), ledger.Config{Stats: st})
+				l, err = sqlite.Open(ctx, filepath.Join(t.TempDir(), "l.db"), ledger.Config{Stats: st, Outbox: true})
 				lk = lock.NewMemory()
 			case "postgres":
-				l, err = postgres.Open(ctx, testbackend.PostgresSchema(t), ledger.Config{Stats: st})
+				l, err = postgres.Open(ctx, testbackend.PostgresSchema(t), ledger.Config{Stats: st, Outbox: true})
 				lk = testbackend.RedisLocker(t)
 			}
 			if err != nil {

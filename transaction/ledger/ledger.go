@@ -306,6 +306,10 @@ type Config struct {
 	// Stats, when set, counts the ledger's statements, round trips and
 	// commits (tests and the load tool read it).
 	Stats *Stats
+	// Outbox records an Event (ledger.Outbox) with every state change an
+	// operator hears about, in the change's own transaction; on when
+	// webhooks are configured.
+	Outbox bool
 }
 
 // DefaultPendingTTL is Config.PendingTTL when unset.

@@ -127,3 +127,38 @@ func testTransitionFinish(t *testing.T, e *env) {
 		t.Fatalf("finish on an operator transition: %v", err)
 	}
 }
+
+// testOutboxHotPath: the common path's phases (pending → in_doubt, then
+// applied ending the session in the same commit) record the same events,
+// in the same order, as the step-by-step path.
+func testOutboxHotPath(t *testing.T, e *env, o ledger.Outbox) {
+	key := e.key()
+	hash := sha256.Sum256([]byte(key))
+	tu, sess, _, err := e.l.CreateTopUpSession(e.ctx, ledger.Request{Amount: 500, Currency: "EUR"}, key, hash[:], base.Add(time.Hour), base)
+	if err != nil {
+		t.Fatal(err)
+	}
+	card := e.card()
+	tu, err = e.l.Transition(e.ctx, ledger.Transition{TopUpID: tu.ID, From: ledger.StatusPending, To: ledger.StatusInDoubt,
+		Fence: e.newFence(), SessionID: sess.ID, CardUID: card, Now: base.Add(time.Second)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.l.Transition(e.ctx, ledger.Transition{TopUpID: tu.ID, From: ledger.StatusInDoubt, To: ledger.StatusApplied,
+		Fence: e.newFence(), SessionID: sess.ID, CardUID: card, Finish: &ledger.SessionOutcome{OK: true}, Now: base.Add(2 * time.Second)}); err != nil {
+		t.Fatal(err)
+	}
+	evs, _, err := o.ListEvents(e.ctx, ledger.DefaultTenant, tu.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := "topup.in_doubt(in_doubt) topup.applied(applied) session.finished(ok) "
+	if got := eventTypes(evs); got != want {
+		t.Fatalf("events %q, want %q", got, want)
+	}
+	for _, ev := range evs {
+		if ev.SessionID != sess.ID || ev.TopUpID != tu.ID || ev.Tenant != ledger.DefaultTenant {
+			t.Fatalf("event %+v does not name session %s and top-up %s", ev, sess.ID, tu.ID)
+		}
+	}
+}

@@ -27,7 +27,11 @@ import (
 // id, $11 attempt ended_at, $12 error code, $13 profile, $14 balance
 // before, $15 balance after, $16 tmc, $17 tmv, $18 app, $19 check tmc,
 // $20 set applied_at, $21 new expiry, $22 unbind, $23 session outcome
-// (JSON, NULL: the session stays open), $24 session status.
+// (JSON, NULL: the session stays open), $24 session status, $25 event id,
+// $26 event type (”: none), $27 session event id, $28 session event type.
+// The outbox rows are written by the same statement, fed by what it
+// changed (the session's event one microsecond after the top-up's, so it
+// sorts after it).
 func transitionSQL(relaxed string) string {
 	with := "WITH "
 	cond := ""
@@ -58,7 +62,10 @@ ai AS (INSERT INTO attempts (id, topup_id, session_id, card_uid, fence, started_
 	SELECT $10::text, ok.id, $7::text, ok.uid, $6::bigint, $4::bigint, $11::bigint, $3::text, $12::text, $13::text FROM ok
 	WHERE $8::boolean AND NOT EXISTS (SELECT 1 FROM attempts a WHERE a.topup_id = ok.id AND a.session_id = $7::text) RETURNING 1),
 fin AS (UPDATE sessions SET status = $24::text, outcome = $23::text, ended_at = $4::bigint
-	FROM ok WHERE $23::text IS NOT NULL AND sessions.id = $7::text AND sessions.status = 'open' RETURNING 1),
+	FROM ok WHERE $23::text IS NOT NULL AND sessions.id = $7::text AND sessions.status = 'open'
+	RETURNING sessions.id, sessions.tenant, sessions.status),
+fev AS (INSERT INTO outbox_events (id, tenant, type, topup_id, session_id, status, created_at)
+	SELECT $27::text, fin.tenant, $28::text, $1::text, fin.id, fin.status, $4::bigint + 1 FROM fin WHERE $28::text <> '' RETURNING 1),
 upd AS (UPDATE topups SET status = $3::text, updated_at = $4::bigint,
 	card_uid = CASE WHEN $22::boolean THEN '' ELSE ok.uid END,
 	fence = CASE WHEN $6::bigint > 0 THEN $6::bigint ELSE topups.fence END,
@@ -70,6 +77,9 @@ upd AS (UPDATE topups SET status = $3::text, updated_at = $4::bigint,
 	profile = CASE WHEN $13::text = '' THEN topups.profile ELSE $13::text END
 	FROM ok WHERE topups.id = ok.id
 	RETURNING ` + qualified("topups", topUpCols) + `)
+,
+ev AS (INSERT INTO outbox_events (id, tenant, type, topup_id, session_id, status, created_at)
+	SELECT $25::text, upd.tenant, $26::text, upd.id, $7::text, $3::text, $4::bigint FROM upd WHERE $26::text <> '' RETURNING 1)
 SELECT upd.*, (SELECT count(*) FROM fin) FROM upd`
 }
 
@@ -116,6 +126,10 @@ func (s *Store) transitionOne(ctx context.Context, rule ledger.Rule, t ledger.Tr
 	if relaxed {
 		query = s.transitionRelaxed
 	}
+	evID, sevID, evType, sevType, err := s.eventArgs(t, finish != nil)
+	if err != nil {
+		return ledger.TopUp{}, err
+	}
 	var n int64
 	var tu ledger.TopUp
 	row := s.db.WriteRow(ctx, relaxed, query,
@@ -123,7 +137,7 @@ func (s *Store) transitionOne(ctx context.Context, rule ledger.Rule, t ledger.Tr
 		sid, rule.Session, checksExpiry(t), aid.String(), ended, t.ErrorCode, t.Profile,
 		nullInt(t.BalanceBefore), nullInt(t.BalanceAfter), tmc, nullBytes(t.TMV), int64(t.App),
 		t.To == ledger.StatusApplied && t.TMC != nil, t.To == ledger.StatusApplied, expires, t.Unbind,
-		outcome, sessStatus)
+		outcome, sessStatus, evID, evType, sevID, sevType)
 	tu, err = scanTopUpAnd(row, &n)
 	if errors.Is(err, ErrNoRows) {
 		return ledger.TopUp{}, s.diagnose(ctx, rule, t)
@@ -141,6 +155,27 @@ func (s *Store) transitionOne(ctx context.Context, rule ledger.Rule, t ledger.Tr
 
 // checksExpiry: a pending top-up past its expiry cannot be taken to a
 // card.
+// eventArgs are the outbox ids and types of a one-statement transition
+// (empty types when the outbox is off or the change has no event).
+func (s *Store) eventArgs(t ledger.Transition, finish bool) (evID, sevID, evType, sevType string, err error) {
+	if !s.cfg.Outbox {
+		return "", "", "", "", nil
+	}
+	evType = ledger.EventForStatus(t.To)
+	if finish {
+		sevType = ledger.EventSession
+	}
+	a, err := uuid.NewRandom()
+	if err != nil {
+		return "", "", "", "", fmt.Errorf("new event id: %w", err)
+	}
+	b, err := uuid.NewRandom()
+	if err != nil {
+		return "", "", "", "", fmt.Errorf("new event id: %w", err)
+	}
+	return a.String(), b.String(), evType, sevType, nil
+}
+
 func checksExpiry(t ledger.Transition) bool {
 	return t.From == ledger.StatusPending && (t.To == ledger.StatusInProgress || t.To == ledger.StatusInDoubt)
 }

@@ -437,10 +437,19 @@ RETURNING `+topUpCols,
 		if err != nil {
 			return fmt.Errorf("update top-up %s: %w", cur.ID, err)
 		}
+		if err := s.recordEvent(ctx, q, ledger.EventForStatus(t.To), out.Tenant, out.ID, t.SessionID, t.To.String(), now); err != nil {
+			return err
+		}
 		if finish != nil {
-			if _, err := q.Exec(ctx, `UPDATE sessions SET status = $1, outcome = $2, ended_at = $3 WHERE id = $4 AND status = $5`,
-				finish.status, finish.outcome, now, t.SessionID.String(), ledger.SessionOpen.String()); err != nil {
+			n, err := q.Exec(ctx, `UPDATE sessions SET status = $1, outcome = $2, ended_at = $3 WHERE id = $4 AND status = $5`,
+				finish.status, finish.outcome, now, t.SessionID.String(), ledger.SessionOpen.String())
+			if err != nil {
 				return fmt.Errorf("finish session %s: %w", t.SessionID, err)
+			}
+			if n == 1 {
+				// One microsecond later: the session ends after the change
+				// it rode with, in the outbox's order too.
+				return s.recordEvent(ctx, q, ledger.EventSession, out.Tenant, out.ID, t.SessionID, finish.status, now+1)
 			}
 		}
 		return nil
@@ -457,12 +466,47 @@ func (s *Store) ExpirePending(ctx context.Context, now time.Time) (int, error) {
 		return 0, err
 	}
 	at := micros(now)
-	n, err := s.db.Exec(ctx, `UPDATE topups SET status = $1, updated_at = $2 WHERE status = $3 AND expires_at <= $4`,
-		ledger.StatusExpired.String(), at, ledger.StatusPending.String(), at)
-	if err != nil {
-		return 0, fmt.Errorf("expire pending top-ups: %w", err)
+	if !s.cfg.Outbox {
+		n, err := s.db.Exec(ctx, `UPDATE topups SET status = $1, updated_at = $2 WHERE status = $3 AND expires_at <= $4`,
+			ledger.StatusExpired.String(), at, ledger.StatusPending.String(), at)
+		if err != nil {
+			return 0, fmt.Errorf("expire pending top-ups: %w", err)
+		}
+		return int(n), nil
 	}
-	return int(n), nil
+	var moved int
+	err := s.db.InTx(ctx, func(q Querier) error {
+		rows, err := q.Query(ctx, `UPDATE topups SET status = $1, updated_at = $2 WHERE status = $3 AND expires_at <= $4
+RETURNING id, tenant`, ledger.StatusExpired.String(), at, ledger.StatusPending.String(), at)
+		if err != nil {
+			return fmt.Errorf("expire pending top-ups: %w", err)
+		}
+		type expired struct{ id, tenant string }
+		var list []expired
+		for rows.Next() {
+			var e expired
+			if err := rows.Scan(&e.id, &e.tenant); err != nil {
+				rows.Close()
+				return fmt.Errorf("expire pending top-ups: %w", err)
+			}
+			list = append(list, e)
+		}
+		if err := errors.Join(rows.Err(), rows.Close()); err != nil {
+			return fmt.Errorf("expire pending top-ups: %w", err)
+		}
+		for _, e := range list {
+			id, err := uuid.Parse(e.id)
+			if err != nil {
+				return fmt.Errorf("stored top-up id %q: %w", e.id, err)
+			}
+			if err := s.recordEvent(ctx, q, ledger.EventExpired, e.tenant, id, uuid.Nil, ledger.StatusExpired.String(), at); err != nil {
+				return err
+			}
+		}
+		moved = len(list)
+		return nil
+	})
+	return moved, err
 }
 
 const sessionCols = `id, kind, topup_id, status, outcome, created_at, ended_at, tenant`
@@ -736,7 +780,7 @@ RETURNING `+sessionCols,
 		if err != nil {
 			return fmt.Errorf("finish session %s: %w", id, err)
 		}
-		return nil
+		return s.recordEvent(ctx, q, ledger.EventSession, out.Tenant, out.TopUpID, out.ID, status.String(), micros(now))
 	})
 	if err != nil {
 		return ledger.Session{}, err
