@@ -318,7 +318,12 @@ func run(o options) error {
 		return err
 	}
 	wal0 := walSyncs(ctx, o)
+	var sp serviceProcs
+	if o.backend == "shared" {
+		sp = findServices(ctx)
+	}
 	genCPU0, srvCPU0, svcCPU0 := selfCPU(), procCPU(tg.pid), namedCPU(o.services)
+	pgCPU0, rdCPU0 := sp.cpu()
 	start := time.Now()
 	deadline := start.Add(o.dur)
 	var wg sync.WaitGroup
@@ -352,6 +357,8 @@ func run(o options) error {
 	wg.Wait()
 	elapsed := time.Since(start)
 	genCPU, srvCPU, svcCPU := selfCPU()-genCPU0, procCPU(tg.pid)-srvCPU0, namedCPU(o.services)-svcCPU0
+	pgCPU, rdCPU := sp.cpu()
+	pgCPU, rdCPU = pgCPU-pgCPU0, rdCPU-rdCPU0
 	gap1, err := scrapeGap(client, tg.base)
 	if err != nil {
 		return err
@@ -382,11 +389,19 @@ func run(o options) error {
 	}
 	ms := func(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 / n }
 	if o.split {
-		fmt.Printf("cpu_ms_per_topup: server=%.2f services=%.2f server+services=%.2f generator=%.2f\n",
-			ms(srvCPU), ms(svcCPU), ms(srvCPU+svcCPU), ms(genCPU))
+		if sp.pg > 0 && sp.redis > 0 {
+			// Only this run's PostgreSQL and Redis, not every process of
+			// that name on the machine.
+			svc := pgCPU + rdCPU
+			fmt.Printf("cpu_ms_per_topup: server=%.2f services=%.2f (postgres=%.2f redis=%.2f) server+services=%.2f generator=%.2f\n",
+				ms(srvCPU), ms(svc), ms(pgCPU), ms(rdCPU), ms(srvCPU+svc), ms(genCPU))
+		} else {
+			fmt.Printf("cpu_ms_per_topup: server=%.2f services=%.2f server+services=%.2f generator=%.2f\n",
+				ms(srvCPU), ms(svcCPU), ms(srvCPU+svcCPU), ms(genCPU))
+		}
 	}
 	// Every session is one top-up; the counts include the create.
-	d := db1.Sub(db0)
+	d := db1.StatsSnapshot.Sub(db0.StatsSnapshot)
 	per := func(v int64) float64 { return float64(v) / float64(max(okN.Load()+errN.Load(), 1)) }
 	line := fmt.Sprintf("db_per_topup: statements=%.2f round_trips=%.2f commits=%.2f durable_commits=%.2f",
 		per(d.Statements), per(d.RoundTrips), per(d.Commits), per(d.Commits-d.Relaxed))
@@ -397,6 +412,9 @@ func run(o options) error {
 		line += " (SQLite WAL, synchronous=FULL: one fsync per durable commit, plus checkpoints)"
 	}
 	fmt.Println(line)
+	if o.split {
+		fmt.Printf("server_allocs_per_topup=%.0f\n", per(int64(db1.Mallocs-db0.Mallocs)))
+	}
 	g := gap1.minus(gap0)
 	fmt.Printf("server_gap (server time between exchanges): n=%d mean=%s p50<=%s p99<=%s\n",
 		g.count, g.mean(), g.quantile(0.50), g.quantile(0.99))
@@ -629,15 +647,25 @@ func (h hist) quantile(q float64) string {
 	want := uint64(math.Ceil(q * float64(h.count)))
 	for i, c := range h.cum {
 		if c >= want {
+			if math.IsInf(h.bounds[i], 1) {
+				return "+Inf"
+			}
 			return time.Duration(h.bounds[i] * float64(time.Second)).Round(time.Microsecond).String()
 		}
 	}
 	return "+Inf"
 }
 
-// scrapeStats reads the server's ledger counters.
-func scrapeStats(c *http.Client, base string) (ledger.StatsSnapshot, error) {
-	var st ledger.StatsSnapshot
+// loadStats is what the server under load counts: its ledger's database
+// work and its heap allocations.
+type loadStats struct {
+	ledger.StatsSnapshot
+	Mallocs uint64
+}
+
+// scrapeStats reads the server's counters.
+func scrapeStats(c *http.Client, base string) (loadStats, error) {
+	var st loadStats
 	resp, err := c.Get(base + "/loadstats")
 	if err != nil {
 		return st, err
@@ -683,7 +711,9 @@ func withMetrics(srv *server.Server) http.Handler {
 	mux := http.NewServeMux()
 	mux.Handle("/metrics", srv.AdminHandler())
 	mux.HandleFunc("/loadstats", func(w http.ResponseWriter, _ *http.Request) {
-		_ = json.NewEncoder(w).Encode(ledgerStats.Snapshot())
+		var ms runtime.MemStats
+		runtime.ReadMemStats(&ms)
+		_ = json.NewEncoder(w).Encode(loadStats{StatsSnapshot: ledgerStats.Snapshot(), Mallocs: ms.Mallocs})
 	})
 	mux.Handle("/", srv.Handler())
 	return mux
