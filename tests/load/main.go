@@ -72,6 +72,7 @@ type options struct {
 	split            bool
 	services         []string
 	cpuProfile       string
+	memProfile       string
 }
 
 func main() {
@@ -86,6 +87,7 @@ func main() {
 	flag.BoolVar(&o.split, "split", true, "run the server in a child process and measure it apart from the generator")
 	services := flag.String("services", "postgres,redis-server", "process names whose CPU is reported as services_cpu")
 	flag.StringVar(&o.cpuProfile, "cpuprofile", "", "write a CPU profile of the server to this file")
+	flag.StringVar(&o.memProfile, "memprofile", "", "write an allocation profile of the server (-split) to this file")
 	serve := flag.Bool("serve", false, "internal: run only the server (child of -split), print its URL, stop when stdin closes")
 	keyFile := flag.String("keys", "", "internal: key file for -serve")
 	flag.Parse()
@@ -163,6 +165,14 @@ func serveChild(o options, keyFile string) error {
 		}
 		defer pprof.StopCPUProfile()
 	}
+	if o.memProfile != "" {
+		defer func() {
+			if f, err := os.Create(o.memProfile); err == nil {
+				_ = pprof.Lookup("allocs").WriteTo(f, 0)
+				f.Close()
+			}
+		}()
+	}
 	kp, err := keys.LoadFile(keyFile)
 	if err != nil {
 		return err
@@ -224,6 +234,9 @@ func startTarget(ctx context.Context, o options, keyFile string, kp keys.Provide
 	args := []string{"-serve", "-keys", keyFile, "-backend", o.backend, "-profile", o.profile}
 	if o.cpuProfile != "" {
 		args = append(args, "-cpuprofile", o.cpuProfile)
+	}
+	if o.memProfile != "" {
+		args = append(args, "-memprofile", o.memProfile)
 	}
 	cmd := exec.Command(self, args...)
 	cmd.Stderr = os.Stderr
