@@ -166,15 +166,11 @@ func (d *db) tryTx(ctx context.Context, relaxed bool, fn func(sqlstore.Querier) 
 	if err != nil {
 		return fmt.Errorf("begin: %w", err)
 	}
-	if relaxed {
-		fn = relax(fn)
+	if err := relax(ctx, tx, relaxed); err != nil {
+		return rollback(ctx, tx, err)
 	}
 	if err := fn(querier{tx}); err != nil {
-		// Rollback on a fresh context: ctx may be the reason fn failed.
-		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
-		defer cancel()
-		_ = tx.Rollback(rctx)
-		return err
+		return rollback(ctx, tx, err)
 	}
 	if err := tx.Commit(ctx); err != nil {
 		return fmt.Errorf("commit: %w", err)
@@ -182,13 +178,24 @@ func (d *db) tryTx(ctx context.Context, relaxed bool, fn func(sqlstore.Querier) 
 	return nil
 }
 
-func relax(fn func(sqlstore.Querier) error) func(sqlstore.Querier) error {
-	return func(q sqlstore.Querier) error {
-		if _, err := q.Exec(context.Background(), "SET LOCAL synchronous_commit = off"); err != nil {
-			return fmt.Errorf("relax commit: %w", err)
-		}
-		return fn(q)
+// relax sets synchronous_commit off for the rest of tx when relaxed.
+func relax(ctx context.Context, tx pgx.Tx, relaxed bool) error {
+	if !relaxed {
+		return nil
 	}
+	if _, err := tx.Exec(ctx, "SET LOCAL synchronous_commit = off"); err != nil {
+		return fmt.Errorf("relax commit: %w", err)
+	}
+	return nil
+}
+
+// rollback ends tx after err, on a fresh context (ctx may be the reason
+// for err), and returns err.
+func rollback(ctx context.Context, tx pgx.Tx, err error) error {
+	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+	defer cancel()
+	_ = tx.Rollback(rctx)
+	return err
 }
 
 // WriteRow runs one statement on its own: PostgreSQL wraps it in an

@@ -38,6 +38,15 @@ const BusyTimeout = 5 * time.Second
 // Open opens (creating if needed) the ledger database at path, applies
 // pending migrations and returns the ledger.
 func Open(ctx context.Context, path string, cfg ledger.Config) (ledger.Ledger, error) {
+	d, err := openDB(ctx, path)
+	if err != nil {
+		return nil, err
+	}
+	return sqlstore.New(d, sqlstore.Dialect{}, cfg), nil
+}
+
+// openDB opens and migrates the database at path.
+func openDB(ctx context.Context, path string) (*db, error) {
 	if path == "" || strings.ContainsAny(path, "?#") {
 		return nil, fmt.Errorf("sqlite ledger: bad path %q", path)
 	}
@@ -75,7 +84,7 @@ func Open(ctx context.Context, path string, cfg ledger.Config) (ledger.Ledger, e
 	}
 	r.SetMaxOpenConns(4)
 	d.r = r
-	return sqlstore.New(d, sqlstore.Dialect{}, cfg), nil
+	return d, nil
 }
 
 // createPrivate creates the database file with mode 0600 before SQLite
