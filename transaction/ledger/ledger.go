@@ -29,6 +29,12 @@ type Ledger interface {
 	// UnresolvedByCard(cardUID) would, the top-up itself among them when it
 	// is unresolved and bound to that card) in one read.
 	SessionTopUp(ctx context.Context, id uuid.UUID, cardUID string) (TopUp, []TopUp, error)
+	// CreateReversal creates, once per credit, a pending entry of kind
+	// TopUpReversal that debits an applied credit's amount back from the
+	// same card; asking again returns the existing one (created=false).
+	// ErrNotFound if tenant does not own the credit, ErrNotReversible if it
+	// is not an applied credit bound to a card.
+	CreateReversal(ctx context.Context, tenant string, original uuid.UUID, now time.Time) (TopUp, bool, error)
 	// GetTopUp returns a top-up or ErrNotFound.
 	GetTopUp(ctx context.Context, id uuid.UUID) (TopUp, error)
 	// ListTopUpsByCard returns a card's top-ups, newest first.

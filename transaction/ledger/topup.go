@@ -249,7 +249,21 @@ type TopUp struct {
 	// Profile is the card profile the last session that worked on the
 	// top-up used (detected from the card in a mixed fleet).
 	Profile string
+	// Kind is TopUpCredit, or TopUpReversal for an entry that debits
+	// Reverses' amount back from its card.
+	Kind     TopUpKind
+	Reverses uuid.UUID
 }
+
+// TopUpKind says whether an entry adds value to a card or takes an applied
+// credit back.
+type TopUpKind string
+
+// Entry kinds.
+const (
+	TopUpCredit   TopUpKind = "credit"
+	TopUpReversal TopUpKind = "reversal"
+)
 
 // Attempt is one session's work on one top-up; the rows of a top-up are
 // its audit trail across bridges and retries.

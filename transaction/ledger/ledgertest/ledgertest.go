@@ -55,6 +55,8 @@ func Run(t *testing.T, open Opener) {
 		{"CreateTopUpSession", testCreateTopUpSession},
 		{"SessionTopUp", testSessionTopUp},
 		{"TransitionFinish", testTransitionFinish},
+		{"Reversal", testReversal},
+		{"ReversalConcurrent", testReversalConcurrent},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

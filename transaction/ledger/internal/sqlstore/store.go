@@ -68,7 +68,7 @@ func New(db DB, d Dialect, cfg ledger.Config) *Store {
 
 const topUpCols = `id, idempotency_key, request_hash, amount, currency, card_uid, reference, status,
 	balance_before, balance_after, tmc, tmv, log_ref, attempts, fence,
-	created_at, updated_at, expires_at, applied_at, resolution, resolution_checked, conflict, profile, tenant`
+	created_at, updated_at, expires_at, applied_at, resolution, resolution_checked, conflict, profile, tenant, kind, reverses`
 
 func scanTopUp(r Row) (ledger.TopUp, error) {
 	var (
@@ -78,10 +78,11 @@ func scanTopUp(r Row) (ledger.TopUp, error) {
 		attempts                    int64
 		created, updated, expiresAt int64
 		checked                     int64
+		kind, reverses              string
 	)
 	err := r.Scan(&id, &t.IdempotencyKey, &t.RequestHash, &t.Amount, &t.Currency, &t.CardUID, &t.Reference, &status,
 		&t.BalanceBefore, &t.BalanceAfter, &tmc, &t.TMV, &t.LogRef, &attempts, &t.Fence,
-		&created, &updated, &expiresAt, &applied, &t.Resolution, &checked, &t.Conflict, &t.Profile, &t.Tenant)
+		&created, &updated, &expiresAt, &applied, &t.Resolution, &checked, &t.Conflict, &t.Profile, &t.Tenant, &kind, &reverses)
 	if err != nil {
 		return ledger.TopUp{}, err
 	}
@@ -104,6 +105,12 @@ func scanTopUp(r Row) (ledger.TopUp, error) {
 	}
 	t.Attempts = int(attempts)
 	t.ResolutionChecked = checked != 0
+	t.Kind = ledger.TopUpKind(kind)
+	if reverses != "" {
+		if t.Reverses, err = uuid.Parse(reverses); err != nil {
+			return ledger.TopUp{}, fmt.Errorf("stored top-up %s: reverses %q: %w", id, reverses, err)
+		}
+	}
 	t.CreatedAt, t.UpdatedAt, t.ExpiresAt = fromMicros(created), fromMicros(updated), fromMicros(expiresAt)
 	t.AppliedAt = fromMicrosPtr(applied)
 	return t, nil
