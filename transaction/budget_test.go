@@ -64,10 +64,18 @@ func TestTopUpDatabaseBudget(t *testing.T) {
 				s1 := st.Snapshot()
 				sess := e.open(t, tk)
 				s2 := st.Snapshot()
-				if res := e.run(t, sess, true); !res.OK || res.Status != "applied" {
+				res := e.run(t, sess, true)
+				if !res.OK || res.Status != "applied" || res.Balance == nil {
 					t.Fatalf("top-up: %+v", res)
 				}
 				s3 := st.Snapshot()
+				// The outcome rode with applied: the session reads ended,
+				// with the result the bridge got.
+				got, err := l.GetSession(ctx, sess.ID)
+				if err != nil || got.Status != ledger.SessionOK || got.EndedAt == nil || got.Outcome.Balance == nil ||
+					*got.Outcome.Balance != *res.Balance || got.Outcome.CardUID != res.CardUID {
+					t.Fatalf("session after the top-up: %+v, %v", got, err)
+				}
 				if i == 1 {
 					for _, p := range []struct {
 						name string
