@@ -68,7 +68,12 @@ type Entry = personalize.KeyEntry
 type File = personalize.KeyFile
 
 // Static is a Provider over keys held in memory (loaded from a file).
-type Static struct{ set *personalize.KeySet }
+type Static struct {
+	set *personalize.KeySet
+	// versions lists, per key (version aside), the versions held,
+	// ascending: computed once, asked for by every session.
+	versions map[Ref][]byte
+}
 
 // LoadFile reads a key file. It refuses a file that group or others can
 // read, and malformed entries; nothing of the file is kept on error.
@@ -86,7 +91,15 @@ func New(f File) (*Static, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Static{set: set}, nil
+	versions := make(map[Ref][]byte)
+	for _, r := range set.Refs() {
+		k := versionKey(r)
+		versions[k] = append(versions[k], r.Version)
+	}
+	for _, v := range versions {
+		slices.Sort(v)
+	}
+	return &Static{set: set, versions: versions}, nil
 }
 
 // Dev reports whether the file was marked as development keys.
@@ -112,17 +125,17 @@ type Versioner interface {
 
 // Versions implements Versioner.
 func (s *Static) Versions(ref Ref) []byte {
+	return slices.Clone(s.versions[versionKey(ref)])
+}
+
+// versionKey is ref without its version (and, for a named key, without
+// its number).
+func versionKey(ref Ref) Ref {
 	if ref.Name != "" {
 		ref.KeyNo = 0
 	}
-	var out []byte
-	for _, r := range s.set.Refs() {
-		if r.AID == ref.AID && r.Name == ref.Name && r.KeyNo == ref.KeyNo {
-			out = append(out, r.Version)
-		}
-	}
-	slices.Sort(out)
-	return out
+	ref.Version = 0
+	return ref
 }
 
 // Refs lists the configured keys (without material), sorted, for start-up

@@ -19,6 +19,16 @@ type Ledger interface {
 	// top-up and created=false; the same key with a different request
 	// fails with ErrIdempotencyConflict. Bad input fails with ErrInvalid.
 	CreateTopUp(ctx context.Context, req Request, idempotencyKey string, now time.Time) (TopUp, bool, error)
+	// CreateTopUpSession is CreateTopUp and, for a new top-up, its first
+	// session (of the request's tenant) with its bridge token
+	// (IssueToken's tokenHash, expiring at tokenExpires), in one commit.
+	// A replayed key returns the existing top-up, created=false and a
+	// zero Session: the caller issues a ticket the ordinary way.
+	CreateTopUpSession(ctx context.Context, req Request, idempotencyKey string, tokenHash []byte, tokenExpires, now time.Time) (TopUp, Session, bool, error)
+	// SessionTopUp returns a top-up and its card's unresolved top-ups (as
+	// UnresolvedByCard(cardUID) would, the top-up itself among them when it
+	// is unresolved and bound to that card) in one read.
+	SessionTopUp(ctx context.Context, id uuid.UUID, cardUID string) (TopUp, []TopUp, error)
 	// CreateReversal creates, once per credit, a pending entry of kind
 	// TopUpReversal that debits an applied credit's amount back from the
 	// same card; asking again returns the existing one (created=false).
@@ -130,12 +140,17 @@ type Transition struct {
 	Profile string
 	// ExpiresAt, for failed → pending, gives the top-up a new expiry.
 	ExpiresAt time.Time
-	// Unbind, for in_progress → failed, clears the card binding the
+	// Unbind, for in_progress (or pending) → failed, clears the card binding the
 	// session made: nothing reached a card, so the top-up is free for any
 	// card again (a tap with a foreign card, or a bridge that named a UID
 	// it did not prove, must not strand a paid top-up). The Attempt keeps
 	// the UID the session used.
 	Unbind bool
+	// Finish, on a session transition, also ends the session with this
+	// outcome in the same database transaction (one commit where FinishSession
+	// would take a second). A session that has ended already keeps its
+	// outcome; the transition is made all the same.
+	Finish *SessionOutcome
 	// Now is the time of the change.
 	Now time.Time
 }
@@ -295,6 +310,8 @@ func (t Transition) Check() (Rule, Transition, error) {
 		}
 	} else if t.SessionID != uuid.Nil {
 		return Rule{}, t, invalid("session_id", "not used by %s → %s", t.From, t.To)
+	} else if t.Finish != nil {
+		return Rule{}, t, invalid("finish", "only a session transition ends a session")
 	}
 	if len(t.TMV) != 0 && len(t.TMV) != TMVLen {
 		return Rule{}, t, invalid("tmv", "must be %d bytes, got %d", TMVLen, len(t.TMV))
@@ -305,8 +322,8 @@ func (t Transition) Check() (Rule, Transition, error) {
 	if !t.ExpiresAt.IsZero() && t.To != StatusPending {
 		return Rule{}, t, invalid("expires_at", "only for → pending")
 	}
-	if t.Unbind && (t.From != StatusInProgress || t.To != StatusFailed) {
-		return Rule{}, t, invalid("unbind", "only for in_progress → failed")
+	if t.Unbind && ((t.From != StatusInProgress && t.From != StatusPending) || t.To != StatusFailed) {
+		return Rule{}, t, invalid("unbind", "only for in_progress or pending → failed")
 	}
 	return rule, t, nil
 }
@@ -316,6 +333,9 @@ type Config struct {
 	// PendingTTL is how long a new top-up stays startable before
 	// ExpirePending may expire it. Default 24h.
 	PendingTTL time.Duration
+	// Stats, when set, counts the ledger's statements, round trips and
+	// commits (tests and the load tool read it).
+	Stats *Stats
 	// Outbox records an Event (ledger.Outbox) with every state change an
 	// operator hears about, in the change's own transaction; on when
 	// webhooks are configured.
