@@ -121,6 +121,9 @@ type run struct {
 	// profile that serves the card, once the first exchange showed it.
 	card string
 	prof *profile.Profile
+	// blocked: the card was on the tenant's hot list when the session
+	// read its top-up (enforced once the card authenticated).
+	blocked bool
 	// finished: the session's outcome was recorded with the top-up's
 	// last transition (Transition.Finish).
 	finished bool

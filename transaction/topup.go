@@ -42,11 +42,12 @@ func (s *Service) runTopUp(ctx context.Context, r *run) error {
 
 	// One read under the lock: the top-up and what earlier sessions left
 	// unresolved on this card, which is settled before anything else.
-	tu, open, err := s.cfg.Ledger.SessionTopUp(ctx, r.sess.TopUpID, uid)
+	tu, open, blocked, err := s.cfg.Ledger.SessionTopUp(ctx, r.sess.TopUpID, uid)
 	if err != nil {
 		s.ledgerError()
 		return err
 	}
+	r.blocked = blocked
 	r.res.Amount, r.res.Currency = tu.Amount, tu.Currency
 	r.setStatus(tu)
 	if err := payable(tu, uid); err != nil {
@@ -142,10 +143,8 @@ func (s *Service) beforeCommit(ctx context.Context, r *run, bk *books, l lock.Lo
 	// follows), so nothing it relays can credit a blocked card. A
 	// reversal only takes value off the card, so a blocked card may have
 	// its credits reversed.
-	if tu.Kind != ledger.TopUpReversal {
-		if err := s.refuseBlocked(ctx, r.sess.Tenant, bk.card); err != nil {
-			return tu, err
-		}
+	if r.blocked && tu.Kind != ledger.TopUpReversal {
+		return tu, fmt.Errorf("card %s is on the hot list: %w", MaskUID(bk.card), ErrCardBlocked)
 	}
 	if r.prof.HasTMAC && len(uid) > desfire.MaxTMACUIDSize {
 		// The Transaction MAC session vector holds at most 7 UID bytes:

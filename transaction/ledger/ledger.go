@@ -27,8 +27,9 @@ type Ledger interface {
 	CreateTopUpSession(ctx context.Context, req Request, idempotencyKey string, tokenHash []byte, tokenExpires, now time.Time) (TopUp, Session, bool, error)
 	// SessionTopUp returns a top-up and its card's unresolved top-ups (as
 	// UnresolvedByCard(cardUID) would, the top-up itself among them when it
-	// is unresolved and bound to that card) in one read.
-	SessionTopUp(ctx context.Context, id uuid.UUID, cardUID string) (TopUp, []TopUp, error)
+	// is unresolved and bound to that card) in one read, and whether the
+	// top-up's tenant has cardUID on its hot list.
+	SessionTopUp(ctx context.Context, id uuid.UUID, cardUID string) (tu TopUp, open []TopUp, blocked bool, err error)
 	// CreateReversal creates, once per credit, a pending entry of kind
 	// TopUpReversal that debits an applied credit's amount back from the
 	// same card; asking again returns the existing one (created=false).

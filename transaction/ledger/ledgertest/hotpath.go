@@ -61,7 +61,7 @@ func testSessionTopUp(t *testing.T, e *env) {
 	b := e.create(ledger.Request{Amount: 2, Currency: "EUR"})
 	b = e.step(b, e.session(b.ID).ID, card, ledger.StatusInProgress)
 	c := e.create(ledger.Request{Amount: 3, Currency: "EUR"})
-	tu, open, err := e.l.SessionTopUp(e.ctx, c.ID, card)
+	tu, open, _, err := e.l.SessionTopUp(e.ctx, c.ID, card)
 	if err != nil || tu.ID != c.ID || tu.Status != ledger.StatusPending {
 		t.Fatalf("SessionTopUp = %+v, %v", tu, err)
 	}
@@ -70,14 +70,38 @@ func testSessionTopUp(t *testing.T, e *env) {
 		(open[0].ID != a.ID && open[0].ID != b.ID) || (open[1].ID != a.ID && open[1].ID != b.ID) {
 		t.Fatalf("unresolved = %v, want a and b as UnresolvedByCard orders them (%v)", ids(open), ids(want))
 	}
-	if tu, open, err = e.l.SessionTopUp(e.ctx, a.ID, card); err != nil || tu.ID != a.ID || len(open) != 2 {
+	if tu, open, _, err = e.l.SessionTopUp(e.ctx, a.ID, card); err != nil || tu.ID != a.ID || len(open) != 2 {
 		t.Fatalf("SessionTopUp of an unresolved one = %+v %v, %v", tu.ID, ids(open), err)
 	}
-	if _, open, err = e.l.SessionTopUp(e.ctx, c.ID, e.card()); err != nil || len(open) != 0 {
+	if _, open, _, err = e.l.SessionTopUp(e.ctx, c.ID, e.card()); err != nil || len(open) != 0 {
 		t.Fatalf("other card: %v, %v", ids(open), err)
 	}
-	if _, _, err := e.l.SessionTopUp(e.ctx, uuid.New(), card); !errors.Is(err, ledger.ErrNotFound) {
+	if _, _, _, err := e.l.SessionTopUp(e.ctx, uuid.New(), card); !errors.Is(err, ledger.ErrNotFound) {
 		t.Fatalf("unknown top-up: %v", err)
+	}
+	// The hot list rides in the same read: the top-up's tenant's block
+	// of this card, not another tenant's and not another card's.
+	ops, ok := e.l.(ledger.Operations)
+	if !ok {
+		return
+	}
+	if _, _, blocked, _ := e.l.SessionTopUp(e.ctx, c.ID, card); blocked {
+		t.Fatal("blocked before any block")
+	}
+	if _, err := ops.BlockCard(e.ctx, ledger.CardBlock{Tenant: "globex", CardUID: card, Reason: "lost", Actor: "k", At: base}); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, blocked, _ := e.l.SessionTopUp(e.ctx, c.ID, card); blocked {
+		t.Fatal("another tenant's block applies")
+	}
+	if _, err := ops.BlockCard(e.ctx, ledger.CardBlock{Tenant: c.Tenant, CardUID: card, Reason: "stolen", Actor: "k", At: base}); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, blocked, err := e.l.SessionTopUp(e.ctx, c.ID, card); err != nil || !blocked {
+		t.Fatalf("own tenant's block not seen: %v", err)
+	}
+	if _, _, blocked, _ := e.l.SessionTopUp(e.ctx, c.ID, e.card()); blocked {
+		t.Fatal("a block of one card applies to another")
 	}
 }
 

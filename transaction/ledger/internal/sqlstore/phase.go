@@ -237,17 +237,22 @@ type finishArgs struct {
 	closed bool
 }
 
-// scanTopUpAnd scans a top-up followed by one more integer column.
-func scanTopUpAnd(r Row, n *int64) (ledger.TopUp, error) {
+// scanTopUpAnd scans a top-up followed by more integer columns.
+func scanTopUpAnd(r Row, n ...*int64) (ledger.TopUp, error) {
 	return scanTopUp(extraRow{r, n})
 }
 
 type extraRow struct {
 	r Row
-	n *int64
+	n []*int64
 }
 
-func (e extraRow) Scan(dest ...any) error { return e.r.Scan(append(dest, e.n)...) }
+func (e extraRow) Scan(dest ...any) error {
+	for _, p := range e.n {
+		dest = append(dest, p)
+	}
+	return e.r.Scan(dest...)
+}
 
 // consumeTokenSQL marks a token used and returns its session, when the
 // token is unused, unexpired and its session open.
@@ -382,44 +387,49 @@ RETURNING `+topUpCols, args...))
 
 // SessionTopUp implements ledger.Ledger: one read, the top-up first
 // (marked 0), then the card's unresolved top-ups oldest first.
-func (s *Store) SessionTopUp(ctx context.Context, id uuid.UUID, cardUID string) (ledger.TopUp, []ledger.TopUp, error) {
+func (s *Store) SessionTopUp(ctx context.Context, id uuid.UUID, cardUID string) (ledger.TopUp, []ledger.TopUp, bool, error) {
 	uid, err := ledger.NormalizeCardUID(cardUID)
 	if err != nil {
-		return ledger.TopUp{}, nil, err
+		return ledger.TopUp{}, nil, false, err
 	}
 	// Literal statuses so the planner can use the partial indexes (see
 	// UnresolvedByCard).
-	rows, err := s.db.Query(ctx, `SELECT `+topUpCols+`, 0 AS k FROM topups WHERE id = $1
+	// The first row also says whether the top-up's tenant has the card
+	// on its hot list, so the block costs no round trip of its own.
+	rows, err := s.db.Query(ctx, `SELECT `+topUpCols+`, 0 AS k,
+	(SELECT COUNT(*) FROM card_blocks b WHERE b.tenant = topups.tenant AND b.card_uid = $2) AS blocked
+FROM topups WHERE id = $1
 UNION ALL
-SELECT `+topUpCols+`, 1 AS k FROM topups WHERE card_uid = $2 AND (status IN ('in_progress', 'in_doubt')
+SELECT `+topUpCols+`, 1 AS k, 0 AS blocked FROM topups WHERE card_uid = $2 AND (status IN ('in_progress', 'in_doubt')
 	OR (resolution = 'manual' AND resolution_checked = 0))
 ORDER BY k, created_at, id`, id.String(), uid)
 	if err != nil {
-		return ledger.TopUp{}, nil, fmt.Errorf("read top-up %s and its card: %w", id, err)
+		return ledger.TopUp{}, nil, false, fmt.Errorf("read top-up %s and its card: %w", id, err)
 	}
 	defer rows.Close()
 	var (
 		tu    ledger.TopUp
-		found bool
-		open  []ledger.TopUp
+		found   bool
+		open    []ledger.TopUp
+		blocked bool
 	)
 	for rows.Next() {
-		var k int64
-		t, err := scanTopUpAnd(rows, &k)
+		var k, b int64
+		t, err := scanTopUpAnd(rows, &k, &b)
 		if err != nil {
-			return ledger.TopUp{}, nil, fmt.Errorf("read top-up %s and its card: %w", id, err)
+			return ledger.TopUp{}, nil, false, fmt.Errorf("read top-up %s and its card: %w", id, err)
 		}
 		if k == 0 {
-			tu, found = t, true
+			tu, found, blocked = t, true, b > 0
 		} else {
 			open = append(open, t)
 		}
 	}
 	if err := rows.Err(); err != nil {
-		return ledger.TopUp{}, nil, fmt.Errorf("read top-up %s and its card: %w", id, err)
+		return ledger.TopUp{}, nil, false, fmt.Errorf("read top-up %s and its card: %w", id, err)
 	}
 	if !found {
-		return ledger.TopUp{}, nil, fmt.Errorf("top-up %s: %w", id, ledger.ErrNotFound)
+		return ledger.TopUp{}, nil, false, fmt.Errorf("top-up %s: %w", id, ledger.ErrNotFound)
 	}
-	return tu, open, nil
+	return tu, open, blocked, nil
 }
