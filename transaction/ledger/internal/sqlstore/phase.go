@@ -408,7 +408,7 @@ ORDER BY k, created_at, id`, id.String(), uid)
 	}
 	defer rows.Close()
 	var (
-		tu    ledger.TopUp
+		tu      ledger.TopUp
 		found   bool
 		open    []ledger.TopUp
 		blocked bool
