@@ -4,7 +4,9 @@ WORKDIR /src
 COPY go.mod go.sum ./
 RUN go mod download
 COPY . .
-RUN CGO_ENABLED=0 go build -trimpath -ldflags="-s -w" -o /out/relayd ./server/cmd/relayd
+# VERSION names the build in relay_build_info (docker build --build-arg VERSION=v1.2.3).
+ARG VERSION=dev
+RUN CGO_ENABLED=0 go build -trimpath -ldflags="-s -w -X github.com/desfire-relay/relay/server.Version=${VERSION}" -o /out/relayd ./server/cmd/relayd
 
 FROM gcr.io/distroless/static-debian12:nonroot
 COPY --from=build /out/relayd /usr/local/bin/relayd

@@ -261,9 +261,23 @@ func (c *Card) GetFileIDs(ctx context.Context) ([]byte, error) {
 
 // GetFileSettingsCmd reads a file's settings.
 func GetFileSettingsCmd(fileNo byte, mode CommMode) *Command {
-	return &Command{Code: CmdGetFileSettings, Header: []byte{fileNo}, Mode: mode, RespMode: mode, RespLen: -1,
-		Name: fmt.Sprintf("get settings of file %d", fileNo)}
+	name := ""
+	if int(fileNo) < len(getFileSettingsNames) {
+		name = getFileSettingsNames[fileNo]
+	} else {
+		name = fmt.Sprintf("get settings of file %d", fileNo)
+	}
+	return &Command{Code: CmdGetFileSettings, Header: []byte{fileNo}, Mode: mode, RespMode: mode, RespLen: -1, Name: name}
 }
+
+// getFileSettingsNames names GetFileSettings for file numbers 0..31
+// (DESFire's range) once, not on every session.
+var getFileSettingsNames = func() (n [32]string) {
+	for i := range n {
+		n[i] = fmt.Sprintf("get settings of file %d", i)
+	}
+	return n
+}()
 
 // GetFileSettings returns a file's settings, so a script can check the
 // card's layout (comm modes, limits, record sizes) before relying on it.

@@ -18,6 +18,10 @@
 #   SKIP_SERVICES=1           start nothing (tests that need a service skip
 #                             locally and fail under CI=true)
 #   PG_BINDIR                 directory holding initdb, pg_ctl, postgres
+#   RELAY_PG_FSYNC=off        run the private PostgreSQL without fsync and
+#                             synchronous commit (faster plain test runs
+#                             only; benchmarks and load figures must run
+#                             durable, the default)
 
 _svc_tmp=""
 _svc_redis_pid=""
@@ -199,9 +203,9 @@ svc_start_postgres() {
 	cat >>"$_svc_pg_data/postgresql.conf" <<EOF
 listen_addresses = '127.0.0.1'
 unix_socket_directories = '$sock'
-fsync = off
-synchronous_commit = off
-full_page_writes = off
+fsync = ${RELAY_PG_FSYNC:-on}
+synchronous_commit = ${RELAY_PG_FSYNC:-on}
+full_page_writes = ${RELAY_PG_FSYNC:-on}
 max_connections = 200
 EOF
 	for tries in 1 2 3 4 5; do

@@ -198,8 +198,21 @@ type requestInfo struct {
 	ID     string
 	Client string
 	// audit fields a handler fills in.
-	mu       sync.Mutex // guards objectID
+	mu       sync.Mutex // guards objectID and audited
 	objectID string
+	// audited: the request's audit line was written (it is then its one
+	// log line).
+	audited bool
+}
+
+// newRequestInfo takes the caller's X-Request-Id when it is safe to log
+// and echo, or makes one.
+func newRequestInfo(r *http.Request) *requestInfo {
+	ri := &requestInfo{ID: r.Header.Get("X-Request-Id"), Client: clientAddr(r)}
+	if !validRequestID(ri.ID) {
+		ri.ID = newRequestID()
+	}
+	return ri
 }
 
 type requestInfoKey struct{}
@@ -258,12 +271,12 @@ func newRequestID() string {
 // rate limit, and a bound on reading the body (size and time).
 func (s *Server) edge(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		ri := &requestInfo{ID: r.Header.Get("X-Request-Id"), Client: clientAddr(r)}
-		if !validRequestID(ri.ID) {
-			ri.ID = newRequestID()
+		ri, ok := r.Context().Value(requestInfoKey{}).(*requestInfo)
+		if !ok {
+			ri = newRequestInfo(r)
+			r = r.WithContext(context.WithValue(r.Context(), requestInfoKey{}, ri))
 		}
 		w.Header().Set("X-Request-Id", ri.ID)
-		r = r.WithContext(context.WithValue(r.Context(), requestInfoKey{}, ri))
 		now := time.Now()
 		if ok, retry := s.addrLimit.take(ri.Client, now); !ok {
 			s.metrics.rateLimited.WithLabelValues("address").Inc()
@@ -308,6 +321,7 @@ func (s *Server) audit(r *http.Request, action string, status int) {
 	p := who(r)
 	ri.mu.Lock()
 	obj := ri.objectID
+	ri.audited = true
 	ri.mu.Unlock()
 	if obj == "" {
 		obj = r.PathValue("id")

@@ -76,10 +76,8 @@ func edgeHarness(t *testing.T, lim *server.Limits, mutate func(*server.Options))
 		mutate(&o)
 	}
 	srv := server.New(o)
-	hs := httptest.NewServer(srv.Handler())
-	t.Cleanup(hs.Close)
-	admin := httptest.NewServer(srv.AdminHandler())
-	t.Cleanup(admin.Close)
+	hs := testserver.Serve(t, srv.Handler())
+	admin := testserver.ServeAdmin(t, srv.AdminHandler())
 	return &harness{t: t, srv: srv, http: hs, admin: admin, kp: kp, p: p, l: l}, logs
 }
 

@@ -108,7 +108,7 @@ func decodeBody(w http.ResponseWriter, r *http.Request, v any) error {
 	dec := json.NewDecoder(bytes.NewReader(raw))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(v); err != nil {
-		return &errBody{http.StatusBadRequest, codeInvalid, "malformed JSON: " + sanitize(err.Error())}
+		return &errBody{http.StatusBadRequest, codeInvalid, jsonProblem(err)}
 	}
 	if dec.More() {
 		return &errBody{http.StatusBadRequest, codeInvalid, "trailing data after the JSON object"}
@@ -116,17 +116,63 @@ func decodeBody(w http.ResponseWriter, r *http.Request, v any) error {
 	return nil
 }
 
+// jsonProblem describes a decoding error in the API's terms: the field
+// and the JSON type it needs, never the server's Go types.
+func jsonProblem(err error) string {
+	var (
+		te *json.UnmarshalTypeError
+		se *json.SyntaxError
+	)
+	switch {
+	case errors.As(err, &te):
+		field := te.Field
+		if field == "" {
+			return "the body must be a JSON object"
+		}
+		return "field " + strconv.Quote(sanitize(field)) + " must be " + jsonKind(te.Type.Kind().String()) + ", got a JSON " + sanitize(te.Value)
+	case errors.As(err, &se):
+		return fmt.Sprintf("malformed JSON at byte %d", se.Offset)
+	case errors.Is(err, io.ErrUnexpectedEOF):
+		return "malformed JSON: the body ends early"
+	}
+	msg := err.Error()
+	if f, ok := strings.CutPrefix(msg, "json: unknown field "); ok {
+		return "unknown field " + sanitize(f)
+	}
+	return "malformed JSON"
+}
+
+// jsonKind names the JSON value a Go kind is decoded from.
+func jsonKind(k string) string {
+	switch {
+	case strings.HasPrefix(k, "int"), strings.HasPrefix(k, "uint"):
+		return "an integer"
+	case strings.HasPrefix(k, "float"):
+		return "a number"
+	case k == "string":
+		return "a string"
+	case k == "bool":
+		return "true or false"
+	case k == "slice", k == "array":
+		return "an array"
+	}
+	return "an object"
+}
+
 // maxDepth bounds JSON nesting in checkDuplicateKeys.
 const maxDepth = 32
 
 // checkDuplicateKeys walks the JSON tokens of raw and refuses an object
-// that names a key twice. Malformed JSON is left to the decoder.
+// that names a key twice or gives a field as null (no field of the API
+// is nullable, and a null would silently read as absent). Malformed JSON
+// is left to the decoder.
 func checkDuplicateKeys(raw []byte) error {
 	dec := json.NewDecoder(bytes.NewReader(raw))
 	type frame struct {
 		keys   map[string]bool
 		object bool
 		expect bool // next token in an object is a key
+		last   string
 	}
 	var stack []*frame
 	for {
@@ -145,8 +191,13 @@ func checkDuplicateKeys(raw []byte) error {
 				}
 				top.keys[k] = true
 				top.expect = false
+				top.last = k
 				continue
 			}
+		}
+		if tok == nil && top != nil && top.object {
+			// The document gives no field as nullable: omit it instead.
+			return &errBody{http.StatusBadRequest, codeInvalid, "field " + strconv.Quote(sanitize(top.last)) + " is null: omit the field instead"}
 		}
 		switch tok {
 		case json.Delim('{'), json.Delim('['):
@@ -165,6 +216,12 @@ func checkDuplicateKeys(raw []byte) error {
 			stack[len(stack)-1].expect = true
 		}
 	}
+}
+
+// publicError is an error's message for an API client: without the
+// package prefixes of the layers it came through.
+func publicError(err error) string {
+	return sanitize(strings.NewReplacer("ledger: ", "", "transaction: ", "").Replace(err.Error()))
 }
 
 func sanitize(s string) string {

@@ -1,6 +1,9 @@
 package server
 
 import (
+	"runtime"
+	"runtime/debug"
+	"strconv"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -22,6 +25,8 @@ type Metrics struct {
 	bridgeRefused   *prometheus.CounterVec
 	integrity       *prometheus.CounterVec
 	rateLimited     *prometheus.CounterVec
+	httpRequests    *prometheus.CounterVec
+	httpDuration    *prometheus.HistogramVec
 }
 
 // NewMetrics registers the collectors on a new registry (with the Go and
@@ -66,7 +71,15 @@ func NewMetrics() *Metrics {
 		rateLimited: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "relay_rate_limited_total", Help: "Requests answered 429, by limit (address, key, auth_failures, bridges).",
 		}, []string{"limit"}),
+		httpRequests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "relay_http_requests_total", Help: "HTTP requests of the public listener, by route pattern, method and status code.",
+		}, []string{"route", "method", "code"}),
+		httpDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name: "relay_http_request_duration_seconds", Help: "Time to answer an HTTP request of the public listener, by route pattern and method (WebSocket sessions excluded).",
+			Buckets: prometheus.ExponentialBuckets(0.0005, 2, 16),
+		}, []string{"route", "method"}),
 	}
+	m.reg.MustRegister(m.httpRequests, m.httpDuration, buildInfo())
 	m.reg.MustRegister(m.sessionsActive, m.sessions, m.topups, m.exchanges, m.exchangeLatency, m.serverGap, m.lockWait, m.ledgerErrors, m.bridgeRefused, m.integrity, m.rateLimited,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
@@ -117,4 +130,36 @@ func (m *Metrics) OldestUnresolved(age func() (time.Duration, bool, error)) {
 		}
 		return d.Seconds()
 	})) // a second server on the same metrics keeps the first gauge
+}
+
+// httpRequest counts and times one answered request; an upgraded bridge
+// socket is counted, not timed (its duration is a whole session's).
+func (m *Metrics) httpRequest(route, method string, status int, d time.Duration, upgraded bool) {
+	m.httpRequests.WithLabelValues(route, method, strconv.Itoa(status)).Inc()
+	if !upgraded {
+		m.httpDuration.WithLabelValues(route, method).Observe(d.Seconds())
+	}
+}
+
+// Version is the relay's version, set at build time with
+// -ldflags "-X github.com/desfire-relay/relay/server.Version=v1.2.3".
+var Version = "dev"
+
+// buildInfo is the constant gauge relay_build_info (value 1) whose labels
+// name the running build.
+func buildInfo() prometheus.Collector {
+	revision := "unknown"
+	if bi, ok := debug.ReadBuildInfo(); ok {
+		for _, kv := range bi.Settings {
+			if kv.Key == "vcs.revision" {
+				revision = kv.Value
+			}
+		}
+	}
+	g := prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: "relay_build_info", Help: "The running build: version, VCS revision and Go version (value 1).",
+		ConstLabels: prometheus.Labels{"version": Version, "revision": revision, "goversion": runtime.Version()},
+	})
+	g.Set(1)
+	return g
 }

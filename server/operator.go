@@ -6,6 +6,7 @@ import (
 	"errors"
 	"net/http"
 	"net/url"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -36,15 +37,22 @@ type topUpPage struct {
 }
 
 // listTopUps answers GET /v1/topups: filters status, card_uid,
-// older_than (a Go duration: last change at least that long ago), limit
-// and the opaque cursor of the previous page.
+// older_than (a Go duration: last change at least that long ago),
+// created_from/created_to and updated_from/updated_to (RFC 3339; from
+// inclusive, to exclusive), reference (exact), limit and the opaque
+// cursor of the previous page.
 func (s *Server) listTopUps(w http.ResponseWriter, r *http.Request) {
-	f, err := parseFilter(r, s.o.Service)
+	f, err := parseFilter(r, s.o.Service.Now(), listFilters)
 	if err != nil {
 		writeError(w, http.StatusBadRequest, codeInvalid, err.Error())
 		return
 	}
 	f.Tenant = who(r).Tenant
+	s.writePage(w, r, f)
+}
+
+// writePage answers one page of top-ups matching f.
+func (s *Server) writePage(w http.ResponseWriter, r *http.Request, f ledger.Filter) {
 	ts, err := s.o.Service.ListTopUps(r.Context(), f)
 	if err != nil {
 		s.apiError(w, r, err)
@@ -56,29 +64,69 @@ func (s *Server) listTopUps(w http.ResponseWriter, r *http.Request) {
 	}
 	if len(ts) == f.Limit && f.Limit > 0 {
 		last := ts[len(ts)-1]
-		page.NextCursor = encodeCursor(last.UpdatedAt, last.ID)
+		at := last.UpdatedAt
+		if f.NewestFirst {
+			at = last.CreatedAt
+		}
+		page.NextCursor = encodeCursor(at, last.ID)
 	}
 	writeJSON(w, http.StatusOK, page)
 }
 
-var knownFilters = map[string]bool{"status": true, "card_uid": true, "older_than": true, "limit": true, "cursor": true}
+// The query parameters each list accepts; any other is refused.
+var (
+	listFilters = map[string]bool{"status": true, "card_uid": true, "older_than": true, "limit": true, "cursor": true,
+		"created_from": true, "created_to": true, "updated_from": true, "updated_to": true, "reference": true}
+	pageFilters = map[string]bool{"limit": true, "cursor": true}
+)
 
-func parseFilter(r *http.Request, svc *transaction.Service) (ledger.Filter, error) {
-	var f ledger.Filter
+// parseQuery reads a query string of known, single-valued parameters.
+func parseQuery(r *http.Request, known map[string]bool) (url.Values, error) {
 	if len(r.URL.RawQuery) > 1024 {
-		return f, errors.New("query string longer than 1024 bytes")
+		return nil, errors.New("query string longer than 1024 bytes")
 	}
 	q, err := url.ParseQuery(r.URL.RawQuery)
 	if err != nil {
-		return f, errors.New("malformed query string")
+		return nil, errors.New("malformed query string")
 	}
 	for k, v := range q {
-		if !knownFilters[k] {
-			return f, errors.New("unknown query parameter " + strconv.Quote(sanitize(k)))
+		if !known[k] {
+			return nil, errors.New("unknown query parameter " + strconv.Quote(sanitize(k)) + " (accepted: " + strings.Join(sortedKeys(known), ", ") + ")")
 		}
 		if len(v) != 1 {
-			return f, errors.New("query parameter " + k + " given more than once")
+			return nil, errors.New("query parameter " + k + " given more than once")
 		}
+	}
+	return q, nil
+}
+
+func sortedKeys(m map[string]bool) []string {
+	out := make([]string, 0, len(m))
+	for k := range m {
+		out = append(out, k)
+	}
+	slices.Sort(out)
+	return out
+}
+
+// parseTime reads an RFC 3339 time parameter.
+func parseTime(q url.Values, name string) (time.Time, error) {
+	v := q.Get(name)
+	if v == "" {
+		return time.Time{}, nil
+	}
+	t, err := time.Parse(time.RFC3339Nano, v)
+	if err != nil {
+		return time.Time{}, errors.New(name + ": an RFC 3339 time such as 2026-12-01T00:00:00Z")
+	}
+	return t, nil
+}
+
+func parseFilter(r *http.Request, now time.Time, known map[string]bool) (ledger.Filter, error) {
+	var f ledger.Filter
+	q, err := parseQuery(r, known)
+	if err != nil {
+		return f, err
 	}
 	if v := q.Get("status"); v != "" {
 		st, err := ledger.ParseStatus(v)
@@ -99,7 +147,29 @@ func parseFilter(r *http.Request, svc *transaction.Service) (ledger.Filter, erro
 		if err != nil || d < 0 {
 			return f, errors.New("older_than: a non-negative duration such as 30m or 24h")
 		}
-		f.UpdatedBefore = svc.Now().Add(-d)
+		f.UpdatedBefore = now.Add(-d)
+	}
+	times := []struct {
+		name string
+		dst  *time.Time
+	}{{"created_from", &f.CreatedFrom}, {"created_to", &f.CreatedBefore}, {"updated_from", &f.UpdatedFrom}}
+	for _, p := range times {
+		if *p.dst, err = parseTime(q, p.name); err != nil {
+			return f, err
+		}
+	}
+	to, err := parseTime(q, "updated_to")
+	if err != nil {
+		return f, err
+	}
+	if !to.IsZero() && (f.UpdatedBefore.IsZero() || to.Before(f.UpdatedBefore)) {
+		f.UpdatedBefore = to
+	}
+	if v := q.Get("reference"); v != "" {
+		if len(v) > ledger.MaxReferenceLen {
+			return f, errors.New("reference: at most " + strconv.Itoa(ledger.MaxReferenceLen) + " bytes")
+		}
+		f.Reference = v
 	}
 	if v := q.Get("limit"); v != "" {
 		n, err := strconv.Atoi(v)
@@ -113,7 +183,7 @@ func parseFilter(r *http.Request, svc *transaction.Service) (ledger.Filter, erro
 	if v := q.Get("cursor"); v != "" {
 		at, id, err := decodeCursor(v)
 		if err != nil {
-			return f, errors.New("cursor: malformed")
+			return f, errors.New("cursor: malformed (pass next_cursor of the previous page unchanged)")
 		}
 		f.AfterUpdated, f.AfterID = at, id
 	}
@@ -178,7 +248,7 @@ func (s *Server) resolveTopUp(w http.ResponseWriter, r *http.Request) {
 	}
 	t, err := s.o.Service.TenantResolve(r.Context(), who(r).Tenant, id, outcome, keyID(r), body.Reason)
 	if errors.Is(err, transaction.ErrNotResolvable) || errors.Is(err, ledger.ErrConflict) {
-		writeError(w, http.StatusConflict, codeNotResolvable, sanitize(err.Error()))
+		writeError(w, http.StatusConflict, codeNotResolvable, publicError(err))
 		return
 	}
 	if err != nil {

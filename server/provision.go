@@ -10,6 +10,8 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"slices"
+	"strconv"
 	"time"
 
 	"github.com/coder/websocket"
@@ -50,9 +52,12 @@ type sessionBody struct {
 	KeyVersion *int   `json:"key_version,omitempty"`
 	Lock       bool   `json:"lock,omitempty"`
 	// RandomID and UID are provision_ntag424 options.
-	RandomID bool             `json:"random_id,omitempty"`
-	UID      string           `json:"uid,omitempty"`
-	Offsets  *ntag424.Offsets `json:"offsets,omitempty"`
+	RandomID  bool             `json:"random_id,omitempty"`
+	TagTamper bool             `json:"tag_tamper,omitempty"`
+	UID       string           `json:"uid,omitempty"`
+	Offsets   *ntag424.Offsets `json:"offsets,omitempty"`
+	// SUNTemplate registers the provisioned tag under a SUN template.
+	SUNTemplate string `json:"sun_template,omitempty"`
 	// Profile and Initial are the issue request.
 	Profile string `json:"profile,omitempty"`
 	Initial *int32 `json:"initial,omitempty"`
@@ -79,8 +84,8 @@ func (s *Server) provisionParams(ctx context.Context, body sessionBody) ([]byte,
 		ver = byte(*body.KeyVersion)
 	}
 	if body.Kind == provision.KindIssue {
-		if body.Template != "" || body.Lock || body.RandomID || body.UID != "" || body.Offsets != nil {
-			return nil, fmt.Errorf("template, lock, random_id and uid belong to provision_ntag424: %w", provision.ErrInvalid)
+		if body.Template != "" || body.Lock || body.RandomID || body.UID != "" || body.Offsets != nil || body.SUNTemplate != "" || body.TagTamper {
+			return nil, fmt.Errorf("template, lock, random_id, tag_tamper, uid and sun_template belong to provision_ntag424: %w", provision.ErrInvalid)
 		}
 		req := provision.IssueRequest{Profile: body.Profile, KeyVersion: ver}
 		if body.Initial != nil {
@@ -95,7 +100,11 @@ func (s *Server) provisionParams(ctx context.Context, body sessionBody) ([]byte,
 	if body.Profile != "" || body.Initial != nil {
 		return nil, fmt.Errorf("profile and initial belong to issue: %w", provision.ErrInvalid)
 	}
-	req := provision.NTAG424Request{Template: body.Template, Lock: body.Lock, KeyVersion: ver, RandomID: body.RandomID, UID: body.UID, Offsets: body.Offsets}
+	if body.SUNTemplate != "" && !s.hasSUNTemplate(body.SUNTemplate) {
+		return nil, fmt.Errorf("sun_template %q is not a SUN template of this server: %w", sanitize(body.SUNTemplate), provision.ErrInvalid)
+	}
+	req := provision.NTAG424Request{Template: body.Template, Lock: body.Lock, KeyVersion: ver, RandomID: body.RandomID, UID: body.UID,
+		TagTamper: body.TagTamper, Offsets: body.Offsets, SUNTemplate: body.SUNTemplate}
 	plan, err := provision.PlanNTAG424(ctx, po.Env.Keys, req)
 	if err != nil {
 		return nil, err
@@ -127,12 +136,52 @@ func (s *Server) runProvision(ctx context.Context, ps ledger.ProvisionSession, t
 		if err := json.Unmarshal(ps.Params, &req); err != nil {
 			return fail(fmt.Errorf("stored request: %w", err))
 		}
+		req.Tenant = ps.Tenant
+		if req.UID == "" && ntag424.IsRandomID(uid) {
+			req.UID = s.randomIDCandidate(ctx, ps.Tenant)
+		}
 		plan, err := provision.PlanNTAG424(ctx, po.Env.Keys, req)
 		if err != nil {
 			return fail(err)
 		}
 		return po.Env.ProvisionNTAG424(ctx, t, uid, plan)
 	}
+}
+
+// randomIDCandidate finds the UID of a tag that shows a random ID when
+// the request names none: the one tag of this tenant whose provisioning
+// failed after its files were written with random_id requested (a tear
+// around the SetConfiguration that switched the random ID on, the last
+// step), among the tenant's latest failed sessions. It returns "" when
+// there is not exactly one such tag; the session then asks for the UID.
+// The candidate is only a guess: the script proves it by authenticating
+// with that tag's key 0 and reading its UID under the session, and a
+// wrong guess writes nothing (card_error).
+func (s *Server) randomIDCandidate(ctx context.Context, tenant string) string {
+	po := s.o.Provision
+	list, err := po.Sessions.ListProvisionSessions(ctx, tenant, ledger.ProvisionSessionFilter{Status: "failed", Kind: provision.KindNTAG424, Limit: 50})
+	if err != nil {
+		s.log.Warn("random ID: list failed sessions", zap.Error(err))
+		return ""
+	}
+	found := map[string]bool{}
+	for _, ps := range list {
+		var req provision.NTAG424Request
+		if ps.CardUID == "" || found[ps.CardUID] || json.Unmarshal(ps.Params, &req) != nil || !req.RandomID {
+			continue
+		}
+		rec, err := po.Env.Ledger.GetProvision(ctx, ps.CardUID)
+		if err == nil && rec.Kind == ledger.ProvisionNTAG424 && rec.Step == ledger.StepFiles {
+			found[ps.CardUID] = true
+		}
+	}
+	if len(found) != 1 {
+		return ""
+	}
+	for u := range found {
+		return u
+	}
+	return ""
 }
 
 // createProvisionSession validates the request (every bad template,
@@ -169,7 +218,7 @@ func (s *Server) createProvisionSession(w http.ResponseWriter, r *http.Request, 
 	}
 	now := time.Now()
 	sum := sha256.Sum256([]byte(tok))
-	ps, err := po.Sessions.CreateProvisionSession(r.Context(), body.Kind, params, sum[:], now.Add(ttl), now)
+	ps, err := po.Sessions.CreateProvisionSession(r.Context(), who(r).Tenant, body.Kind, params, sum[:], now.Add(ttl), now)
 	if err != nil {
 		s.apiError(w, r, err)
 		return
@@ -197,20 +246,83 @@ func (s *Server) getProvisionSession(w http.ResponseWriter, r *http.Request, id 
 		return false
 	}
 	ps, err := po.Sessions.GetProvisionSession(r.Context(), id)
-	if errors.Is(err, ledger.ErrNotFound) {
+	if errors.Is(err, ledger.ErrNotFound) || (err == nil && ps.Tenant != who(r).Tenant) {
+		// Another tenant's session does not exist for this key.
 		return false
 	}
 	if err != nil {
 		s.apiError(w, r, err)
 		return true
 	}
+	writeJSON(w, http.StatusOK, viewProvisionSession(ps))
+	return true
+}
+
+func viewProvisionSession(ps ledger.ProvisionSession) provisionSessionView {
 	v := provisionSessionView{ID: ps.ID.String(), Kind: ps.Kind, Status: ps.Status, CardUID: ps.CardUID, ErrCode: ps.ErrorCode,
 		Created: ps.CreatedAt.UTC(), Ended: ps.EndedAt}
 	if len(ps.Result) > 0 {
 		v.Result = ps.Result
 	}
-	writeJSON(w, http.StatusOK, v)
-	return true
+	return v
+}
+
+// provisionSessionList is GET /v1/provisioning/sessions: the caller's
+// tenant's sessions, newest first; next_before pages on.
+type provisionSessionList struct {
+	Sessions   []provisionSessionView `json:"sessions"`
+	NextBefore *time.Time             `json:"next_before,omitempty"`
+}
+
+// listProvisionSessions answers GET /v1/provisioning/sessions?status=&kind=&before=&limit=
+// for operators: their tenant's provisioning sessions with outcome,
+// card UID, error code and exchange counts (in result).
+func (s *Server) listProvisionSessions(w http.ResponseWriter, r *http.Request) {
+	po := s.o.Provision
+	if po == nil || po.Sessions == nil {
+		writeError(w, http.StatusNotFound, codeNotFound, "provisioning is not configured on this server")
+		return
+	}
+	q := r.URL.Query()
+	f := ledger.ProvisionSessionFilter{Status: q.Get("status"), Kind: q.Get("kind")}
+	if v := q.Get("limit"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 || n > ledger.MaxProvisionSessionPage {
+			writeError(w, http.StatusBadRequest, codeInvalid, fmt.Sprintf("limit must be 1..%d", ledger.MaxProvisionSessionPage))
+			return
+		}
+		f.Limit = n
+	}
+	if v := q.Get("before"); v != "" {
+		t, err := time.Parse(time.RFC3339Nano, v)
+		if err != nil {
+			writeError(w, http.StatusBadRequest, codeInvalid, "before must be an RFC 3339 time")
+			return
+		}
+		f.Before = t
+	}
+	list, err := po.Sessions.ListProvisionSessions(r.Context(), who(r).Tenant, f)
+	if errors.Is(err, ledger.ErrInvalid) {
+		writeError(w, http.StatusBadRequest, codeInvalid, sanitize(err.Error()))
+		return
+	}
+	if err != nil {
+		s.apiError(w, r, err)
+		return
+	}
+	out := provisionSessionList{Sessions: make([]provisionSessionView, 0, len(list))}
+	for _, ps := range list {
+		out.Sessions = append(out.Sessions, viewProvisionSession(ps))
+	}
+	limit := f.Limit
+	if limit == 0 {
+		limit = 100
+	}
+	if len(list) == limit {
+		next := list[len(list)-1].CreatedAt.UTC()
+		out.NextBefore = &next
+	}
+	writeJSON(w, http.StatusOK, out)
 }
 
 // provisionBridge serves a bridge whose token the top-up path refused,
@@ -238,6 +350,7 @@ func (s *Server) provisionBridge(w http.ResponseWriter, r *http.Request, token s
 		return true
 	}
 	finish := func(ctx context.Context, res provision.Result) {
+		s.metrics.SessionOutcome(ps.Kind, res.Code)
 		out, _ := json.Marshal(provisionResultView(res))
 		wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 		defer cancel()
@@ -349,4 +462,13 @@ func provisionResultView(r provision.Result) provisionResult {
 		v.KeysChanged = append(v.KeysChanged, int(k))
 	}
 	return v
+}
+
+// hasSUNTemplate reports whether the SUN verifier has a template name and
+// provisioning can register tags for it.
+func (s *Server) hasSUNTemplate(name string) bool {
+	if s.o.SUN.Verifier == nil || s.o.Provision.Env.SUN == nil {
+		return false
+	}
+	return slices.Contains(s.o.SUN.Verifier.Templates(), name)
 }

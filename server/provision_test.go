@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
-	"net/http/httptest"
 	"strings"
 	"testing"
 	"time"
@@ -18,6 +17,7 @@ import (
 	"github.com/desfire-relay/relay/desfire/simcard"
 	"github.com/desfire-relay/relay/internal/testbackend"
 	"github.com/desfire-relay/relay/internal/testcard"
+	"github.com/desfire-relay/relay/internal/testserver"
 	"github.com/desfire-relay/relay/mobile-bridge/bridge"
 	"github.com/desfire-relay/relay/server"
 	"github.com/desfire-relay/relay/server/config"
@@ -61,8 +61,7 @@ func newProvHarnessFor(t *testing.T, b testbackend.Backend, p profile.Profile) *
 	env := &provision.Env{Ledger: l.(ledger.ProvisionLedger), Keys: kp, Locker: lk}
 	srv := server.New(server.Options{Service: svc, APIKeyHashes: []string{config.HashAPIKey(apiKey)}, ExchangeTimeout: 2 * time.Second,
 		SessionTimeout: 10 * time.Second, Metrics: m, Provision: &server.ProvisionOptions{Env: env, Sessions: l.(ledger.ProvisionSessions), Profiles: profile.Set{p.Name: p}}})
-	hs := httptest.NewServer(srv.Handler())
-	t.Cleanup(hs.Close)
+	hs := testserver.Serve(t, srv.Handler())
 	return &provHarness{harness: &harness{t: t, srv: srv, http: hs, kp: kp, p: p, l: l}, kp: kp}
 }
 

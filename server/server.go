@@ -156,7 +156,7 @@ func (s *Server) Metrics() *Metrics { return s.metrics }
 // Handler is the public HTTP handler: the operator API and the bridge
 // endpoint, behind the edge (request ids, rate limits, body bounds).
 func (s *Server) Handler() http.Handler {
-	h := s.edge(s.mux)
+	h := s.observe(s.edge(s.mux))
 	if !s.o.HSTS {
 		return h
 	}
@@ -176,7 +176,9 @@ func Routes() []string {
 		"POST /v1/topups", "GET /v1/topups", "GET /v1/topups/{id}", "POST /v1/topups/{id}/bridge-tokens",
 		"POST /v1/topups/{id}/resolve", "POST /v1/topups/{id}/reversal", "GET /v1/topups/{id}/events", "POST /v1/events/{id}/redeliver",
 		"POST /v1/sessions", "GET /v1/sessions/{id}", "GET /v1/cards/{uid}/topups",
-		"GET /v1/sun/{template}", "GET /v1/tags/{uid}",
+		"POST /v1/topups/{id}/cancel", "PUT /v1/cards/{uid}/block", "DELETE /v1/cards/{uid}/block", "GET /v1/cards/{uid}/block",
+		"GET /v1/exports/topups",
+		"GET /v1/sun/{template}", "GET /v1/tags/{uid}", "GET /v1/provisioning/sessions",
 		"POST /v1/readers", "GET /v1/readers", "GET /v1/readers/{id}", "DELETE /v1/readers/{id}",
 		"GET /v1/bridge", "GET /v1/agent", "GET /healthz", "GET /readyz",
 	}
@@ -205,6 +207,12 @@ func (s *Server) routes() {
 		"GET /v1/readers":                    s.listReaders,
 		"GET /v1/readers/{id}":               s.getReader,
 		"DELETE /v1/readers/{id}":            s.deleteReader,
+		"GET /v1/provisioning/sessions":      s.listProvisionSessions,
+		"POST /v1/topups/{id}/cancel":        s.cancelTopUp,
+		"PUT /v1/cards/{uid}/block":          s.blockCard,
+		"DELETE /v1/cards/{uid}/block":       s.unblockCard,
+		"GET /v1/cards/{uid}/block":          s.getCardBlock,
+		"GET /v1/exports/topups":             s.exportTopUps,
 	}
 	s.api = api
 	s.mux.HandleFunc("GET /v1/sun/{template}", s.sun().verify)
@@ -217,12 +225,9 @@ func (s *Server) routes() {
 	health := func(w http.ResponseWriter, _ *http.Request) {
 		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
 	}
-	notFound := func(w http.ResponseWriter, r *http.Request) {
-		writeError(w, http.StatusNotFound, codeNotFound, "no such route")
-	}
 	s.mux.HandleFunc("GET /healthz", health)
 	s.mux.HandleFunc("GET /readyz", s.readyz)
-	s.mux.HandleFunc("/", notFound)
+	s.mux.HandleFunc("/", noRoute(s.mux))
 
 	s.admin.HandleFunc("GET /healthz", health)
 	s.admin.HandleFunc("GET /readyz", s.readyz)
@@ -238,7 +243,7 @@ func (s *Server) routes() {
 		s.admin.HandleFunc("GET /debug/pprof/symbol", pprof.Symbol)
 		s.admin.HandleFunc("GET /debug/pprof/trace", pprof.Trace)
 	}
-	s.admin.HandleFunc("/", notFound)
+	s.admin.HandleFunc("/", noRoute(s.admin))
 }
 
 // operator wraps an operator API handler: the per-address limit on
@@ -307,20 +312,26 @@ func (s *Server) apiError(w http.ResponseWriter, r *http.Request, err error) {
 	switch {
 	case errors.As(err, &be):
 		writeError(w, be.status, be.code, be.msg)
-	case errors.As(err, &vErr), errors.Is(err, ledger.ErrInvalid):
-		writeError(w, http.StatusBadRequest, codeInvalid, sanitize(err.Error()))
+	case errors.As(err, &vErr):
+		writeError(w, http.StatusBadRequest, codeInvalid, sanitize(vErr.Field+": "+vErr.Reason))
+	case errors.Is(err, ledger.ErrInvalid):
+		writeError(w, http.StatusBadRequest, codeInvalid, publicError(err))
 	case errors.Is(err, transaction.ErrCurrency):
-		writeError(w, http.StatusBadRequest, codeCurrencyMismatch, sanitize(err.Error()))
+		writeError(w, http.StatusBadRequest, codeCurrencyMismatch, publicError(err))
 	case errors.Is(err, transaction.ErrAmountLimit):
-		writeError(w, http.StatusBadRequest, codeAmountLimit, sanitize(err.Error()))
+		writeError(w, http.StatusBadRequest, codeAmountLimit, publicError(err))
 	case errors.Is(err, ledger.ErrNotFound):
 		writeError(w, http.StatusNotFound, codeNotFound, "not found")
 	case errors.Is(err, ledger.ErrNotReversible):
 		writeError(w, http.StatusConflict, codeNotReversible, sanitize(err.Error()))
 	case errors.Is(err, ledger.ErrIdempotencyConflict):
 		writeError(w, http.StatusConflict, codeIdempotency, "this Idempotency-Key was used with a different request")
+	case errors.Is(err, transaction.ErrCardBlocked):
+		writeError(w, http.StatusConflict, codeCardBlocked, "the card is blocked")
+	case errors.Is(err, transaction.ErrNotCancellable):
+		writeError(w, http.StatusConflict, codeNotCancellable, publicError(err))
 	case errors.Is(err, transaction.ErrNotPayable), errors.Is(err, ledger.ErrInvalidTransition), errors.Is(err, ledger.ErrConflict):
-		writeError(w, http.StatusConflict, codeNotPayable, sanitize(err.Error()))
+		writeError(w, http.StatusConflict, codeNotPayable, publicError(err))
 	default:
 		s.log.Error("operator API", zap.String("path", r.URL.Path), zap.Error(err))
 		writeError(w, http.StatusInternalServerError, codeInternal, "internal error")
@@ -355,6 +366,8 @@ type topUpView struct {
 	AppliedAt *time.Time `json:"applied_at,omitempty"`
 	// Resolution is set when an operator decided the outcome.
 	Resolution *resolutionInfo `json:"resolution,omitempty"`
+	// Cancellation is set when an operator cancelled the top-up.
+	Cancellation *cancellationView `json:"cancellation,omitempty"`
 	// Ticket fields, on create.
 	BridgeToken          string     `json:"bridge_token,omitempty"`
 	BridgeTokenExpiresAt *time.Time `json:"bridge_token_expires_at,omitempty"`
@@ -444,8 +457,9 @@ func (s *Server) createTopUp(w http.ResponseWriter, r *http.Request) {
 }
 
 func pathID(w http.ResponseWriter, r *http.Request) (uuid.UUID, bool) {
-	id, err := uuid.Parse(r.PathValue("id"))
-	if err != nil {
+	v := r.PathValue("id")
+	id, err := uuid.Parse(v)
+	if err != nil || len(v) != 36 { // the canonical form only
 		writeError(w, http.StatusBadRequest, codeInvalid, "id must be a UUID")
 		return uuid.Nil, false
 	}
@@ -464,6 +478,7 @@ func (s *Server) getTopUp(w http.ResponseWriter, r *http.Request) {
 	}
 	v := viewTopUp(t)
 	s.addResolutions(r.Context(), &v)
+	s.addCancellation(r, &v)
 	writeJSON(w, http.StatusOK, v)
 }
 
@@ -549,19 +564,35 @@ func (s *Server) getSession(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, v)
 }
 
+// cardTopUps answers GET /v1/cards/{uid}/topups: the card's top-ups,
+// newest first, in pages (limit, cursor) like GET /v1/topups.
 func (s *Server) cardTopUps(w http.ResponseWriter, r *http.Request) {
-	ts, err := s.o.Service.TenantCardTopUps(r.Context(), who(r).Tenant, r.PathValue("uid"))
+	uid, ok := pathUID(w, r)
+	if !ok {
+		return
+	}
+	f, err := parseFilter(r, s.o.Service.Now(), pageFilters)
+	if err != nil {
+		writeError(w, http.StatusBadRequest, codeInvalid, err.Error())
+		return
+	}
+	f.Tenant, f.CardUID, f.NewestFirst = who(r).Tenant, uid, true
+	ts, err := s.o.Service.ListTopUps(r.Context(), f)
 	if err != nil {
 		s.apiError(w, r, err)
 		return
 	}
-	uid, _ := ledger.NormalizeCardUID(r.PathValue("uid"))
 	out := struct {
-		CardUID string      `json:"card_uid"`
-		TopUps  []topUpView `json:"topups"`
+		CardUID    string      `json:"card_uid"`
+		TopUps     []topUpView `json:"topups"`
+		NextCursor string      `json:"next_cursor,omitempty"`
 	}{CardUID: uid, TopUps: []topUpView{}}
 	for _, t := range ts {
 		out.TopUps = append(out.TopUps, viewTopUp(t))
+	}
+	if len(ts) == f.Limit {
+		last := ts[len(ts)-1]
+		out.NextCursor = encodeCursor(last.CreatedAt, last.ID)
 	}
 	writeJSON(w, http.StatusOK, out)
 }

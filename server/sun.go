@@ -4,10 +4,12 @@ import (
 	"context"
 	_ "embed"
 	"errors"
+	"fmt"
 	"html/template"
 	"mime"
 	"net"
 	"net/http"
+	"net/netip"
 	"regexp"
 	"strings"
 	"sync"
@@ -47,6 +49,12 @@ type SUNOptions struct {
 	// ClientIPHeader names a header a trusted proxy sets to the client's
 	// address; empty: the connection's remote address.
 	ClientIPHeader string
+	// TravelByNetwork, when no region hint is given, uses the client's
+	// network as one: "net4:a.b" (IPv4 /16) or "net6:xxxx:xxxx" (IPv6
+	// /32). A coarse place (one provider's mobile network may span a
+	// country; two networks may share a street), so impossible_travel on
+	// it is a signal for an operator to look at, never a refusal.
+	TravelByNetwork bool
 }
 
 func (o *SUNOptions) defaults() {
@@ -198,6 +206,22 @@ func (h *sunHandler) clientAddr(r *http.Request) string {
 	return host
 }
 
+// networkHint is the place hint of a client address: its IPv4 /16 or
+// IPv6 /32, or "" for something that is not an address.
+func networkHint(addr string) string {
+	ip, err := netip.ParseAddr(addr)
+	if err != nil {
+		return ""
+	}
+	ip = ip.Unmap()
+	if ip.Is4() {
+		b := ip.As4()
+		return fmt.Sprintf("net4:%d.%d", b[0], b[1])
+	}
+	b := ip.As16()
+	return fmt.Sprintf("net6:%02x%02x:%02x%02x", b[0], b[1], b[2], b[3])
+}
+
 // wantsHTML reports whether the client prefers an HTML page (a browser
 // opening the tag's URL) over JSON.
 func wantsHTML(r *http.Request) bool {
@@ -245,6 +269,9 @@ func (h *sunHandler) verify(w http.ResponseWriter, r *http.Request) {
 		if v := r.Header.Get(h.o.RegionHeader); regionHint.MatchString(v) {
 			req.Region = strings.ToUpper(v)
 		}
+	}
+	if req.Region == "" && h.o.TravelByNetwork {
+		req.Region = networkHint(h.clientAddr(r))
 	}
 	res, err := h.o.Verifier.Verify(r.Context(), req)
 	var ie *sun.InputError
@@ -300,7 +327,9 @@ func maskTag(uid string) string {
 var tagUID = regexp.MustCompile(`^[0-9A-Fa-f]{14}$`)
 
 // tag answers GET /v1/tags/{uid} for operators: the tag's last counter,
-// counts, clone flag and latest signals.
+// counts, clone flag and latest signals. A tag belongs to the tenant that
+// provisioned it, or to the tenant of the template it was first verified
+// through; for every other tenant it is 404.
 func (h *sunHandler) tag(w http.ResponseWriter, r *http.Request) {
 	if h.o.Store == nil {
 		writeError(w, http.StatusServiceUnavailable, codeSUNDisabled, "SUN verification is not configured")
@@ -312,6 +341,10 @@ func (h *sunHandler) tag(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	t, err := h.o.Store.SUNTag(r.Context(), strings.ToUpper(uid))
+	if err == nil && t.Tenant != who(r).Tenant {
+		// Another tenant's tag does not exist for this key.
+		err = ledger.ErrNotFound
+	}
 	if errors.Is(err, ledger.ErrNotFound) {
 		writeError(w, http.StatusNotFound, codeNotFound, "no such tag")
 		return

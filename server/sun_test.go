@@ -309,3 +309,40 @@ func TestSUNRateLimits(t *testing.T) {
 		t.Fatalf("third repeat: %d", code)
 	}
 }
+
+// TestSUNTravelSignals: impossible_travel is raised when two accepted
+// readings of one tag come from different places within the template's
+// travel window, the place being the region header a trusted proxy sets
+// or, with TravelByNetwork and no region header value, the client's
+// network (IPv4 /16, IPv6 /32). The same network, or no hint at all,
+// raises nothing; a region header wins over the network.
+func TestSUNTravelSignals(t *testing.T) {
+	h := newSUNHarness(t, testbackend.SQLiteLedger(t), server.SUNOptions{RegionHeader: "X-Region", ClientIPHeader: "X-Real-IP", TravelByNetwork: true})
+	steps := []struct {
+		ip, region string
+		travel     bool
+	}{
+		{"203.0.113.5", "", false},   // first reading: nothing to compare
+		{"203.0.200.9", "", false},   // same /16
+		{"198.51.100.7", "", true},   // another /16 within the hour
+		{"198.51.100.8", "DE", true}, // region header wins: DE after net4:198.51
+		{"2001:db8::1", "DE", false}, // same region, another network
+		{"2001:db8:1::1", "", true},  // net6:2001:0db8 after DE
+		{"2001:db8:ffff::2", "", false},
+	}
+	for i, s := range steps {
+		hdr := http.Header{"X-Real-IP": {s.ip}}
+		if s.region != "" {
+			hdr.Set("X-Region", s.region)
+		}
+		code, body := h.get(t, "/v1/sun/aes?"+h.read(t, "aes"), hdr)
+		sigs, _ := body["signals"].([]any)
+		got := false
+		for _, g := range sigs {
+			got = got || g == "impossible_travel"
+		}
+		if code != 200 || body["status"] != "authentic" || got != s.travel {
+			t.Fatalf("step %d (%s %s): %d %v, want travel=%v", i, s.ip, s.region, code, body, s.travel)
+		}
+	}
+}

@@ -7,6 +7,7 @@ import (
 	"net/http/httptest"
 	"testing"
 
+	"github.com/desfire-relay/relay/internal/testserver"
 	"github.com/desfire-relay/relay/server"
 )
 
@@ -15,7 +16,5 @@ func sha256Sum(b []byte) [32]byte { return sha256.Sum256(b) }
 func decodeJSON(r *http.Response, v any) { json.NewDecoder(r.Body).Decode(v) }
 
 func newTestServer(t *testing.T, s *server.Server) *httptest.Server {
-	hs := httptest.NewServer(s.Handler())
-	t.Cleanup(hs.Close)
-	return hs
+	return testserver.Serve(t, s.Handler())
 }

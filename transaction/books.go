@@ -70,9 +70,11 @@ func (b *books) markInDoubt(ctx context.Context, tu ledger.TopUp) (ledger.TopUp,
 // markApplied records a commit the card proved (Transaction MAC, or the
 // commit answer's MAC). The ledger refuses a Transaction MAC counter that
 // is not above the last one it accepted for the card (ErrTMCReplay).
-func (b *books) markApplied(ctx context.Context, tu ledger.TopUp, p cardscript.Proof, app uint32) (ledger.TopUp, error) {
+// done, when set, ends the session with that outcome in the same commit.
+func (b *books) markApplied(ctx context.Context, tu ledger.TopUp, p cardscript.Proof, app uint32, done *ledger.SessionOutcome) (ledger.TopUp, error) {
 	return b.move(ctx, tu, ledger.StatusApplied, func(x *ledger.Transition) {
 		x.BalanceBefore, x.BalanceAfter, x.TMC, x.TMV = p.BalanceBefore, p.BalanceAfter, p.TMC, p.TMV
+		x.Finish = done
 		if p.TMC != nil {
 			x.App = app
 		}

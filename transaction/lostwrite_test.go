@@ -11,17 +11,24 @@ import (
 	"github.com/desfire-relay/relay/transaction/profile"
 )
 
-// forgetful is a ledger that confirms the in_progress → in_doubt write of
-// one top-up without keeping it, as a database running without
-// synchronous commit does when it crashes right after confirming.
+// forgetful is a ledger that confirms the → in_doubt write of one top-up
+// but keeps only an earlier in_progress, as a database running without
+// synchronous commit does when it crashes right after confirming. (With
+// durable in_doubt commits this cannot happen; the recovery of a top-up
+// a dead session left in_progress is what this exercises.)
 type forgetful struct {
 	ledger.Ledger
 	forget atomic.Bool
 }
 
 func (f *forgetful) Transition(ctx context.Context, t ledger.Transition) (ledger.TopUp, error) {
-	if t.From == ledger.StatusInProgress && t.To == ledger.StatusInDoubt && f.forget.CompareAndSwap(true, false) {
+	if t.To == ledger.StatusInDoubt && f.forget.CompareAndSwap(true, false) {
 		cur, err := f.Ledger.GetTopUp(ctx, t.TopUpID)
+		if err == nil && t.From != ledger.StatusInProgress {
+			kept := t
+			kept.To = ledger.StatusInProgress
+			cur, err = f.Ledger.Transition(ctx, kept)
+		}
 		cur.Status = ledger.StatusInDoubt
 		return cur, err
 	}

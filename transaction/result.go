@@ -79,6 +79,8 @@ func Code(err error) string {
 		return CodeCancelled
 	case errors.Is(err, ErrNotPayable):
 		return CodeNotPayable
+	case errors.Is(err, ErrCardBlocked):
+		return CodeCardBlocked
 	case errors.Is(err, ledger.ErrCardMismatch):
 		return CodeCardMismatch
 	case errors.Is(err, ErrUnproven):

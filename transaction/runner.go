@@ -83,7 +83,7 @@ func (s *Service) Run(ctx context.Context, sess ledger.Session, claimedUID strin
 		res.OK = true
 		log.Info("session done", zap.String("status", res.Status), zap.Int("exchanges", res.Exchanges))
 	}
-	s.finish(ctx, sess, &res, log)
+	s.finish(ctx, sess, &res, log, r.finished && res.OK)
 	return res
 }
 
@@ -121,6 +121,12 @@ type run struct {
 	// profile that serves the card, once the first exchange showed it.
 	card string
 	prof *profile.Profile
+	// blocked: the card was on the tenant's hot list when the session
+	// read its top-up (enforced once the card authenticated).
+	blocked bool
+	// finished: the session's outcome was recorded with the top-up's
+	// last transition (Transition.Finish).
+	finished bool
 }
 
 // setStatus reports the top-up's status as the ledger now has it.
@@ -128,12 +134,16 @@ func (r *run) setStatus(tu ledger.TopUp) { r.res.Status = tu.Status.String() }
 
 // finish records the session outcome; it uses a fresh context so a
 // cancelled session still gets its outcome written.
-func (s *Service) finish(ctx context.Context, sess ledger.Session, res *Result, log *zap.Logger) {
+// recorded: the outcome is in the ledger already.
+func (s *Service) finish(ctx context.Context, sess ledger.Session, res *Result, log *zap.Logger, recorded bool) {
 	if m := s.cfg.Metrics; m != nil {
 		m.SessionOutcome(res.Kind, res.Code)
 		if res.Kind == "topup" && res.Status != "" {
 			m.TopUpOutcome(res.Status)
 		}
+	}
+	if recorded {
+		return
 	}
 	wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 	defer cancel()
@@ -208,6 +218,8 @@ func publicMessage(code string) string {
 		return "Cancelled."
 	case CodeNotPayable:
 		return "This top-up cannot be applied any more."
+	case CodeCardBlocked:
+		return "This card is blocked. Please contact support."
 	}
 	return "Something went wrong on our side."
 }

@@ -190,9 +190,25 @@ func (s *Service) CreateTopUp(ctx context.Context, idempotencyKey string, req le
 	if max := s.maxAmount(); norm.Amount > max {
 		return ledger.TopUp{}, nil, false, fmt.Errorf("amount %d above %d: %w", norm.Amount, max, ErrAmountLimit)
 	}
-	t, created, err := s.cfg.Ledger.CreateTopUp(ctx, norm, idempotencyKey, s.cfg.Now())
+	if norm.CardUID != "" {
+		if err := s.refuseBlocked(ctx, norm.Tenant, norm.CardUID); err != nil {
+			return ledger.TopUp{}, nil, false, err
+		}
+	}
+	// A new top-up comes with its session and token in the same commit;
+	// a replayed key gets a fresh ticket the ordinary way.
+	now := s.cfg.Now()
+	tok, hash, err := s.newToken()
 	if err != nil {
 		return ledger.TopUp{}, nil, false, err
+	}
+	exp := now.Add(s.cfg.TokenTTL)
+	t, sess, created, err := s.cfg.Ledger.CreateTopUpSession(ctx, norm, idempotencyKey, hash, exp, now)
+	if err != nil {
+		return ledger.TopUp{}, nil, false, err
+	}
+	if created {
+		return t, &Ticket{SessionID: sess.ID, Token: tok, ExpiresAt: exp}, true, nil
 	}
 	var tk *Ticket
 	if t.Status == ledger.StatusPending {
@@ -304,22 +320,31 @@ func (s *Service) ticket(ctx context.Context, tenant string, kind ledger.Session
 	if err != nil {
 		return nil, err
 	}
-	raw := make([]byte, 32)
-	if _, err := io.ReadFull(s.cfg.Rand, raw); err != nil {
-		return nil, fmt.Errorf("token randomness: %w", err)
-	}
-	tok := base64.RawURLEncoding.EncodeToString(raw)
-	exp := now.Add(s.cfg.TokenTTL)
-	if err := s.cfg.Ledger.IssueToken(ctx, sess.ID, hashToken(tok), exp); err != nil {
+	tok, hash, err := s.newToken()
+	if err != nil {
 		return nil, err
 	}
-	clear(raw)
+	exp := now.Add(s.cfg.TokenTTL)
+	if err := s.cfg.Ledger.IssueToken(ctx, sess.ID, hash, exp); err != nil {
+		return nil, err
+	}
 	if kind == ledger.KindTopUp {
 		if _, err := s.cfg.Ledger.RevokeTokens(ctx, topUpID, sess.ID, now); err != nil {
 			return nil, fmt.Errorf("revoke earlier tokens: %w", err)
 		}
 	}
 	return &Ticket{SessionID: sess.ID, Token: tok, ExpiresAt: exp}, nil
+}
+
+// newToken returns a fresh bridge token and its stored digest.
+func (s *Service) newToken() (string, []byte, error) {
+	raw := make([]byte, 32)
+	if _, err := io.ReadFull(s.cfg.Rand, raw); err != nil {
+		return "", nil, fmt.Errorf("token randomness: %w", err)
+	}
+	tok := base64.RawURLEncoding.EncodeToString(raw)
+	clear(raw)
+	return tok, hashToken(tok), nil
 }
 
 func hashToken(tok string) []byte {

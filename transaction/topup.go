@@ -40,37 +40,49 @@ func (s *Service) runTopUp(ctx context.Context, r *run) error {
 	}()
 	bk := &books{s: s, sess: r.sess, card: uid, fence: l.Fence(), log: r.log}
 
-	tu, err := s.cfg.Ledger.GetTopUp(ctx, r.sess.TopUpID)
+	// One read under the lock: the top-up and what earlier sessions left
+	// unresolved on this card, which is settled before anything else.
+	tu, open, blocked, err := s.cfg.Ledger.SessionTopUp(ctx, r.sess.TopUpID, uid)
 	if err != nil {
+		s.ledgerError()
 		return err
 	}
+	r.blocked = blocked
 	r.res.Amount, r.res.Currency = tu.Amount, tu.Currency
 	r.setStatus(tu)
 	if err := payable(tu, uid); err != nil {
 		return err
 	}
-	open, err := s.cfg.Ledger.UnresolvedByCard(ctx, uid)
-	if err != nil {
-		s.ledgerError()
-		return err
+	if tu.Status == ledger.StatusPending && !s.cfg.Now().Before(tu.ExpiresAt) {
+		return fmt.Errorf("top-up %s: %w", tu.ID, ledger.ErrTopUpExpired)
 	}
 	bound := tu.CardUID == "" // this session binds the top-up to the card
-	if tu.Status == ledger.StatusPending || tu.Status == ledger.StatusFailed {
+	switch {
+	case tu.Status == ledger.StatusPending:
+		// Nothing is written until in_doubt, right before the commit
+		// leaves: that one statement binds the card, records the attempt
+		// and checks the fence.
+	case tu.Status == ledger.StatusFailed:
 		if tu, err = bk.start(ctx, tu); err != nil {
-			return err
+			return s.lostStart(ctx, r, tu, err)
 		}
 		r.setStatus(tu)
-	} else if !containsID(open, tu.ID) {
+	case !containsID(open, tu.ID):
 		open = append(open, tu) // in_doubt or in_progress, bound to this card
 	}
 	// From here until the commit leaves, a failure proves the top-up did
 	// not reach the card.
 	tu, err = s.beforeCommit(ctx, r, bk, l, tu, open)
 	if err != nil || tu.Status != ledger.StatusInDoubt {
-		if err != nil && tu.Status == ledger.StatusInProgress && bk.started {
+		if err != nil && uncommitted(tu, bk, err) {
 			tu = s.failUncommitted(ctx, bk, tu, err, bound)
 		}
 		r.setStatus(tu)
+		if tu.Status == ledger.StatusPending && err != nil {
+			// The one statement to in_doubt lost its compare-and-set
+			// (cancelled or taken meanwhile): nothing was sent.
+			return s.lostStart(ctx, r, tu, err)
+		}
 		return err
 	}
 	r.setStatus(tu)
@@ -85,7 +97,9 @@ func (s *Service) runTopUp(ctx context.Context, r *run) error {
 	}
 	// The commit is proven; a later failure (the card leaving before the
 	// final GetValue) changes nothing about that.
-	applied, aerr := bk.markApplied(ctx, tu, proof, r.prof.AID)
+	// The session's outcome rides with applied: one commit for both.
+	done := &ledger.SessionOutcome{OK: true, CardUID: uid, Balance: proof.BalanceAfter}
+	applied, aerr := bk.markApplied(ctx, tu, proof, r.prof.AID, done)
 	if aerr != nil {
 		if errors.Is(aerr, ledger.ErrTMCReplay) {
 			s.integrityFailure("tmc_replay")
@@ -95,6 +109,7 @@ func (s *Service) runTopUp(ctx context.Context, r *run) error {
 		return aerr
 	}
 	r.setStatus(applied)
+	r.finished = true
 	r.res.Balance = proof.BalanceAfter
 	r.bridge.Prompt("Done", 1)
 	return nil
@@ -121,6 +136,16 @@ func (s *Service) beforeCommit(ctx context.Context, r *run, bk *books, l lock.Lo
 		}
 	}()
 	bk.profile = r.prof.Name
+	// The hot list, checked against the UID the session's keys are
+	// diversified from, before anything that could credit the card
+	// leaves: a bridge that names another card's UID gets keys the card
+	// refuses (its authentication fails, and with it every command that
+	// follows), so nothing it relays can credit a blocked card. A
+	// reversal only takes value off the card, so a blocked card may have
+	// its credits reversed.
+	if r.blocked && tu.Kind != ledger.TopUpReversal {
+		return tu, fmt.Errorf("card %s is on the hot list: %w", MaskUID(bk.card), ErrCardBlocked)
+	}
 	if r.prof.HasTMAC && len(uid) > desfire.MaxTMACUIDSize {
 		// The Transaction MAC session vector holds at most 7 UID bytes:
 		// the commit's proof could never be checked.
@@ -132,7 +157,7 @@ func (s *Service) beforeCommit(ctx context.Context, r *run, bk *books, l lock.Lo
 	}
 	r.wipe = append(r.wipe, wipe)
 	if len(open) > 0 {
-		if tu, err = s.settleFirst(ctx, bk, cs, tu, open); err != nil || tu.Status != ledger.StatusInProgress {
+		if tu, err = s.settleFirst(ctx, bk, cs, tu, open); err != nil || !takeable(tu) {
 			return tu, err
 		}
 	}
@@ -202,6 +227,41 @@ func (s *Service) failUncommitted(ctx context.Context, bk *books, tu ledger.TopU
 		return tu
 	}
 	return u
+}
+
+// lostStart explains a start that lost its compare-and-set: the top-up
+// moved between the read and the start (an operator cancelled it, it
+// expired, a session for another card took it), so it is not payable by
+// this session; nothing was sent to the card.
+func (s *Service) lostStart(ctx context.Context, r *run, tu ledger.TopUp, err error) error {
+	if !errors.Is(err, ledger.ErrConflict) {
+		return err
+	}
+	if cur, gerr := s.cfg.Ledger.GetTopUp(ctx, tu.ID); gerr == nil {
+		r.setStatus(cur)
+	}
+	return fmt.Errorf("%w: %w", err, ErrNotPayable)
+}
+
+// takeable: the session may still take tu to in_doubt (it holds it
+// in_progress, or it is pending).
+func takeable(tu ledger.TopUp) bool {
+	return tu.Status == ledger.StatusInProgress || tu.Status == ledger.StatusPending
+}
+
+// uncommitted reports whether a session failing with err before its
+// commit left should record the top-up failed: it took the top-up
+// (in_progress), or meant to take it straight to in_doubt (pending) and
+// lost no race for it.
+func uncommitted(tu ledger.TopUp, bk *books, err error) bool {
+	switch {
+	case tu.Status == ledger.StatusInProgress:
+		return bk.started
+	case tu.Status == ledger.StatusPending:
+		return !errors.Is(err, ledger.ErrConflict) && !errors.Is(err, ledger.ErrTopUpExpired) &&
+			!errors.Is(err, ledger.ErrStaleFence) && !errors.Is(err, ErrNotPayable)
+	}
+	return false
 }
 
 // holds checks the card lock is still held right before the commit.

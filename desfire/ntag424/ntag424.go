@@ -59,7 +59,27 @@ const (
 	// PICCUseRandomID is PICCConfig bit 1: anticollision shows a random
 	// ID from the next activation on; it cannot be switched off again.
 	PICCUseRandomID byte = 0x02
+	// ConfigTagTamper is option 07 of NTAG 424 DNA TagTamper
+	// (NT4H2421Tx): TTEnable(1) ‖ TTStatus access right(1). Plain NTAG
+	// 424 DNA refuses it.
+	ConfigTagTamper byte = 0x07
+	// TTEnable is the TTEnable value that switches tamper detection on.
+	TTEnable byte = 0x01
 )
+
+// TagTamper status characters (NTAG 424 DNA TagTamper): the tag mirrors
+// two of them, the permanent status (open once the loop was ever seen
+// open) then the current one, as ASCII into the SDM encrypted file data,
+// where the SDMMAC covers them (AN12196 section 7; nfc-developer
+// sdm-backend reads them from the first two decrypted bytes).
+const (
+	TTClosed  byte = 'C'
+	TTOpen    byte = 'O'
+	TTInvalid byte = 'I'
+)
+
+// TTStatusLen is the length of the mirrored TagTamper status.
+const TTStatusLen = 2
 
 // SetConfigurationCmd sets a configuration option; the data travels in
 // Full mode and the answer is MACed, so its success is card-authenticated.

@@ -112,10 +112,8 @@ func New(t testing.TB, b testbackend.Backend, p profile.Profile, o Options) *Har
 		}
 	}
 	srv := server.New(so)
-	hs := httptest.NewServer(srv.Handler())
-	t.Cleanup(hs.Close)
-	admin := httptest.NewServer(srv.AdminHandler())
-	t.Cleanup(admin.Close)
+	hs := Serve(t, srv.Handler())
+	admin := ServeAdmin(t, srv.AdminHandler())
 	return &Harness{T: t, Server: srv, HTTP: hs, Admin: admin, Keys: kp, KeyFile: kf, Profile: p, Ledger: l}
 }
 

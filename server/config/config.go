@@ -60,6 +60,9 @@ type Config struct {
 	// SUNRegionHeader names a header a trusted proxy sets to the client's
 	// region, for impossible-travel signals (empty: none).
 	SUNRegionHeader string `json:"sun_region_header"`
+	// SUNTravelByNetwork uses the client's network (IPv4 /16, IPv6 /32)
+	// as the travel hint when no region header gives one.
+	SUNTravelByNetwork bool `json:"sun_travel_by_network"`
 	// SUNClientIPHeader names a header a trusted proxy sets to the client's
 	// address, for the SUN per-address rate limit (empty: the peer).
 	SUNClientIPHeader string `json:"sun_client_ip_header"`
@@ -318,6 +321,7 @@ func settings() []setting {
 	text("RELAY_CONSOLE_KEY_FILE", "console-key-file", "file with the secret (32+ bytes) signing support console sessions; the same on every node (empty: random per process)", func(c *Config) *string { return &c.ConsoleKeyFile })
 	text("RELAY_WEBHOOKS_FILE", "webhooks-file", "JSON file of webhook endpoints and their secrets, mode 0600 (empty: no webhooks)", func(c *Config) *string { return &c.WebhooksFile })
 	text("RELAY_ADMIN_ADDR", "admin-addr", "private listener for /metrics, /openapi.yaml and pprof (empty: off)", func(c *Config) *string { return &c.AdminAddr })
+	boolean("RELAY_SUN_TRAVEL_BY_NETWORK", "sun-travel-by-network", "without a region header value, use the client's network (IPv4 /16, IPv6 /32) as the SUN travel hint", func(c *Config) *bool { return &c.SUNTravelByNetwork })
 	boolean("RELAY_PPROF", "pprof", "serve /debug/pprof/ on the admin listener", func(c *Config) *bool { return &c.Pprof })
 	boolean("RELAY_TLS13_ONLY", "tls13-only", "refuse TLS 1.2 (default: TLS 1.2 with AEAD suites, or 1.3)", func(c *Config) *bool { return &c.TLS13Only })
 	boolean("RELAY_INSECURE_BACKEND", "insecure-backend", "production accepts redis:// and sslmode other than verify-full (private links only)", func(c *Config) *bool { return &c.InsecureBackend })

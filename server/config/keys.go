@@ -57,26 +57,36 @@ func LoadAPIKeys(path string) ([]APIKeyEntry, error) {
 	if err := dec.Decode(&f); err != nil {
 		return nil, fmt.Errorf("api keys file %s: %w: %w", path, err, ErrConfig)
 	}
+	for i := range f.Keys {
+		f.Keys[i].SHA256 = strings.ToLower(f.Keys[i].SHA256)
+	}
+	if err := CheckAPIKeys(f.Keys); err != nil {
+		return nil, fmt.Errorf("api keys file %s: %w", path, err)
+	}
+	return f.Keys, nil
+}
+
+// CheckAPIKeys checks API key entries as a keys file must hold them:
+// unique ids and digests, 64 lower-case hex digits, valid tenants.
+func CheckAPIKeys(keys []APIKeyEntry) error {
 	ids, digests := map[string]bool{}, map[string]bool{}
-	for i, k := range f.Keys {
-		k.SHA256 = strings.ToLower(k.SHA256)
-		f.Keys[i] = k
+	for i, k := range keys {
 		switch {
 		case k.ID == "" || len(k.ID) > 64 || strings.ContainsFunc(k.ID, func(r rune) bool { return r <= ' ' || r > '~' }):
-			return nil, fmt.Errorf("api keys file %s: key %d: id must be 1..64 printable ASCII bytes: %w", path, i, ErrConfig)
+			return fmt.Errorf("key %d: id must be 1..64 printable ASCII bytes: %w", i, ErrConfig)
 		case ids[k.ID]:
-			return nil, fmt.Errorf("api keys file %s: id %q twice: %w", path, k.ID, ErrConfig)
+			return fmt.Errorf("id %q twice: %w", k.ID, ErrConfig)
 		case digests[k.SHA256]:
-			return nil, fmt.Errorf("api keys file %s: key %q: digest listed twice: %w", path, k.ID, ErrConfig)
+			return fmt.Errorf("key %q: digest listed twice: %w", k.ID, ErrConfig)
 		case !validTenant(k.Tenant):
-			return nil, fmt.Errorf("api keys file %s: key %q: tenant must be 1..64 of a-z, 0-9, '.', '_', '-': %w", path, k.ID, ErrConfig)
+			return fmt.Errorf("key %q: tenant must be 1..64 of a-z, 0-9, '.', '_', '-': %w", k.ID, ErrConfig)
 		}
-		if b, err := hex.DecodeString(k.SHA256); err != nil || len(b) != sha256.Size {
-			return nil, fmt.Errorf("api keys file %s: key %q: sha256 is not 64 hex digits: %w", path, k.ID, ErrConfig)
+		if b, err := hex.DecodeString(k.SHA256); err != nil || len(b) != sha256.Size || k.SHA256 != strings.ToLower(k.SHA256) {
+			return fmt.Errorf("key %q: sha256 is not 64 hex digits: %w", k.ID, ErrConfig)
 		}
 		ids[k.ID], digests[k.SHA256] = true, true
 	}
-	return f.Keys, nil
+	return nil
 }
 
 func validTenant(t string) bool {

@@ -94,6 +94,7 @@ func TestFaultMatrix(t *testing.T) {
 	t.Run("websocket", func(t *testing.T) { m.websocketFamily(t, full) })
 	t.Run("sigkill", func(t *testing.T) { m.sigkillFamily(t, full, rng(3)) })
 	t.Run("restart", func(t *testing.T) { m.restartFamilies(t, full, rng(4)) })
+	t.Run("async-applied", func(t *testing.T) { m.asyncAppliedFamily(t, full) })
 
 	line := m.summary()
 	summaryLine = line

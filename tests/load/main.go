@@ -36,6 +36,7 @@ import (
 	"time"
 
 	"github.com/coder/websocket"
+	"github.com/jackc/pgx/v5"
 	dto "github.com/prometheus/client_model/go"
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
@@ -58,6 +59,10 @@ import (
 
 const apiKey = "load-key"
 
+// ledgerStats counts the server's database work; the child serves it at
+// /loadstats for the parent's headline.
+var ledgerStats = &ledger.Stats{}
+
 type options struct {
 	backend, profile string
 	workers          int
@@ -67,6 +72,7 @@ type options struct {
 	split            bool
 	services         []string
 	cpuProfile       string
+	memProfile       string
 }
 
 func main() {
@@ -81,6 +87,7 @@ func main() {
 	flag.BoolVar(&o.split, "split", true, "run the server in a child process and measure it apart from the generator")
 	services := flag.String("services", "postgres,redis-server", "process names whose CPU is reported as services_cpu")
 	flag.StringVar(&o.cpuProfile, "cpuprofile", "", "write a CPU profile of the server to this file")
+	flag.StringVar(&o.memProfile, "memprofile", "", "write an allocation profile of the server (-split) to this file")
 	serve := flag.Bool("serve", false, "internal: run only the server (child of -split), print its URL, stop when stdin closes")
 	keyFile := flag.String("keys", "", "internal: key file for -serve")
 	flag.Parse()
@@ -115,14 +122,14 @@ func newServer(ctx context.Context, o options, kp keys.Provider) (*server.Server
 		if err != nil {
 			return nil, nil, err
 		}
-		if l, err = sqlite.Open(ctx, filepath.Join(dir, "ledger.db"), ledger.Config{}); err != nil {
+		if l, err = sqlite.Open(ctx, filepath.Join(dir, "ledger.db"), ledger.Config{Stats: ledgerStats}); err != nil {
 			os.RemoveAll(dir)
 			return nil, nil, err
 		}
 		cleanup = func() { os.RemoveAll(dir) }
 		lk = lock.NewMemory()
 	case "shared":
-		if l, err = postgres.Open(ctx, os.Getenv("DATABASE_URL"), ledger.Config{}); err != nil {
+		if l, err = postgres.Open(ctx, os.Getenv("DATABASE_URL"), ledger.Config{Stats: ledgerStats}); err != nil {
 			return nil, nil, err
 		}
 		rc, err := lock.NewRedisClient(os.Getenv("REDIS_URL"))
@@ -157,6 +164,14 @@ func serveChild(o options, keyFile string) error {
 			return err
 		}
 		defer pprof.StopCPUProfile()
+	}
+	if o.memProfile != "" {
+		defer func() {
+			if f, err := os.Create(o.memProfile); err == nil {
+				_ = pprof.Lookup("allocs").WriteTo(f, 0)
+				f.Close()
+			}
+		}()
 	}
 	kp, err := keys.LoadFile(keyFile)
 	if err != nil {
@@ -220,6 +235,9 @@ func startTarget(ctx context.Context, o options, keyFile string, kp keys.Provide
 	if o.cpuProfile != "" {
 		args = append(args, "-cpuprofile", o.cpuProfile)
 	}
+	if o.memProfile != "" {
+		args = append(args, "-memprofile", o.memProfile)
+	}
 	cmd := exec.Command(self, args...)
 	cmd.Stderr = os.Stderr
 	stdin, err := cmd.StdinPipe()
@@ -281,6 +299,9 @@ func run(o options) error {
 	}
 	fmt.Printf("backend=%s profile=%s batch=%v latency=%s workers=%d go=%s cpus=%d mode=%s\n",
 		o.backend, p.Name, o.batch, o.oneWay, o.workers, runtime.Version(), runtime.NumCPU(), mode)
+	if o.backend == "shared" {
+		fmt.Printf("postgresql: %s\n", pgDurability(ctx))
+	}
 	if o.idle > 0 {
 		return idleSessions(ctx, client, tg, wsURL, o.idle, o.split)
 	}
@@ -305,7 +326,17 @@ func run(o options) error {
 	if err != nil {
 		return err
 	}
+	db0, err := scrapeStats(client, tg.base)
+	if err != nil {
+		return err
+	}
+	wal0 := walSyncs(ctx, o)
+	var sp serviceProcs
+	if o.backend == "shared" {
+		sp = findServices(ctx)
+	}
 	genCPU0, srvCPU0, svcCPU0 := selfCPU(), procCPU(tg.pid), namedCPU(o.services)
+	pgCPU0, rdCPU0 := sp.cpu()
 	start := time.Now()
 	deadline := start.Add(o.dur)
 	var wg sync.WaitGroup
@@ -339,10 +370,17 @@ func run(o options) error {
 	wg.Wait()
 	elapsed := time.Since(start)
 	genCPU, srvCPU, svcCPU := selfCPU()-genCPU0, procCPU(tg.pid)-srvCPU0, namedCPU(o.services)-svcCPU0
+	pgCPU, rdCPU := sp.cpu()
+	pgCPU, rdCPU = pgCPU-pgCPU0, rdCPU-rdCPU0
 	gap1, err := scrapeGap(client, tg.base)
 	if err != nil {
 		return err
 	}
+	db1, err := scrapeStats(client, tg.base)
+	if err != nil {
+		return err
+	}
+	wal1 := walSyncs(ctx, o)
 	sort.Slice(lat, func(i, j int) bool { return lat[i] < lat[j] })
 	pct := func(q float64) time.Duration {
 		if len(lat) == 0 {
@@ -361,6 +399,36 @@ func run(o options) error {
 	} else {
 		fmt.Printf("cpu_s_per_1000: server+generator=%.2f services(%s)=%.2f\n",
 			per1000(genCPU), strings.Join(o.services, ","), per1000(svcCPU))
+	}
+	ms := func(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 / n }
+	if o.split {
+		if sp.pg > 0 && sp.redis > 0 {
+			// Only this run's PostgreSQL and Redis, not every process of
+			// that name on the machine.
+			svc := pgCPU + rdCPU
+			fmt.Printf("cpu_ms_per_topup: server=%.2f services=%.2f (postgres=%.2f redis=%.2f) server+services=%.2f generator=%.2f\n",
+				ms(srvCPU), ms(svc), ms(pgCPU), ms(rdCPU), ms(srvCPU+svc), ms(genCPU))
+		} else if o.backend == "embedded" {
+			fmt.Printf("cpu_ms_per_topup: server=%.2f (ledger included) generator=%.2f\n", ms(srvCPU), ms(genCPU))
+		} else {
+			fmt.Printf("cpu_ms_per_topup: server=%.2f services=%.2f (every process named %s) server+services=%.2f generator=%.2f\n",
+				ms(srvCPU), ms(svcCPU), strings.Join(o.services, ","), ms(srvCPU+svcCPU), ms(genCPU))
+		}
+	}
+	// Every session is one top-up; the counts include the create.
+	d := db1.StatsSnapshot.Sub(db0.StatsSnapshot)
+	per := func(v int64) float64 { return float64(v) / float64(max(okN.Load()+errN.Load(), 1)) }
+	line := fmt.Sprintf("db_per_topup: statements=%.2f round_trips=%.2f commits=%.2f durable_commits=%.2f",
+		per(d.Statements), per(d.RoundTrips), per(d.Commits), per(d.Commits-d.Relaxed))
+	if o.backend == "shared" && wal0 >= 0 && wal1 >= 0 {
+		line += fmt.Sprintf(" pg_wal_syncs=%.2f", per(wal1-wal0))
+	}
+	if o.backend == "embedded" {
+		line += " (SQLite WAL, synchronous=FULL: one fsync per durable commit, plus checkpoints)"
+	}
+	fmt.Println(line)
+	if o.split {
+		fmt.Printf("server_allocs_per_topup=%.0f\n", per(int64(db1.Mallocs-db0.Mallocs)))
 	}
 	g := gap1.minus(gap0)
 	fmt.Printf("server_gap (server time between exchanges): n=%d mean=%s p50<=%s p99<=%s\n",
@@ -594,10 +662,62 @@ func (h hist) quantile(q float64) string {
 	want := uint64(math.Ceil(q * float64(h.count)))
 	for i, c := range h.cum {
 		if c >= want {
+			if math.IsInf(h.bounds[i], 1) {
+				return "+Inf"
+			}
 			return time.Duration(h.bounds[i] * float64(time.Second)).Round(time.Microsecond).String()
 		}
 	}
 	return "+Inf"
+}
+
+// loadStats is what the server under load counts: its ledger's database
+// work and its heap allocations.
+type loadStats struct {
+	ledger.StatsSnapshot
+	Mallocs uint64
+}
+
+// scrapeStats reads the server's counters.
+func scrapeStats(c *http.Client, base string) (loadStats, error) {
+	var st loadStats
+	resp, err := c.Get(base + "/loadstats")
+	if err != nil {
+		return st, err
+	}
+	defer resp.Body.Close()
+	return st, json.NewDecoder(resp.Body).Decode(&st)
+}
+
+// walSyncs is PostgreSQL's count of WAL fsyncs (pg_stat_wal, 14+), or -1.
+func walSyncs(ctx context.Context, o options) int64 {
+	if o.backend != "shared" {
+		return -1
+	}
+	c, err := pgx.Connect(ctx, os.Getenv("DATABASE_URL"))
+	if err != nil {
+		return -1
+	}
+	defer c.Close(ctx)
+	var n int64
+	if err := c.QueryRow(ctx, "SELECT wal_sync FROM pg_stat_wal").Scan(&n); err != nil {
+		return -1
+	}
+	return n
+}
+
+// pgDurability reports the server's fsync and synchronous_commit.
+func pgDurability(ctx context.Context) string {
+	c, err := pgx.Connect(ctx, os.Getenv("DATABASE_URL"))
+	if err != nil {
+		return "unknown"
+	}
+	defer c.Close(ctx)
+	var fsync, sc string
+	if c.QueryRow(ctx, "SHOW fsync").Scan(&fsync) != nil || c.QueryRow(ctx, "SHOW synchronous_commit").Scan(&sc) != nil {
+		return "unknown"
+	}
+	return "fsync=" + fsync + " synchronous_commit=" + sc
 }
 
 // withMetrics serves the public handler and, at /metrics, the admin one:
@@ -605,6 +725,11 @@ func (h hist) quantile(q float64) string {
 func withMetrics(srv *server.Server) http.Handler {
 	mux := http.NewServeMux()
 	mux.Handle("/metrics", srv.AdminHandler())
+	mux.HandleFunc("/loadstats", func(w http.ResponseWriter, _ *http.Request) {
+		var ms runtime.MemStats
+		runtime.ReadMemStats(&ms)
+		_ = json.NewEncoder(w).Encode(loadStats{StatsSnapshot: ledgerStats.Snapshot(), Mallocs: ms.Mallocs})
+	})
 	mux.Handle("/", srv.Handler())
 	return mux
 }

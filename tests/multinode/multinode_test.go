@@ -20,6 +20,7 @@ import (
 	"github.com/desfire-relay/relay/internal/testbackend"
 	"github.com/desfire-relay/relay/internal/testcard"
 	"github.com/desfire-relay/relay/internal/testenv"
+	"github.com/desfire-relay/relay/internal/testserver"
 	"github.com/desfire-relay/relay/mobile-bridge/bridge"
 	"github.com/desfire-relay/relay/server/config"
 	"github.com/desfire-relay/relay/transaction/cardscript"
@@ -43,11 +44,13 @@ func freePort(t *testing.T) string {
 type node struct {
 	addr string
 	cmd  *exec.Cmd
+	// api checks every operator exchange against the OpenAPI document.
+	api *http.Client
 }
 
 func startNode(t *testing.T, bin, dir, keyFile, dbURL string) *node {
 	t.Helper()
-	n := &node{addr: freePort(t)}
+	n := &node{addr: freePort(t), api: testserver.Client(t, testserver.Public)}
 	n.cmd = exec.Command(bin, "-addr", n.addr, "-data-dir", dir, "-key-file", keyFile,
 		"-database-url", dbURL, "-redis-url", testenv.RedisURL(t), "-api-key-hashes", config.HashAPIKey(apiKey), "-log-level", "warn")
 	n.cmd.Stderr = os.Stderr
@@ -74,7 +77,7 @@ func (n *node) post(t *testing.T, path, idem string, body any) map[string]any {
 	if idem != "" {
 		req.Header.Set("Idempotency-Key", idem)
 	}
-	resp, err := http.DefaultClient.Do(req)
+	resp, err := n.api.Do(req)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -100,7 +103,11 @@ func (s *serialCard) Transmit(ctx context.Context, a []byte) ([]byte, error) {
 	return s.c.Transmit(ctx, a)
 }
 
-func TestTwoNodesOneCredit(t *testing.T) {
+// twoNodes builds relayd and starts two nodes on one PostgreSQL schema
+// and one Redis, with one shared key file; it returns them with the card
+// profile and the keys.
+func twoNodes(t *testing.T) (a, b *node, p profile.Profile, kp keys.Provider) {
+	t.Helper()
 	dbURL := testbackend.PostgresSchema(t)
 	testenv.RedisURL(t)
 	dir := t.TempDir()
@@ -108,20 +115,24 @@ func TestTwoNodesOneCredit(t *testing.T) {
 	if out, err := exec.Command("go", "build", "-o", bin, "../../server/cmd/relayd").CombinedOutput(); err != nil {
 		t.Fatalf("build relayd: %v\n%s", err, out)
 	}
-	p := profile.AN12113()
+	p = profile.AN12113()
 	f, _ := keys.DevFile(nil, p.AID)
 	f.Dev = false // shared "production-like" key file for both nodes
 	keyFile := filepath.Join(dir, "keys.json")
 	if err := keys.WriteFile(keyFile, f); err != nil {
 		t.Fatal(err)
 	}
-	a := startNode(t, bin, filepath.Join(dir, "a"), keyFile, dbURL)
-	b := startNode(t, bin, filepath.Join(dir, "b"), keyFile, dbURL)
-
+	a = startNode(t, bin, filepath.Join(dir, "a"), keyFile, dbURL)
+	b = startNode(t, bin, filepath.Join(dir, "b"), keyFile, dbURL)
 	kp, err := keys.New(f)
 	if err != nil {
 		t.Fatal(err)
 	}
+	return a, b, p, kp
+}
+
+func TestTwoNodesOneCredit(t *testing.T) {
+	a, b, p, kp := twoNodes(t)
 	card := testcard.Issue(t, p, kp, uid, 0)
 	shared := &serialCard{c: bridge.Sim{Card: card}}
 

@@ -68,7 +68,12 @@ type Entry = personalize.KeyEntry
 type File = personalize.KeyFile
 
 // Static is a Provider over keys held in memory (loaded from a file).
-type Static struct{ set *personalize.KeySet }
+type Static struct {
+	set *personalize.KeySet
+	// versions lists, per key (version aside), the versions held,
+	// ascending: computed once, asked for by every session.
+	versions map[Ref][]byte
+}
 
 // LoadFile reads a key file. It refuses a file that group or others can
 // read, and malformed entries; nothing of the file is kept on error.
@@ -86,7 +91,15 @@ func New(f File) (*Static, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Static{set: set}, nil
+	versions := make(map[Ref][]byte)
+	for _, r := range set.Refs() {
+		k := versionKey(r)
+		versions[k] = append(versions[k], r.Version)
+	}
+	for _, v := range versions {
+		slices.Sort(v)
+	}
+	return &Static{set: set, versions: versions}, nil
 }
 
 // Dev reports whether the file was marked as development keys.
@@ -112,17 +125,17 @@ type Versioner interface {
 
 // Versions implements Versioner.
 func (s *Static) Versions(ref Ref) []byte {
+	return slices.Clone(s.versions[versionKey(ref)])
+}
+
+// versionKey is ref without its version (and, for a named key, without
+// its number).
+func versionKey(ref Ref) Ref {
 	if ref.Name != "" {
 		ref.KeyNo = 0
 	}
-	var out []byte
-	for _, r := range s.set.Refs() {
-		if r.AID == ref.AID && r.Name == ref.Name && r.KeyNo == ref.KeyNo {
-			out = append(out, r.Version)
-		}
-	}
-	slices.Sort(out)
-	return out
+	ref.Version = 0
+	return ref
 }
 
 // Refs lists the configured keys (without material), sorted, for start-up
@@ -131,7 +144,7 @@ func (s *Static) Refs() []Ref { return s.set.Refs() }
 
 // DevFile returns freshly generated development keys (see
 // personalize.DevKeyFile) plus the NTAG 424 DNA master keys 0..4
-// (diversified per tag, NTAG424KeyName).
+// (AddNTAG424DevKeys).
 func DevFile(rnd io.Reader, aids ...uint32) (File, error) {
 	if rnd == nil {
 		rnd = rand.Reader
@@ -140,12 +153,8 @@ func DevFile(rnd io.Reader, aids ...uint32) (File, error) {
 	if err != nil {
 		return File{}, err
 	}
-	for no := byte(0); no < NTAG424Keys; no++ {
-		k := make([]byte, dfcrypto.KeySize)
-		if _, err := io.ReadFull(rnd, k); err != nil {
-			return File{}, fmt.Errorf("generate key: %w", err)
-		}
-		f.Keys = append(f.Keys, Entry{AID: "000000", Name: NTAG424KeyName(no), Version: 1, Key: hex.EncodeToString(k), Diversify: true})
+	if _, err := AddNTAG424DevKeys(&f, rnd); err != nil {
+		return File{}, err
 	}
 	return f, nil
 }
@@ -153,9 +162,46 @@ func DevFile(rnd io.Reader, aids ...uint32) (File, error) {
 // NTAG424Keys is the number of NTAG 424 DNA application keys (0..4).
 const NTAG424Keys = 5
 
+// NTAG424MetaReadKey is the key number provisioning gives the SDM
+// meta-read right (ntag424.KeyMetaRead). Its entry is not diversified:
+// a verifier must decrypt PICCData before it knows the UID.
+const NTAG424MetaReadKey = 2
+
 // NTAG424KeyName names master key no of NTAG 424 DNA tags in a key file
-// ("ntag424.k0" … "ntag424.k4", AID 000000, diversified per tag).
+// ("ntag424.k0" … "ntag424.k4", AID 000000; diversified per tag, except
+// the meta-read key).
 func NTAG424KeyName(no byte) string { return fmt.Sprintf("ntag424.k%d", no) }
+
+// AddNTAG424DevKeys adds freshly generated NTAG 424 DNA master keys at
+// version 1 for every ntag424.k0..k4 that f lacks (development key files
+// written before provisioning existed), and returns how many it added.
+func AddNTAG424DevKeys(f *File, rnd io.Reader) (int, error) {
+	if rnd == nil {
+		rnd = rand.Reader
+	}
+	have := map[string]bool{}
+	for _, e := range f.Keys {
+		have[e.Name] = true
+	}
+	added := 0
+	for no := byte(0); no < NTAG424Keys; no++ {
+		if have[NTAG424KeyName(no)] {
+			continue
+		}
+		k := make([]byte, dfcrypto.KeySize)
+		if _, err := io.ReadFull(rnd, k); err != nil {
+			return added, fmt.Errorf("generate key: %w", err)
+		}
+		f.Keys = append(f.Keys, Entry{AID: "000000", Name: NTAG424KeyName(no), Version: 1, Key: hex.EncodeToString(k),
+			Diversify: no != NTAG424MetaReadKey})
+		added++
+	}
+	return added, nil
+}
+
+// ReadFile reads and checks a key file without building a provider (see
+// LoadFile for the checks).
+func ReadFile(path string) (File, error) { return personalize.ReadKeyFile(path) }
 
 // WriteFile writes f to path with mode 0600 (creating or replacing it).
 func WriteFile(path string, f File) error { return personalize.WriteKeyFile(path, f) }

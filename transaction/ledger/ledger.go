@@ -19,6 +19,17 @@ type Ledger interface {
 	// top-up and created=false; the same key with a different request
 	// fails with ErrIdempotencyConflict. Bad input fails with ErrInvalid.
 	CreateTopUp(ctx context.Context, req Request, idempotencyKey string, now time.Time) (TopUp, bool, error)
+	// CreateTopUpSession is CreateTopUp and, for a new top-up, its first
+	// session (of the request's tenant) with its bridge token
+	// (IssueToken's tokenHash, expiring at tokenExpires), in one commit.
+	// A replayed key returns the existing top-up, created=false and a
+	// zero Session: the caller issues a ticket the ordinary way.
+	CreateTopUpSession(ctx context.Context, req Request, idempotencyKey string, tokenHash []byte, tokenExpires, now time.Time) (TopUp, Session, bool, error)
+	// SessionTopUp returns a top-up and its card's unresolved top-ups (as
+	// UnresolvedByCard(cardUID) would, the top-up itself among them when it
+	// is unresolved and bound to that card) in one read, and whether the
+	// top-up's tenant has cardUID on its hot list.
+	SessionTopUp(ctx context.Context, id uuid.UUID, cardUID string) (tu TopUp, open []TopUp, blocked bool, err error)
 	// CreateReversal creates, once per credit, a pending entry of kind
 	// TopUpReversal that debits an applied credit's amount back from the
 	// same card; asking again returns the existing one (created=false).
@@ -89,6 +100,9 @@ type Ledger interface {
 	// in_progress or in_doubt top-up (ok=false when there is none).
 	OldestUnresolved(ctx context.Context) (at time.Time, ok bool, err error)
 
+	// Operations: the hot list, cancellation and exports (operations.go).
+	Operations
+
 	// Ping reports whether the database answers, for readiness probes.
 	Ping(ctx context.Context) error
 	// Close releases the database.
@@ -127,12 +141,17 @@ type Transition struct {
 	Profile string
 	// ExpiresAt, for failed → pending, gives the top-up a new expiry.
 	ExpiresAt time.Time
-	// Unbind, for in_progress → failed, clears the card binding the
+	// Unbind, for in_progress (or pending) → failed, clears the card binding the
 	// session made: nothing reached a card, so the top-up is free for any
 	// card again (a tap with a foreign card, or a bridge that named a UID
 	// it did not prove, must not strand a paid top-up). The Attempt keeps
 	// the UID the session used.
 	Unbind bool
+	// Finish, on a session transition, also ends the session with this
+	// outcome in the same database transaction (one commit where FinishSession
+	// would take a second). A session that has ended already keeps its
+	// outcome; the transition is made all the same.
+	Finish *SessionOutcome
 	// Now is the time of the change.
 	Now time.Time
 }
@@ -192,9 +211,21 @@ type Filter struct {
 	Tenant string
 	// CardUID selects one card's top-ups (normalised hex).
 	CardUID string
-	// UpdatedBefore keeps top-ups whose last change is before it.
+	// UpdatedBefore keeps top-ups whose last change is before it;
+	// UpdatedFrom those whose last change is at or after it.
 	UpdatedBefore time.Time
-	// After is the cursor: top-ups after this (updated_at, id) position.
+	UpdatedFrom   time.Time
+	// CreatedFrom and CreatedBefore bound the creation time: [from, before).
+	CreatedFrom   time.Time
+	CreatedBefore time.Time
+	// Reference selects the top-ups with exactly this operator reference.
+	Reference string
+	// NewestFirst orders by creation time, newest first (a card's
+	// history); otherwise the order is the last change, oldest first (the
+	// operator's queue).
+	NewestFirst bool
+	// After is the cursor: top-ups after this position in the order, an
+	// (updated_at, id) or, NewestFirst, a (created_at, id).
 	AfterUpdated time.Time
 	AfterID      uuid.UUID
 	// Limit is the page size (1..MaxPage; default DefaultPage).
@@ -232,6 +263,15 @@ func (f Filter) Check() (Filter, error) {
 	}
 	if f.AfterID != uuid.Nil && f.AfterUpdated.IsZero() {
 		return f, invalid("cursor", "malformed")
+	}
+	if len(f.Reference) > MaxReferenceLen || !printable(f.Reference) {
+		return f, invalid("reference", "printable, at most %d bytes", MaxReferenceLen)
+	}
+	if !f.CreatedFrom.IsZero() && !f.CreatedBefore.IsZero() && !f.CreatedFrom.Before(f.CreatedBefore) {
+		return f, invalid("created", "the range is empty (from is not before the end)")
+	}
+	if !f.UpdatedFrom.IsZero() && !f.UpdatedBefore.IsZero() && !f.UpdatedFrom.Before(f.UpdatedBefore) {
+		return f, invalid("updated", "the range is empty (from is not before the end)")
 	}
 	return f, nil
 }
@@ -271,6 +311,8 @@ func (t Transition) Check() (Rule, Transition, error) {
 		}
 	} else if t.SessionID != uuid.Nil {
 		return Rule{}, t, invalid("session_id", "not used by %s → %s", t.From, t.To)
+	} else if t.Finish != nil {
+		return Rule{}, t, invalid("finish", "only a session transition ends a session")
 	}
 	if len(t.TMV) != 0 && len(t.TMV) != TMVLen {
 		return Rule{}, t, invalid("tmv", "must be %d bytes, got %d", TMVLen, len(t.TMV))
@@ -281,8 +323,8 @@ func (t Transition) Check() (Rule, Transition, error) {
 	if !t.ExpiresAt.IsZero() && t.To != StatusPending {
 		return Rule{}, t, invalid("expires_at", "only for → pending")
 	}
-	if t.Unbind && (t.From != StatusInProgress || t.To != StatusFailed) {
-		return Rule{}, t, invalid("unbind", "only for in_progress → failed")
+	if t.Unbind && ((t.From != StatusInProgress && t.From != StatusPending) || t.To != StatusFailed) {
+		return Rule{}, t, invalid("unbind", "only for in_progress or pending → failed")
 	}
 	return rule, t, nil
 }
@@ -292,6 +334,9 @@ type Config struct {
 	// PendingTTL is how long a new top-up stays startable before
 	// ExpirePending may expire it. Default 24h.
 	PendingTTL time.Duration
+	// Stats, when set, counts the ledger's statements, round trips and
+	// commits (tests and the load tool read it).
+	Stats *Stats
 	// Outbox records an Event (ledger.Outbox) with every state change an
 	// operator hears about, in the change's own transaction; on when
 	// webhooks are configured.

@@ -21,6 +21,8 @@ func TestTransitionTable(t *testing.T) {
 		{StatusPending, StatusInProgress}: true,
 		{StatusFailed, StatusInProgress}:  true,
 		{StatusInProgress, StatusInDoubt}: true,
+		{StatusPending, StatusInDoubt}:    true,
+		{StatusPending, StatusFailed}:     true,
 		{StatusInProgress, StatusApplied}: true,
 		{StatusInProgress, StatusFailed}:  true,
 		{StatusInDoubt, StatusApplied}:    true,

@@ -116,7 +116,9 @@ type ProvisionLedger interface {
 // ProvisionSession is one provisioning session: its kind, the validated
 // request (JSON), its bridge token's state and its outcome.
 type ProvisionSession struct {
-	ID     uuid.UUID
+	ID uuid.UUID
+	// Tenant owns the session: only its API keys see it.
+	Tenant string
 	Kind   string
 	Params []byte
 	// Status is "open", "ok" or "failed".
@@ -132,9 +134,9 @@ type ProvisionSession struct {
 
 // ProvisionSessions stores provisioning sessions and their bridge tokens.
 type ProvisionSessions interface {
-	// CreateProvisionSession opens a session with the SHA-256 of its one
-	// bridge token.
-	CreateProvisionSession(ctx context.Context, kind string, params, tokenHash []byte, expiresAt, now time.Time) (ProvisionSession, error)
+	// CreateProvisionSession opens a session of a tenant with the SHA-256
+	// of its one bridge token.
+	CreateProvisionSession(ctx context.Context, tenant, kind string, params, tokenHash []byte, expiresAt, now time.Time) (ProvisionSession, error)
 	// ConsumeProvisionToken atomically marks a token used and returns its
 	// session (ErrTokenUnknown, ErrTokenExpired, ErrTokenUsed); exactly
 	// one of several concurrent callers wins.
@@ -143,4 +145,18 @@ type ProvisionSessions interface {
 	FinishProvisionSession(ctx context.Context, id uuid.UUID, ok bool, cardUID, errorCode string, result []byte, now time.Time) error
 	// GetProvisionSession returns a session or ErrNotFound.
 	GetProvisionSession(ctx context.Context, id uuid.UUID) (ProvisionSession, error)
+	// ListProvisionSessions returns a tenant's sessions, newest first.
+	ListProvisionSessions(ctx context.Context, tenant string, f ProvisionSessionFilter) ([]ProvisionSession, error)
+}
+
+// MaxProvisionSessionPage bounds one page of ListProvisionSessions.
+const MaxProvisionSessionPage = 500
+
+// ProvisionSessionFilter selects provisioning sessions: by status ("open",
+// "ok", "failed"; empty for all) and kind (empty for all), created before
+// Before (zero: now), at most Limit (1..MaxProvisionSessionPage; 0: 100).
+type ProvisionSessionFilter struct {
+	Status, Kind string
+	Before       time.Time
+	Limit        int
 }

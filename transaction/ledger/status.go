@@ -100,6 +100,8 @@ var transitions = map[[2]Status]Rule{
 	{StatusPending, StatusInProgress}: {Session: true, Why: "a session holds the card"},
 	{StatusFailed, StatusInProgress}:  {Session: true, Why: "retry after a proven failure"},
 	{StatusInProgress, StatusInDoubt}: {Session: true, Why: "recorded before the commit is sent to the card"},
+	{StatusPending, StatusInDoubt}:    {Session: true, Why: "a session takes the top-up in one step, right before the commit is sent"},
+	{StatusPending, StatusFailed}:     {Session: true, Why: "proven not applied: the session failed before anything that could commit left"},
 	{StatusInProgress, StatusApplied}: {Session: true, Why: "commit proven by the Transaction MAC"},
 	{StatusInProgress, StatusFailed}:  {Session: true, Why: "proven not applied (error before commit)"},
 	{StatusInDoubt, StatusApplied}:    {Session: true, Why: "the card's top-up log record or TMV proves it"},

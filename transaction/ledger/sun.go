@@ -18,6 +18,9 @@ type SUNCheck struct {
 	UID string
 	// Template names the verification template the message came through.
 	Template string
+	// Tenant owns a tag first seen here (the template's tenant); a known
+	// tag keeps the tenant it has.
+	Tenant string
 	// Counter is the tag's SDMReadCtr (0 .. 2^24-2).
 	Counter uint32
 	// MAC is the message's SDMMAC in upper-case hex, kept to notice the
@@ -62,7 +65,9 @@ type SUNSignal struct {
 
 // SUNTag is a tag's SUN state for operators.
 type SUNTag struct {
-	UID         string      `json:"uid"`
+	UID string `json:"uid"`
+	// Tenant owns the tag: only its API keys see it.
+	Tenant      string      `json:"-"`
 	Template    string      `json:"template"`
 	LastCounter int64       `json:"last_counter"`
 	LastAt      *time.Time  `json:"last_verified_at,omitempty"`
@@ -86,7 +91,8 @@ type SUNStore interface {
 	// SUNTag returns a tag's state with its latest signals (ErrNotFound
 	// for a tag never seen nor registered).
 	SUNTag(ctx context.Context, uid string) (SUNTag, error)
-	// RegisterSUNTag records a provisioned tag under a template so that
-	// templates with RequireKnown accept it. Registering again is a no-op.
-	RegisterSUNTag(ctx context.Context, uid, template string, at time.Time) error
+	// RegisterSUNTag records a tag a tenant provisioned under a template
+	// so that templates with RequireKnown accept it. Registering again is
+	// a no-op (the first tenant keeps it).
+	RegisterSUNTag(ctx context.Context, uid, template, tenant string, at time.Time) error
 }

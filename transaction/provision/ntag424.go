@@ -1,6 +1,7 @@
 package provision
 
 import (
+	"bytes"
 	"context"
 	"encoding/hex"
 	"errors"
@@ -39,13 +40,29 @@ type NTAG424Request struct {
 	// RandomID switches the tag's random ID on (SetConfiguration,
 	// permanent): afterwards a reader sees a fresh 4-byte ID per tap.
 	RandomID bool `json:"random_id,omitempty"`
+	// TagTamper switches tamper detection on (SetConfiguration option 07,
+	// NTAG 424 DNA TagTamper only; GetTTStatus right key 0). The tag then
+	// mirrors its tamper status into the encrypted file data, so the
+	// template needs {enc}: only there does the SDMMAC cover it; a SUN
+	// template reads it with tamper.file_offset 0.
+	TagTamper bool `json:"tag_tamper,omitempty"`
 	// UID (hex, 7 bytes) names the tag when its reader shows a random ID:
 	// the per-tag keys derive from the real UID, which GetCardUID then
-	// proves. Needed to resume a tag whose random ID is already on.
+	// proves. Needed to resume a tag whose random ID is already on, unless
+	// the server finds it (the one tag of the tenant's failed random-ID
+	// sessions left at step files; server randomIDCandidate).
 	UID string `json:"uid,omitempty"`
 	// Offsets, when set, move SDM mirrors away from where the template's
 	// placeholders put them (validated: inside the file, no overlap).
 	Offsets *ntag424.Offsets `json:"offsets,omitempty"`
+	// SUNTemplate, when set, registers the finished tag under this SUN
+	// verification template (Env.SUN), so that templates accepting only
+	// registered tags (require_known) accept it.
+	SUNTemplate string `json:"sun_template,omitempty"`
+	// Tenant registers the tag for SUN as this tenant's (the session's
+	// tenant, set by the server when it runs the session; default
+	// tenant when empty).
+	Tenant string `json:"-"`
 }
 
 // Plan is a validated request: the NDEF file and the final settings.
@@ -77,6 +94,9 @@ func PlanNTAG424(ctx context.Context, kp keys.Provider, req NTAG424Request) (*Pl
 			return nil, fmt.Errorf("%w: %w", ErrInvalid, err)
 		}
 	}
+	if req.TagTamper && (l.Settings.SDM == nil || l.Settings.SDM.Options&ntag424.SDMEncFileData == 0) {
+		return nil, fmt.Errorf("tag_tamper needs {enc} in the template: the tamper status is authenticated only inside the encrypted file data: %w", ErrInvalid)
+	}
 	if req.UID != "" {
 		if b, err := hex.DecodeString(req.UID); err != nil || len(b) != 7 {
 			return nil, fmt.Errorf("uid %q must be 7 bytes of hex: %w", req.UID, ErrInvalid)
@@ -92,8 +112,36 @@ func PlanNTAG424(ctx context.Context, kp keys.Provider, req NTAG424Request) (*Pl
 				return nil, fmt.Errorf("key %d version %d: %w: %w", k, req.KeyVersion, ErrInvalid, err)
 			}
 		}
+		if err := checkMetaReadKey(ctx, kp, l, req.KeyVersion); err != nil {
+			return nil, err
+		}
 	}
 	return &Plan{Req: req, Layout: l}, nil
+}
+
+// checkMetaReadKey refuses a template with encrypted PICC data ({picc})
+// when the key provider diversifies the meta-read key per tag: a verifier
+// must decrypt PICCData before it knows the UID, so no verifier could
+// read the URLs such a tag writes. Two UIDs giving two keys prove it.
+func checkMetaReadKey(ctx context.Context, kp keys.Provider, l *ntag424.Layout, v byte) error {
+	s := l.Settings.SDM
+	if s == nil || s.MetaRead >= ntag424.NumKeys {
+		return nil
+	}
+	ref := keys.Ref{Name: NTAG424KeyName(s.MetaRead), Version: v}
+	a, err := kp.CardKey(ctx, ref, []byte{0x04, 1, 2, 3, 4, 5, 6})
+	if err != nil {
+		return fmt.Errorf("meta-read key %d version %d: %w: %w", s.MetaRead, v, ErrInvalid, err)
+	}
+	b, err := kp.CardKey(ctx, ref, []byte{0x04, 6, 5, 4, 3, 2, 1})
+	if err != nil {
+		return fmt.Errorf("meta-read key %d version %d: %w: %w", s.MetaRead, v, ErrInvalid, err)
+	}
+	if !bytes.Equal(a, b) {
+		return fmt.Errorf("%s version %d is diversified per tag, so no verifier could decrypt the {picc} data it encrypts; "+
+			"give that key file entry \"diversify\": false (or use {uid}{ctr}): %w", NTAG424KeyName(s.MetaRead), v, ErrInvalid)
+	}
+	return nil
 }
 
 // tagKey returns key n at version v of the tag: all zero at the factory
@@ -140,7 +188,8 @@ func (e *Env) ProvisionNTAG424(ctx context.Context, t desfire.Transport, uid []b
 //
 //  1. the ledger record is read or created; a tag recorded as done is
 //     refused;
-//  2. ISO SELECT of the NDEF application by name;
+//  2. ISO SELECT of the NDEF application by name, in the same exchange
+//     as step 3's first command over a batching bridge;
 //  3. AuthenticateEV2First with key 0 at the pending version first, then
 //     the recorded one: success proves which one the tag holds;
 //  4. one batch: GetCardUID (Full: proves the UID), GetKeyVersion 1..4
@@ -179,15 +228,15 @@ func (e *Env) NTAG424(ctx context.Context, t desfire.Transport, uid []byte, plan
 	}
 	res.Resumed = !fresh
 	target := plan.Req.KeyVersion
+	// 2. Select (a forgeable 9000: proves nothing), folded into the first
+	// exchange with the authentication when the bridge batches; on its
+	// own round trip otherwise.
 	exchanges := 0
-	card := desfire.NewCard(t)
-	defer func() { res.Exchanges = exchanges + card.RoundTrips() }()
-
-	// 2. Select (a forgeable 9000: proves nothing).
-	exchanges++
-	if err := ntag424.SelectApp(ctx, t); err != nil {
-		return err
+	if _, ok := t.(desfire.Batcher); !ok {
+		exchanges++
 	}
+	card := desfire.NewCard(ntag424.SelectFirst(t))
+	defer func() { res.Exchanges = exchanges + card.RoundTrips() }()
 
 	// 3. Key 0: the pending version first, then the recorded one.
 	k0 := rec.Keys[0]
@@ -284,6 +333,17 @@ func (e *Env) NTAG424(ctx context.Context, t desfire.Transport, uid []byte, plan
 				return fmt.Errorf("confirm key %d: %w", k, err)
 			}
 		}
+	}
+
+	// TagTamper before any key or file is written: a plain NTAG 424 DNA
+	// refuses option 07 (card_error) and stays as it was. The answer is
+	// MACed, so success is the tag's word; a retry sets it again.
+	if plan.Req.TagTamper {
+		cfg := []byte{ntag424.TTEnable, 0}
+		if _, err := card.Exec(ctx, ntag424.SetConfigurationCmd(ntag424.ConfigTagTamper, cfg)); err != nil {
+			return fmt.Errorf("switch tag tamper on (is this an NTAG 424 DNA TagTamper?): %w", err)
+		}
+		res.Created = append(res.Created, "tag_tamper")
 	}
 
 	// 5. Write ahead, then one batch.
@@ -393,6 +453,20 @@ func (e *Env) NTAG424(ctx context.Context, t desfire.Transport, uid []byte, plan
 			return fmt.Errorf("switch random ID on: %w", err)
 		}
 		res.Created = append(res.Created, "random_id")
+	}
+	if plan.Req.SUNTemplate != "" {
+		if e.SUN == nil {
+			return fmt.Errorf("sun_template %q without a SUN store: %w", plan.Req.SUNTemplate, ErrInvalid)
+		}
+		// Idempotent: a retry after a tear registers again.
+		tenant := plan.Req.Tenant
+		if tenant == "" {
+			tenant = ledger.DefaultTenant
+		}
+		if err := e.SUN.RegisterSUNTag(ctx, id, plan.Req.SUNTemplate, tenant, e.now()); err != nil {
+			return fmt.Errorf("register for SUN: %w", err)
+		}
+		res.Created = append(res.Created, "sun_registration")
 	}
 	if err := L.AdvanceProvision(ctx, id, step, ledger.StepDone, fence, e.now()); err != nil {
 		return err

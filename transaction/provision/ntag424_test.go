@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -211,14 +212,14 @@ func TestProvisionFactoryTag(t *testing.T) {
 }
 
 // TestExchangeCounts publishes the exchange counts: over a batching
-// bridge, a factory tag takes 7 exchanges.
+// bridge, a factory tag takes 6 exchanges (the ISO select rides with the first authentication command).
 func TestExchangeCounts(t *testing.T) {
 	for _, lockIt := range []bool{false, true} {
 		f := newFixture(t, provision.NTAG424Request{Lock: lockIt})
 		tag := newTag(t)
 		b := &batcher{Transport: tag}
 		res := f.run(b, tag.UID())
-		if !res.OK || res.Exchanges != 7 || b.batches != 7 {
+		if !res.OK || res.Exchanges != 6 || b.batches != 6 {
 			t.Fatalf("lock=%v: %+v, %d batches", lockIt, res, b.batches)
 		}
 	}
@@ -367,6 +368,37 @@ func TestBadInput(t *testing.T) {
 		if _, err := provision.PlanNTAG424(context.Background(), f.env.Keys, req); !errors.Is(err, provision.ErrInvalid) || provision.Code(err) != provision.CodeInvalid {
 			t.Errorf("%s: %v", name, err)
 		}
+	}
+}
+
+// TestDiversifiedMetaReadKeyRefused: a key file whose meta-read key
+// (ntag424.k2) is diversified per tag cannot serve a {picc} template (no
+// verifier could decrypt PICCData before knowing the UID): refused before
+// any card is touched; plain mirrors ({uid}{ctr}) do not use it and pass.
+func TestDiversifiedMetaReadKeyRefused(t *testing.T) {
+	f, err := keys.DevFile(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range f.Keys {
+		if f.Keys[i].Name == keys.NTAG424KeyName(ntag424.KeyMetaRead) {
+			if f.Keys[i].Diversify {
+				t.Fatal("dev file diversifies the meta-read key")
+			}
+			f.Keys[i].Diversify = true
+		}
+	}
+	kp, err := keys.New(f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	_, err = provision.PlanNTAG424(ctx, kp, provision.NTAG424Request{Template: tpl, KeyVersion: 1})
+	if !errors.Is(err, provision.ErrInvalid) || !strings.Contains(err.Error(), "diversified") {
+		t.Fatalf("{picc} with a diversified meta-read key: %v", err)
+	}
+	if _, err := provision.PlanNTAG424(ctx, kp, provision.NTAG424Request{Template: "https://e.com/?u={uid}&c={ctr}&m={mac}", KeyVersion: 1}); err != nil {
+		t.Fatalf("plain mirrors: %v", err)
 	}
 }
 
@@ -587,5 +619,35 @@ func TestCodes(t *testing.T) {
 	}
 	if provision.Code(nil) != "" {
 		t.Error("nil error has a code")
+	}
+}
+
+// TestTagTamper: tag_tamper switches detection on a TagTamper tag (its
+// status then rides in the encrypted file data, checked in the server's
+// end-to-end test); on a plain NTAG 424 DNA it is refused with the tag's
+// status (card_error) before any key or file is written; a template
+// without {enc} is refused up front.
+func TestTagTamper(t *testing.T) {
+	ctx := context.Background()
+	if _, err := provision.PlanNTAG424(ctx, nil, provision.NTAG424Request{Template: "https://e.com/?p={picc}&m={mac}", KeyVersion: 1, TagTamper: true}); !errors.Is(err, provision.ErrInvalid) {
+		t.Fatalf("tag_tamper without {enc}: %v", err)
+	}
+	f := newFixture(t, provision.NTAG424Request{TagTamper: true})
+	plain := newTag(t)
+	changes := plain.Changes()
+	res := f.run(plain, plain.UID())
+	if res.OK || res.Code != transaction.CodeCardError || !strings.Contains(res.Message, "TagTamper") || plain.Changes() != changes {
+		t.Fatalf("plain tag: %+v (changes %d → %d)", res, changes, plain.Changes())
+	}
+	if _, v := plain.Key(0); v != 0 {
+		t.Fatalf("plain tag key 0 at version %d", v)
+	}
+	tt, err := simtag.New(simtag.Options{TagTamper: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	res = f.run(tt, tt.UID())
+	if !res.OK || !tt.TagTamperEnabled() || !slices.Contains(res.Created, "tag_tamper") {
+		t.Fatalf("TagTamper tag: %+v enabled=%v", res, tt.TagTamperEnabled())
 	}
 }

@@ -94,6 +94,9 @@ type Env struct {
 	Now func() time.Time
 	// Rand feeds authentication (crypto/rand when nil).
 	Rand io.Reader
+	// SUN, when set, registers provisioned tags for SUN verification
+	// (NTAG424Request.SUNTemplate).
+	SUN ledger.SUNStore
 }
 
 func (e *Env) now() time.Time {

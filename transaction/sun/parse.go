@@ -107,21 +107,24 @@ func Parse(t *Template, raw string) (*Message, error) {
 		}
 		got[name] = param{value: value, start: start + len(name) + 1}
 	}
+	piccSize := 16
+	if t.Mode == ModeLRP {
+		piccSize = sdm.EncPICCDataSizeLRP
+	}
+	vals, err := roles(t, got, piccSize)
+	if err != nil {
+		return nil, err
+	}
 	m := &Message{}
-	var err error
 	if t.PICCParam != "" {
-		size := 16
-		if t.Mode == ModeLRP {
-			size = sdm.EncPICCDataSizeLRP
-		}
-		if m.EncPICC, err = hexParam(got, t.PICCParam, size, size); err != nil {
+		if m.EncPICC, err = hexParam(vals, t.PICCParam, rolePICC, piccSize, piccSize); err != nil {
 			return nil, err
 		}
 	} else {
-		if m.UID, err = hexParam(got, t.UIDParam, sdm.UIDSize, sdm.UIDSize); err != nil {
+		if m.UID, err = hexParam(got, t.UIDParam, t.UIDParam, sdm.UIDSize, sdm.UIDSize); err != nil {
 			return nil, err
 		}
-		ctr, err := hexParam(got, t.CtrParam, sdm.ReadCtrSize, sdm.ReadCtrSize)
+		ctr, err := hexParam(got, t.CtrParam, t.CtrParam, sdm.ReadCtrSize, sdm.ReadCtrSize)
 		if err != nil {
 			return nil, err
 		}
@@ -132,14 +135,14 @@ func Parse(t *Template, raw string) (*Message, error) {
 		}
 	}
 	if t.FileParam != "" {
-		if m.EncFile, err = hexParam(got, t.FileParam, 16, t.FileDataMax); err != nil {
+		if m.EncFile, err = hexParam(vals, t.FileParam, roleFile, 16, t.FileDataMax); err != nil {
 			return nil, err
 		}
 		if len(m.EncFile)%16 != 0 {
 			return nil, inputErr(CodeBadLength, t.FileParam, "%d bytes, not whole 16-byte blocks", len(m.EncFile))
 		}
 	}
-	if m.MAC, err = hexParam(got, t.MACParam, sdm.MACSize, sdm.MACSize); err != nil {
+	if m.MAC, err = hexParam(vals, t.MACParam, roleMAC, sdm.MACSize, sdm.MACSize); err != nil {
 		return nil, err
 	}
 	if t.Tamper != nil && t.Tamper.Param != "" {
@@ -153,20 +156,74 @@ func Parse(t *Template, raw string) (*Message, error) {
 		m.Tamper = p.value
 	}
 	if t.MACInputFrom != "" {
-		from, to := got[t.MACInputFrom].start, got[t.MACParam].start
+		from, to := got[t.MACInputFrom].start, vals[roleMAC].start
+		if t.MACInputFrom == t.FileParam {
+			// SDMMACInputOffset points at the file data, also where it
+			// shares its parameter with the PICC data.
+			from = vals[roleFile].start
+		}
 		if from > to {
 			return nil, inputErr(CodeParamOrder, t.MACInputFrom, "must come before %q, where the tag wrote it", t.MACParam)
 		}
 		m.MACInput = []byte(raw[from:to])
+		if tp := tamperParam(t); tp != "" && (got[tp].start < from || got[tp].start > to) {
+			// Outside the MAC input anyone could rewrite "OO" to "CC".
+			return nil, inputErr(CodeParamOrder, tp, "must lie between %q and %q, where the SDMMAC covers it", t.MACInputFrom, t.MACParam)
+		}
 	}
 	return m, nil
 }
 
 func isTamperChar(c byte) bool { return c == 'C' || c == 'O' || c == 'I' || c == 'N' }
 
-// hexParam decodes a required hex parameter of min..max bytes.
-func hexParam(got map[string]param, name string, min, max int) ([]byte, error) {
-	p, ok := got[name]
+// Roles of the values a tag mirrors into its URL.
+const (
+	rolePICC = "picc"
+	roleFile = "file"
+	roleMAC  = "mac"
+)
+
+// roles returns the values of the PICC data, file data and MAC by role,
+// splitting a parameter they share (Template.checkShared): the PICC data
+// has its fixed size, the MAC its 16 hex digits at the end, the file
+// data is what lies between. A missing parameter stays absent (hexParam
+// reports it).
+func roles(t *Template, got map[string]param, piccSize int) (map[string]param, error) {
+	out := map[string]param{}
+	for role, name := range map[string]string{rolePICC: t.PICCParam, roleFile: t.FileParam, roleMAC: t.MACParam} {
+		if p, ok := got[name]; ok && name != "" {
+			out[role] = p
+		}
+	}
+	if !t.shared(t.MACParam) {
+		return out, nil
+	}
+	p, ok := got[t.MACParam]
+	if !ok {
+		return out, nil
+	}
+	head := 0
+	if t.PICCParam == t.MACParam {
+		head = 2 * piccSize
+	}
+	macAt := len(p.value) - 2*sdm.MACSize
+	if macAt < head {
+		return nil, inputErr(CodeBadLength, t.MACParam, "%d characters, too short for the data and the MAC it carries", len(p.value))
+	}
+	out[roleMAC] = param{value: p.value[macAt:], start: p.start + macAt}
+	if t.PICCParam == t.MACParam {
+		out[rolePICC] = param{value: p.value[:head], start: p.start}
+	}
+	if t.FileParam == t.MACParam {
+		out[roleFile] = param{value: p.value[head:macAt], start: p.start + head}
+	}
+	return out, nil
+}
+
+// hexParam decodes a required hex value of min..max bytes, found under
+// key in got and reported as parameter name.
+func hexParam(got map[string]param, name, key string, min, max int) ([]byte, error) {
+	p, ok := got[key]
 	if !ok {
 		return nil, inputErr(CodeMissingParam, name, "missing")
 	}

@@ -3,8 +3,12 @@ package sun_test
 import (
 	"context"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
+	"fmt"
+	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -312,7 +316,7 @@ func TestUnknownTag(t *testing.T) {
 	if _, err := st.SUNTag(context.Background(), "04DE5F1EACC040"); !errors.Is(err, ledger.ErrNotFound) {
 		t.Fatalf("unknown tag stored: %v", err)
 	}
-	if err := st.RegisterSUNTag(context.Background(), "04DE5F1EACC040", "known", base); err != nil {
+	if err := st.RegisterSUNTag(context.Background(), "04DE5F1EACC040", "known", "default", base); err != nil {
 		t.Fatal(err)
 	}
 	if res, err := v.Verify(context.Background(), sun.Request{Template: "known", RawQuery: q}); err != nil || res.Status != sun.Authentic {
@@ -388,18 +392,24 @@ func TestTemplateValidation(t *testing.T) {
 		t.Fatalf("good file: %+v %v", ts, err)
 	}
 	bad := map[string]string{
-		"unknown field":    `{"templates":[{"name":"a","x":1}]}`,
-		"no mac":           `{"templates":[{"name":"a","picc_param":"e","meta_read_key":{"aid":"000001"},"file_read_key":{"aid":"000001"}}]}`,
-		"both mirrors":     `{"templates":[{"name":"a","picc_param":"e","uid_param":"u","ctr_param":"n","mac_param":"c","meta_read_key":{"aid":"000001"},"file_read_key":{"aid":"000001"}}]}`,
-		"no meta key":      `{"templates":[{"name":"a","picc_param":"e","mac_param":"c","file_read_key":{"aid":"000001"}}]}`,
-		"param twice":      `{"templates":[{"name":"a","picc_param":"e","mac_param":"e","meta_read_key":{"aid":"000001"},"file_read_key":{"aid":"000001"}}]}`,
-		"bad aid":          `{"templates":[{"name":"a","uid_param":"u","ctr_param":"n","mac_param":"c","file_read_key":{"aid":"01"}}]}`,
-		"bad mode":         `{"templates":[{"name":"a","mode":"des","uid_param":"u","ctr_param":"n","mac_param":"c","file_read_key":{"aid":"000001"}}]}`,
-		"bad name":         `{"templates":[{"name":"a/b","uid_param":"u","ctr_param":"n","mac_param":"c","file_read_key":{"aid":"000001"}}]}`,
-		"input not param":  `{"templates":[{"name":"a","uid_param":"u","ctr_param":"n","mac_param":"c","mac_input_from":"z","file_read_key":{"aid":"000001"}}]}`,
-		"too many version": `{"templates":[{"name":"a","uid_param":"u","ctr_param":"n","mac_param":"c","file_read_key":{"aid":"000001","versions":[1,2,3,4,5]}}]}`,
-		"file too large":   `{"templates":[{"name":"a","uid_param":"u","ctr_param":"n","file_param":"f","file_data_max":4096,"mac_param":"c","file_read_key":{"aid":"000001"}}]}`,
-		"duplicate":        `{"templates":[{"name":"a","uid_param":"u","ctr_param":"n","mac_param":"c","file_read_key":{"aid":"000001"}},{"name":"a","uid_param":"u","ctr_param":"n","mac_param":"c","file_read_key":{"aid":"000001"}}]}`,
+		"unknown field":             `{"templates":[{"name":"a","x":1}]}`,
+		"no mac":                    `{"templates":[{"name":"a","picc_param":"e","meta_read_key":{"aid":"000001"},"file_read_key":{"aid":"000001"}}]}`,
+		"both mirrors":              `{"templates":[{"name":"a","picc_param":"e","uid_param":"u","ctr_param":"n","mac_param":"c","meta_read_key":{"aid":"000001"},"file_read_key":{"aid":"000001"}}]}`,
+		"no meta key":               `{"templates":[{"name":"a","picc_param":"e","mac_param":"c","file_read_key":{"aid":"000001"}}]}`,
+		"param twice":               `{"templates":[{"name":"a","picc_param":"e","file_param":"e","mac_param":"c","meta_read_key":{"aid":"000001"},"file_read_key":{"aid":"000001"}}]}`,
+		"bad aid":                   `{"templates":[{"name":"a","uid_param":"u","ctr_param":"n","mac_param":"c","file_read_key":{"aid":"01"}}]}`,
+		"bad mode":                  `{"templates":[{"name":"a","mode":"des","uid_param":"u","ctr_param":"n","mac_param":"c","file_read_key":{"aid":"000001"}}]}`,
+		"bad name":                  `{"templates":[{"name":"a/b","uid_param":"u","ctr_param":"n","mac_param":"c","file_read_key":{"aid":"000001"}}]}`,
+		"input not param":           `{"templates":[{"name":"a","uid_param":"u","ctr_param":"n","mac_param":"c","mac_input_from":"z","file_read_key":{"aid":"000001"}}]}`,
+		"too many version":          `{"templates":[{"name":"a","uid_param":"u","ctr_param":"n","mac_param":"c","file_read_key":{"aid":"000001","versions":[1,2,3,4,5]}}]}`,
+		"file too large":            `{"templates":[{"name":"a","uid_param":"u","ctr_param":"n","file_param":"f","file_data_max":4096,"mac_param":"c","file_read_key":{"aid":"000001"}}]}`,
+		"duplicate":                 `{"templates":[{"name":"a","uid_param":"u","ctr_param":"n","mac_param":"c","file_read_key":{"aid":"000001"}},{"name":"a","uid_param":"u","ctr_param":"n","mac_param":"c","file_read_key":{"aid":"000001"}}]}`,
+		"tamper param unsigned":     `{"templates":[{"name":"a","uid_param":"u","ctr_param":"n","mac_param":"c","tamper":{"param":"tt"},"file_read_key":{"aid":"000001"}}]}`,
+		"mac in picc, file between": `{"templates":[{"name":"a","picc_param":"e","file_param":"f","mac_param":"e","meta_read_key":{"aid":"000001"},"file_read_key":{"aid":"000001"}}]}`,
+		"uid and mac shared":        `{"templates":[{"name":"a","uid_param":"u","ctr_param":"n","mac_param":"u","file_read_key":{"aid":"000001"}}]}`,
+		"name and key_no":           `{"templates":[{"name":"a","uid_param":"u","ctr_param":"n","mac_param":"c","file_read_key":{"name":"ntag424.k1","key_no":1}}]}`,
+		"bad key name":              `{"templates":[{"name":"a","uid_param":"u","ctr_param":"n","mac_param":"c","file_read_key":{"name":"k 1"}}]}`,
+		"no aid no name":            `{"templates":[{"name":"a","uid_param":"u","ctr_param":"n","mac_param":"c","file_read_key":{"key_no":1}}]}`,
 	}
 	for name, raw := range bad {
 		if _, err := sun.ParseTemplates([]byte(raw)); !errors.Is(err, sun.ErrTemplate) {
@@ -448,5 +458,144 @@ func TestExampleTemplates(t *testing.T) {
 	}
 	if len(ts) != 3 || ts[2].Mode != sun.ModeLRP {
 		t.Fatalf("%d templates: %+v", len(ts), ts)
+	}
+}
+
+// TestNamedKeysAndHeldVersions: a template names keys as provisioning
+// stores them (ntag424.k2 and ntag424.k1 at AID 000000) and, listing no
+// versions, tries the versions the key provider holds, newest first: a tag
+// keyed at version 1 and one re-keyed at version 2 both verify.
+func TestNamedKeysAndHeldVersions(t *testing.T) {
+	meta, m1, m2 := "B0B1B2B3B4B5B6B7B8B9BABBBCBDBEBF", "00112233445566778899AABBCCDDEEFF", "FFEEDDCCBBAA99887766554433221100"
+	kp, err := keys.New(keys.File{SystemID: "named", Keys: []keys.Entry{
+		{AID: "000000", Name: "ntag424.k2", Version: 1, Key: meta},
+		{AID: "000000", Name: "ntag424.k1", Version: 1, Key: m1, Diversify: true},
+		{AID: "000000", Name: "ntag424.k1", Version: 2, Key: m2, Diversify: true},
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw := `{"templates":[{"name":"n","picc_param":"p","mac_param":"m","meta_read_key":{"name":"ntag424.k2"},"file_read_key":{"name":"ntag424.k1"}}]}`
+	ts, err := sun.ParseTemplates([]byte(raw))
+	if err != nil {
+		t.Fatal(err)
+	}
+	v, err := sun.NewVerifier(sun.Config{Templates: ts, Keys: kp, Store: store(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	metaKey, _ := hex.DecodeString(meta)
+	for i, ver := range []byte{1, 2} {
+		uid := []byte{0x04, 0x20, 0x21, 0x22, 0x23, 0x24, byte(i)}
+		fk, err := kp.CardKey(ctx, keys.Ref{Name: "ntag424.k1", Version: ver}, uid)
+		if err != nil {
+			t.Fatal(err)
+		}
+		tag := &suntest.Tag{UID: uid, MetaKey: metaKey, FileKey: fk}
+		tpl := ts[0]
+		q, err := tag.Read(&tpl)
+		if err != nil {
+			t.Fatal(err)
+		}
+		res, err := v.Verify(ctx, sun.Request{Template: "n", RawQuery: q})
+		if err != nil || res.Status != sun.Authentic || res.UID != strings.ToUpper(hex.EncodeToString(uid)) {
+			t.Fatalf("key version %d: %+v %v", ver, res, err)
+		}
+	}
+}
+
+// TestTamperParamOutsideMAC: a plain tamper status must sit inside the
+// MAC input; one after the MAC (which anyone could rewrite) is a 400.
+func TestTamperParamOutsideMAC(t *testing.T) {
+	tpl := &sun.Template{Name: "tt", UIDParam: "uid", CtrParam: "ctr", MACParam: "cmac", MACInputFrom: "uid",
+		FileReadKey: sun.KeyRef{AID: "000001", KeyNo: 2}, Tamper: &sun.Tamper{Param: "tt"}}
+	if err := tpl.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := sun.Parse(tpl, "uid=041E3C8A2D6B80&ctr=000006&tt=CC&cmac=4B00064004B0B3D3"); err != nil {
+		t.Fatalf("inside: %v", err)
+	}
+	_, err := sun.Parse(tpl, "uid=041E3C8A2D6B80&ctr=000006&cmac=4B00064004B0B3D3&tt=CC")
+	var ie *sun.InputError
+	if !errors.As(err, &ie) || ie.Code != sun.CodeParamOrder {
+		t.Fatalf("after the MAC: %v", err)
+	}
+}
+
+// TestConcatenatedMACVectors verifies the sdm-backend AES messages whose
+// SDMMAC follows the encrypted file data with no "&name=" between them,
+// from the repository's copy of the vectors (testdata/vectors/sdm.json):
+// sdm-backend-sun3-custom-keys as <enc><mac> in one parameter, and the
+// kdf1/kdf2 messages in sdm-backend's bulk shape e=<picc><enc><mac>. The
+// MAC input is the encrypted file data's hex. A changed digit in the
+// data or the MAC is invalid; a value too short for the MAC is a 400.
+func TestConcatenatedMACVectors(t *testing.T) {
+	raw, err := os.ReadFile(filepath.Join("..", "..", "testdata", "vectors", "sdm.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var f struct {
+		Vectors []map[string]any `json:"vectors"`
+	}
+	if err := json.Unmarshal(raw, &f); err != nil {
+		t.Fatal(err)
+	}
+	shapes := map[string]string{"sdm-backend-sun3-custom-keys": "split", "sdm-backend-kdf1": "bulk", "sdm-backend-kdf2": "bulk"}
+	n := 0
+	for _, vec := range f.Vectors {
+		id, _ := vec["id"].(string)
+		shape, ok := shapes[id]
+		if !ok {
+			continue
+		}
+		n++
+		t.Run(id, func(t *testing.T) {
+			str := func(k string) string { s, _ := vec[k].(string); return s }
+			t.Logf("source: %s", str("source"))
+			kp := provider(t, keys.Entry{AID: "000001", KeyNo: 1, Key: str("sdm_meta_read_key")}, keys.Entry{AID: "000001", KeyNo: 2, Key: str("sdm_file_read_key")})
+			tpl := sun.Template{Name: "t", FileDataMax: 64, MetaReadKey: &sun.KeyRef{AID: "000001", KeyNo: 1}, FileReadKey: sun.KeyRef{AID: "000001", KeyNo: 2}}
+			var q string
+			if shape == "split" {
+				tpl.PICCParam, tpl.FileParam, tpl.MACParam, tpl.MACInputFrom = "picc_data", "enc", "enc", "enc"
+				q = "picc_data=" + str("enc_picc_data") + "&enc=" + str("enc_file_data") + str("sdmmac")
+			} else {
+				tpl.PICCParam, tpl.FileParam, tpl.MACParam, tpl.MACInputFrom = "e", "e", "e", "e"
+				q = "e=" + str("enc_picc_data") + str("enc_file_data") + str("sdmmac")
+			}
+			v := verifier(t, store(t), kp, &clock{t: base}, tpl)
+			ctx := context.Background()
+			flip := func(q string, at int) string {
+				b := []byte(q)
+				if b[at] == '0' {
+					b[at] = '1'
+				} else {
+					b[at] = '0'
+				}
+				return string(b)
+			}
+			for _, bad := range []string{flip(q, len(q)-1), flip(q, len(q)-20)} {
+				if res, err := v.Verify(ctx, sun.Request{Template: "t", RawQuery: bad}); err != nil || res.Status != sun.Invalid {
+					t.Fatalf("changed digit %s: %+v %v", bad, res, err)
+				}
+			}
+			res, verr := v.Verify(ctx, sun.Request{Template: "t", RawQuery: q})
+			wantCtr, err := strconv.Atoi(fmt.Sprint(vec["read_ctr"]))
+			if err != nil {
+				t.Fatalf("read_ctr %v: %v", vec["read_ctr"], err)
+			}
+			if verr != nil || res.Status != sun.Authentic || res.UID != str("uid") || res.Counter == nil || int(*res.Counter) != wantCtr ||
+				!strings.EqualFold(res.FileData, str("file_data")) {
+				t.Fatalf("%s: %+v %v", q, res, verr)
+			}
+			short := q[:strings.IndexByte(q, '=')+1] + "0011"
+			var ie *sun.InputError
+			if _, err := v.Verify(ctx, sun.Request{Template: "t", RawQuery: short}); !errors.As(err, &ie) || ie.Code != sun.CodeBadLength {
+				t.Fatalf("short value: %v", err)
+			}
+		})
+	}
+	if n != len(shapes) {
+		t.Fatalf("%d of %d vectors found", n, len(shapes))
 	}
 }

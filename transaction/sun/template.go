@@ -7,10 +7,12 @@ import (
 	"fmt"
 	"os"
 	"regexp"
+	"slices"
 	"strings"
 	"time"
 
 	"github.com/desfire-relay/relay/transaction/keys"
+	"github.com/desfire-relay/relay/transaction/ledger"
 )
 
 // Modes of secure dynamic messaging.
@@ -57,12 +59,23 @@ func (d Duration) MarshalJSON() ([]byte, error) { return json.Marshal(time.Durat
 // is diversified per tag (AN10922 with the tag's UID) is the key file's
 // setting, as provisioning writes it.
 //
+// Name instead names the key as the key file does: provisioning keeps the
+// NTAG 424 DNA keys as "ntag424.k0" … "ntag424.k4" at AID 000000 (the
+// default AID with a name), so a template verifying tags the relay
+// provisioned names "ntag424.k2" (meta read) and "ntag424.k1" (file
+// read); key_no is then not given.
+//
+// Versions omitted: every version the key provider holds of the key,
+// newest first (at most MaxKeyVersions), or version 0 when the provider
+// cannot list versions.
+//
 // Derivation "sdm-backend" instead takes the key file's entry (not
 // diversified there) as the master key of nfc-developer/sdm-backend's
 // scheme and derives the tag's key from it (meta-read: key 1,
 // undiversified; file-read: per UID and key number).
 type KeyRef struct {
-	AID        string `json:"aid"`
+	AID        string `json:"aid,omitempty"`
+	Name       string `json:"name,omitempty"`
 	KeyNo      byte   `json:"key_no"`
 	Versions   []byte `json:"versions,omitempty"`
 	Derivation string `json:"derivation,omitempty"`
@@ -71,36 +84,68 @@ type KeyRef struct {
 // DerivationSDMBackend selects the sdm-backend key derivation.
 const DerivationSDMBackend = "sdm-backend"
 
-func (k KeyRef) refs() ([]keys.Ref, error) {
-	b, err := hex.DecodeString(k.AID)
+// keyName is what a named key may be called (as in key files).
+var keyName = regexp.MustCompile(`^[A-Za-z0-9_.-]{1,64}$`)
+
+// ref returns the key reference without its version.
+func (k KeyRef) ref() (keys.Ref, error) {
+	aid := k.AID
+	if aid == "" && k.Name != "" {
+		aid = "000000"
+	}
+	b, err := hex.DecodeString(aid)
 	if err != nil || len(b) != 3 {
-		return nil, fmt.Errorf("aid %q must be 6 hex digits: %w", k.AID, ErrTemplate)
+		return keys.Ref{}, fmt.Errorf("aid %q must be 6 hex digits: %w", k.AID, ErrTemplate)
+	}
+	if k.Name != "" && (!keyName.MatchString(k.Name) || k.KeyNo != 0) {
+		return keys.Ref{}, fmt.Errorf("key name %q (with key_no %d): give a name or a key number: %w", k.Name, k.KeyNo, ErrTemplate)
 	}
 	if k.KeyNo > 4 {
-		return nil, fmt.Errorf("key number %d above 4: %w", k.KeyNo, ErrTemplate)
+		return keys.Ref{}, fmt.Errorf("key number %d above 4: %w", k.KeyNo, ErrTemplate)
 	}
 	if k.Derivation != "" && k.Derivation != DerivationSDMBackend {
-		return nil, fmt.Errorf("derivation %q: %w", k.Derivation, ErrTemplate)
+		return keys.Ref{}, fmt.Errorf("derivation %q: %w", k.Derivation, ErrTemplate)
+	}
+	return keys.Ref{AID: uint32(b[0])<<16 | uint32(b[1])<<8 | uint32(b[2]), KeyNo: k.KeyNo, Name: k.Name}, nil
+}
+
+// refs returns the references to try, newest version first; kp, when it
+// lists versions, supplies them for a KeyRef without Versions.
+func (k KeyRef) refs(kp keys.Provider) ([]keys.Ref, error) {
+	base, err := k.ref()
+	if err != nil {
+		return nil, err
 	}
 	vs := k.Versions
+	if len(vs) == 0 {
+		if v, ok := kp.(keys.Versioner); ok {
+			held := v.Versions(base)
+			slices.Reverse(held)
+			vs = held[:min(len(held), MaxKeyVersions)]
+		}
+	}
 	if len(vs) == 0 {
 		vs = []byte{0}
 	}
 	if len(vs) > MaxKeyVersions {
 		return nil, fmt.Errorf("%d key versions (at most %d): %w", len(vs), MaxKeyVersions, ErrTemplate)
 	}
-	aid := uint32(b[0])<<16 | uint32(b[1])<<8 | uint32(b[2])
 	out := make([]keys.Ref, 0, len(vs))
 	for _, v := range vs {
-		out = append(out, keys.Ref{AID: aid, KeyNo: k.KeyNo, Version: v})
+		r := base
+		r.Version = v
+		out = append(out, r)
 	}
 	return out, nil
 }
 
 // Tamper says where a TagTamper tag mirrors its status: two ASCII
 // characters (permanent, current; 'C' closed, 'O' open, 'I' invalid, 'N'
-// not enabled), either at FileOffset in the decrypted file data or as the
-// plain parameter Param.
+// not enabled), either at FileOffset in the decrypted file data (0 for
+// tags provisioned here with tag_tamper) or as the plain parameter
+// Param, which must lie inside the MAC input (mac_input_from before it):
+// a status the SDMMAC does not cover could be rewritten from open to
+// closed by anyone.
 type Tamper struct {
 	Param      string `json:"param,omitempty"`
 	FileOffset *int   `json:"file_offset,omitempty"`
@@ -136,8 +181,12 @@ type Template struct {
 	// Tamper, if set, reads TagTamper status.
 	Tamper *Tamper `json:"tamper,omitempty"`
 	// RequireKnown answers unknown_tag for tags not registered in the
-	// ledger (provisioning registers them).
+	// ledger (provisioning registers them, with sun_template).
 	RequireKnown bool `json:"require_known,omitempty"`
+	// Tenant owns the tags first seen through this template (their
+	// GET /v1/tags/{uid} answers only its API keys); default tenant when
+	// empty. A registered tag keeps the tenant that provisioned it.
+	Tenant string `json:"tenant,omitempty"`
 	// MaxCounterGap, if not 0, raises a counter_jump signal when a counter
 	// is more than this above the last accepted one.
 	MaxCounterGap uint32 `json:"max_counter_gap,omitempty"`
@@ -154,8 +203,11 @@ type Template struct {
 
 var paramName = regexp.MustCompile(`^[A-Za-z0-9_.-]{1,32}$`)
 
-// Validate checks the template and prepares its key references.
-func (t *Template) Validate() error {
+// Validate checks the template and prepares its key references (version
+// 0 where a KeyRef lists none; NewVerifier asks the key provider).
+func (t *Template) Validate() error { return t.validate(nil) }
+
+func (t *Template) validate(kp keys.Provider) error {
 	if !paramName.MatchString(t.Name) {
 		return fmt.Errorf("template name %q: %w", t.Name, ErrTemplate)
 	}
@@ -172,12 +224,15 @@ func (t *Template) Validate() error {
 	if t.FileDataMax < 0 || t.FileDataMax > MaxFileData || t.FileDataMax%16 != 0 {
 		return fmt.Errorf("template %s: file_data_max %d: %w", t.Name, t.FileDataMax, ErrTemplate)
 	}
+	if err := t.checkShared(); err != nil {
+		return err
+	}
 	seen := map[string]bool{}
 	for _, p := range []string{t.PICCParam, t.UIDParam, t.CtrParam, t.FileParam, t.MACParam, tamperParam(t)} {
 		if p == "" {
 			continue
 		}
-		if !paramName.MatchString(p) || seen[p] {
+		if !paramName.MatchString(p) || (seen[p] && !t.shared(p)) {
 			return fmt.Errorf("template %s: parameter %q invalid or used twice: %w", t.Name, p, ErrTemplate)
 		}
 		seen[p] = true
@@ -197,7 +252,7 @@ func (t *Template) Validate() error {
 			return fmt.Errorf("template %s: picc_param needs meta_read_key: %w", t.Name, ErrTemplate)
 		}
 		var err error
-		if t.metaRefs, err = t.MetaReadKey.refs(); err != nil {
+		if t.metaRefs, err = t.MetaReadKey.refs(kp); err != nil {
 			return fmt.Errorf("template %s: meta_read_key: %w", t.Name, err)
 		}
 		if t.MetaReadKey.Derivation == DerivationSDMBackend && t.MetaReadKey.KeyNo != 1 {
@@ -205,19 +260,54 @@ func (t *Template) Validate() error {
 		}
 	}
 	var err error
-	if t.fileRefs, err = t.FileReadKey.refs(); err != nil {
+	if t.fileRefs, err = t.FileReadKey.refs(kp); err != nil {
 		return fmt.Errorf("template %s: file_read_key: %w", t.Name, err)
 	}
 	if t.Tamper != nil {
 		if (t.Tamper.Param == "") == (t.Tamper.FileOffset == nil) {
 			return fmt.Errorf("template %s: tamper needs param or file_offset: %w", t.Name, ErrTemplate)
 		}
+		if t.Tamper.Param != "" && t.MACInputFrom == "" {
+			return fmt.Errorf("template %s: a tamper param needs mac_input_from (the SDMMAC must cover it): %w", t.Name, ErrTemplate)
+		}
 		if t.Tamper.FileOffset != nil && (t.FileParam == "" || *t.Tamper.FileOffset < 0 || *t.Tamper.FileOffset+2 > t.FileDataMax) {
 			return fmt.Errorf("template %s: tamper file_offset outside the file data: %w", t.Name, ErrTemplate)
 		}
 	}
+	if t.Tenant != "" {
+		if err := ledger.ValidateTenant(t.Tenant); err != nil {
+			return fmt.Errorf("template %s: %w: %w", t.Name, err, ErrTemplate)
+		}
+	}
 	if t.MaxAge < 0 || t.TravelWindow < 0 {
 		return fmt.Errorf("template %s: negative duration: %w", t.Name, ErrTemplate)
+	}
+	return nil
+}
+
+// shared reports whether p is a parameter that carries the SDMMAC
+// concatenated to the data before it (see checkShared).
+func (t *Template) shared(p string) bool {
+	return p == t.MACParam && (p == t.FileParam || p == t.PICCParam)
+}
+
+// checkShared allows the shapes where the tag writes the SDMMAC straight
+// after the data it follows, with no "&name=" between them:
+//
+//   - file_param = mac_param: <enc file data><mac> (sdm-backend with an
+//     empty SDMMAC parameter name);
+//   - picc_param = file_param = mac_param: <picc><enc file data><mac>
+//     (sdm-backend's "bulk" parameter);
+//   - picc_param = mac_param, no file_param: <picc><mac>.
+//
+// No other parameter may share a name.
+func (t *Template) checkShared() error {
+	p, f, m := t.PICCParam, t.FileParam, t.MACParam
+	switch {
+	case p != "" && p == f && f != m:
+		return fmt.Errorf("template %s: picc_param and file_param share %q without the MAC: %w", t.Name, p, ErrTemplate)
+	case p != "" && p == m && f != "" && f != m:
+		return fmt.Errorf("template %s: the MAC shares picc_param %q but file_param %q comes between them: %w", t.Name, p, f, ErrTemplate)
 	}
 	return nil
 }

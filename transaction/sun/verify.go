@@ -101,7 +101,7 @@ func NewVerifier(cfg Config) (*Verifier, error) {
 	v := &Verifier{cfg: cfg, templates: map[string]*Template{}}
 	for i := range cfg.Templates {
 		t := cfg.Templates[i]
-		if err := t.Validate(); err != nil {
+		if err := t.validate(cfg.Keys); err != nil {
 			return nil, err
 		}
 		if _, dup := v.templates[t.Name]; dup {
@@ -178,7 +178,7 @@ func (v *Verifier) Verify(ctx context.Context, req Request) (Result, error) {
 	}
 	now := v.cfg.Now()
 	mac := strings.ToUpper(hex.EncodeToString(m.MAC))
-	rec, err := v.cfg.Store.RecordSUN(ctx, ledger.SUNCheck{UID: uid, Template: t.Name, Counter: ctr, MAC: mac,
+	rec, err := v.cfg.Store.RecordSUN(ctx, ledger.SUNCheck{UID: uid, Template: t.Name, Tenant: t.Tenant, Counter: ctr, MAC: mac,
 		Region: req.Region, At: now, RequireKnown: t.RequireKnown})
 	if err != nil {
 		return Result{}, fmt.Errorf("template %s: %w", t.Name, err)

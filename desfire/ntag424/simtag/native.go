@@ -398,8 +398,9 @@ func (t *Tag) writeData(p []byte) (byte, []byte) {
 }
 
 // setConfiguration implements option 00 (PICCConfig): bit 1 switches the
-// random ID on for good, effective at the next activation. Other options
-// are not simulated and answer 9E.
+// random ID on for good, effective at the next activation; and on a
+// TagTamper tag option 07 (setTagTamper). Other options are not
+// simulated and answer 9E.
 func (t *Tag) setConfiguration(p []byte) (byte, []byte) {
 	if t.sess == nil || t.sess.keyNo != 0 {
 		return desfire.StatusPermissionDenied, nil
@@ -407,6 +408,9 @@ func (t *Tag) setConfiguration(p []byte) (byte, []byte) {
 	h, d, st := t.open(ntag424.CmdSetConfiguration, p, 1, desfire.CommFull)
 	if st != desfire.StatusOK {
 		return st, nil
+	}
+	if h[0] == ntag424.ConfigTagTamper {
+		return t.setTagTamper(d)
 	}
 	if h[0] != ntag424.ConfigPICC || len(d) != 1 || d[0]&^ntag424.PICCUseRandomID != 0 {
 		return desfire.StatusParameterError, nil
@@ -416,4 +420,23 @@ func (t *Tag) setConfiguration(p []byte) (byte, []byte) {
 		t.changes++
 	}
 	return t.ok(nil, desfire.CommMAC)
+}
+
+// setTagTamper implements option 07 of a TagTamper tag: TTEnable(1) ‖
+// access right(1) of GetTTStatus. Enabling starts tamper detection: from
+// then on the status is mirrored (see Tag.mirror). A tag without the
+// tamper loop answers 9E, as does a malformed payload.
+func (t *Tag) setTagTamper(d []byte) (byte, []byte) {
+	if !t.tt || len(d) != 2 || d[0]&^ntag424.TTEnable != 0 || !keyOrSpecial(d[1]) {
+		return desfire.StatusParameterError, nil
+	}
+	if d[0] == ntag424.TTEnable && !t.ttOn {
+		t.ttOn = true
+		t.changes++
+	}
+	return t.ok(nil, desfire.CommMAC)
+}
+
+func keyOrSpecial(k byte) bool {
+	return k < ntag424.NumKeys || k == desfire.AccessFree || k == desfire.AccessNever
 }

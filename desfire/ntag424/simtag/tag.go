@@ -6,7 +6,9 @@
 // SDM options, ChangeKey with the old-key rule, ReadData and WriteData,
 // SDM mirroring on unauthenticated reads (UID, counter, encrypted PICC
 // data, encrypted file data, SDMMAC, the counter incremented once per
-// read after selecting the file) and random ID. Tests use its knobs to
+// read after selecting the file), random ID, and the TagTamper variant
+// (SetConfiguration option 07, the tamper status mirrored into the
+// encrypted file data). Tests use its knobs to
 // tear a session after any APDU, executed or not.
 package simtag
 
@@ -51,6 +53,11 @@ type Options struct {
 	// Rand is the randomness of RndB, TI and PICCData padding (crypto/rand
 	// when nil).
 	Rand io.Reader
+	// TagTamper makes an NTAG 424 DNA TagTamper (NT4H2421Tx): a tamper
+	// loop (closed until OpenLoop) whose status, once enabled with
+	// SetConfiguration option 07, is mirrored into the SDM encrypted file
+	// data.
+	TagTamper bool
 }
 
 type key struct {
@@ -86,6 +93,10 @@ type Tag struct {
 	keys     [ntag424.NumKeys]key
 	files    map[byte]*file
 	sdmCtr   uint32
+	// TagTamper: tt says the chip has the loop, ttOn that detection is
+	// enabled; ttEverOpen and loopOpen give the permanent and current
+	// status.
+	tt, ttOn, ttEverOpen, loopOpen bool
 
 	// volatile
 	appSel  bool
@@ -106,7 +117,7 @@ type Tag struct {
 // writable by anyone, the proprietary file (read key 2, write key 3, Full
 // mode), SDM off.
 func New(o Options) (*Tag, error) {
-	t := &Tag{rnd: o.Rand, randomID: o.RandomID, removeAfter: -1, tearAt: -1}
+	t := &Tag{rnd: o.Rand, randomID: o.RandomID, tt: o.TagTamper, removeAfter: -1, tearAt: -1}
 	if t.rnd == nil {
 		t.rnd = rand.Reader
 	}
@@ -499,7 +510,11 @@ func (t *Tag) mirror(out []byte, s *desfire.SDMSettings) error {
 		if err != nil {
 			return err
 		}
-		enc, err := dfcrypto.EncryptCBC(encKey, iv, t.files[ntag424.FileNDEF].data[off:off+n])
+		plain := append([]byte(nil), t.files[ntag424.FileNDEF].data[off:off+n]...)
+		if t.ttOn {
+			copy(plain, t.ttStatus())
+		}
+		enc, err := dfcrypto.EncryptCBC(encKey, iv, plain)
 		if err != nil {
 			return err
 		}
@@ -515,4 +530,65 @@ func (t *Tag) mirror(out []byte, s *desfire.SDMSettings) error {
 	}
 	putHex(out, s.MACOffset, mac)
 	return nil
+}
+
+// OpenLoop breaks the tamper loop of a TagTamper tag (the wire is cut):
+// both statuses become open. CloseLoop closes it again: the current
+// status is closed, the permanent one stays open.
+func (t *Tag) OpenLoop() {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.loopOpen, t.ttEverOpen = true, true
+}
+
+// CloseLoop closes the tamper loop again (see OpenLoop).
+func (t *Tag) CloseLoop() {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.loopOpen = false
+}
+
+// TagTamperEnabled reports whether tamper detection was switched on.
+func (t *Tag) TagTamperEnabled() bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.ttOn
+}
+
+// ttStatus is the mirrored TagTamper status: permanent ‖ current.
+func (t *Tag) ttStatus() []byte {
+	st := func(open bool) byte {
+		if open {
+			return ntag424.TTOpen
+		}
+		return ntag424.TTClosed
+	}
+	return []byte{st(t.ttEverOpen), st(t.loopOpen)}
+}
+
+// PhoneRead is a phone tapping the tag: it presents the tag again, selects
+// the NDEF application and file, reads the NDEF file with ISOReadBinary
+// and returns the URL the phone would open (with the SDM mirrors the tag
+// filled in and its read counter one higher).
+func (t *Tag) PhoneRead(ctx context.Context) (string, error) {
+	if err := t.Tap(); err != nil {
+		return "", err
+	}
+	for _, a := range [][]byte{ntag424.SelectAppAPDU(), ntag424.SelectFileAPDU(ntag424.FIDNDEF)} {
+		r, err := t.Transmit(ctx, a)
+		if err != nil {
+			return "", err
+		}
+		if !bytes.Equal(r, sw(0x9000)) {
+			return "", fmt.Errorf("simtag: select answered %X: %w", r, desfire.ErrPermissionDenied)
+		}
+	}
+	r, err := t.Transmit(ctx, ntag424.ReadBinaryAPDU(0, 0))
+	if err != nil {
+		return "", err
+	}
+	if len(r) < 2 || !bytes.Equal(r[len(r)-2:], sw(0x9000)) {
+		return "", fmt.Errorf("simtag: read binary answered %X: %w", r, desfire.ErrPermissionDenied)
+	}
+	return ntag424.URL(r[:len(r)-2])
 }

@@ -131,7 +131,8 @@ export interface ResultRecord {
 /** The error of a failed result. */
 export interface ResultError {
   /** card_busy, card_mismatch, card_unknown, card_error, limit_exceeded,
-   * integrity, tag_lost, timeout, cancelled, not_payable, internal, or a
+   * integrity, tag_lost, timeout, cancelled, not_payable, card_blocked,
+   * internal, or a
    * newer code: show `message` to the user. */
   code: string;
   message: string;

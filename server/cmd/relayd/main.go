@@ -46,6 +46,9 @@ func main() {
 }
 
 func run(args []string) error {
+	if len(args) > 0 && args[0] == "apikey" {
+		return runAPIKey(args[1:], os.Stdout)
+	}
 	cfg, err := config.Load(args, os.LookupEnv)
 	if err != nil {
 		return err
@@ -303,7 +306,8 @@ func sunOptions(cfg config.Config, kp keys.Provider, l ledger.Ledger) (server.SU
 	if !ok {
 		return server.SUNOptions{}, fmt.Errorf("ledger %T keeps no SUN state", l)
 	}
-	o := server.SUNOptions{Store: st, RegionHeader: cfg.SUNRegionHeader, ClientIPHeader: cfg.SUNClientIPHeader}
+	o := server.SUNOptions{Store: st, RegionHeader: cfg.SUNRegionHeader, ClientIPHeader: cfg.SUNClientIPHeader,
+		TravelByNetwork: cfg.SUNTravelByNetwork}
 	if cfg.SUNTemplatesFile == "" {
 		return o, nil
 	}
@@ -429,6 +433,8 @@ func loadKeys(cfg config.Config, profiles profile.Set, log *zap.Logger) (*keys.S
 				return nil, err
 			}
 			log.Warn("GENERATED DEVELOPMENT KEYS — for testing only, refused in production mode", zap.String("file", path))
+		} else if err := migrateDevKeys(path, log); err != nil {
+			return nil, err
 		}
 	}
 	kp, err := keys.LoadFile(path)
@@ -439,6 +445,27 @@ func loadKeys(cfg config.Config, profiles profile.Set, log *zap.Logger) (*keys.S
 		log.Warn("USING DEVELOPMENT KEYS — not for real cards", zap.String("file", path))
 	}
 	return kp, nil
+}
+
+// migrateDevKeys adds the NTAG 424 DNA master keys to a generated
+// development key file written before provisioning existed (it has none
+// of ntag424.k0..k4), so provision_ntag424 sessions work without deleting
+// the file (which would lose the DESFire keys of cards issued with it).
+// Files that are not development keys are never rewritten.
+func migrateDevKeys(path string, log *zap.Logger) error {
+	f, err := keys.ReadFile(path)
+	if err != nil || !f.Dev {
+		return err
+	}
+	n, err := keys.AddNTAG424DevKeys(&f, nil)
+	if err != nil || n == 0 {
+		return err
+	}
+	if err := keys.WriteFile(path, f); err != nil {
+		return fmt.Errorf("add NTAG 424 DNA keys to %s: %w", path, err)
+	}
+	log.Warn("added NTAG 424 DNA development keys to the development key file", zap.String("file", path), zap.Int("keys", n))
+	return nil
 }
 
 // devAPIKeyFile holds the development API key in the data directory.

@@ -16,7 +16,6 @@ import (
 	"math/big"
 	"net"
 	"net/http"
-	"net/http/httptest"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -28,6 +27,7 @@ import (
 	"go.uber.org/zap"
 	"go.uber.org/zap/zaptest/observer"
 
+	"github.com/desfire-relay/relay/internal/testserver"
 	"github.com/desfire-relay/relay/server"
 	"github.com/desfire-relay/relay/server/config"
 	"github.com/desfire-relay/relay/transaction/keys"
@@ -154,8 +154,7 @@ func TestKeysReloadOnSIGHUP(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer a.close()
-	hs := httptest.NewServer(a.srv.Handler())
-	defer hs.Close()
+	hs := testserver.Serve(t, a.srv.Handler())
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { defer close(done); a.reloadOnHUP(ctx, cfg, zap.NewNop()) }()
@@ -279,5 +278,57 @@ func writeTestCert(t *testing.T, certFile, keyFile string) *x509.CertPool {
 func TestDefaultsAgree(t *testing.T) {
 	if got := config.Default().MaxSessions; got != server.DefaultMaxSessions {
 		t.Fatalf("max-sessions default %d in config, %d in server", got, server.DefaultMaxSessions)
+	}
+}
+
+// TestOldDevKeysGetNTAG424Keys: a development key file generated before
+// provisioning existed (no ntag424.k0..k4) gets them on start, keeping
+// every key it had; a second start changes nothing.
+func TestOldDevKeysGetNTAG424Keys(t *testing.T) {
+	cfg := config.Default()
+	cfg.DataDir = filepath.Join(t.TempDir(), "data")
+	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(cfg.DataDir, "dev-keys.json")
+	f, err := keys.DevFile(nil, 0x014499)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var old keys.File = f
+	old.Keys = nil
+	for _, e := range f.Keys {
+		if !strings.HasPrefix(e.Name, "ntag424.") {
+			old.Keys = append(old.Keys, e)
+		}
+	}
+	if err := keys.WriteFile(path, old); err != nil {
+		t.Fatal(err)
+	}
+	a, err := build(context.Background(), cfg, zap.NewNop())
+	if err != nil {
+		t.Fatal(err)
+	}
+	a.close()
+	got, err := keys.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got.Keys) != len(old.Keys)+keys.NTAG424Keys {
+		t.Fatalf("%d keys after migration, want %d", len(got.Keys), len(old.Keys)+keys.NTAG424Keys)
+	}
+	for i, e := range old.Keys {
+		if got.Keys[i] != e {
+			t.Fatalf("key %d changed: %v", i, got.Keys[i].Name)
+		}
+	}
+	a, err = build(context.Background(), cfg, zap.NewNop())
+	if err != nil {
+		t.Fatal(err)
+	}
+	a.close()
+	again, _ := keys.ReadFile(path)
+	if len(again.Keys) != len(got.Keys) || again.Keys[len(again.Keys)-1] != got.Keys[len(got.Keys)-1] {
+		t.Fatal("second start rewrote the keys")
 	}
 }

@@ -52,6 +52,9 @@ func Run(t *testing.T, open Opener) {
 		{"ListAndOldest", testListAndOldest},
 		{"Tenants", testTenants},
 		{"RevokeTokens", testRevokeTokens},
+		{"CreateTopUpSession", testCreateTopUpSession},
+		{"SessionTopUp", testSessionTopUp},
+		{"TransitionFinish", testTransitionFinish},
 		{"Reversal", testReversal},
 		{"ReversalConcurrent", testReversalConcurrent},
 	}

@@ -25,6 +25,7 @@ func RunOutbox(t *testing.T, on, off Opener) {
 		{"FanOutClaimRetryDeliver", testOutboxDelivery},
 		{"ExpireResolve", testOutboxExpireResolve},
 		{"ConcurrentClaimers", testOutboxConcurrent},
+		{"HotPath", testOutboxHotPath},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

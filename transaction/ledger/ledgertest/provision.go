@@ -7,6 +7,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/uuid"
+
 	"github.com/desfire-relay/relay/transaction/ledger"
 )
 
@@ -102,8 +104,8 @@ func RunProvision(t *testing.T, open func(testing.TB) ledger.Ledger) {
 			t.Fatalf("%T is not ProvisionSessions", l)
 		}
 		hash := bytes.Repeat([]byte{7}, 32)
-		s, err := ps.CreateProvisionSession(ctx, "provision_ntag424", []byte(`{"lock":true}`), hash, now.Add(time.Minute), now)
-		if err != nil || s.Status != "open" || string(s.Params) != `{"lock":true}` {
+		s, err := ps.CreateProvisionSession(ctx, "acme", "provision_ntag424", []byte(`{"lock":true}`), hash, now.Add(time.Minute), now)
+		if err != nil || s.Status != "open" || string(s.Params) != `{"lock":true}` || s.Tenant != "acme" {
 			t.Fatalf("create: %+v %v", s, err)
 		}
 		if _, err := ps.ConsumeProvisionToken(ctx, bytes.Repeat([]byte{8}, 32), now); !errors.Is(err, ledger.ErrTokenUnknown) {
@@ -128,6 +130,51 @@ func RunProvision(t *testing.T, open func(testing.TB) ledger.Ledger) {
 		got, err = ps.GetProvisionSession(ctx, s.ID)
 		if err != nil || got.Status != "ok" || got.CardUID != "04AA" || string(got.Result) != `{"ok":true}` || got.EndedAt == nil {
 			t.Fatalf("get: %+v %v", got, err)
+		}
+		if _, err := ps.CreateProvisionSession(ctx, "Bad Tenant", "issue", nil, bytes.Repeat([]byte{9}, 32), now.Add(time.Minute), now); !errors.Is(err, ledger.ErrInvalid) {
+			t.Fatalf("bad tenant: %v", err)
+		}
+	})
+	t.Run("list per tenant", func(t *testing.T) {
+		l := open(t)
+		ps := l.(ledger.ProvisionSessions)
+		var acme []uuid.UUID
+		for i := 0; i < 5; i++ {
+			tenant := "acme"
+			if i%2 == 1 {
+				tenant = "globex"
+			}
+			s, err := ps.CreateProvisionSession(ctx, tenant, "provision_ntag424", []byte(`{}`), bytes.Repeat([]byte{byte(20 + i)}, 32), now.Add(time.Hour), now.Add(time.Duration(i)*time.Second))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if tenant == "acme" {
+				acme = append(acme, s.ID)
+			}
+		}
+		if err := ps.FinishProvisionSession(ctx, acme[0], false, "04AB", "card_error", nil, now); err != nil {
+			t.Fatal(err)
+		}
+		got, err := ps.ListProvisionSessions(ctx, "acme", ledger.ProvisionSessionFilter{})
+		if err != nil || len(got) != 3 || got[0].ID != acme[2] || got[2].ID != acme[0] {
+			t.Fatalf("acme, newest first: %d %v", len(got), err)
+		}
+		for _, s := range got {
+			if s.Tenant != "acme" {
+				t.Fatalf("other tenant's session listed: %+v", s)
+			}
+		}
+		if got, err = ps.ListProvisionSessions(ctx, "acme", ledger.ProvisionSessionFilter{Status: "failed"}); err != nil || len(got) != 1 || got[0].ID != acme[0] {
+			t.Fatalf("failed only: %v %v", got, err)
+		}
+		if got, err = ps.ListProvisionSessions(ctx, "acme", ledger.ProvisionSessionFilter{Limit: 1, Before: now.Add(2 * time.Second)}); err != nil || len(got) != 1 || got[0].ID != acme[0] {
+			t.Fatalf("page before: %v %v", got, err)
+		}
+		if got, err = ps.ListProvisionSessions(ctx, "initech", ledger.ProvisionSessionFilter{}); err != nil || len(got) != 0 {
+			t.Fatalf("no sessions: %v %v", got, err)
+		}
+		if _, err := ps.ListProvisionSessions(ctx, "acme", ledger.ProvisionSessionFilter{Status: "weird"}); !errors.Is(err, ledger.ErrInvalid) {
+			t.Fatalf("bad status: %v", err)
 		}
 	})
 }

@@ -72,8 +72,22 @@ func testSUNAcceptReplay(t *testing.T, s ledger.SUNStore) {
 		t.Fatal(err)
 	}
 	if tag.LastCounter != 62 || tag.Verified != 2 || tag.Replays != 3 || tag.CloneFlag || tag.Template != "t1" ||
-		tag.LastAt == nil || !tag.LastAt.Equal(base.Add(time.Minute)) || !tag.FirstAt.Equal(base) {
+		tag.LastAt == nil || !tag.LastAt.Equal(base.Add(time.Minute)) || !tag.FirstAt.Equal(base) || tag.Tenant != ledger.DefaultTenant {
 		t.Fatalf("tag: %+v", tag)
+	}
+	// A tag first seen through a tenant's template is that tenant's; a
+	// later message (another template's tenant) does not move it.
+	c := sunCheck("04DE5F1EACC041", 5, "AA", base)
+	c.Tenant = "acme"
+	if _, err := s.RecordSUN(ctx, c); err != nil {
+		t.Fatal(err)
+	}
+	c.Tenant, c.Counter = "globex", 6
+	if _, err := s.RecordSUN(ctx, c); err != nil {
+		t.Fatal(err)
+	}
+	if tag, err := s.SUNTag(ctx, c.UID); err != nil || tag.Tenant != "acme" || tag.LastCounter != 6 {
+		t.Fatalf("tenant of a tag: %+v %v", tag, err)
 	}
 }
 
@@ -129,10 +143,14 @@ func testSUNRequireKnown(t *testing.T, s ledger.SUNStore) {
 	if _, err := s.SUNTag(ctx, c.UID); !errors.Is(err, ledger.ErrNotFound) {
 		t.Fatalf("unregistered tag stored: %v", err)
 	}
-	for i := 0; i < 2; i++ {
-		if err := s.RegisterSUNTag(ctx, c.UID, "t1", base); err != nil {
-			t.Fatal(err)
+	for i, tenant := range []string{"acme", "globex"} {
+		// The second registration (another tenant) changes nothing.
+		if err := s.RegisterSUNTag(ctx, c.UID, "t1", tenant, base); err != nil {
+			t.Fatalf("registration %d: %v", i, err)
 		}
+	}
+	if tag, err := s.SUNTag(ctx, c.UID); err != nil || tag.Tenant != "acme" {
+		t.Fatalf("registered tag's tenant: %+v %v", tag, err)
 	}
 	c.Counter = 0
 	if rec, err = s.RecordSUN(ctx, c); err != nil {
@@ -186,8 +204,11 @@ func testSUNInvalid(t *testing.T, s ledger.SUNStore) {
 	if _, err := s.RecordSUN(ctx, sunCheck("04000000000003", 1<<24, "", base)); !errors.Is(err, ledger.ErrInvalid) {
 		t.Errorf("counter above 24 bits: %v", err)
 	}
-	if err := s.RegisterSUNTag(ctx, "", "t1", base); !errors.Is(err, ledger.ErrInvalid) {
+	if err := s.RegisterSUNTag(ctx, "", "t1", "acme", base); !errors.Is(err, ledger.ErrInvalid) {
 		t.Errorf("register without UID: %v", err)
+	}
+	if err := s.RegisterSUNTag(ctx, "04000000000009", "t1", "", base); !errors.Is(err, ledger.ErrInvalid) {
+		t.Errorf("register without tenant: %v", err)
 	}
 	if _, err := s.SUNTag(ctx, "04000000000003"); !errors.Is(err, ledger.ErrNotFound) {
 		t.Errorf("invalid input stored something: %v", err)

@@ -41,6 +41,10 @@ var dialect = sqlstore.Dialect{
 	ForUpdate:     " FOR NO KEY UPDATE",
 	SkipLocked:    " FOR UPDATE SKIP LOCKED",
 	MigrationLock: fmt.Sprintf("SELECT pg_advisory_xact_lock(%d)", migrationLockKey),
+	WritableCTE:   true,
+	// set_config(..., true) lasts until the end of the statement's own
+	// transaction, whose commit then does not wait for the WAL flush.
+	Relaxed: "relaxed AS (SELECT set_config('synchronous_commit', 'off', true) AS v)",
 }
 
 // Open connects to the database at url (a libpq URL or DSN; pgxpool
@@ -141,9 +145,15 @@ func retryable(err error) bool {
 }
 
 func (d *db) InTx(ctx context.Context, fn func(sqlstore.Querier) error) error {
+	return d.InTxRelaxed(ctx, false, fn)
+}
+
+// InTxRelaxed runs fn in one transaction; a relaxed one first sets
+// synchronous_commit off for itself (one more statement).
+func (d *db) InTxRelaxed(ctx context.Context, relaxed bool, fn func(sqlstore.Querier) error) error {
 	var err error
 	for range MaxTxAttempts {
-		err = d.tryTx(ctx, fn)
+		err = d.tryTx(ctx, relaxed, fn)
 		if !retryable(err) {
 			return err
 		}
@@ -151,22 +161,67 @@ func (d *db) InTx(ctx context.Context, fn func(sqlstore.Querier) error) error {
 	return err
 }
 
-func (d *db) tryTx(ctx context.Context, fn func(sqlstore.Querier) error) error {
+func (d *db) tryTx(ctx context.Context, relaxed bool, fn func(sqlstore.Querier) error) error {
 	tx, err := d.pool.BeginTx(ctx, pgx.TxOptions{IsoLevel: pgx.ReadCommitted})
 	if err != nil {
 		return fmt.Errorf("begin: %w", err)
 	}
+	if err := relax(ctx, tx, relaxed); err != nil {
+		return rollback(ctx, tx, err)
+	}
 	if err := fn(querier{tx}); err != nil {
-		// Rollback on a fresh context: ctx may be the reason fn failed.
-		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
-		defer cancel()
-		_ = tx.Rollback(rctx)
-		return err
+		return rollback(ctx, tx, err)
 	}
 	if err := tx.Commit(ctx); err != nil {
 		return fmt.Errorf("commit: %w", err)
 	}
 	return nil
+}
+
+// relax sets synchronous_commit off for the rest of tx when relaxed.
+func relax(ctx context.Context, tx pgx.Tx, relaxed bool) error {
+	if !relaxed {
+		return nil
+	}
+	if _, err := tx.Exec(ctx, "SET LOCAL synchronous_commit = off"); err != nil {
+		return fmt.Errorf("relax commit: %w", err)
+	}
+	return nil
+}
+
+// rollback ends tx after err, on a fresh context (ctx may be the reason
+// for err), and returns err.
+func rollback(ctx context.Context, tx pgx.Tx, err error) error {
+	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+	defer cancel()
+	_ = tx.Rollback(rctx)
+	return err
+}
+
+// WriteRow runs one statement on its own: PostgreSQL wraps it in an
+// implicit transaction, so it costs one round trip, not three. The
+// statement is run again (when scanned) after a deadlock or
+// serialisation failure, like a transaction.
+func (d *db) WriteRow(ctx context.Context, _ bool, query string, args ...any) sqlstore.Row {
+	return retryRow{d: d, ctx: ctx, query: query, args: args}
+}
+
+type retryRow struct {
+	d     *db
+	ctx   context.Context
+	query string
+	args  []any
+}
+
+func (r retryRow) Scan(dest ...any) error {
+	var err error
+	for range MaxTxAttempts {
+		err = row{r.d.pool.QueryRow(r.ctx, r.query, r.args...)}.Scan(dest...)
+		if !retryable(err) {
+			return err
+		}
+	}
+	return err
 }
 
 func (d *db) Ping(ctx context.Context) error {

@@ -3,6 +3,7 @@ package sqlite
 import (
 	"context"
 	"database/sql"
+	"database/sql/driver"
 	"embed"
 	"errors"
 	"fmt"
@@ -37,6 +38,15 @@ const BusyTimeout = 5 * time.Second
 // Open opens (creating if needed) the ledger database at path, applies
 // pending migrations and returns the ledger.
 func Open(ctx context.Context, path string, cfg ledger.Config) (ledger.Ledger, error) {
+	d, err := openDB(ctx, path)
+	if err != nil {
+		return nil, err
+	}
+	return sqlstore.New(d, sqlstore.Dialect{}, cfg), nil
+}
+
+// openDB opens and migrates the database at path.
+func openDB(ctx context.Context, path string) (*db, error) {
 	if path == "" || strings.ContainsAny(path, "?#") {
 		return nil, fmt.Errorf("sqlite ledger: bad path %q", path)
 	}
@@ -74,7 +84,7 @@ func Open(ctx context.Context, path string, cfg ledger.Config) (ledger.Ledger, e
 	}
 	r.SetMaxOpenConns(4)
 	d.r = r
-	return sqlstore.New(d, sqlstore.Dialect{}, cfg), nil
+	return d, nil
 }
 
 // createPrivate creates the database file with mode 0600 before SQLite
@@ -270,10 +280,19 @@ func (d *db) Query(ctx context.Context, query string, args ...any) (sqlstore.Row
 }
 
 func (d *db) InTx(ctx context.Context, fn func(sqlstore.Querier) error) error {
-	tx, err := d.w.BeginTx(ctx, nil)
-	if err != nil {
-		return fmt.Errorf("begin: %w", err)
-	}
+	return d.InTxRelaxed(ctx, false, fn)
+}
+
+// beginner is the writer pool or one of its connections.
+type beginner interface {
+	BeginTx(ctx context.Context, opts *sql.TxOptions) (*sql.Tx, error)
+}
+
+// InTxRelaxed runs fn in one write transaction. A relaxed one runs on the
+// writer connection switched to synchronous=NORMAL for its commit: in WAL
+// mode that commit survives a crash of the process but not necessarily
+// of the machine, and costs no fsync.
+func (d *db) InTxRelaxed(ctx context.Context, relaxed bool, fn func(sqlstore.Querier) error) error {
 	var seen []string
 	// Statements the transaction ran unprepared are prepared once it has
 	// given the writer connection back; a failure only means the next
@@ -283,7 +302,32 @@ func (d *db) InTx(ctx context.Context, fn func(sqlstore.Querier) error) error {
 			_, _ = d.prepare(context.WithoutCancel(ctx), d.w, q)
 		}
 	}()
-	if err := fn(querier{cached{d: d, p: d.w, tx: tx, seen: &seen}}); err != nil {
+	if !relaxed {
+		return d.runTx(ctx, d.w, &seen, fn)
+	}
+	conn, err := d.w.Conn(ctx)
+	if err != nil {
+		return fmt.Errorf("begin: %w", err)
+	}
+	defer conn.Close()
+	if _, err := conn.ExecContext(ctx, "PRAGMA synchronous = NORMAL"); err != nil {
+		return fmt.Errorf("relax commit: %w", err)
+	}
+	defer func() {
+		if _, err := conn.ExecContext(context.WithoutCancel(ctx), "PRAGMA synchronous = FULL"); err != nil {
+			// Never hand a relaxed connection to a durable write: drop it.
+			_ = conn.Raw(func(any) error { return driver.ErrBadConn })
+		}
+	}()
+	return d.runTx(ctx, conn, &seen, fn)
+}
+
+func (d *db) runTx(ctx context.Context, b beginner, seen *[]string, fn func(sqlstore.Querier) error) error {
+	tx, err := b.BeginTx(ctx, nil)
+	if err != nil {
+		return fmt.Errorf("begin: %w", err)
+	}
+	if err := fn(querier{cached{d: d, p: d.w, tx: tx, seen: seen}}); err != nil {
 		tx.Rollback()
 		return err
 	}
@@ -291,6 +335,26 @@ func (d *db) InTx(ctx context.Context, fn func(sqlstore.Querier) error) error {
 		return fmt.Errorf("commit: %w", err)
 	}
 	return nil
+}
+
+// WriteRow runs query in a write transaction of its own; the row is read
+// when scanned.
+func (d *db) WriteRow(ctx context.Context, relaxed bool, query string, args ...any) sqlstore.Row {
+	return writeRow{d: d, ctx: ctx, relaxed: relaxed, query: query, args: args}
+}
+
+type writeRow struct {
+	d       *db
+	ctx     context.Context
+	relaxed bool
+	query   string
+	args    []any
+}
+
+func (w writeRow) Scan(dest ...any) error {
+	return w.d.InTxRelaxed(w.ctx, w.relaxed, func(q sqlstore.Querier) error {
+		return q.QueryRow(w.ctx, w.query, w.args...).Scan(dest...)
+	})
 }
 
 func (d *db) Ping(ctx context.Context) error {

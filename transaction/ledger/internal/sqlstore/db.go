@@ -40,6 +40,16 @@ type DB interface {
 	// until the end. An adapter may run fn again after a serialisation
 	// failure, so fn must not keep state from a failed run.
 	InTx(ctx context.Context, fn func(Querier) error) error
+	// InTxRelaxed is InTx whose commit, when relaxed, need not be durable
+	// when it returns (PostgreSQL synchronous_commit off, SQLite
+	// synchronous NORMAL for that transaction): a crash may lose it, never
+	// tear it. Only for writes whose loss the ledger recovers from.
+	InTxRelaxed(ctx context.Context, relaxed bool, fn func(Querier) error) error
+	// WriteRow runs one write statement as a transaction of its own (one
+	// round trip on PostgreSQL) and returns its RETURNING row. relaxed is
+	// as for InTxRelaxed; on PostgreSQL the statement itself must ask for
+	// it (Dialect.Relaxed), the adapter only counts on it.
+	WriteRow(ctx context.Context, relaxed bool, query string, args ...any) Row
 	Ping(ctx context.Context) error
 	Close() error
 }
@@ -57,6 +67,14 @@ type Dialect struct {
 	// MigrationLock, if set, runs first in the migration transaction so
 	// that processes starting together migrate one at a time.
 	MigrationLock string
+	// WritableCTE: the database runs data-modifying statements in WITH
+	// (PostgreSQL), so one phase of a top-up is one statement; without
+	// it (SQLite) a phase is several statements in one write transaction.
+	WritableCTE bool
+	// Relaxed is a WITH item that makes the statement's own transaction
+	// commit without waiting for its WAL flush; it must be referenced by
+	// the statement (relaxed) to take effect.
+	Relaxed string
 }
 
 // SkipLockedOf is SkipLocked restricted to the rows of one table alias of

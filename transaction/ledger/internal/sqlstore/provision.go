@@ -236,7 +236,7 @@ func (s *Store) ProvisionHistory(ctx context.Context, uid string) ([]ledger.Prov
 
 var _ ledger.ProvisionSessions = (*Store)(nil)
 
-const provSessionCols = `id, kind, params, status, card_uid, error_code, result, created_at, expires_at, ended_at`
+const provSessionCols = `id, tenant, kind, params, status, card_uid, error_code, result, created_at, expires_at, ended_at`
 
 func scanProvSession(r Row) (ledger.ProvisionSession, error) {
 	var (
@@ -245,7 +245,7 @@ func scanProvSession(r Row) (ledger.ProvisionSession, error) {
 		created, expires   int64
 		ended              *int64
 	)
-	if err := r.Scan(&id, &p.Kind, &params, &p.Status, &p.CardUID, &p.ErrorCode, &result, &created, &expires, &ended); err != nil {
+	if err := r.Scan(&id, &p.Tenant, &p.Kind, &params, &p.Status, &p.CardUID, &p.ErrorCode, &result, &created, &expires, &ended); err != nil {
 		return p, err
 	}
 	var err error
@@ -261,16 +261,19 @@ func scanProvSession(r Row) (ledger.ProvisionSession, error) {
 }
 
 // CreateProvisionSession implements ledger.ProvisionSessions.
-func (s *Store) CreateProvisionSession(ctx context.Context, kind string, params, hash []byte, expiresAt, now time.Time) (ledger.ProvisionSession, error) {
+func (s *Store) CreateProvisionSession(ctx context.Context, tenant, kind string, params, hash []byte, expiresAt, now time.Time) (ledger.ProvisionSession, error) {
 	if err := checkTokenHash(hash); err != nil {
 		return ledger.ProvisionSession{}, err
+	}
+	if err := ledger.ValidateTenant(tenant); err != nil {
+		return ledger.ProvisionSession{}, fmt.Errorf("provisioning session: %w", err)
 	}
 	if kind == "" || len(kind) > 32 || len(params) > 64<<10 {
 		return ledger.ProvisionSession{}, fmt.Errorf("provisioning session %q: %w", kind, ledger.ErrInvalid)
 	}
 	id := uuid.New()
-	_, err := s.db.Exec(ctx, `INSERT INTO provision_sessions (id, kind, params, token_hash, expires_at, status, created_at) VALUES ($1, $2, $3, $4, $5, 'open', $6)`,
-		id.String(), kind, string(params), hash, micros(expiresAt), micros(now))
+	_, err := s.db.Exec(ctx, `INSERT INTO provision_sessions (id, tenant, kind, params, token_hash, expires_at, status, created_at) VALUES ($1, $2, $3, $4, $5, $6, 'open', $7)`,
+		id.String(), tenant, kind, string(params), hash, micros(expiresAt), micros(now))
 	if err != nil {
 		return ledger.ProvisionSession{}, fmt.Errorf("create provisioning session: %w", err)
 	}
@@ -344,4 +347,45 @@ func (s *Store) GetProvisionSession(ctx context.Context, id uuid.UUID) (ledger.P
 		return p, fmt.Errorf("read provisioning session %s: %w", id, err)
 	}
 	return p, nil
+}
+
+// ListProvisionSessions implements ledger.ProvisionSessions.
+func (s *Store) ListProvisionSessions(ctx context.Context, tenant string, f ledger.ProvisionSessionFilter) ([]ledger.ProvisionSession, error) {
+	if err := ledger.ValidateTenant(tenant); err != nil {
+		return nil, fmt.Errorf("list provisioning sessions: %w", err)
+	}
+	switch f.Status {
+	case "", "open", "ok", "failed":
+	default:
+		return nil, fmt.Errorf("provisioning session status %q: %w", f.Status, ledger.ErrInvalid)
+	}
+	if f.Limit == 0 {
+		f.Limit = 100
+	}
+	if f.Limit < 0 || f.Limit > ledger.MaxProvisionSessionPage || len(f.Kind) > 32 {
+		return nil, fmt.Errorf("provisioning session page of %d: %w", f.Limit, ledger.ErrInvalid)
+	}
+	before := int64(1<<63 - 1)
+	if !f.Before.IsZero() {
+		before = micros(f.Before)
+	}
+	rows, err := s.db.Query(ctx, `SELECT `+provSessionCols+` FROM provision_sessions
+WHERE tenant = $1 AND created_at < $2 AND ($3 = '' OR status = $3) AND ($4 = '' OR kind = $4)
+ORDER BY created_at DESC, id DESC LIMIT $5`, tenant, before, f.Status, f.Kind, f.Limit)
+	if err != nil {
+		return nil, fmt.Errorf("list provisioning sessions: %w", err)
+	}
+	defer rows.Close()
+	out := []ledger.ProvisionSession{}
+	for rows.Next() {
+		p, err := scanProvSession(rows)
+		if err != nil {
+			return nil, fmt.Errorf("list provisioning sessions: %w", err)
+		}
+		out = append(out, p)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("list provisioning sessions: %w", err)
+	}
+	return out, nil
 }

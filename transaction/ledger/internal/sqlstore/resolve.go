@@ -142,11 +142,27 @@ func (s *Store) ListTopUps(ctx context.Context, f ledger.Filter) ([]ledger.TopUp
 	if !f.UpdatedBefore.IsZero() {
 		where += " AND updated_at < " + arg(micros(f.UpdatedBefore))
 	}
+	if !f.UpdatedFrom.IsZero() {
+		where += " AND updated_at >= " + arg(micros(f.UpdatedFrom))
+	}
+	if !f.CreatedFrom.IsZero() {
+		where += " AND created_at >= " + arg(micros(f.CreatedFrom))
+	}
+	if !f.CreatedBefore.IsZero() {
+		where += " AND created_at < " + arg(micros(f.CreatedBefore))
+	}
+	if f.Reference != "" {
+		where += " AND reference = " + arg(f.Reference)
+	}
+	col, cmp, order := "updated_at", ">", "ASC"
+	if f.NewestFirst {
+		col, cmp, order = "created_at", "<", "DESC"
+	}
 	if !f.AfterUpdated.IsZero() {
 		u := arg(micros(f.AfterUpdated))
-		where += fmt.Sprintf(" AND (updated_at > %s OR (updated_at = %s AND id > %s))", u, u, arg(f.AfterID.String()))
+		where += fmt.Sprintf(" AND (%[1]s %[2]s %[3]s OR (%[1]s = %[3]s AND id %[2]s %[4]s))", col, cmp, u, arg(f.AfterID.String()))
 	}
-	where += " ORDER BY updated_at ASC, id ASC LIMIT " + arg(f.Limit)
+	where += fmt.Sprintf(" ORDER BY %[1]s %[2]s, id %[2]s LIMIT %[3]s", col, order, arg(f.Limit))
 	out, err := s.listTopUps(ctx, where, args...)
 	if err != nil {
 		return nil, fmt.Errorf("list top-ups: %w", err)

@@ -47,13 +47,23 @@ type Store struct {
 	db  DB
 	d   Dialect
 	cfg ledger.Config
+	// transitionRelaxed is transitionSQL for the dialect's relaxed commit.
+	transitionRelaxed string
 }
 
 var _ ledger.Ledger = (*Store)(nil)
 
 // New returns a store; the schema must already be migrated.
 func New(db DB, d Dialect, cfg ledger.Config) *Store {
-	return &Store{db: db, d: d, cfg: cfg.WithDefaults()}
+	cfg = cfg.WithDefaults()
+	if cfg.Stats != nil {
+		db = counted{DB: db, st: cfg.Stats}
+	}
+	st := &Store{db: db, d: d, cfg: cfg}
+	if d.Relaxed != "" {
+		st.transitionRelaxed = transitionSQL(d.Relaxed)
+	}
+	return st
 }
 
 const topUpCols = `id, idempotency_key, request_hash, amount, currency, card_uid, reference, status,
@@ -298,9 +308,23 @@ func (s *Store) Transition(ctx context.Context, t ledger.Transition) (ledger.Top
 	if err != nil {
 		return ledger.TopUp{}, err
 	}
+	var finish *finishArgs
+	if t.Finish != nil {
+		b, status, err := encodeOutcome(*t.Finish)
+		if err != nil {
+			return ledger.TopUp{}, err
+		}
+		finish = &finishArgs{outcome: b, status: status.String()}
+	}
+	if s.d.WritableCTE {
+		return s.transitionOne(ctx, rule, t, finish)
+	}
 	now := micros(t.Now)
+	// Relaxed: an applied top-up whose record a crash loses is still
+	// in_doubt, which the card's next tap settles from its log.
+	relaxed := t.To == ledger.StatusApplied && rule.Session
 	var out ledger.TopUp
-	err = s.db.InTx(ctx, func(q Querier) error {
+	err = s.db.InTxRelaxed(ctx, relaxed, func(q Querier) error {
 		cur, err := s.getTopUp(ctx, q, t.TopUpID, true)
 		if err != nil {
 			return err
@@ -308,7 +332,7 @@ func (s *Store) Transition(ctx context.Context, t ledger.Transition) (ledger.Top
 		if cur.Status != t.From {
 			return fmt.Errorf("top-up %s is %s, not %s: %w", cur.ID, cur.Status, t.From, ledger.ErrConflict)
 		}
-		if t.From == ledger.StatusPending && t.To == ledger.StatusInProgress && now >= micros(cur.ExpiresAt) {
+		if checksExpiry(t) && now >= micros(cur.ExpiresAt) {
 			return fmt.Errorf("top-up %s expired at %s: %w", cur.ID, cur.ExpiresAt.Format(time.RFC3339), ledger.ErrTopUpExpired)
 		}
 		card := cur.CardUID
@@ -420,7 +444,22 @@ RETURNING `+topUpCols,
 		if err != nil {
 			return fmt.Errorf("update top-up %s: %w", cur.ID, err)
 		}
-		return s.recordEvent(ctx, q, ledger.EventForStatus(t.To), out.Tenant, out.ID, t.SessionID, t.To.String(), now)
+		if err := s.recordEvent(ctx, q, ledger.EventForStatus(t.To), out.Tenant, out.ID, t.SessionID, t.To.String(), now); err != nil {
+			return err
+		}
+		if finish != nil {
+			n, err := q.Exec(ctx, `UPDATE sessions SET status = $1, outcome = $2, ended_at = $3 WHERE id = $4 AND status = $5`,
+				finish.status, finish.outcome, now, t.SessionID.String(), ledger.SessionOpen.String())
+			if err != nil {
+				return fmt.Errorf("finish session %s: %w", t.SessionID, err)
+			}
+			if n == 1 {
+				// One microsecond later: the session ends after the change
+				// it rode with, in the outbox's order too.
+				return s.recordEvent(ctx, q, ledger.EventSession, out.Tenant, out.ID, t.SessionID, finish.status, now+1)
+			}
+		}
+		return nil
 	})
 	if err != nil {
 		return ledger.TopUp{}, fmt.Errorf("transition %s → %s: %w", t.From, t.To, err)
@@ -621,6 +660,9 @@ func (s *Store) ConsumeToken(ctx context.Context, hash []byte, now time.Time) (l
 		return ledger.Session{}, err
 	}
 	at := micros(now)
+	if s.d.WritableCTE {
+		return s.consumeTokenOne(ctx, hash, at)
+	}
 	var out ledger.Session
 	err := s.db.InTx(ctx, func(q Querier) error {
 		var sid string
@@ -723,29 +765,12 @@ RETURNING session_id`, micros(now), topUpID.String(), keep.String(), ledger.Sess
 
 // FinishSession implements ledger.Ledger.
 func (s *Store) FinishSession(ctx context.Context, id uuid.UUID, o ledger.SessionOutcome, now time.Time) (ledger.Session, error) {
-	if o.CardUID != "" {
-		uid, err := ledger.NormalizeCardUID(o.CardUID)
-		if err != nil {
-			return ledger.Session{}, err
-		}
-		o.CardUID = uid
-	}
-	if len(o.Records) != 0 && !json.Valid(o.Records) {
-		return ledger.Session{}, &ledger.ValidationError{Field: "records", Reason: "not JSON"}
-	}
-	if len(o.ErrorCode) > ledger.MaxErrorCodeLen {
-		return ledger.Session{}, &ledger.ValidationError{Field: "error_code", Reason: "too long"}
-	}
 	if now.IsZero() {
 		return ledger.Session{}, &ledger.ValidationError{Field: "now", Reason: "missing"}
 	}
-	b, err := json.Marshal(o)
+	b, status, err := encodeOutcome(o)
 	if err != nil {
-		return ledger.Session{}, fmt.Errorf("encode session outcome: %w", err)
-	}
-	status := ledger.SessionFailed
-	if o.OK {
-		status = ledger.SessionOK
+		return ledger.Session{}, err
 	}
 	var out ledger.Session
 	err = s.db.InTx(ctx, func(q Querier) error {
@@ -758,7 +783,7 @@ func (s *Store) FinishSession(ctx context.Context, id uuid.UUID, o ledger.Sessio
 		}
 		out, err = scanSession(q.QueryRow(ctx, `UPDATE sessions SET status = $1, outcome = $2, ended_at = $3 WHERE id = $4
 RETURNING `+sessionCols,
-			status.String(), string(b), micros(now), id.String()))
+			status.String(), b, micros(now), id.String()))
 		if err != nil {
 			return fmt.Errorf("finish session %s: %w", id, err)
 		}
@@ -780,3 +805,30 @@ func (s *Store) Ping(ctx context.Context) error { return s.db.Ping(ctx) }
 
 // Close implements ledger.Ledger.
 func (s *Store) Close() error { return s.db.Close() }
+
+// encodeOutcome validates a session outcome and returns it as stored,
+// with the session status it gives.
+func encodeOutcome(o ledger.SessionOutcome) (string, ledger.SessionStatus, error) {
+	if o.CardUID != "" {
+		uid, err := ledger.NormalizeCardUID(o.CardUID)
+		if err != nil {
+			return "", 0, err
+		}
+		o.CardUID = uid
+	}
+	if len(o.Records) != 0 && !json.Valid(o.Records) {
+		return "", 0, &ledger.ValidationError{Field: "records", Reason: "not JSON"}
+	}
+	if len(o.ErrorCode) > ledger.MaxErrorCodeLen {
+		return "", 0, &ledger.ValidationError{Field: "error_code", Reason: "too long"}
+	}
+	b, err := json.Marshal(o)
+	if err != nil {
+		return "", 0, fmt.Errorf("encode session outcome: %w", err)
+	}
+	status := ledger.SessionFailed
+	if o.OK {
+		status = ledger.SessionOK
+	}
+	return string(b), status, nil
+}

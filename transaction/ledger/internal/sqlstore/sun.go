@@ -19,8 +19,8 @@ const maxSUNSignals = 50
 // SQLite the right-hand sides of SET read the row as it was. The WHERE of
 // DO UPDATE is re-checked on the locked, newest row version, so two
 // requests with one counter cannot both get a row back.
-const sunAccept = `INSERT INTO sun_tags (uid, template, last_counter, last_mac, last_at, last_region, verified, first_at)
-VALUES ($1, $2, $3, $4, $5, $6, 1, $5)
+const sunAccept = `INSERT INTO sun_tags (uid, template, last_counter, last_mac, last_at, last_region, verified, first_at, tenant)
+VALUES ($1, $2, $3, $4, $5, $6, 1, $5, $7)
 ON CONFLICT (uid) DO UPDATE SET
 	prev_counter = sun_tags.last_counter, prev_at = sun_tags.last_at, prev_region = sun_tags.last_region,
 	last_counter = excluded.last_counter, last_mac = excluded.last_mac, last_at = excluded.last_at,
@@ -55,10 +55,13 @@ func (s *Store) RecordSUN(ctx context.Context, c ledger.SUNCheck) (ledger.SUNRec
 	if c.UID == "" || c.Counter > 1<<24-1 {
 		return ledger.SUNRecord{}, fmt.Errorf("record SUN for %q counter %d: %w", c.UID, c.Counter, ledger.ErrInvalid)
 	}
+	if c.Tenant == "" {
+		c.Tenant = ledger.DefaultTenant
+	}
 	var rec ledger.SUNRecord
-	q := sunAccept
+	q, args := sunAccept, []any{c.UID, c.Template, int64(c.Counter), c.MAC, micros(c.At), c.Region, c.Tenant}
 	if c.RequireKnown {
-		q = sunAcceptKnown
+		q, args = sunAcceptKnown, args[:6]
 	}
 	err := s.write(ctx, func(tx Querier) error {
 		rec = ledger.SUNRecord{}
@@ -66,8 +69,7 @@ func (s *Store) RecordSUN(ctx context.Context, c ledger.SUNCheck) (ledger.SUNRec
 			prevCtr, prevAt *int64
 			prevRegion      *string
 		)
-		err := tx.QueryRow(ctx, q, c.UID, c.Template, int64(c.Counter), c.MAC, micros(c.At), c.Region).
-			Scan(&prevCtr, &prevAt, &prevRegion)
+		err := tx.QueryRow(ctx, q, args...).Scan(&prevCtr, &prevAt, &prevRegion)
 		switch {
 		case err == nil:
 			rec.Accepted, rec.Known = true, prevCtr != nil || c.RequireKnown
@@ -140,8 +142,8 @@ func (s *Store) SUNTag(ctx context.Context, uid string) (ledger.SUNTag, error) {
 		first   int64
 		signals int64
 	)
-	err := s.db.QueryRow(ctx, `SELECT uid, template, last_counter, last_at, first_at, verified, replays, signals
-FROM sun_tags WHERE uid = $1`, uid).Scan(&t.UID, &t.Template, &t.LastCounter, &lastAt, &first, &t.Verified, &t.Replays, &signals)
+	err := s.db.QueryRow(ctx, `SELECT uid, tenant, template, last_counter, last_at, first_at, verified, replays, signals
+FROM sun_tags WHERE uid = $1`, uid).Scan(&t.UID, &t.Tenant, &t.Template, &t.LastCounter, &lastAt, &first, &t.Verified, &t.Replays, &signals)
 	if errors.Is(err, ErrNoRows) {
 		return ledger.SUNTag{}, fmt.Errorf("SUN tag %s: %w", uid, ledger.ErrNotFound)
 	}
@@ -174,12 +176,15 @@ FROM sun_tags WHERE uid = $1`, uid).Scan(&t.UID, &t.Template, &t.LastCounter, &l
 }
 
 // RegisterSUNTag implements ledger.SUNStore.
-func (s *Store) RegisterSUNTag(ctx context.Context, uid, template string, at time.Time) error {
+func (s *Store) RegisterSUNTag(ctx context.Context, uid, template, tenant string, at time.Time) error {
 	if uid == "" || template == "" {
 		return fmt.Errorf("register SUN tag %q: %w", uid, ledger.ErrInvalid)
 	}
-	_, err := s.db.Exec(ctx, `INSERT INTO sun_tags (uid, template, last_counter, first_at) VALUES ($1, $2, -1, $3)
-ON CONFLICT (uid) DO NOTHING`, uid, template, micros(at))
+	if err := ledger.ValidateTenant(tenant); err != nil {
+		return fmt.Errorf("register SUN tag %s: %w", uid, err)
+	}
+	_, err := s.db.Exec(ctx, `INSERT INTO sun_tags (uid, template, last_counter, first_at, tenant) VALUES ($1, $2, -1, $3, $4)
+ON CONFLICT (uid) DO NOTHING`, uid, template, micros(at), tenant)
 	if err != nil {
 		return fmt.Errorf("register SUN tag %s: %w", uid, err)
 	}
