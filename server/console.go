@@ -106,6 +106,7 @@ type consolePage struct {
 	TopUp    *topUpView
 	Attempts []attemptView
 	Session  *sessionView
+	Block    *blockView // the card's hot-list entry, when the server has one
 }
 
 type attemptView struct {
@@ -540,6 +541,10 @@ func (s *Server) renderCard(w http.ResponseWriter, r *http.Request, p *consolePa
 		p.Error = "The card's top-ups could not be loaded: " + a.message()
 	}
 	p.TopUps = out.TopUps
+	var b blockView
+	if a := s.getJSON(r, "GET /v1/cards/{uid}/block", map[string]string{"uid": uid}, nil, &b); a.ok() {
+		p.Block = &b
+	}
 	s.fillReaders(r, p)
 	s.renderConsole(w, status, "card", p)
 }

@@ -226,9 +226,17 @@ func blockCardStep(t *testing.T, h *testserver.Harness, b *browser, base string)
 	if got := b.text("#notice"); !strings.Contains(got, "blocked") {
 		t.Fatalf("block shows %q", got)
 	}
+	if got := b.text("#block-status"); !strings.HasPrefix(got, "Blocked since") || !strings.Contains(got, "Reported stolen by the customer") {
+		t.Fatalf("block status shows %q", got)
+	}
 	code, out := h.API("POST", "/v1/topups", "console-blocked", map[string]any{"amount": 100, "currency": "EUR", "card_uid": "04DE5C00112233"})
 	if code != http.StatusConflict || errCode(out) != "card_blocked" {
 		t.Fatalf("top-up for the blocked card: %d %v", code, out)
 	}
 	b.shot("7-blocked")
+	b.do("unblock", chromedp.SendKeys(chromedp.ID("block-reason"), "Card found by the customer"), chromedp.Click(chromedp.ID("unblock")),
+		chromedp.WaitVisible(chromedp.ID("notice")))
+	if got := b.text("#block-status"); got != "Not blocked." {
+		t.Fatalf("after unblock the status shows %q", got)
+	}
 }

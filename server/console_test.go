@@ -203,6 +203,8 @@ func TestConsoleFormsBadInput(t *testing.T) {
 		if code, _, body := c.form("/console/topups/"+id+"/cancel", url.Values{"csrf": {csrf}}); code != 501 || !strings.Contains(body, "not available on this server yet") {
 			t.Errorf("cancel: %d %q", code, excerpt(body))
 		}
+	} else if code, _, body := c.form("/console/topups/"+id+"/cancel", url.Values{"csrf": {csrf}}); code != http.StatusConflict || !strings.Contains(body, "The top-up was not cancelled") {
+		t.Errorf("cancel an in_doubt top-up: %d %q", code, excerpt(body))
 	}
 	for name, path := range map[string]string{
 		"page of a malformed id": "/console/topups/nope",
