@@ -73,6 +73,7 @@ func (b *books) markInDoubt(ctx context.Context, tu ledger.TopUp) (ledger.TopUp,
 func (b *books) markApplied(ctx context.Context, tu ledger.TopUp, p cardscript.Proof, app uint32) (ledger.TopUp, error) {
 	return b.move(ctx, tu, ledger.StatusApplied, func(x *ledger.Transition) {
 		x.BalanceBefore, x.BalanceAfter, x.TMC, x.TMV = p.BalanceBefore, p.BalanceAfter, p.TMC, p.TMV
+		x.ReaderID, x.PrevReaderID = p.ReaderID, p.PrevReaderID
 		if p.TMC != nil {
 			x.App = app
 		}

@@ -140,6 +140,7 @@ func (s *Service) beforeCommit(ctx context.Context, r *run, bk *books, l lock.Lo
 	copy(ref[:], ledger.LogRef(tu.ID))
 	cr, err := cs.SealCredit(ctx, cardscript.CreditParams{
 		UID: uid, TMACKey: tmKey, Amount: int32(tu.Amount),
+		ReaderID: r.readerID[:], CommitReaderID: s.commitReaderID(r),
 		Record: profile.LogRecord{Timestamp: uint32(s.cfg.Now().Unix()), Amount: int32(tu.Amount), Ref: ref},
 	})
 	if err != nil {
@@ -274,6 +275,19 @@ func (s *Service) tmacKeys(ctx context.Context, p *profile.Profile, uid []byte) 
 		}
 		return append([]byte(nil), k...), nil
 	}, wipe, nil
+}
+
+// commitReaderID decides whether the credit sends CommitReaderID: as the
+// card last showed in its authenticated Transaction MAC file settings,
+// else as its profile says.
+func (s *Service) commitReaderID(r *run) bool {
+	switch s.readerIDs.get(r.card) {
+	case readerIDOn:
+		return true
+	case readerIDOff:
+		return false
+	}
+	return r.prof.CommitReaderID
 }
 
 func containsID(ts []ledger.TopUp, id uuid.UUID) bool {

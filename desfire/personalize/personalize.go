@@ -33,6 +33,10 @@ type Layout struct {
 	// File numbers; HasTMAC says the Transaction MAC file exists.
 	InfoFile, UsageLogFile, ValueFile, TopUpLogFile, TMACFile byte
 	HasTMAC                                                   bool
+	// CommitReaderID makes the Transaction MAC file require CommitReaderID
+	// under the top-up key in every transaction (its ReadWrite access
+	// right, the AppCommitReaderIDKey, names TopUpKeyNo).
+	CommitReaderID bool
 	// Comm modes of the value file and the two logs.
 	ValueMode, TopUpLogMode, UsageLogMode desfire.CommMode
 	// Value file limits, in minor units.
@@ -199,8 +203,14 @@ func Issue(ctx context.Context, t desfire.Transport, l Layout, key KeyFunc, init
 			if err != nil {
 				return err
 			}
-			// Read with the read key; CommitReaderID not required (W = F).
-			return card.CreateTransactionMACFile(ctx, l.TMACFile, byte(desfire.CommPlain), Access{r, 0xF, 0xF, m}.Bytes(), tmk, KeyVersion)
+			// Read with the read key; Write is F. ReadWrite is the
+			// AppCommitReaderIDKey (MF2DLHX0 section 8.2.3.6): F, disabled,
+			// or the top-up key, which makes CommitReaderID required.
+			rid := byte(0xF)
+			if l.CommitReaderID {
+				rid = tk
+			}
+			return card.CreateTransactionMACFile(ctx, l.TMACFile, byte(desfire.CommPlain), Access{r, 0xF, rid, m}.Bytes(), tmk, KeyVersion)
 		}})
 	}
 	if err := run(files); err != nil {

@@ -30,6 +30,8 @@ const (
 	LogRefLen = 8
 	// TMVLen is the size of a DESFire EV2 Transaction MAC value.
 	TMVLen = 8
+	// ReaderIDLen is the size of a Transaction MAC Reader ID.
+	ReaderIDLen = 16
 	// TokenHashLen is the size of a stored bridge token digest (SHA-256).
 	TokenHashLen = sha256.Size
 )
@@ -249,6 +251,12 @@ type TopUp struct {
 	// Profile is the card profile the last session that worked on the
 	// top-up used (detected from the card in a mixed fleet).
 	Profile string
+	// ReaderID is the 16-byte Transaction MAC Reader ID the commit sent
+	// with CommitReaderID; PrevReaderID the one the card held before
+	// (the reader of its previous Transaction MAC transaction). Both are
+	// covered by the verified Transaction MAC; nil when the card's
+	// Transaction MAC file did not require CommitReaderID.
+	ReaderID, PrevReaderID []byte
 }
 
 // Attempt is one session's work on one top-up; the rows of a top-up are

@@ -76,6 +76,13 @@ type Profile struct {
 	// (EV2/EV3 cards only).
 	TMACFile byte `json:"tmac_file"`
 	HasTMAC  bool `json:"has_tmac"`
+	// CommitReaderID: the cards' Transaction MAC files require
+	// CommitReaderID (their AppCommitReaderIDKey is the top-up key), so a
+	// top-up sends it with the credit from the first tap. Each card's
+	// authenticated TMAC file settings decide in the end: a card that
+	// requires it although the profile does not say so costs one more
+	// round in its first session.
+	CommitReaderID bool `json:"commit_reader_id,omitempty"`
 
 	// Comm modes of the files the server touches.
 	ValueMode    desfire.CommMode `json:"value_mode"`
@@ -144,7 +151,7 @@ func FromLayout(l personalize.Layout) Profile {
 		Name: l.Name, AID: l.AID, Auth: auth,
 		MasterKeyNo: l.MasterKeyNo, ReadKeyNo: l.ReadKeyNo, WriteKeyNo: l.WriteKeyNo, TopUpKeyNo: l.TopUpKeyNo,
 		InfoFile: l.InfoFile, UsageLogFile: l.UsageLogFile, ValueFile: l.ValueFile, TopUpLogFile: l.TopUpLogFile,
-		TMACFile: l.TMACFile, HasTMAC: l.HasTMAC,
+		TMACFile: l.TMACFile, HasTMAC: l.HasTMAC, CommitReaderID: l.CommitReaderID,
 		ValueMode: l.ValueMode, TopUpLogMode: l.TopUpLogMode, UsageLogMode: l.UsageLogMode,
 		LowerLimit: l.LowerLimit, UpperLimit: l.UpperLimit,
 		RecordSize: l.RecordSize, LogRecords: l.LogRecords, InfoFileLen: l.InfoFileLen,
@@ -158,7 +165,7 @@ func (p *Profile) Layout() personalize.Layout {
 		Name: p.Name, AID: p.AID, EV1: p.Auth == AuthEV1,
 		MasterKeyNo: p.MasterKeyNo, ReadKeyNo: p.ReadKeyNo, WriteKeyNo: p.WriteKeyNo, TopUpKeyNo: p.TopUpKeyNo,
 		InfoFile: p.InfoFile, UsageLogFile: p.UsageLogFile, ValueFile: p.ValueFile, TopUpLogFile: p.TopUpLogFile,
-		TMACFile: p.TMACFile, HasTMAC: p.HasTMAC,
+		TMACFile: p.TMACFile, HasTMAC: p.HasTMAC, CommitReaderID: p.CommitReaderID,
 		ValueMode: p.ValueMode, TopUpLogMode: p.TopUpLogMode, UsageLogMode: p.UsageLogMode,
 		LowerLimit: p.LowerLimit, UpperLimit: p.UpperLimit,
 		RecordSize: p.RecordSize, LogRecords: p.LogRecords, InfoFileLen: p.InfoFileLen,
@@ -213,6 +220,8 @@ func (p *Profile) Validate() error {
 		return bad("currency %q is not an ISO 4217 code", p.Currency)
 	case p.HasTMAC && p.Auth != AuthEV2:
 		return bad("a Transaction MAC file needs an EV2/EV3 profile")
+	case p.CommitReaderID && !p.HasTMAC:
+		return bad("CommitReaderID needs a Transaction MAC file")
 	case p.UpperLimit <= p.LowerLimit:
 		return bad("upper limit %d not above lower limit %d", p.UpperLimit, p.LowerLimit)
 	case p.MaxTopUp < 0:
