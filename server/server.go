@@ -305,11 +305,16 @@ type topUpView struct {
 	TMAC          *tmacView `json:"tmac,omitempty"`
 	Attempts      int       `json:"attempts"`
 	// Profile is the card profile the last session used (mixed fleets).
-	Profile   string     `json:"profile,omitempty"`
-	CreatedAt time.Time  `json:"created_at"`
-	UpdatedAt time.Time  `json:"updated_at"`
-	ExpiresAt time.Time  `json:"expires_at"`
-	AppliedAt *time.Time `json:"applied_at,omitempty"`
+	Profile string `json:"profile,omitempty"`
+	// ReaderID and PrevReaderID (hex) are the Transaction MAC Reader IDs
+	// the verified Transaction MAC covers: the one the top-up committed
+	// and the one of the card's previous transaction.
+	ReaderID     string     `json:"reader_id,omitempty"`
+	PrevReaderID string     `json:"prev_reader_id,omitempty"`
+	CreatedAt    time.Time  `json:"created_at"`
+	UpdatedAt    time.Time  `json:"updated_at"`
+	ExpiresAt    time.Time  `json:"expires_at"`
+	AppliedAt    *time.Time `json:"applied_at,omitempty"`
 	// Resolution is set when an operator decided the outcome.
 	Resolution *resolutionInfo `json:"resolution,omitempty"`
 	// Ticket fields, on create.
@@ -324,6 +329,10 @@ func viewTopUp(t ledger.TopUp) topUpView {
 		Attempts: t.Attempts, Profile: t.Profile, CreatedAt: t.CreatedAt.UTC(), UpdatedAt: t.UpdatedAt.UTC(), ExpiresAt: t.ExpiresAt.UTC(), AppliedAt: t.AppliedAt}
 	if t.TMC != nil && len(t.TMV) > 0 {
 		v.TMAC = &tmacView{Counter: *t.TMC, Value: strings.ToUpper(hex.EncodeToString(t.TMV))}
+	}
+	if len(t.ReaderID) > 0 {
+		v.ReaderID = strings.ToUpper(hex.EncodeToString(t.ReaderID))
+		v.PrevReaderID = strings.ToUpper(hex.EncodeToString(t.PrevReaderID))
 	}
 	if t.Resolution != "" {
 		v.Resolution = &resolutionInfo{Kind: t.Resolution, CardChecked: t.ResolutionChecked, Conflict: t.Conflict}

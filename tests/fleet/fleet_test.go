@@ -33,6 +33,10 @@ type kind struct {
 	// first and known: exchanges on a batching bridge for the card's
 	// first tap and for later ones (the server remembers its kind).
 	first, known int
+	// rid: the card's Transaction MAC file requires CommitReaderID, which
+	// its profile does not announce (the first tap learns it from the
+	// authenticated settings and finishes in the same session).
+	rid bool
 }
 
 func uid7(tag byte) func(int) []byte {
@@ -42,11 +46,12 @@ func uid7(tag byte) func(int) []byte {
 func population() []kind {
 	ev2, ev1 := profile.AN12113(), profile.AN12113EV1()
 	return []kind{
-		{"ev2", ev2, simcard.GenEV2, uid7(0x31), 3, 3},
-		{"ev3-4byte", ev2, simcard.GenEV3, func(n int) []byte { return []byte{0x08, 0x32, byte(n >> 8), byte(n)} }, 3, 3},
-		{"ev1", ev1, simcard.GenEV1, uid7(0x33), 3, 2},
-		{"ev1-10byte", ev1, simcard.GenEV1, func(n int) []byte { return []byte{4, 0x34, 0, 0, 0, 0, 0, 0, byte(n >> 8), byte(n)} }, 3, 2},
-		{"ev3-transit", transit(), simcard.GenEV3, uid7(0x35), 5, 3},
+		{"ev2", ev2, simcard.GenEV2, uid7(0x31), 3, 3, false},
+		{"ev3-4byte", ev2, simcard.GenEV3, func(n int) []byte { return []byte{0x08, 0x32, byte(n >> 8), byte(n)} }, 3, 3, false},
+		{"ev1", ev1, simcard.GenEV1, uid7(0x33), 3, 2, false},
+		{"ev1-10byte", ev1, simcard.GenEV1, func(n int) []byte { return []byte{4, 0x34, 0, 0, 0, 0, 0, 0, byte(n >> 8), byte(n)} }, 3, 2, false},
+		{"ev3-transit", transit(), simcard.GenEV3, uid7(0x35), 5, 3, false},
+		{"ev3-commit-reader-id", ev2, simcard.GenEV3, uid7(0x36), 7, 3, true},
 	}
 }
 
@@ -74,7 +79,9 @@ func TestMixedPopulation(t *testing.T) {
 					newCard := func() (*simcard.Card, []byte) {
 						n++
 						uid := k.uid(n)
-						return h.CardFor(k.prof, simcard.Options{UID: uid, Generation: k.gen}, 1000), uid
+						issued := k.prof
+						issued.CommitReaderID = k.rid
+						return h.CardFor(issued, simcard.Options{UID: uid, Generation: k.gen}, 1000), uid
 					}
 					value := func(c *simcard.Card) int32 {
 						v, err := c.Value(k.prof.AIDBytes(), k.prof.ValueFile)
@@ -101,6 +108,9 @@ func TestMixedPopulation(t *testing.T) {
 						code, got := h.API("GET", "/v1/topups/"+id, "", nil)
 						if code != 200 || got["status"] != "applied" || got["profile"] != k.prof.Name {
 							t.Fatalf("read back: %d %v", code, got)
+						}
+						if _, ok := got["reader_id"]; ok != k.rid {
+							t.Fatalf("read back: reader ID %v, want one: %v", got["reader_id"], k.rid)
 						}
 						total = rep.Commands
 						card.Tap()
