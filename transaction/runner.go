@@ -2,6 +2,7 @@ package transaction
 
 import (
 	"context"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -134,11 +135,19 @@ func readerIDNeed(err error) (int, bool) {
 	return 0, false
 }
 
-// sameCard compares two UIDs as bridges name them.
+// sameCard compares two UIDs as bridges name them. A card with a random
+// ID shows a new one at every tap: two random IDs may be the same card
+// (the session proves its real UID again, and the top-up's binding
+// refuses any other).
 func sameCard(a, b string) bool {
 	na, errA := ledger.NormalizeCardUID(a)
 	nb, errB := ledger.NormalizeCardUID(b)
-	return errA == nil && errB == nil && na == nb
+	if errA != nil || errB != nil {
+		return false
+	}
+	ra, _ := hex.DecodeString(na)
+	rb, _ := hex.DecodeString(nb)
+	return na == nb || cardscript.RandomID(ra) && cardscript.RandomID(rb)
 }
 
 // runKind runs the session's card work once, for the card r names.
@@ -171,6 +180,10 @@ type run struct {
 	// readerID is the Transaction MAC Reader ID the session commits on
 	// cards that require CommitReaderID.
 	readerID [16]byte
+	// cs is the card session identify opened for a random-ID card, and
+	// realUID the UID that card showed under its UID key.
+	cs      *cardscript.Session
+	realUID []byte
 }
 
 // setStatus reports the top-up's status as the ledger now has it.

@@ -22,7 +22,8 @@ import (
 // earlier sessions left unresolved on this card from its log, seal the
 // credit, record in_doubt, send the commit, record what the card proved.
 func (s *Service) runTopUp(ctx context.Context, r *run) error {
-	uid, err := ledger.NormalizeCardUID(r.claimed)
+	uid, err := s.identify(ctx, r, false)
+	defer func() { r.cs.Close() }() // safe when nil or already closed
 	if err != nil {
 		return err
 	}
@@ -111,9 +112,12 @@ func (s *Service) beforeCommit(ctx context.Context, r *run, bk *books, l lock.Lo
 	// The first exchange shows the card's kind and the profile that
 	// serves it; every later transition records that profile.
 	r.bridge.Prompt("Hold the card still", 0.2)
-	cs, err := s.startCard(ctx, r, uid, false)
-	if err != nil {
-		return tu, err
+	cs := r.cs // a random-ID card's session, opened to learn its UID
+	if cs == nil {
+		var err error
+		if cs, err = s.startCard(ctx, r, uid, false); err != nil {
+			return tu, err
+		}
 	}
 	defer func() {
 		if r.credit == nil {

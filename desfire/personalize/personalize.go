@@ -37,6 +37,12 @@ type Layout struct {
 	// under the top-up key in every transaction (its ReadWrite access
 	// right, the AppCommitReaderIDKey, names TopUpKeyNo).
 	CommitReaderID bool
+	// UIDKey, for cards with a random ID: key UIDKeyNo (the spare key,
+	// 1..4) is written too. It is the same on every card (not diversified)
+	// and no file names it; it only lets a reader authenticate to read
+	// the real UID with GetCardUID.
+	UIDKey   bool
+	UIDKeyNo byte
 	// Comm modes of the value file and the two logs.
 	ValueMode, TopUpLogMode, UsageLogMode desfire.CommMode
 	// Value file limits, in minor units.
@@ -173,7 +179,11 @@ func Issue(ctx context.Context, t desfire.Transport, l Layout, key KeyFunc, init
 		return err
 	}
 	// Keys 1..3 first (changing another key keeps the session), key 0 last.
-	for _, no := range []byte{l.ReadKeyNo, l.WriteKeyNo, l.TopUpKeyNo} {
+	nos := []byte{l.ReadKeyNo, l.WriteKeyNo, l.TopUpKeyNo}
+	if l.UIDKey {
+		nos = append(nos, l.UIDKeyNo)
+	}
+	for _, no := range nos {
 		k, err := key(ctx, no, false)
 		if err != nil {
 			return fmt.Errorf("issue: key %d: %w", no, err)

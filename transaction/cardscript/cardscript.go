@@ -84,6 +84,12 @@ type Candidate struct {
 	Profile *profile.Profile
 	KeyNo   byte
 	Key     KeyFunc
+	// NextKey, for a profile of random-ID cards: KeyNo and Key are the
+	// UID key (the same on every card, no file rights); the session reads
+	// the real UID with GetCardUID under it and then authenticates with
+	// key NextKeyNo, which NextKey returns diversified from that UID.
+	NextKeyNo byte
+	NextKey   func(uid []byte) KeyFunc
 }
 
 // beginning is exchange 1's select, key version and first authentication
@@ -93,6 +99,10 @@ type beginning struct {
 	kv, auth  *desfire.Result
 	st        byte
 	challenge []byte
+	// nextKV is the version of the key a random-ID card's session
+	// authenticates with after GetCardUID (read before any
+	// authentication, like kv).
+	nextKV *desfire.Result
 }
 
 func begin(pl *desfire.Pipeline, c Candidate) (*beginning, error) {
@@ -105,15 +115,26 @@ func begin(pl *desfire.Pipeline, c Candidate) (*beginning, error) {
 	if b.kv, err = pl.Add(desfire.GetKeyVersionCmd(c.KeyNo)); err != nil {
 		return nil, err
 	}
-	code, payload := byte(cmdAuthEV2First), []byte{c.KeyNo, 0x00}
-	if p.Auth == profile.AuthEV1 {
-		code, payload = cmdAuthAES, []byte{c.KeyNo}
+	if c.NextKey != nil {
+		if b.nextKV, err = pl.Add(desfire.GetKeyVersionCmd(c.NextKeyNo)); err != nil {
+			return nil, err
+		}
 	}
+	return b, b.addAuth(pl)
+}
+
+// addAuth adds the first authentication frame of b's key to pl.
+func (b *beginning) addAuth(pl *desfire.Pipeline) error {
+	code, payload := byte(cmdAuthEV2First), []byte{b.c.KeyNo, 0x00}
+	if b.c.Profile.Auth == profile.AuthEV1 {
+		code, payload = cmdAuthAES, []byte{b.c.KeyNo}
+	}
+	var err error
 	b.auth, err = pl.AddRaw(code, payload, []uint16{0x91AF}, func(status byte, data []byte) error {
 		b.st, b.challenge = status, append([]byte(nil), data...)
 		return nil
 	})
-	return b, err
+	return err
 }
 
 // open derives the key of the version the card reported and answers its

@@ -100,6 +100,16 @@ type Profile struct {
 	LogRecords  int `json:"log_records"`
 	InfoFileLen int `json:"info_file_len"`
 
+	// RandomUID: the cards show a random ID at anticollision (08 xx xx xx)
+	// and a zero UID in GetVersion. A session authenticates first with
+	// UIDKeyNo, an application key that is the same on every card (not
+	// diversified; the key file entry says so) and opens no file, reads
+	// the real UID with GetCardUID (CommMode.Full), and then authenticates
+	// with the keys diversified from it. Locks, ledger and API key on the
+	// real UID.
+	RandomUID bool `json:"random_uid,omitempty"`
+	UIDKeyNo  byte `json:"uid_key_no,omitempty"`
+
 	// VerifyUID makes every session read GetCardUID over the secure
 	// channel and compare it with the UID the key was diversified from.
 	VerifyUID bool `json:"verify_uid"`
@@ -151,7 +161,7 @@ func FromLayout(l personalize.Layout) Profile {
 		Name: l.Name, AID: l.AID, Auth: auth,
 		MasterKeyNo: l.MasterKeyNo, ReadKeyNo: l.ReadKeyNo, WriteKeyNo: l.WriteKeyNo, TopUpKeyNo: l.TopUpKeyNo,
 		InfoFile: l.InfoFile, UsageLogFile: l.UsageLogFile, ValueFile: l.ValueFile, TopUpLogFile: l.TopUpLogFile,
-		TMACFile: l.TMACFile, HasTMAC: l.HasTMAC, CommitReaderID: l.CommitReaderID,
+		TMACFile: l.TMACFile, HasTMAC: l.HasTMAC, CommitReaderID: l.CommitReaderID, RandomUID: l.UIDKey, UIDKeyNo: l.UIDKeyNo,
 		ValueMode: l.ValueMode, TopUpLogMode: l.TopUpLogMode, UsageLogMode: l.UsageLogMode,
 		LowerLimit: l.LowerLimit, UpperLimit: l.UpperLimit,
 		RecordSize: l.RecordSize, LogRecords: l.LogRecords, InfoFileLen: l.InfoFileLen,
@@ -165,7 +175,7 @@ func (p *Profile) Layout() personalize.Layout {
 		Name: p.Name, AID: p.AID, EV1: p.Auth == AuthEV1,
 		MasterKeyNo: p.MasterKeyNo, ReadKeyNo: p.ReadKeyNo, WriteKeyNo: p.WriteKeyNo, TopUpKeyNo: p.TopUpKeyNo,
 		InfoFile: p.InfoFile, UsageLogFile: p.UsageLogFile, ValueFile: p.ValueFile, TopUpLogFile: p.TopUpLogFile,
-		TMACFile: p.TMACFile, HasTMAC: p.HasTMAC, CommitReaderID: p.CommitReaderID,
+		TMACFile: p.TMACFile, HasTMAC: p.HasTMAC, CommitReaderID: p.CommitReaderID, UIDKey: p.RandomUID, UIDKeyNo: p.UIDKeyNo,
 		ValueMode: p.ValueMode, TopUpLogMode: p.TopUpLogMode, UsageLogMode: p.UsageLogMode,
 		LowerLimit: p.LowerLimit, UpperLimit: p.UpperLimit,
 		RecordSize: p.RecordSize, LogRecords: p.LogRecords, InfoFileLen: p.InfoFileLen,
@@ -262,6 +272,16 @@ func (p *Profile) Validate() error {
 	}
 	if p.TopUpKeyNo == p.MasterKeyNo {
 		return bad("the top-up key must not be the application master key")
+	}
+	if p.RandomUID {
+		switch {
+		case p.UIDKeyNo > 13:
+			return bad("UID key number %d above 13", p.UIDKeyNo)
+		case p.UIDKeyNo == p.MasterKeyNo || p.UIDKeyNo == p.ReadKeyNo || p.UIDKeyNo == p.WriteKeyNo || p.UIDKeyNo == p.TopUpKeyNo:
+			return bad("the UID key of random-ID cards must be a key of its own (it is the same on every card)")
+		case p.TerminalKeys != nil && (p.UIDKeyNo == p.TerminalKeys.Read || p.UIDKeyNo == p.TerminalKeys.Write):
+			return bad("the UID key must not be a terminal key")
+		}
 	}
 	if t := p.TerminalKeys; t != nil {
 		switch {
