@@ -1,6 +1,7 @@
 // Package fleet runs a mixed card population against one server through
 // the real bridge WebSocket: EV1, EV2 and EV3 cards of two applications,
-// 4-, 7- and 10-byte UIDs, a Transaction MAC key of version 0, on the
+// 4-, 7- and 10-byte UIDs, a Transaction MAC key of version 0, a card
+// requiring CommitReaderID, a card with a random ID, on the
 // embedded ledger and on Redis + PostgreSQL.
 package fleet
 
@@ -43,20 +44,31 @@ func uid7(tag byte) func(int) []byte {
 	return func(n int) []byte { return []byte{4, tag, 0, 0, 0, byte(n >> 8), byte(n)} }
 }
 
+// randomID is AN12113 on cards with a random ID (UID key 4).
+func randomID() profile.Profile {
+	p := profile.AN12113()
+	p.Name, p.RandomUID, p.UIDKeyNo = "an12113-ev2-random", true, 4
+	return p
+}
+
 func population() []kind {
 	ev2, ev1 := profile.AN12113(), profile.AN12113EV1()
 	return []kind{
 		{"ev2", ev2, simcard.GenEV2, uid7(0x31), 3, 3, false},
-		{"ev3-4byte", ev2, simcard.GenEV3, func(n int) []byte { return []byte{0x08, 0x32, byte(n >> 8), byte(n)} }, 3, 3, false},
+		{"ev3-4byte", ev2, simcard.GenEV3, func(n int) []byte { return []byte{0x3F, 0x32, byte(n >> 8), byte(n)} }, 3, 3, false},
 		{"ev1", ev1, simcard.GenEV1, uid7(0x33), 3, 2, false},
 		{"ev1-10byte", ev1, simcard.GenEV1, func(n int) []byte { return []byte{4, 0x34, 0, 0, 0, 0, 0, 0, byte(n >> 8), byte(n)} }, 3, 2, false},
 		{"ev3-transit", transit(), simcard.GenEV3, uid7(0x35), 5, 3, false},
 		{"ev3-commit-reader-id", ev2, simcard.GenEV3, uid7(0x36), 7, 3, true},
+		{"ev3-random-id", randomID(), simcard.GenEV3, uid7(0x37), 5, 5, false},
 	}
 }
 
 func session(t *testing.T, h *testserver.Harness, token string, card *simcard.Card, uid []byte) (*bridge.Report, error) {
 	t.Helper()
+	// The bridge names what anticollision shows: a random-ID card's ID
+	// of this tap.
+	uid = bridge.Sim{Card: card}.Info().UID
 	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
 	defer cancel()
 	return bridge.Run(ctx, bridge.Options{URL: h.WSURL(), Token: token, Name: "fleet", Version: "1", Platform: "sim", Batch: true},
@@ -71,7 +83,7 @@ func TestMixedPopulation(t *testing.T) {
 	for _, b := range testbackend.Backends() {
 		t.Run(b.Name, func(t *testing.T) {
 			pop := population()
-			fleet := []profile.Profile{profile.AN12113(), profile.AN12113EV1(), transit()}
+			fleet := []profile.Profile{profile.AN12113(), profile.AN12113EV1(), transit(), randomID()}
 			h := testserver.New(t, b, fleet[0], testserver.Options{Fleet: fleet})
 			for _, k := range pop {
 				t.Run(k.name, func(t *testing.T) {
@@ -81,7 +93,7 @@ func TestMixedPopulation(t *testing.T) {
 						uid := k.uid(n)
 						issued := k.prof
 						issued.CommitReaderID = k.rid
-						return h.CardFor(issued, simcard.Options{UID: uid, Generation: k.gen}, 1000), uid
+						return h.CardFor(issued, simcard.Options{UID: uid, Generation: k.gen, RandomUID: k.prof.RandomUID}, 1000), uid
 					}
 					value := func(c *simcard.Card) int32 {
 						v, err := c.Value(k.prof.AIDBytes(), k.prof.ValueFile)
@@ -108,6 +120,9 @@ func TestMixedPopulation(t *testing.T) {
 						code, got := h.API("GET", "/v1/topups/"+id, "", nil)
 						if code != 200 || got["status"] != "applied" || got["profile"] != k.prof.Name {
 							t.Fatalf("read back: %d %v", code, got)
+						}
+						if got["card_uid"] != fmt.Sprintf("%X", uid) {
+							t.Fatalf("read back: card %v, want the real UID %X", got["card_uid"], uid)
 						}
 						if _, ok := got["reader_id"]; ok != k.rid {
 							t.Fatalf("read back: reader ID %v, want one: %v", got["reader_id"], k.rid)
