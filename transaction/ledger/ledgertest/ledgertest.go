@@ -52,6 +52,7 @@ func Run(t *testing.T, open Opener) {
 		{"ListAndOldest", testListAndOldest},
 		{"Tenants", testTenants},
 		{"RevokeTokens", testRevokeTokens},
+		{"ReaderIDs", testReaderIDs},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -1178,4 +1179,51 @@ func BenchTransition(b *testing.B, open Opener) {
 			}
 		})
 	})
+}
+
+// testReaderIDs: the Transaction MAC Reader IDs go with → applied only,
+// both 16 bytes, and are stored and read back; a top-up without them
+// reads back nil.
+func testReaderIDs(t *testing.T, e *env) {
+	rid, prev := make([]byte, ledger.ReaderIDLen), make([]byte, ledger.ReaderIDLen)
+	for i := range rid {
+		rid[i], prev[i] = byte(i), byte(0xF0+i)
+	}
+	bad := []struct {
+		name      string
+		to        ledger.Status
+		rid, prev []byte
+	}{
+		{"previous without reader", ledger.StatusApplied, nil, prev},
+		{"short reader", ledger.StatusApplied, rid[:15], prev},
+		{"reader without previous", ledger.StatusApplied, rid, nil},
+		{"not applied", ledger.StatusFailed, rid, prev},
+	}
+	for _, b := range bad {
+		t.Run(b.name, func(t *testing.T) {
+			tu, card, sess := e.reach(ledger.StatusInDoubt)
+			_, err := e.l.Transition(e.ctx, ledger.Transition{TopUpID: tu.ID, From: tu.Status, To: b.to, Fence: e.newFence(),
+				SessionID: sess, CardUID: card, ReaderID: b.rid, PrevReaderID: b.prev, Now: base.Add(2 * time.Second)})
+			var ve *ledger.ValidationError
+			if !errors.As(err, &ve) {
+				t.Fatalf("error %v, want a validation error", err)
+			}
+			if got := e.get(tu.ID); got.Status != ledger.StatusInDoubt || got.ReaderID != nil {
+				t.Fatalf("refused write changed the top-up: %+v", got)
+			}
+		})
+	}
+	tu, card, sess := e.reach(ledger.StatusInDoubt)
+	out, err := e.l.Transition(e.ctx, ledger.Transition{TopUpID: tu.ID, From: tu.Status, To: ledger.StatusApplied, Fence: e.newFence(),
+		SessionID: sess, CardUID: card, ReaderID: rid, PrevReaderID: prev, Now: base.Add(2 * time.Second)})
+	if err != nil || string(out.ReaderID) != string(rid) || string(out.PrevReaderID) != string(prev) {
+		t.Fatalf("applied with reader IDs: %+v (%v)", out, err)
+	}
+	if got := e.get(tu.ID); string(got.ReaderID) != string(rid) || string(got.PrevReaderID) != string(prev) {
+		t.Fatalf("stored reader IDs %X %X", got.ReaderID, got.PrevReaderID)
+	}
+	plain, _, _ := e.reach(ledger.StatusApplied)
+	if got := e.get(plain.ID); got.ReaderID != nil || got.PrevReaderID != nil {
+		t.Fatalf("top-up without reader IDs reads %X %X", got.ReaderID, got.PrevReaderID)
+	}
 }
