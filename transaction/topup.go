@@ -20,7 +20,9 @@ import (
 // runTopUp is one top-up session, in the order it happens: lock the card,
 // take the top-up, find the card's profile and authenticate, settle what
 // earlier sessions left unresolved on this card from its log, seal the
-// credit, record in_doubt, send the commit, record what the card proved.
+// credit, record in_doubt, send the commit, record what the card proved,
+// and roll the card's key forward where its profile says so. A random-ID
+// card is identified (its real UID read) before the lock.
 func (s *Service) runTopUp(ctx context.Context, r *run) error {
 	uid, err := s.identify(ctx, r, false)
 	defer func() { r.cs.Close() }() // safe when nil or already closed
@@ -97,6 +99,8 @@ func (s *Service) runTopUp(ctx context.Context, r *run) error {
 	}
 	r.setStatus(applied)
 	r.res.Balance = proof.BalanceAfter
+	// The top-up stands; a key roll-forward may follow.
+	s.rollForward(ctx, r, r.credit.Session())
 	r.bridge.Prompt("Done", 1)
 	return nil
 }

@@ -43,6 +43,10 @@ type Layout struct {
 	// the real UID with GetCardUID.
 	UIDKey   bool
 	UIDKeyNo byte
+	// SelfChangeKeys sets the application's ChangeKey access to E (each
+	// key changes itself, KeySett1 EB) once its keys are written, so a
+	// session holding a key can roll it forward to a newer version.
+	SelfChangeKeys bool
 	// Comm modes of the value file and the two logs.
 	ValueMode, TopUpLogMode, UsageLogMode desfire.CommMode
 	// Value file limits, in minor units.
@@ -225,6 +229,11 @@ func Issue(ctx context.Context, t desfire.Transport, l Layout, key KeyFunc, init
 	}
 	if err := run(files); err != nil {
 		return err
+	}
+	if l.SelfChangeKeys {
+		if err := card.ChangeKeySettings(ctx, 0xEB); err != nil {
+			return fmt.Errorf("issue: key settings: %w", err)
+		}
 	}
 	mk, err := key(ctx, l.MasterKeyNo, false)
 	if err != nil {

@@ -60,6 +60,28 @@ type Session struct {
 	// logRead is the top-up log read in this session, which the
 	// Transaction MAC of a later commit covers.
 	logRead []byte
+	// keyNo and keyVersion name the key the session authenticated with
+	// (the version GetKeyVersion reported, proven once the card accepted
+	// the authentication).
+	keyNo, keyVersion byte
+}
+
+// Key returns the number and version of the key the session
+// authenticated with. The version is the card's word only once the
+// authentication succeeded (a later MAC verified under its session).
+func (s *Session) Key() (keyNo, version byte) { return s.keyNo, s.keyVersion }
+
+// ChangeOwnKey replaces the key the session authenticated with by newKey
+// of version (ChangeKey of the same key, which the application's key
+// settings must allow: ChangeKey access E). One exchange; it ends the
+// session. The card's answer carries no MAC (the session key is gone), so
+// it proves nothing: only a later authentication with one key or the
+// other tells which one the card holds.
+func (s *Session) ChangeOwnKey(ctx context.Context, newKey []byte, version byte) error {
+	if s.second != nil {
+		return fmt.Errorf("change key %d: %w", s.keyNo, desfire.ErrNotAuthenticated)
+	}
+	return s.card.ChangeKey(ctx, s.keyNo, s.keyNo, newKey, nil, version)
 }
 
 // Start runs exchange 1 — select, key version, first authentication frame
@@ -150,7 +172,7 @@ func (b *beginning) open(ctx context.Context, card *desfire.Card, t desfire.Tran
 		return nil, fmt.Errorf("key %d version %d: %w", keyNo, b.kv.Data[0], err)
 	}
 	defer clear(k) // the authenticator copies it
-	s := &Session{card: card, prof: p, batch: batch}
+	s := &Session{card: card, prof: p, batch: batch, keyNo: keyNo, keyVersion: b.kv.Data[0]}
 	if p.Auth == profile.AuthEV1 {
 		a, err := desfire.NewAuthAES(keyNo, k, rnd)
 		if err != nil {

@@ -373,6 +373,10 @@ func TopUp(ctx context.Context, t desfire.Transport, p TopUpParams) (Proof, erro
 	return c.Commit(ctx)
 }
 
+// Session is the card session the credit runs in (authenticated until the
+// session ends).
+func (c *Credit) Session() *Session { return c.s }
+
 // Close closes the session (see Session.Close; the Transaction MAC key
 // is cleared as soon as the proof is checked). Safe on nil and more than
 // once.

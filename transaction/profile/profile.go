@@ -110,6 +110,12 @@ type Profile struct {
 	RandomUID bool `json:"random_uid,omitempty"`
 	UIDKeyNo  byte `json:"uid_key_no,omitempty"`
 
+	// RollForward: after a top-up, a card whose top-up key is older than
+	// the newest version configured gets the newest (ChangeKey of the
+	// session's own key; the cards' key settings let each key change
+	// itself). The new version is recorded before the ChangeKey leaves.
+	RollForward bool `json:"roll_forward,omitempty"`
+
 	// VerifyUID makes every session read GetCardUID over the secure
 	// channel and compare it with the UID the key was diversified from.
 	VerifyUID bool `json:"verify_uid"`
@@ -161,7 +167,7 @@ func FromLayout(l personalize.Layout) Profile {
 		Name: l.Name, AID: l.AID, Auth: auth,
 		MasterKeyNo: l.MasterKeyNo, ReadKeyNo: l.ReadKeyNo, WriteKeyNo: l.WriteKeyNo, TopUpKeyNo: l.TopUpKeyNo,
 		InfoFile: l.InfoFile, UsageLogFile: l.UsageLogFile, ValueFile: l.ValueFile, TopUpLogFile: l.TopUpLogFile,
-		TMACFile: l.TMACFile, HasTMAC: l.HasTMAC, CommitReaderID: l.CommitReaderID, RandomUID: l.UIDKey, UIDKeyNo: l.UIDKeyNo,
+		TMACFile: l.TMACFile, HasTMAC: l.HasTMAC, CommitReaderID: l.CommitReaderID, RandomUID: l.UIDKey, UIDKeyNo: l.UIDKeyNo, RollForward: l.SelfChangeKeys,
 		ValueMode: l.ValueMode, TopUpLogMode: l.TopUpLogMode, UsageLogMode: l.UsageLogMode,
 		LowerLimit: l.LowerLimit, UpperLimit: l.UpperLimit,
 		RecordSize: l.RecordSize, LogRecords: l.LogRecords, InfoFileLen: l.InfoFileLen,
@@ -175,7 +181,7 @@ func (p *Profile) Layout() personalize.Layout {
 		Name: p.Name, AID: p.AID, EV1: p.Auth == AuthEV1,
 		MasterKeyNo: p.MasterKeyNo, ReadKeyNo: p.ReadKeyNo, WriteKeyNo: p.WriteKeyNo, TopUpKeyNo: p.TopUpKeyNo,
 		InfoFile: p.InfoFile, UsageLogFile: p.UsageLogFile, ValueFile: p.ValueFile, TopUpLogFile: p.TopUpLogFile,
-		TMACFile: p.TMACFile, HasTMAC: p.HasTMAC, CommitReaderID: p.CommitReaderID, UIDKey: p.RandomUID, UIDKeyNo: p.UIDKeyNo,
+		TMACFile: p.TMACFile, HasTMAC: p.HasTMAC, CommitReaderID: p.CommitReaderID, UIDKey: p.RandomUID, UIDKeyNo: p.UIDKeyNo, SelfChangeKeys: p.RollForward,
 		ValueMode: p.ValueMode, TopUpLogMode: p.TopUpLogMode, UsageLogMode: p.UsageLogMode,
 		LowerLimit: p.LowerLimit, UpperLimit: p.UpperLimit,
 		RecordSize: p.RecordSize, LogRecords: p.LogRecords, InfoFileLen: p.InfoFileLen,
