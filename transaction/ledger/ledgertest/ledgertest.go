@@ -53,6 +53,7 @@ func Run(t *testing.T, open Opener) {
 		{"Tenants", testTenants},
 		{"RevokeTokens", testRevokeTokens},
 		{"ReaderIDs", testReaderIDs},
+		{"CardKeys", testCardKeys},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -1225,5 +1226,42 @@ func testReaderIDs(t *testing.T, e *env) {
 	plain, _, _ := e.reach(ledger.StatusApplied)
 	if got := e.get(plain.ID); got.ReaderID != nil || got.PrevReaderID != nil {
 		t.Fatalf("top-up without reader IDs reads %X %X", got.ReaderID, got.PrevReaderID)
+	}
+}
+
+// testCardKeys: a key roll-forward is recorded in flight before the
+// ChangeKey leaves and settled by the version the card proves next,
+// whichever it is.
+func testCardKeys(t *testing.T, e *env) {
+	ck, ok := e.l.(ledger.CardKeys)
+	if !ok {
+		t.Fatal("the ledger does not record card keys")
+	}
+	card, now := e.card(), base.Add(time.Minute)
+	if _, err := ck.GetCardKey(e.ctx, card, 0x014499, 3); !errors.Is(err, ledger.ErrNotFound) {
+		t.Fatalf("unknown card key: %v", err)
+	}
+	if _, err := ck.IntendCardKey(e.ctx, card, 0x014499, 3, 1, 1, now); err == nil {
+		t.Fatal("a roll-forward to the held version was accepted")
+	}
+	k, err := ck.IntendCardKey(e.ctx, card, 0x014499, 3, 1, 2, now)
+	if err != nil || k.Version != 1 || k.Pending == nil || *k.Pending != 2 {
+		t.Fatalf("intend: %+v (%v)", k, err)
+	}
+	// The ChangeKey did not land: the card proves version 1.
+	if k, err = ck.ProveCardKey(e.ctx, card, 0x014499, 3, 1, now); err != nil || k.Version != 1 || k.Pending != nil {
+		t.Fatalf("prove the old version: %+v (%v)", k, err)
+	}
+	if _, err = ck.IntendCardKey(e.ctx, card, 0x014499, 3, 1, 2, now); err != nil {
+		t.Fatal(err)
+	}
+	if k, err = ck.ProveCardKey(e.ctx, card, 0x014499, 3, 2, now); err != nil || k.Version != 2 || k.Pending != nil {
+		t.Fatalf("prove the new version: %+v (%v)", k, err)
+	}
+	if k, err = ck.GetCardKey(e.ctx, card, 0x014499, 3); err != nil || k.Version != 2 || !k.UpdatedAt.Equal(now) {
+		t.Fatalf("read back: %+v (%v)", k, err)
+	}
+	if other, err := ck.GetCardKey(e.ctx, card, 0x014499, 2); !errors.Is(err, ledger.ErrNotFound) {
+		t.Fatalf("another key of the card: %+v (%v)", other, err)
 	}
 }
