@@ -18,6 +18,7 @@ import (
 
 	"github.com/desfire-relay/relay/transaction"
 	"github.com/desfire-relay/relay/transaction/ledger"
+	"github.com/desfire-relay/relay/transaction/profile"
 )
 
 //go:embed api/openapi.yaml
@@ -270,7 +271,7 @@ func (s *Server) apiError(w http.ResponseWriter, r *http.Request, err error) {
 	switch {
 	case errors.As(err, &be):
 		writeError(w, be.status, be.code, be.msg)
-	case errors.As(err, &vErr), errors.Is(err, ledger.ErrInvalid):
+	case errors.As(err, &vErr), errors.Is(err, ledger.ErrInvalid), errors.Is(err, profile.ErrUnknownProfile):
 		writeError(w, http.StatusBadRequest, codeInvalid, sanitize(err.Error()))
 	case errors.Is(err, transaction.ErrCurrency):
 		writeError(w, http.StatusBadRequest, codeCurrencyMismatch, sanitize(err.Error()))
@@ -309,7 +310,9 @@ type topUpView struct {
 	// ReaderID and PrevReaderID (hex) are the Transaction MAC Reader IDs
 	// the verified Transaction MAC covers: the one the top-up committed
 	// and the one of the card's previous transaction.
-	ReaderID     string     `json:"reader_id,omitempty"`
+	ReaderID string `json:"reader_id,omitempty"`
+	// Scheme is the card profile the request named.
+	Scheme       string     `json:"requested_profile,omitempty"`
 	PrevReaderID string     `json:"prev_reader_id,omitempty"`
 	CreatedAt    time.Time  `json:"created_at"`
 	UpdatedAt    time.Time  `json:"updated_at"`
@@ -330,6 +333,7 @@ func viewTopUp(t ledger.TopUp) topUpView {
 	if t.TMC != nil && len(t.TMV) > 0 {
 		v.TMAC = &tmacView{Counter: *t.TMC, Value: strings.ToUpper(hex.EncodeToString(t.TMV))}
 	}
+	v.Scheme = t.Scheme
 	if len(t.ReaderID) > 0 {
 		v.ReaderID = strings.ToUpper(hex.EncodeToString(t.ReaderID))
 		v.PrevReaderID = strings.ToUpper(hex.EncodeToString(t.PrevReaderID))
@@ -366,6 +370,8 @@ type createTopUpBody struct {
 	Currency  string `json:"currency"`
 	CardUID   string `json:"card_uid"`
 	Reference string `json:"reference"`
+	// Profile optionally names the card profile (scheme) of the top-up.
+	Profile string `json:"profile"`
 }
 
 func (s *Server) createTopUp(w http.ResponseWriter, r *http.Request) {
@@ -384,7 +390,7 @@ func (s *Server) createTopUp(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	t, tk, created, err := s.o.Service.CreateTopUp(r.Context(), key, ledger.Request{Amount: *body.Amount, Currency: body.Currency,
-		CardUID: body.CardUID, Reference: body.Reference, Tenant: who(r).Tenant})
+		CardUID: body.CardUID, Reference: body.Reference, Scheme: body.Profile, Tenant: who(r).Tenant})
 	if err != nil {
 		s.apiError(w, r, err)
 		return

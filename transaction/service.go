@@ -192,10 +192,18 @@ func (s *Service) CreateTopUp(ctx context.Context, idempotencyKey string, req le
 	if err != nil {
 		return ledger.TopUp{}, nil, false, err
 	}
+	max := s.maxAmount()
+	if norm.Scheme != "" {
+		p, err := s.scheme(norm.Scheme)
+		if err != nil {
+			return ledger.TopUp{}, nil, false, err
+		}
+		max = p.MaxAmount()
+	}
 	if norm.Currency != s.profile.Currency {
 		return ledger.TopUp{}, nil, false, fmt.Errorf("%s, profile %s uses %s: %w", norm.Currency, s.profile.Name, s.profile.Currency, ErrCurrency)
 	}
-	if max := s.maxAmount(); norm.Amount > max {
+	if norm.Amount > max {
 		return ledger.TopUp{}, nil, false, fmt.Errorf("amount %d above %d: %w", norm.Amount, max, ErrAmountLimit)
 	}
 	t, created, err := s.cfg.Ledger.CreateTopUp(ctx, norm, idempotencyKey, s.cfg.Now())
@@ -210,6 +218,16 @@ func (s *Service) CreateTopUp(ctx context.Context, idempotencyKey string, req le
 		}
 	}
 	return t, tk, created, nil
+}
+
+// scheme returns the fleet's profile a top-up request names.
+func (s *Service) scheme(name string) (*profile.Profile, error) {
+	for i := range s.fleet {
+		if s.fleet[i].Name == name {
+			return &s.fleet[i], nil
+		}
+	}
+	return nil, fmt.Errorf("profile %q is not one this server serves: %w", name, profile.ErrUnknownProfile)
 }
 
 // GetTopUp returns a top-up.

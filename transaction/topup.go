@@ -129,6 +129,11 @@ func (s *Service) beforeCommit(ctx context.Context, r *run, bk *books, l lock.Lo
 		}
 	}()
 	bk.profile = r.prof.Name
+	if tu.Scheme != "" && tu.Scheme != r.prof.Name {
+		// The request named the card profile: another card's kind is
+		// refused before anything is written.
+		return tu, fmt.Errorf("the top-up is for %s cards, this card is served by %s: %w", tu.Scheme, r.prof.Name, cardscript.ErrUnknownCard)
+	}
 	if r.prof.HasTMAC && len(uid) > desfire.MaxTMACUIDSize {
 		// The Transaction MAC session vector holds at most 7 UID bytes:
 		// the commit's proof could never be checked.

@@ -169,3 +169,36 @@ func TestMixedPopulation(t *testing.T) {
 		})
 	}
 }
+
+// TestSchemeThroughAPI: POST /v1/topups may name the card profile; an
+// unserved name is invalid_request, a card of another profile is
+// card_unknown with nothing written, a card of the named profile is
+// credited, and the top-up view shows the request's profile.
+func TestSchemeThroughAPI(t *testing.T) {
+	b := testbackend.Backends()[0]
+	ev2, ev1 := profile.AN12113(), profile.AN12113EV1()
+	h := testserver.New(t, b, ev2, testserver.Options{Fleet: []profile.Profile{ev2, ev1}})
+	code, out := h.API("POST", "/v1/topups", "scheme-bad", map[string]any{"amount": 100, "currency": "EUR", "profile": "nope"})
+	if code != 400 || out["error"] == nil {
+		t.Fatalf("unserved profile: %d %v", code, out)
+	}
+	code, out = h.API("POST", "/v1/topups", "scheme-ev1", map[string]any{"amount": 100, "currency": "EUR", "profile": ev1.Name})
+	if code != 201 || out["requested_profile"] != ev1.Name {
+		t.Fatalf("create: %d %v", code, out)
+	}
+	id, tok := out["id"].(string), out["bridge_token"].(string)
+	wrong := h.CardFor(ev2, simcard.Options{UID: []byte{4, 0x38, 0, 0, 0, 0, 1}, Generation: simcard.GenEV3}, 1000)
+	rep, _ := session(t, h, tok, wrong, nil)
+	if v, _ := wrong.Value(ev2.AIDBytes(), ev2.ValueFile); rep == nil || rep.Result.Error == nil || rep.Result.Error.Code != "card_unknown" || h.Status(id) != "failed" || v != 1000 {
+		t.Fatalf("card of another profile: %+v, ledger %s, value %d", rep, h.Status(id), v)
+	}
+	code, out = h.API("POST", "/v1/topups/"+id+"/bridge-tokens", "", nil)
+	if code != 201 && code != 200 {
+		t.Fatalf("new token: %d %v", code, out)
+	}
+	right := h.CardFor(ev1, simcard.Options{UID: []byte{4, 0x38, 0, 0, 0, 0, 2}, Generation: simcard.GenEV1}, 1000)
+	rep, err := session(t, h, out["bridge_token"].(string), right, nil)
+	if v, _ := right.Value(ev1.AIDBytes(), ev1.ValueFile); err != nil || h.Status(id) != "applied" || v != 1100 {
+		t.Fatalf("card of the named profile: %v %+v, ledger %s, value %d", err, rep, h.Status(id), v)
+	}
+}

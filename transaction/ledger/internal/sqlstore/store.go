@@ -59,7 +59,7 @@ func New(db DB, d Dialect, cfg ledger.Config) *Store {
 const topUpCols = `id, idempotency_key, request_hash, amount, currency, card_uid, reference, status,
 	balance_before, balance_after, tmc, tmv, log_ref, attempts, fence,
 	created_at, updated_at, expires_at, applied_at, resolution, resolution_checked, conflict, profile, tenant,
-	reader_id, prev_reader_id`
+	reader_id, prev_reader_id, scheme`
 
 func scanTopUp(r Row) (ledger.TopUp, error) {
 	var (
@@ -73,7 +73,7 @@ func scanTopUp(r Row) (ledger.TopUp, error) {
 	err := r.Scan(&id, &t.IdempotencyKey, &t.RequestHash, &t.Amount, &t.Currency, &t.CardUID, &t.Reference, &status,
 		&t.BalanceBefore, &t.BalanceAfter, &tmc, &t.TMV, &t.LogRef, &attempts, &t.Fence,
 		&created, &updated, &expiresAt, &applied, &t.Resolution, &checked, &t.Conflict, &t.Profile, &t.Tenant,
-		&t.ReaderID, &t.PrevReaderID)
+		&t.ReaderID, &t.PrevReaderID, &t.Scheme)
 	if err != nil {
 		return ledger.TopUp{}, err
 	}
@@ -195,6 +195,13 @@ RETURNING `+topUpCols,
 			ledger.StatusPending.String(), ledger.LogRef(id), at, micros(now.Add(s.cfg.PendingTTL)), req.Tenant))
 		if err == nil {
 			created = true
+			if req.Scheme != "" {
+				// The card profile the request names.
+				if _, err := q.Exec(ctx, `UPDATE topups SET scheme = $1 WHERE id = $2`, req.Scheme, id.String()); err != nil {
+					return fmt.Errorf("record the top-up's card profile: %w", err)
+				}
+				out.Scheme = req.Scheme
+			}
 			return nil
 		}
 		if !errors.Is(err, ErrNoRows) {

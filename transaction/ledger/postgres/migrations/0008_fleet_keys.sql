@@ -17,3 +17,7 @@ CREATE TABLE card_keys (
 	updated_at BIGINT  NOT NULL,
 	PRIMARY KEY (card_uid, aid, key_no)
 );
+
+-- A top-up request may name the card profile (scheme) it is for; a
+-- session then serves only a card of that profile.
+ALTER TABLE topups ADD COLUMN scheme TEXT NOT NULL DEFAULT '';
