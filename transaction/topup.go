@@ -27,6 +27,9 @@ func (s *Service) runTopUp(ctx context.Context, r *run) error {
 	uid, err := s.identify(ctx, r, false)
 	defer func() { r.cs.Close() }() // safe when nil or already closed
 	if err != nil {
+		if tu, gerr := s.cfg.Ledger.GetTopUp(ctx, r.sess.TopUpID); gerr == nil {
+			r.setStatus(tu) // untouched: nothing was started
+		}
 		return err
 	}
 	r.card, r.res.CardUID = uid, uid

@@ -229,7 +229,7 @@ func (h *Harness) Bridge(token string, card *simcard.Card, batch bool) (*bridge.
 	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
 	defer cancel()
 	rep, err := bridge.Run(ctx, bridge.Options{URL: h.WSURL(), Token: token, Name: "test", Version: "1", Platform: "sim", Batch: batch},
-		bridge.Sim{Card: card}, bridge.CardInfo{UID: card.UID()})
+		bridge.Sim{Card: card}, bridge.Sim{Card: card}.Info())
 	if err != nil {
 		return rep, fmt.Errorf("bridge: %w", err)
 	}

@@ -162,10 +162,15 @@ func bcd(b byte) bool { return b>>4 < 10 && b&0x0F < 10 }
 // random ID shows zeros: the bridge must then name a random ID (a 7-byte
 // UID named for it would be the real UID learnt elsewhere, or a lie).
 func checkUID(v *desfire.Version, claimed []byte) error {
+	hidden := bytes.Equal(v.UID, make([]byte, len(v.UID)))
+	if RandomID(claimed) && !hidden {
+		// Only a card with a random ID shows one, and it hides its UID.
+		return fmt.Errorf("the bridge named a random ID, GetVersion shows UID %X: %w", v.UID, desfire.ErrIntegrity)
+	}
 	if len(claimed) != len(v.UID) {
 		return nil
 	}
-	if bytes.Equal(v.UID, make([]byte, len(v.UID))) {
+	if hidden {
 		return fmt.Errorf("GetVersion hides the UID (a random ID), the bridge named %X: %w", claimed, desfire.ErrIntegrity)
 	}
 	if !bytes.Equal(v.UID, claimed) {
