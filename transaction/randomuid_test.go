@@ -259,3 +259,51 @@ func TestRandomUIDLies(t *testing.T) {
 		}
 	})
 }
+
+// randomRetap is a retapBridge for a random-ID card: presented again, the
+// card shows a new random ID, which the bridge names.
+type randomRetap struct {
+	*retapBridge
+	c *simcard.Card
+}
+
+func (b randomRetap) AwaitCard(ctx context.Context, p string) (string, error) {
+	if _, err := b.retapBridge.AwaitCard(ctx, p); err != nil {
+		return "", err
+	}
+	return hex.EncodeToString(b.c.AnticollisionUID()), nil
+}
+
+// TestRandomUIDRetap: a random-ID card lifted at any APDU of its top-up
+// and presented again within the session (showing a new random ID)
+// finishes the same session with exactly one credit, keyed on its real
+// UID.
+func TestRandomUIDRetap(t *testing.T) {
+	e := newRandomEnv(t)
+	ctx := context.Background()
+	cases, retapped := 0, 0
+	for n := 1; ; n++ {
+		real := []byte{4, 0x55, 2, 3, 4, byte(n >> 8), byte(n)}
+		card := testcard.IssueCard(t, e.ev2, e.kp, simcard.Options{UID: real, RandomUID: true, Generation: simcard.GenEV3}, 1000)
+		tu, sess := e.ticket(t, fmt.Sprintf("random-retap-%d", n))
+		card.Tap()
+		tear := &tearAt{t: card, n: n, after: n%2 == 0}
+		b := randomRetap{&retapBridge{tear: tear, card: card, times: 1}, card}
+		res := e.svc.Run(ctx, sess, hex.EncodeToString(card.AnticollisionUID()), b)
+		if tear.seen < n {
+			break
+		}
+		got, _ := e.l.GetTopUp(ctx, tu.ID)
+		v, _ := card.Value(e.ev2.AIDBytes(), e.ev2.ValueFile)
+		recs, _ := card.Records(e.ev2.AIDBytes(), e.ev2.TopUpLogFile)
+		if !res.OK || got.Status != ledger.StatusApplied || got.CardUID != fmt.Sprintf("%X", real) || v != 1100 || len(recs) != 1 {
+			t.Fatalf("tear at APDU %d: %+v, ledger %s card %s, value %d in %d records", n, res, got.Status, got.CardUID, v, len(recs))
+		}
+		cases++
+		retapped += res.Retaps
+	}
+	t.Logf("random-ID EV3: %d tears, %d finished after a re-tap (new random ID) in the same session", cases, retapped)
+	if retapped == 0 {
+		t.Fatal("no re-tap happened")
+	}
+}
