@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/desfire-relay/relay/desfire"
 	"github.com/desfire-relay/relay/desfire/simcard"
 	"github.com/desfire-relay/relay/internal/testcard"
 	"github.com/desfire-relay/relay/transaction"
@@ -51,6 +52,12 @@ func newRIDEnv(t *testing.T, name string, def [16]byte) *ridEnv {
 // the default) and returns the result, the exchanges and the stored
 // top-up.
 func (e *ridEnv) run(t *testing.T, card *simcard.Card, id string, rid [16]byte) (transaction.Result, int, ledger.TopUp) {
+	return e.runOn(t, card, id, rid, true)
+}
+
+// runOn is run on a batching bridge or, with batch false, one APDU per
+// exchange.
+func (e *ridEnv) runOn(t *testing.T, card *simcard.Card, id string, rid [16]byte, batch bool) (transaction.Result, int, ledger.TopUp) {
 	t.Helper()
 	ctx := context.Background()
 	var tk *transaction.Ticket
@@ -69,7 +76,11 @@ func (e *ridEnv) run(t *testing.T, card *simcard.Card, id string, rid [16]byte) 
 	}
 	card.Tap()
 	c := &counting{t: card}
-	res := e.svc.RunWith(ctx, sess, hex.EncodeToString(card.UID()), countingBridge{c}, transaction.RunOptions{ReaderID: rid})
+	var b transaction.Bridge = countingBridge{c}
+	if !batch {
+		b = plainBridge{c}
+	}
+	res := e.svc.RunWith(ctx, sess, hex.EncodeToString(card.UID()), b, transaction.RunOptions{ReaderID: rid})
 	got, _ := e.l.GetTopUp(ctx, tu.ID)
 	return res, c.n, got
 }
@@ -126,26 +137,36 @@ func TestCommitReaderID(t *testing.T) {
 		{"announced-but-disabled", ridProfile(), profile.AN12113(), false},
 	}
 	for _, c := range cases {
-		t.Run(c.name, func(t *testing.T) {
-			e := newRIDEnv(t, c.serve.Name, phone)
-			card := testcard.IssueCard(t, c.card, e.kp, simcard.Options{UID: testUID, Generation: simcard.GenEV3}, 1000)
-			for tap, want := range []int{0, 3} {
-				res, n, got := e.run(t, card, fmt.Sprintf("%s-%d", c.name, tap), [16]byte{})
-				if !res.OK || got.Status != ledger.StatusApplied {
-					t.Fatalf("tap %d: %+v, ledger %s", tap+1, res, got.Status)
-				}
-				if (got.ReaderID != nil) != c.rid {
-					t.Fatalf("tap %d: reader ID %X", tap+1, got.ReaderID)
-				}
-				t.Logf("%s tap %d: %d exchanges", c.name, tap+1, n)
-				if want != 0 && n != want {
-					t.Fatalf("tap %d: %d exchanges, want %d", tap+1, n, want)
-				}
-				if v, _ := card.Value(c.card.AIDBytes(), c.card.ValueFile); v != 1000+100*int32(tap+1) {
-					t.Fatalf("tap %d: card value %d", tap+1, v)
-				}
-			}
-		})
+		for _, batch := range []bool{true, false} {
+			t.Run(fmt.Sprintf("%s/batch=%v", c.name, batch), func(t *testing.T) {
+				e := newRIDEnv(t, c.serve.Name, phone)
+				card := testcard.IssueCard(t, c.card, e.kp, simcard.Options{UID: testUID, Generation: simcard.GenEV3}, 1000)
+				ridTap(t, e, card, c.name, c.card, c.rid, batch)
+			})
+		}
+	}
+}
+
+// ridTap taps card (issued with profile issued) twice on e: both top-ups
+// applied in their own session, with a reader ID when rid; on a batching
+// bridge the second costs 3 exchanges.
+func ridTap(t *testing.T, e *ridEnv, card *simcard.Card, name string, issued profile.Profile, rid, batch bool) {
+	t.Helper()
+	for tap, want := range []int{0, 3} {
+		res, n, got := e.runOn(t, card, fmt.Sprintf("%s-%v-%d", name, batch, tap), [16]byte{}, batch)
+		if !res.OK || got.Status != ledger.StatusApplied {
+			t.Fatalf("tap %d: %+v, ledger %s", tap+1, res, got.Status)
+		}
+		if (got.ReaderID != nil) != rid {
+			t.Fatalf("tap %d: reader ID %X", tap+1, got.ReaderID)
+		}
+		t.Logf("%s batch=%v tap %d: %d exchanges", name, batch, tap+1, n)
+		if batch && want != 0 && n != want {
+			t.Fatalf("tap %d: %d exchanges, want %d", tap+1, n, want)
+		}
+		if v, _ := card.Value(issued.AIDBytes(), issued.ValueFile); v != 1000+100*int32(tap+1) {
+			t.Fatalf("tap %d: card value %d", tap+1, v)
+		}
 	}
 }
 
@@ -192,4 +213,17 @@ func TestCommitReaderIDTear(t *testing.T) {
 			}
 		})
 	}
+}
+
+// plainBridge is a bridge without batching: one APDU per exchange.
+type plainBridge struct{ c *counting }
+
+func (b plainBridge) Transport() desfire.Transport { return plainOnly{b.c} }
+func (plainBridge) Prompt(string, float64)         {}
+
+// plainOnly hides the Batcher of the transport it wraps.
+type plainOnly struct{ t desfire.Transport }
+
+func (p plainOnly) Transmit(ctx context.Context, a []byte) ([]byte, error) {
+	return p.t.Transmit(ctx, a)
 }

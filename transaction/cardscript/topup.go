@@ -160,11 +160,15 @@ func (c *Credit) Stage(ctx context.Context) error {
 	if c.staged == nil {
 		return nil
 	}
-	if err := c.staged.Run(ctx); err != nil {
+	runErr := c.staged.Run(ctx)
+	// Known before the commit leaves: nothing is committed.
+	if err := c.readerIDFit(); err != nil {
+		if runErr != nil {
+			return fmt.Errorf("%w: %w", err, runErr)
+		}
 		return err
 	}
-	// Known before the commit leaves: nothing is committed.
-	return c.readerIDFit()
+	return runErr
 }
 
 // Commit sends the commit and what follows it, and returns what the card
