@@ -227,3 +227,61 @@ type plainOnly struct{ t desfire.Transport }
 func (p plainOnly) Transmit(ctx context.Context, a []byte) ([]byte, error) {
 	return p.t.Transmit(ctx, a)
 }
+
+// TestCommitReaderIDOtherKey: a card whose Transaction MAC file requires
+// CommitReaderID under a key the top-up does not hold (the read key) is
+// never credited: the mismatch is read from the authenticated settings
+// (card_unknown); without batching nothing leaves before it is known, with
+// batching the top-up stays in_doubt and the next tap settles it failed
+// from the card's log.
+func TestCommitReaderIDOtherKey(t *testing.T) {
+	p := profile.AN12113()
+	for _, batch := range []bool{false, true} {
+		t.Run(fmt.Sprintf("batch=%v", batch), func(t *testing.T) {
+			e := newRIDEnv(t, p.Name, rid(1))
+			card := testcard.IssueCard(t, p, e.kp, simcard.Options{UID: testUID, Generation: simcard.GenEV3}, 1000)
+			recreateTMAC(t, card, p, e.kp, p.ReadKeyNo)
+			res, _, got := e.runOn(t, card, "other-key", [16]byte{}, batch)
+			if res.OK || res.Code != transaction.CodeCardUnknown || got.Status == ledger.StatusApplied {
+				t.Fatalf("%+v, ledger %s", res, got.Status)
+			}
+			res, _, got = e.runOn(t, card, "other-key", [16]byte{}, batch)
+			if v, _ := card.Value(p.AIDBytes(), p.ValueFile); res.OK || got.Status == ledger.StatusApplied || v != 1000 {
+				t.Fatalf("next tap: %+v, ledger %s, value %d", res, got.Status, v)
+			}
+			t.Logf("batch=%v: %s, then %s (%s); nothing on the card", batch, res.Code, got.Status, res.Code)
+		})
+	}
+}
+
+// recreateTMAC replaces the card's Transaction MAC file by one (key
+// version 1) whose AppCommitReaderIDKey is ridKey.
+func recreateTMAC(t *testing.T, card *simcard.Card, p profile.Profile, kp keys.Provider, ridKey byte) {
+	t.Helper()
+	ctx := context.Background()
+	c := desfire.NewCard(card)
+	mk, err := kp.CardKey(ctx, keys.Ref{AID: p.AID, KeyNo: p.MasterKeyNo, Version: 1}, card.UID())
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmk, err := kp.CardKey(ctx, keys.Ref{AID: p.AID, Name: keys.TMACName, Version: 1}, card.UID())
+	if err != nil {
+		t.Fatal(err)
+	}
+	card.Tap()
+	steps := []func() error{
+		func() error { return c.SelectApplication(ctx, p.AIDBytes()) },
+		func() error { return c.Authenticate(ctx, desfire.NewAuthEV2First(p.MasterKeyNo, mk, nil)) },
+		func() error { return c.DeleteFile(ctx, p.TMACFile) },
+		func() error {
+			access := desfire.NewAccessRights(p.ReadKeyNo, 0xF, ridKey, p.MasterKeyNo).Bytes()
+			return c.CreateTransactionMACFile(ctx, p.TMACFile, byte(desfire.CommPlain), access, tmk, 1)
+		},
+	}
+	for i, st := range steps {
+		if err := st(); err != nil {
+			t.Fatalf("re-create step %d: %v", i, err)
+		}
+	}
+	card.Tap()
+}

@@ -252,7 +252,8 @@ func (c *Credit) verifyTMAC(ctx context.Context, res *Proof) error {
 }
 
 // readerIDFit compares what this credit did about CommitReaderID with
-// the card's authenticated Transaction MAC file settings:
+// the card's authenticated Transaction MAC file settings: ErrLayout when
+// they require it under another key than the session's,
 // ErrReaderIDRequired when they require it and it was not sent,
 // ErrReaderIDDisabled when it was sent and they disable it, nil otherwise
 // (also when the settings were not read).
@@ -266,6 +267,9 @@ func (c *Credit) readerIDFit() error {
 	}
 	key, required := fs.CommitReaderIDKey()
 	switch {
+	case required && key != c.s.keyNo:
+		// Only a session under that key could commit a reader ID.
+		return fmt.Errorf("the card's Transaction MAC file requires CommitReaderID under key %d, the session holds key %d: %w", key, c.s.keyNo, ErrLayout)
 	case required && c.rid == nil:
 		return ErrReaderIDRequired
 	case key == desfire.AccessNever && c.rid != nil:
