@@ -64,15 +64,14 @@ func population() []kind {
 	}
 }
 
-func session(t *testing.T, h *testserver.Harness, token string, card *simcard.Card, uid []byte) (*bridge.Report, error) {
+// session runs one honest bridge session for card, naming what
+// anticollision shows (a random-ID card's ID of this tap).
+func session(t *testing.T, h *testserver.Harness, token string, card *simcard.Card) (*bridge.Report, error) {
 	t.Helper()
-	// The bridge names what anticollision shows: a random-ID card's ID
-	// of this tap.
-	uid = bridge.Sim{Card: card}.Info().UID
 	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
 	defer cancel()
 	return bridge.Run(ctx, bridge.Options{URL: h.WSURL(), Token: token, Name: "fleet", Version: "1", Platform: "sim", Batch: true},
-		bridge.Sim{Card: card}, bridge.CardInfo{UID: uid})
+		bridge.Sim{Card: card}, bridge.Sim{Card: card}.Info())
 }
 
 // TestMixedPopulation: every kind of card is topped up through the real
@@ -107,7 +106,7 @@ func TestMixedPopulation(t *testing.T) {
 					total := 0
 					for i, want := range []int{k.first, k.known} {
 						id, tok := h.TopUp(fmt.Sprintf("%s-%s-clean-%d", b.Name, k.name, i), 100, "")
-						rep, err := session(t, h, tok, card, uid)
+						rep, err := session(t, h, tok, card)
 						if err != nil || rep.Result.Status != "applied" || h.Status(id) != "applied" {
 							t.Fatalf("tap %d: %v %+v", i+1, err, rep)
 						}
@@ -133,16 +132,16 @@ func TestMixedPopulation(t *testing.T) {
 					// A tear at every APDU of a known card's top-up.
 					retried := 0
 					for at := 1; at <= total; at++ {
-						card, uid := newCard()
+						card, _ := newCard()
 						// Teach the server the card's kind, as a first tap would.
 						_, tok := h.TopUp(fmt.Sprintf("%s-%s-warm-%d", b.Name, k.name, at), 1, "")
-						if rep, err := session(t, h, tok, card, uid); err != nil {
+						if rep, err := session(t, h, tok, card); err != nil {
 							t.Fatalf("warm-up: %v %+v", err, rep)
 						}
 						card.Tap()
 						id, tok := h.TopUp(fmt.Sprintf("%s-%s-tear-%d", b.Name, k.name, at), 250, "")
 						card.RemoveAfter(at - 1)
-						if _, err := session(t, h, tok, card, uid); err == nil {
+						if _, err := session(t, h, tok, card); err == nil {
 							if v := value(card); v != 1251 || h.Status(id) != "applied" {
 								t.Fatalf("tear at %d: success with card %d, ledger %s", at, v, h.Status(id))
 							}
@@ -152,7 +151,7 @@ func TestMixedPopulation(t *testing.T) {
 						card.Tap()
 						code, out := h.API("POST", "/v1/topups/"+id+"/bridge-tokens", "", nil)
 						if tok2, ok := out["bridge_token"].(string); (code == 201 || code == 200) && ok {
-							session(t, h, tok2, card, uid)
+							session(t, h, tok2, card)
 						} else if h.Status(id) != "applied" {
 							t.Fatalf("tear at %d: new token %d %v", at, code, out)
 						}
@@ -188,7 +187,7 @@ func TestSchemeThroughAPI(t *testing.T) {
 	}
 	id, tok := out["id"].(string), out["bridge_token"].(string)
 	wrong := h.CardFor(ev2, simcard.Options{UID: []byte{4, 0x38, 0, 0, 0, 0, 1}, Generation: simcard.GenEV3}, 1000)
-	rep, _ := session(t, h, tok, wrong, nil)
+	rep, _ := session(t, h, tok, wrong)
 	if v, _ := wrong.Value(ev2.AIDBytes(), ev2.ValueFile); rep == nil || rep.Result.Error == nil || rep.Result.Error.Code != "card_unknown" || h.Status(id) != "failed" || v != 1000 {
 		t.Fatalf("card of another profile: %+v, ledger %s, value %d", rep, h.Status(id), v)
 	}
@@ -197,7 +196,7 @@ func TestSchemeThroughAPI(t *testing.T) {
 		t.Fatalf("new token: %d %v", code, out)
 	}
 	right := h.CardFor(ev1, simcard.Options{UID: []byte{4, 0x38, 0, 0, 0, 0, 2}, Generation: simcard.GenEV1}, 1000)
-	rep, err := session(t, h, out["bridge_token"].(string), right, nil)
+	rep, err := session(t, h, out["bridge_token"].(string), right)
 	if v, _ := right.Value(ev1.AIDBytes(), ev1.ValueFile); err != nil || h.Status(id) != "applied" || v != 1100 {
 		t.Fatalf("card of the named profile: %v %+v, ledger %s, value %d", err, rep, h.Status(id), v)
 	}
