@@ -285,3 +285,22 @@ func recreateTMAC(t *testing.T, card *simcard.Card, p profile.Profile, kp keys.P
 	}
 	card.Tap()
 }
+
+// TestCommitReaderIDFree: a Transaction MAC file that enables
+// CommitReaderID with free access (E) does not require it: a profile that
+// does not announce it tops up without, one that does commits the reader
+// ID (accepted, covered by the TMV); both in 3 exchanges.
+func TestCommitReaderIDFree(t *testing.T) {
+	for _, serve := range []profile.Profile{profile.AN12113(), ridProfile()} {
+		t.Run(serve.Name, func(t *testing.T) {
+			e := newRIDEnv(t, serve.Name, rid(7))
+			p := profile.AN12113()
+			card := testcard.IssueCard(t, p, e.kp, simcard.Options{UID: testUID, Generation: simcard.GenEV3}, 1000)
+			recreateTMAC(t, card, p, e.kp, desfire.AccessFree)
+			res, n, got := e.run(t, card, "free", [16]byte{})
+			if !res.OK || got.Status != ledger.StatusApplied || n != 3 || (got.ReaderID != nil) != serve.CommitReaderID {
+				t.Fatalf("%+v, ledger %s, %d exchanges, reader ID %X", res, got.Status, n, got.ReaderID)
+			}
+		})
+	}
+}
