@@ -162,7 +162,7 @@ func Decode(frame []byte) (*Message, error) {
 	}
 	var env envelope
 	if err := json.Unmarshal(frame, &env); err != nil {
-		return nil, fmt.Errorf("bad JSON: %v: %w", err, ErrProtocol)
+		return nil, fmt.Errorf("bad JSON: %w: %w", err, ErrProtocol)
 	}
 	m := &Message{Type: env.Type}
 	var err error
@@ -197,7 +197,7 @@ func Decode(frame []byte) (*Message, error) {
 		err = fmt.Errorf("unknown message type %q", truncate(env.Type))
 	}
 	if err != nil {
-		return nil, fmt.Errorf("%s: %v: %w", typeName(env.Type), err, ErrProtocol)
+		return nil, fmt.Errorf("%s: %w: %w", typeName(env.Type), err, ErrProtocol)
 	}
 	return m, nil
 }

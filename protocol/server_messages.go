@@ -31,7 +31,7 @@ func DecodeServer(frame []byte) (*ServerMessage, error) {
 	}
 	var env envelope
 	if err := json.Unmarshal(frame, &env); err != nil {
-		return nil, fmt.Errorf("bad JSON: %v: %w", err, ErrProtocol)
+		return nil, fmt.Errorf("bad JSON: %w: %w", err, ErrProtocol)
 	}
 	m := &ServerMessage{Type: env.Type}
 	var err error
@@ -55,7 +55,7 @@ func DecodeServer(frame []byte) (*ServerMessage, error) {
 		err = errors.New("missing type")
 	}
 	if err != nil {
-		return nil, fmt.Errorf("%s: %v: %w", typeName(env.Type), err, ErrProtocol)
+		return nil, fmt.Errorf("%s: %w: %w", typeName(env.Type), err, ErrProtocol)
 	}
 	return m, nil
 }

@@ -11,7 +11,7 @@ func TestErrorCodesDocumented(t *testing.T) {
 	codes := []string{codeInvalid, codeUnauthorized, codeNotFound, codeMethod, codeIdempotency, codeNotPayable,
 		codeTooLarge, codeMediaType, codeUnavailable, codeInternal, codeCurrencyMismatch, codeAmountLimit,
 		codeSubprotocolRequired, codeNotResolvable, codeRateLimited, codeDuplicateKey, codeInvalidUTF8,
-		codeUpgradeRequired, codeTokenInQuery, codeBodyTimeout}
+		codeUpgradeRequired, codeTokenInQuery, codeBodyTimeout, codeWebhooksDisabled, codeNotReversible}
 	doc := string(openAPI)
 	for _, c := range codes {
 		if c == codeMethod {

@@ -76,6 +76,10 @@ func NewMetrics() *Metrics {
 // (the load generator) rather than by scraping /metrics.
 func (m *Metrics) Gatherer() prometheus.Gatherer { return m.reg }
 
+// Registerer takes the collectors of other parts of the process (the
+// webhook dispatcher) into the same registry.
+func (m *Metrics) Registerer() prometheus.Registerer { return m.reg }
+
 // LockWait implements transaction.Metrics.
 func (m *Metrics) LockWait(d time.Duration) { m.lockWait.Observe(d.Seconds()) }
 

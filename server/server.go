@@ -31,6 +31,9 @@ func OpenAPI() []byte { return openAPI }
 type Options struct {
 	// Service runs sessions and operator operations.
 	Service *transaction.Service
+	// Outbox, when webhooks are configured, serves the events and
+	// redelivery routes (nil: they answer webhooks_disabled).
+	Outbox ledger.Outbox
 	// APIKeyHashes are the SHA-256 digests (hex) of accepted API keys of
 	// the default tenant (the embedded single-key setup).
 	APIKeyHashes []string
@@ -149,7 +152,7 @@ func (s *Server) AdminHandler() http.Handler { return s.admin }
 func Routes() []string {
 	return []string{
 		"POST /v1/topups", "GET /v1/topups", "GET /v1/topups/{id}", "POST /v1/topups/{id}/bridge-tokens",
-		"POST /v1/topups/{id}/resolve",
+		"POST /v1/topups/{id}/resolve", "POST /v1/topups/{id}/reversal", "GET /v1/topups/{id}/events", "POST /v1/events/{id}/redeliver",
 		"POST /v1/sessions", "GET /v1/sessions/{id}", "GET /v1/cards/{uid}/topups",
 		"GET /v1/sun/{template}", "GET /v1/tags/{uid}",
 		"GET /v1/bridge", "GET /healthz", "GET /readyz",
@@ -168,6 +171,9 @@ func (s *Server) routes() {
 		"GET /v1/topups/{id}":                s.getTopUp,
 		"POST /v1/topups/{id}/resolve":       s.resolveTopUp,
 		"POST /v1/topups/{id}/bridge-tokens": s.topUpToken,
+		"GET /v1/topups/{id}/events":         s.topUpEvents,
+		"POST /v1/topups/{id}/reversal":      s.reverseTopUp,
+		"POST /v1/events/{id}/redeliver":     s.redeliverEvent,
 		"POST /v1/sessions":                  s.createSession,
 		"GET /v1/sessions/{id}":              s.getSession,
 		"GET /v1/cards/{uid}/topups":         s.cardTopUps,
@@ -279,6 +285,8 @@ func (s *Server) apiError(w http.ResponseWriter, r *http.Request, err error) {
 		writeError(w, http.StatusBadRequest, codeAmountLimit, sanitize(err.Error()))
 	case errors.Is(err, ledger.ErrNotFound):
 		writeError(w, http.StatusNotFound, codeNotFound, "not found")
+	case errors.Is(err, ledger.ErrNotReversible):
+		writeError(w, http.StatusConflict, codeNotReversible, sanitize(err.Error()))
 	case errors.Is(err, ledger.ErrIdempotencyConflict):
 		writeError(w, http.StatusConflict, codeIdempotency, "this Idempotency-Key was used with a different request")
 	case errors.Is(err, transaction.ErrNotPayable), errors.Is(err, ledger.ErrInvalidTransition), errors.Is(err, ledger.ErrConflict):
@@ -310,14 +318,18 @@ type topUpView struct {
 	// ReaderID and PrevReaderID (hex) are the Transaction MAC Reader IDs
 	// the verified Transaction MAC covers: the one the top-up committed
 	// and the one of the card's previous transaction.
-	ReaderID string `json:"reader_id,omitempty"`
+	ReaderID     string `json:"reader_id,omitempty"`
+	PrevReaderID string `json:"prev_reader_id,omitempty"`
 	// Scheme is the card profile the request named.
-	Scheme       string     `json:"requested_profile,omitempty"`
-	PrevReaderID string     `json:"prev_reader_id,omitempty"`
-	CreatedAt    time.Time  `json:"created_at"`
-	UpdatedAt    time.Time  `json:"updated_at"`
-	ExpiresAt    time.Time  `json:"expires_at"`
-	AppliedAt    *time.Time `json:"applied_at,omitempty"`
+	Scheme string `json:"requested_profile,omitempty"`
+	// Kind is "credit" or "reversal"; Reverses names the credit a
+	// reversal takes back.
+	Kind      string     `json:"kind"`
+	Reverses  string     `json:"reverses,omitempty"`
+	CreatedAt time.Time  `json:"created_at"`
+	UpdatedAt time.Time  `json:"updated_at"`
+	ExpiresAt time.Time  `json:"expires_at"`
+	AppliedAt *time.Time `json:"applied_at,omitempty"`
 	// Resolution is set when an operator decided the outcome.
 	Resolution *resolutionInfo `json:"resolution,omitempty"`
 	// Ticket fields, on create.
@@ -330,6 +342,13 @@ func viewTopUp(t ledger.TopUp) topUpView {
 	v := topUpView{ID: t.ID.String(), Status: t.Status.String(), Amount: t.Amount, Currency: t.Currency,
 		CardUID: t.CardUID, Reference: t.Reference, BalanceBefore: t.BalanceBefore, BalanceAfter: t.BalanceAfter,
 		Attempts: t.Attempts, Profile: t.Profile, CreatedAt: t.CreatedAt.UTC(), UpdatedAt: t.UpdatedAt.UTC(), ExpiresAt: t.ExpiresAt.UTC(), AppliedAt: t.AppliedAt}
+	v.Kind = string(t.Kind)
+	if v.Kind == "" {
+		v.Kind = string(ledger.TopUpCredit)
+	}
+	if t.Reverses != uuid.Nil {
+		v.Reverses = t.Reverses.String()
+	}
 	if t.TMC != nil && len(t.TMV) > 0 {
 		v.TMAC = &tmacView{Counter: *t.TMC, Value: strings.ToUpper(hex.EncodeToString(t.TMV))}
 	}

@@ -302,7 +302,7 @@ func (s *Service) OpenSession(ctx context.Context, token string) (ledger.Session
 	switch {
 	case errors.Is(err, ledger.ErrTokenUnknown), errors.Is(err, ledger.ErrTokenExpired),
 		errors.Is(err, ledger.ErrTokenUsed), errors.Is(err, ledger.ErrSessionClosed):
-		return ledger.Session{}, fmt.Errorf("%v: %w", err, ErrToken)
+		return ledger.Session{}, fmt.Errorf("%w: %w", err, ErrToken)
 	case err != nil:
 		return ledger.Session{}, err
 	}

@@ -154,10 +154,15 @@ func (s *Service) beforeCommit(ctx context.Context, r *run, bk *books, l lock.Lo
 	}
 	ref := [profile.RefSize]byte{}
 	copy(ref[:], ledger.LogRef(tu.ID))
+	debit := tu.Kind == ledger.TopUpReversal // takes an applied credit back
+	recAmount := int32(tu.Amount)
+	if debit {
+		recAmount = -recAmount
+	}
 	cr, err := cs.SealCredit(ctx, cardscript.CreditParams{
-		UID: uid, TMACKey: tmKey, Amount: int32(tu.Amount),
+		UID: uid, TMACKey: tmKey, Amount: int32(tu.Amount), Debit: debit,
 		ReaderID: r.readerID[:], CommitReaderID: s.commitReaderID(r),
-		Record: profile.LogRecord{Timestamp: uint32(s.cfg.Now().Unix()), Amount: int32(tu.Amount), Ref: ref},
+		Record: profile.LogRecord{Timestamp: uint32(s.cfg.Now().Unix()), Amount: recAmount, Ref: ref},
 	})
 	if err != nil {
 		return tu, err

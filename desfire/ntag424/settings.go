@@ -199,7 +199,7 @@ func ParseChangeFileSettings(d []byte) (FileSettings, error) {
 	gfs := append([]byte{0x00, d[0], d[1], d[2], 0, 0, 0}, d[3:]...)
 	parsed, err := desfire.ParseFileSettings(gfs)
 	if err != nil {
-		return FileSettings{}, fmt.Errorf("change file settings: %v: %w", err, ErrSettings)
+		return FileSettings{}, fmt.Errorf("change file settings: %w: %w", err, ErrSettings)
 	}
 	if parsed.SDM != nil && d[4]>>4 != 0xF {
 		return FileSettings{}, fmt.Errorf("SDM access rights RFU nibble %X: %w", d[4]>>4, ErrSettings)

@@ -93,7 +93,7 @@ func ReadKeyFile(path string) (KeyFile, error) {
 	dec := json.NewDecoder(strings.NewReader(string(raw)))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(&f); err != nil {
-		return KeyFile{}, fmt.Errorf("key file %s: %v: %w", path, err, ErrMalformed)
+		return KeyFile{}, fmt.Errorf("key file %s: %w: %w", path, err, ErrMalformed)
 	}
 	return f, nil
 }
@@ -117,7 +117,7 @@ func NewKeySet(f KeyFile) (*KeySet, error) {
 	for i, e := range f.Keys {
 		aid, err := parseAID(e.AID)
 		if err != nil {
-			return nil, fmt.Errorf("key %d: %v: %w", i, err, ErrMalformed)
+			return nil, fmt.Errorf("key %d: %w: %w", i, err, ErrMalformed)
 		}
 		k, err := hex.DecodeString(e.Key)
 		if err != nil || len(k) != dfcrypto.KeySize {

@@ -28,7 +28,9 @@ const (
 var ErrConfig = errors.New("config")
 
 // Config is every setting of the server. The JSON names are those of the
-// optional config file; Env gives the environment variable of each.
+// optional config file; Env gives the environment variable of each. Each
+// default is stated once, in Default(); the flag help and docs/CONFIG.md
+// (kept equal by TestConfigDocCurrent) print it beside the setting.
 type Config struct {
 	// Mode is "dev" (embedded defaults allowed) or "production".
 	Mode string `json:"mode"`
@@ -72,15 +74,24 @@ type Config struct {
 	TLSKey  string `json:"tls_key"`
 	// TLSProxy states that a TLS-terminating proxy is in front.
 	TLSProxy bool `json:"tls_proxy"`
-	// Timeouts.
+	// ExchangeTimeout bounds one round trip to the bridge.
 	ExchangeTimeout Duration `json:"exchange_timeout"`
-	SessionTimeout  Duration `json:"session_timeout"`
-	TokenTTL        Duration `json:"token_ttl"`
-	TopUpTTL        Duration `json:"topup_ttl"`
+	// SessionTimeout bounds a whole bridge session (re-taps included).
+	SessionTimeout Duration `json:"session_timeout"`
+	// TokenTTL is how long a bridge token stays usable.
+	TokenTTL Duration `json:"token_ttl"`
+	// TopUpTTL is how long a pending top-up, or a failed one reopened,
+	// stays payable before it expires.
+	TopUpTTL Duration `json:"topup_ttl"`
+	// ShutdownTimeout bounds draining open sessions on SIGTERM.
 	ShutdownTimeout Duration `json:"shutdown_timeout"`
-	LockTTL         Duration `json:"lock_ttl"`
+	// LockTTL is the card lock's lease, renewed while a session runs.
+	LockTTL Duration `json:"lock_ttl"`
 	// MaxSessions bounds concurrently open bridge sessions.
 	MaxSessions int `json:"max_sessions"`
+	// WebhooksFile lists the webhook endpoints (mode 0600: it holds their
+	// signing secrets); set, it turns the ledger's outbox on.
+	WebhooksFile string `json:"webhooks_file"`
 	// APIKeysFile lists API keys with their tenants (see APIKeyFile);
 	// relayd reads it again on SIGHUP.
 	APIKeysFile string `json:"api_keys_file"`
@@ -307,6 +318,7 @@ func settings() []setting {
 		}, func(c *Config) string { return strconv.FormatFloat(*p(c), 'g', -1, 64) }))
 	}
 	text("RELAY_API_KEYS_FILE", "api-keys-file", "JSON file of API keys with tenants and expiry (re-read on SIGHUP)", func(c *Config) *string { return &c.APIKeysFile })
+	text("RELAY_WEBHOOKS_FILE", "webhooks-file", "JSON file of webhook endpoints and their secrets, mode 0600 (empty: no webhooks)", func(c *Config) *string { return &c.WebhooksFile })
 	text("RELAY_ADMIN_ADDR", "admin-addr", "private listener for /metrics, /openapi.yaml and pprof (empty: off)", func(c *Config) *string { return &c.AdminAddr })
 	boolean("RELAY_PPROF", "pprof", "serve /debug/pprof/ on the admin listener", func(c *Config) *bool { return &c.Pprof })
 	boolean("RELAY_TLS13_ONLY", "tls13-only", "refuse TLS 1.2 (default: TLS 1.2 with AEAD suites, or 1.3)", func(c *Config) *bool { return &c.TLS13Only })
@@ -340,7 +352,7 @@ func Load(args []string, lookupEnv func(string) (string, bool)) (Config, error) 
 		flagVals[i] = fs.String(s.flag, "", fmt.Sprintf("%s (env %s, default %q)", s.usage, s.env, s.get(&def)))
 	}
 	if err := fs.Parse(args); err != nil {
-		return Config{}, fmt.Errorf("flags: %v: %w", err, ErrConfig)
+		return Config{}, fmt.Errorf("flags: %w: %w", err, ErrConfig)
 	}
 	if fs.NArg() > 0 {
 		return Config{}, fmt.Errorf("unexpected arguments %q: %w", fs.Args(), ErrConfig)
@@ -352,25 +364,25 @@ func Load(args []string, lookupEnv func(string) (string, bool)) (Config, error) 
 	if path != "" {
 		raw, err := os.ReadFile(path)
 		if err != nil {
-			return Config{}, fmt.Errorf("config file: %v: %w", err, ErrConfig)
+			return Config{}, fmt.Errorf("config file: %w: %w", err, ErrConfig)
 		}
 		dec := json.NewDecoder(strings.NewReader(string(raw)))
 		dec.DisallowUnknownFields()
 		if err := dec.Decode(&cfg); err != nil {
-			return Config{}, fmt.Errorf("config file %s: %v: %w", path, err, ErrConfig)
+			return Config{}, fmt.Errorf("config file %s: %w: %w", path, err, ErrConfig)
 		}
 	}
 	for _, s := range all {
 		if v, ok := lookupEnv(s.env); ok && v != "" {
 			if err := s.set(&cfg, v); err != nil {
-				return Config{}, fmt.Errorf("%s=%q: %v: %w", s.env, v, err, ErrConfig)
+				return Config{}, fmt.Errorf("%s=%q: %w: %w", s.env, v, err, ErrConfig)
 			}
 		}
 	}
 	for i, s := range all {
 		if v := *flagVals[i]; v != "" {
 			if err := s.set(&cfg, v); err != nil {
-				return Config{}, fmt.Errorf("-%s=%q: %v: %w", s.flag, v, err, ErrConfig)
+				return Config{}, fmt.Errorf("-%s=%q: %w: %w", s.flag, v, err, ErrConfig)
 			}
 		}
 	}

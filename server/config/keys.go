@@ -39,7 +39,7 @@ const maxKeysFile = 1 << 20
 func LoadAPIKeys(path string) ([]APIKeyEntry, error) {
 	st, err := os.Stat(path)
 	if err != nil {
-		return nil, fmt.Errorf("api keys file: %v: %w", err, ErrConfig)
+		return nil, fmt.Errorf("api keys file: %w: %w", err, ErrConfig)
 	}
 	if st.Mode().Perm()&0o022 != 0 {
 		return nil, fmt.Errorf("api keys file %s is writable by group or others (%v): %w", path, st.Mode().Perm(), ErrConfig)
@@ -49,13 +49,13 @@ func LoadAPIKeys(path string) ([]APIKeyEntry, error) {
 	}
 	raw, err := os.ReadFile(path)
 	if err != nil {
-		return nil, fmt.Errorf("api keys file: %v: %w", err, ErrConfig)
+		return nil, fmt.Errorf("api keys file: %w: %w", err, ErrConfig)
 	}
 	var f APIKeyFile
 	dec := json.NewDecoder(bytes.NewReader(raw))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(&f); err != nil {
-		return nil, fmt.Errorf("api keys file %s: %v: %w", path, err, ErrConfig)
+		return nil, fmt.Errorf("api keys file %s: %w: %w", path, err, ErrConfig)
 	}
 	ids, digests := map[string]bool{}, map[string]bool{}
 	for i, k := range f.Keys {

@@ -114,14 +114,14 @@ func (c *Conn) readFrame() ([]byte, error) {
 		if errors.As(err, &ce) {
 			return nil, fmt.Errorf("bridge closed the socket (%d): %w", ce.Code, ErrClosed)
 		}
-		return nil, fmt.Errorf("read: %v: %w", err, ErrClosed)
+		return nil, fmt.Errorf("read: %w: %w", err, ErrClosed)
 	}
 	if typ != websocket.MessageText {
 		return nil, fmt.Errorf("binary frame: %w", protocol.ErrProtocol)
 	}
 	frame, err := io.ReadAll(io.LimitReader(r, protocol.MaxFrame+1))
 	if err != nil {
-		return nil, fmt.Errorf("read: %v: %w", err, ErrClosed)
+		return nil, fmt.Errorf("read: %w: %w", err, ErrClosed)
 	}
 	if len(frame) > protocol.MaxFrame {
 		return nil, fmt.Errorf("frame larger than %d bytes: %w", protocol.MaxFrame, protocol.ErrProtocol)
@@ -155,7 +155,7 @@ func (c *Conn) Send(ctx context.Context, v any) error {
 	ctx, cancel := context.WithTimeout(ctx, c.exchange)
 	defer cancel()
 	if err := c.ws.Write(ctx, websocket.MessageText, b); err != nil {
-		return fmt.Errorf("write: %v: %w", err, ErrClosed)
+		return fmt.Errorf("write: %w: %w", err, ErrClosed)
 	}
 	return nil
 }
@@ -317,7 +317,7 @@ func (c *Conn) check(id uint64, cmds []desfire.BatchCommand, r *protocol.Respons
 	for i, a := range r.RAPDUs {
 		sw, err := desfire.StatusWord(a)
 		if err != nil {
-			return nil, fmt.Errorf("response %d: %v: %w", i, err, protocol.ErrProtocol)
+			return nil, fmt.Errorf("response %d: %w: %w", i, err, protocol.ErrProtocol)
 		}
 		if !desfire.Expected(cmds[i].Expect, sw) && i != len(r.RAPDUs)-1 {
 			return nil, fmt.Errorf("bridge went on after unexpected status %04X at %d: %w", sw, i, protocol.ErrProtocol)

@@ -61,6 +61,8 @@ type relayd struct {
 	cmd      *exec.Cmd
 	stderr   *os.File
 	starts   int
+	// extra flags for every start.
+	extra []string
 }
 
 func newRelayd(t *testing.T, dbURL, redisURL string) *relayd {
@@ -116,6 +118,7 @@ func (r *relayd) start(prof string) error {
 	r.cmd = exec.Command(r.bin, "-addr", r.addr, "-data-dir", filepath.Join(r.dir, "data"), "-key-file", r.keyFile,
 		"-database-url", r.dbURL, "-redis-url", r.redisURL, "-api-key-hashes", config.HashAPIKey(relaydAPIKey),
 		"-profile", prof, "-lock-ttl", "1s", "-exchange-timeout", "5s", "-session-timeout", "20s", "-log-level", "warn")
+	r.cmd.Args = append(r.cmd.Args, r.extra...)
 	r.cmd.Env = env
 	r.cmd.Stderr = r.stderr
 	if err := r.cmd.Start(); err != nil {

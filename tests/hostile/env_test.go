@@ -154,6 +154,16 @@ type topUp struct {
 	ID     string
 	Token  string
 	Amount int64
+	// reversal: the entry debits Amount (it reverses a credit).
+	reversal bool
+}
+
+// delta is what the entry changes the card's value by.
+func (tu topUp) delta() int32 {
+	if tu.reversal {
+		return -int32(tu.Amount)
+	}
+	return int32(tu.Amount)
 }
 
 var idemSeq atomic.Uint64

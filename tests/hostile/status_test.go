@@ -55,6 +55,9 @@ type sessionKind struct {
 	// applied: the top-up is applied honestly before the session (a
 	// balance lookup on a card with a log record).
 	applied bool
+	// reversal: the entry under test is the reversal of a credit applied
+	// honestly before (a debit of the same amount).
+	reversal bool
 }
 
 var sessionKinds = []sessionKind{
@@ -64,6 +67,7 @@ var sessionKinds = []sessionKind{
 	{name: "topup-retap-tear-after-commit", tear: "after"},
 	{name: "balance-tap-tear-before-commit", tear: "before", balance: true},
 	{name: "balance-tap-tear-after-commit", tear: "after", balance: true},
+	{name: "reversal", reversal: true},
 }
 
 // TestForgedStatus: for every APDU position of every session kind, the
@@ -112,6 +116,9 @@ func (e *env) statusSetup(t *testing.T, k sessionKind) (*simcard.Card, topUp, in
 	const base = 100
 	c := e.card(t, base)
 	tu := e.topUp(t, 250, nil)
+	if k.reversal {
+		return c, e.reversalOf(t, tu, c), base + 250
+	}
 	switch {
 	case k.applied:
 		rep, err := e.honest(t, tu.Token, c)
@@ -218,8 +225,8 @@ func (e *env) forgedCase(t *testing.T, k sessionKind, pos position, sw string) {
 	case n == 0 || status != "applied":
 		statusTally.lostTopUps.Add(1)
 		t.Errorf("not settled: ledger %s, card holds %d credits", status, n)
-	case v != base+int32(tu.Amount):
-		t.Errorf("card value %d, want %d", v, base+int32(tu.Amount))
+	case v != base+tu.delta():
+		t.Errorf("card value %d, want %d", v, base+tu.delta())
 	}
 	count(t)
 }
@@ -246,4 +253,26 @@ func (e *env) settle(t *testing.T, tu topUp, c *simcard.Card) {
 			t.Logf("honest retry from %s: %v", status, err)
 		}
 	}
+}
+
+// reversalOf applies credit honestly on c, then asks for its reversal and
+// returns the reversal entry (with its bridge token) as the entry under
+// test.
+func (e *env) reversalOf(t *testing.T, credit topUp, c *simcard.Card) topUp {
+	t.Helper()
+	rep, err := e.honest(t, credit.Token, c)
+	if err != nil || !rep.Result.OK {
+		t.Fatalf("setup credit: %v %+v", err, rep)
+	}
+	if err := c.Tap(); err != nil {
+		t.Fatal(err)
+	}
+	code, out := e.api(t, "POST", "/v1/topups/"+credit.ID+"/reversal", nil)
+	if code != 201 {
+		t.Fatalf("reversal: HTTP %d %v", code, out)
+	}
+	rv := topUp{Amount: credit.Amount, reversal: true}
+	rv.ID, _ = out["id"].(string)
+	rv.Token, _ = out["bridge_token"].(string)
+	return rv
 }

@@ -21,6 +21,9 @@ type CreditParams struct {
 	// Transaction MAC file).
 	TMACKey TMACKeyFunc
 	Amount  int32
+	// Debit takes Amount off the value file instead of adding it (a
+	// reversal of an applied top-up); the same evidence proves it.
+	Debit bool
 	// Record is written to the top-up log in the same transaction.
 	Record profile.LogRecord
 	// ReaderID is the 16-byte Transaction MAC Reader ID of the reader the
@@ -131,6 +134,9 @@ func (s *Session) SealCredit(ctx context.Context, p CreditParams) (*Credit, erro
 	}
 	c.wrCmd = desfire.WriteRecordCmd(prof.TopUpLogFile, 0, p.Record.Marshal(), prof.TopUpLogMode)
 	c.crCmd = desfire.CreditCmd(prof.ValueFile, p.Amount, prof.ValueMode)
+	if p.Debit {
+		c.crCmd = desfire.DebitCmd(prof.ValueFile, p.Amount, prof.ValueMode)
+	}
 	if c.wr, err = pl.Add(c.wrCmd); err != nil {
 		return nil, fmt.Errorf("%s: %w", c.wrCmd.Name, err)
 	}
@@ -330,11 +336,15 @@ func (c *Credit) balances(res *Proof) error {
 		return err
 	}
 	res.BalanceAfter = &v
+	delta := int64(c.p.Amount)
+	if c.p.Debit {
+		delta = -delta
+	}
 	if res.BalanceBefore == nil {
-		b := v - int64(c.p.Amount)
+		b := v - delta
 		res.BalanceBefore = &b
-	} else if *res.BalanceBefore+int64(c.p.Amount) != v && res.Applied {
-		return fmt.Errorf("%d + %d != %d: %w", *res.BalanceBefore, c.p.Amount, v, ErrBalanceMismatch)
+	} else if *res.BalanceBefore+delta != v && res.Applied {
+		return fmt.Errorf("%d %+d != %d: %w", *res.BalanceBefore, delta, v, ErrBalanceMismatch)
 	}
 	return nil
 }
@@ -349,6 +359,8 @@ type TopUpParams struct {
 	Key     KeyFunc
 	TMACKey TMACKeyFunc
 	Amount  int32
+	// Debit takes Amount off instead (see CreditParams.Debit).
+	Debit bool
 	// Record is written to the top-up log in the same transaction.
 	Record profile.LogRecord
 	Rand   io.Reader
@@ -366,7 +378,7 @@ func TopUp(ctx context.Context, t desfire.Transport, p TopUpParams) (Proof, erro
 	if err != nil {
 		return Proof{}, err
 	}
-	c, err := s.SealCredit(ctx, CreditParams{UID: p.UID, TMACKey: p.TMACKey, Amount: p.Amount, Record: p.Record})
+	c, err := s.SealCredit(ctx, CreditParams{UID: p.UID, TMACKey: p.TMACKey, Amount: p.Amount, Debit: p.Debit, Record: p.Record})
 	if err != nil {
 		return Proof{}, err
 	}

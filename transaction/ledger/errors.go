@@ -20,6 +20,9 @@ var (
 	// ErrConflict: the top-up was not in the expected status any more;
 	// someone else changed it first (compare-and-set lost).
 	ErrConflict = errors.New("ledger: top-up status changed concurrently")
+	// ErrNotReversible: only an applied credit bound to a card can be
+	// reversed.
+	ErrNotReversible = errors.New("ledger: not an applied credit")
 	// ErrStaleFence: a newer fencing token has touched the card, so the
 	// caller's card lock is gone and it must not write.
 	ErrStaleFence = errors.New("ledger: stale fencing token")

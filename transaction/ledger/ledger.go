@@ -19,6 +19,12 @@ type Ledger interface {
 	// top-up and created=false; the same key with a different request
 	// fails with ErrIdempotencyConflict. Bad input fails with ErrInvalid.
 	CreateTopUp(ctx context.Context, req Request, idempotencyKey string, now time.Time) (TopUp, bool, error)
+	// CreateReversal creates, once per credit, a pending entry of kind
+	// TopUpReversal that debits an applied credit's amount back from the
+	// same card; asking again returns the existing one (created=false).
+	// ErrNotFound if tenant does not own the credit, ErrNotReversible if it
+	// is not an applied credit bound to a card.
+	CreateReversal(ctx context.Context, tenant string, original uuid.UUID, now time.Time) (TopUp, bool, error)
 	// GetTopUp returns a top-up or ErrNotFound.
 	GetTopUp(ctx context.Context, id uuid.UUID) (TopUp, error)
 	// ListTopUpsByCard returns a card's top-ups, newest first.
@@ -297,6 +303,10 @@ type Config struct {
 	// PendingTTL is how long a new top-up stays startable before
 	// ExpirePending may expire it. Default 24h.
 	PendingTTL time.Duration
+	// Outbox records an Event (ledger.Outbox) with every state change an
+	// operator hears about, in the change's own transaction; on when
+	// webhooks are configured.
+	Outbox bool
 }
 
 // DefaultPendingTTL is Config.PendingTTL when unset.

@@ -273,7 +273,21 @@ type TopUp struct {
 	// Scheme is the card profile the request named ("": any the fleet
 	// detects).
 	Scheme string
+	// Kind is TopUpCredit, or TopUpReversal for an entry that debits
+	// Reverses' amount back from its card.
+	Kind     TopUpKind
+	Reverses uuid.UUID
 }
+
+// TopUpKind says whether an entry adds value to a card or takes an applied
+// credit back.
+type TopUpKind string
+
+// Entry kinds.
+const (
+	TopUpCredit   TopUpKind = "credit"
+	TopUpReversal TopUpKind = "reversal"
+)
 
 // Attempt is one session's work on one top-up; the rows of a top-up are
 // its audit trail across bridges and retries.

@@ -6,6 +6,7 @@
 package profile
 
 import (
+	"bytes"
 	"encoding/binary"
 	"encoding/json"
 	"errors"
@@ -58,8 +59,6 @@ type Profile struct {
 	Generations []string `json:"generations,omitempty"`
 	// Currency is the ISO 4217 code of the value file's unit.
 	Currency string `json:"currency"`
-	// SystemID is appended to UID ‖ AID in the AN10922 diversification input.
-	SystemID string `json:"system_id"`
 
 	// Key numbers inside the application.
 	MasterKeyNo byte `json:"master_key_no"` // administration only, never used by the server
@@ -95,8 +94,7 @@ type Profile struct {
 	// MaxTopUp bounds one top-up's amount (0 means UpperLimit).
 	MaxTopUp int32 `json:"max_topup"`
 
-	// Log files: record size and number of records.
-	RecordSize  int `json:"record_size"`
+	// Log files: number of records (each record is RecordSize bytes).
 	LogRecords  int `json:"log_records"`
 	InfoFileLen int `json:"info_file_len"`
 
@@ -139,7 +137,6 @@ type TerminalKeys struct {
 func AN12113() Profile {
 	p := FromLayout(personalize.AN12113())
 	p.Currency = "EUR"
-	p.SystemID = "relay"
 	p.MaxTopUp = 50_000
 	p.VerifyUID = true
 	return p
@@ -151,7 +148,7 @@ func AN12113() Profile {
 // the diversified key alone).
 func AN12113EV1() Profile {
 	p, ev2 := FromLayout(personalize.AN12113EV1()), AN12113()
-	p.Currency, p.SystemID, p.MaxTopUp = ev2.Currency, ev2.SystemID, ev2.MaxTopUp
+	p.Currency, p.MaxTopUp = ev2.Currency, ev2.MaxTopUp
 	return p
 }
 
@@ -170,7 +167,7 @@ func FromLayout(l personalize.Layout) Profile {
 		TMACFile: l.TMACFile, HasTMAC: l.HasTMAC, CommitReaderID: l.CommitReaderID, RandomUID: l.UIDKey, UIDKeyNo: l.UIDKeyNo, RollForward: l.SelfChangeKeys,
 		ValueMode: l.ValueMode, TopUpLogMode: l.TopUpLogMode, UsageLogMode: l.UsageLogMode,
 		LowerLimit: l.LowerLimit, UpperLimit: l.UpperLimit,
-		RecordSize: l.RecordSize, LogRecords: l.LogRecords, InfoFileLen: l.InfoFileLen,
+		LogRecords: l.LogRecords, InfoFileLen: l.InfoFileLen,
 	}
 }
 
@@ -184,7 +181,7 @@ func (p *Profile) Layout() personalize.Layout {
 		TMACFile: p.TMACFile, HasTMAC: p.HasTMAC, CommitReaderID: p.CommitReaderID, UIDKey: p.RandomUID, UIDKeyNo: p.UIDKeyNo, SelfChangeKeys: p.RollForward,
 		ValueMode: p.ValueMode, TopUpLogMode: p.TopUpLogMode, UsageLogMode: p.UsageLogMode,
 		LowerLimit: p.LowerLimit, UpperLimit: p.UpperLimit,
-		RecordSize: p.RecordSize, LogRecords: p.LogRecords, InfoFileLen: p.InfoFileLen,
+		RecordSize: RecordSize, LogRecords: p.LogRecords, InfoFileLen: p.InfoFileLen,
 	}
 }
 
@@ -242,12 +239,8 @@ func (p *Profile) Validate() error {
 		return bad("upper limit %d not above lower limit %d", p.UpperLimit, p.LowerLimit)
 	case p.MaxTopUp < 0:
 		return bad("negative max top-up")
-	case p.RecordSize != RecordSize:
-		return bad("record size %d, the top-up log record is %d bytes", p.RecordSize, RecordSize)
 	case p.LogRecords < 2 || p.LogRecords > 64:
 		return bad("log records %d out of 2..64", p.LogRecords)
-	case len(p.SystemID) > 31-7-3:
-		return bad("system identifier longer than %d bytes", 31-7-3)
 	}
 	for _, m := range []desfire.CommMode{p.ValueMode, p.TopUpLogMode, p.UsageLogMode} {
 		if m != desfire.CommPlain && m != desfire.CommMAC && m != desfire.CommFull {
@@ -343,18 +336,43 @@ func Load(path string) (Set, error) {
 	if err != nil {
 		return nil, fmt.Errorf("read profiles: %w", err)
 	}
-	var list []Profile
-	if err := json.Unmarshal(raw, &list); err != nil {
-		return nil, fmt.Errorf("parse profiles %s: %w", path, err)
+	var list []fileEntry
+	dec := json.NewDecoder(bytes.NewReader(raw))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&list); err != nil {
+		return nil, fmt.Errorf("parse profiles %s: %w: %w", path, err, ErrInvalid)
 	}
 	set := DefaultSet()
-	for _, p := range list {
-		if err := p.Validate(); err != nil {
+	for _, e := range list {
+		if err := e.check(); err != nil {
 			return nil, err
 		}
-		set[p.Name] = p
+		if err := e.Validate(); err != nil {
+			return nil, err
+		}
+		set[e.Name] = e.Profile
 	}
 	return set, nil
+}
+
+// fileEntry is one profile as a profiles file holds it. Two settings
+// earlier files carried are accepted only where they agree with the one
+// place they now live: the log record size is fixed (RecordSize), and the
+// diversification system identifier is the key file's `system_id`.
+type fileEntry struct {
+	Profile
+	RecordSize *int    `json:"record_size,omitempty"`
+	SystemID   *string `json:"system_id,omitempty"`
+}
+
+func (e fileEntry) check() error {
+	switch {
+	case e.RecordSize != nil && *e.RecordSize != RecordSize:
+		return fmt.Errorf("profile %q: record size %d, the top-up log record is %d bytes: %w", e.Name, *e.RecordSize, RecordSize, ErrInvalid)
+	case e.SystemID != nil:
+		return fmt.Errorf("profile %q: system_id belongs in the key file (its system_id is the one diversification uses): %w", e.Name, ErrInvalid)
+	}
+	return nil
 }
 
 // RecordSize is the size of one top-up log record.

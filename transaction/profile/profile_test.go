@@ -26,19 +26,17 @@ func TestDefaultsValid(t *testing.T) {
 
 func TestValidateRejects(t *testing.T) {
 	cases := map[string]func(*Profile){
-		"no name":        func(p *Profile) { p.Name = "" },
-		"aid zero":       func(p *Profile) { p.AID = 0 },
-		"aid too big":    func(p *Profile) { p.AID = 0x1000000 },
-		"auth":           func(p *Profile) { p.Auth = "des" },
-		"currency":       func(p *Profile) { p.Currency = "eur" },
-		"tmac on ev1":    func(p *Profile) { p.Auth = AuthEV1 },
-		"limits":         func(p *Profile) { p.UpperLimit = p.LowerLimit },
-		"record size":    func(p *Profile) { p.RecordSize = 32 },
-		"key number":     func(p *Profile) { p.TopUpKeyNo = 14 },
-		"master as top":  func(p *Profile) { p.TopUpKeyNo = p.MasterKeyNo },
-		"comm mode":      func(p *Profile) { p.ValueMode = 2 },
-		"log records":    func(p *Profile) { p.LogRecords = 1 },
-		"long system id": func(p *Profile) { p.SystemID = "0123456789abcdefghijklmn" },
+		"no name":       func(p *Profile) { p.Name = "" },
+		"aid zero":      func(p *Profile) { p.AID = 0 },
+		"aid too big":   func(p *Profile) { p.AID = 0x1000000 },
+		"auth":          func(p *Profile) { p.Auth = "des" },
+		"currency":      func(p *Profile) { p.Currency = "eur" },
+		"tmac on ev1":   func(p *Profile) { p.Auth = AuthEV1 },
+		"limits":        func(p *Profile) { p.UpperLimit = p.LowerLimit },
+		"key number":    func(p *Profile) { p.TopUpKeyNo = 14 },
+		"master as top": func(p *Profile) { p.TopUpKeyNo = p.MasterKeyNo },
+		"comm mode":     func(p *Profile) { p.ValueMode = 2 },
+		"log records":   func(p *Profile) { p.LogRecords = 1 },
 	}
 	for name, mutate := range cases {
 		t.Run(name, func(t *testing.T) {
@@ -89,6 +87,28 @@ func TestLoad(t *testing.T) {
 	os.WriteFile(bad, []byte(`[{"name":"x","aid":0}]`), 0o600)
 	if _, err := Load(bad); !errors.Is(err, ErrInvalid) {
 		t.Fatalf("bad profile: %v", err)
+	}
+}
+
+// TestLoadOneSourceOfTruth: the record size is a constant and the
+// diversification system identifier lives in the key file, so a profiles
+// file that says otherwise, or misspells a setting, is refused instead of
+// being silently ignored.
+func TestLoadOneSourceOfTruth(t *testing.T) {
+	base := `"name":"metro","aid":1193046,"auth":"ev2","currency":"USD","upper_limit":5000,"topup_key_no":3,"log_records":10,"has_tmac":true,"value_mode":3,"topup_log_mode":3`
+	for _, c := range []struct{ name, extra, want string }{
+		{"record size", `,"record_size":32`, "record size 32"},
+		{"system id", `,"system_id":"metro"`, "system_id belongs in the key file"},
+		{"misspelt", `,"log_record":10`, "unknown field"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			f := filepath.Join(t.TempDir(), "p.json")
+			os.WriteFile(f, []byte(`[{`+base+c.extra+`}]`), 0o600)
+			_, err := Load(f)
+			if !errors.Is(err, ErrInvalid) || !strings.Contains(err.Error(), c.want) {
+				t.Fatalf("Load = %v, want ErrInvalid mentioning %q", err, c.want)
+			}
+		})
 	}
 }
 

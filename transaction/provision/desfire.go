@@ -431,13 +431,13 @@ func (e *Env) fileCmds(ctx context.Context, p profile.Profile, req IssueRequest,
 			return desfire.CreateBackupDataFileCmd(desfire.DataFile{FileNo: p.InfoFile, CommSett: byte(desfire.CommFull), Access: info, Size: uint32(p.InfoFileLen)}, mode)
 		}, info, info2},
 		{p.UsageLogFile, "usage log", p.UsageLogMode, func() (*desfire.Command, error) {
-			return desfire.CreateCyclicRecordFileCmd(desfire.RecordFile{FileNo: p.UsageLogFile, CommSett: byte(p.UsageLogMode), Access: usage, RecordSize: uint32(p.RecordSize), MaxRecords: uint32(p.LogRecords)}, mode)
+			return desfire.CreateCyclicRecordFileCmd(desfire.RecordFile{FileNo: p.UsageLogFile, CommSett: byte(p.UsageLogMode), Access: usage, RecordSize: profile.RecordSize, MaxRecords: uint32(p.LogRecords)}, mode)
 		}, usage, usage2},
 		{p.ValueFile, "value file", p.ValueMode, func() (*desfire.Command, error) {
 			return desfire.CreateValueFileCmd(desfire.ValueFile{FileNo: p.ValueFile, CommSett: byte(p.ValueMode), Access: value, Lower: p.LowerLimit, Upper: p.UpperLimit, Value: req.Initial}, mode)
 		}, value, value2},
 		{p.TopUpLogFile, "top-up log", p.TopUpLogMode, func() (*desfire.Command, error) {
-			return desfire.CreateCyclicRecordFileCmd(desfire.RecordFile{FileNo: p.TopUpLogFile, CommSett: byte(p.TopUpLogMode), Access: topup, RecordSize: uint32(p.RecordSize), MaxRecords: uint32(p.LogRecords)}, mode)
+			return desfire.CreateCyclicRecordFileCmd(desfire.RecordFile{FileNo: p.TopUpLogFile, CommSett: byte(p.TopUpLogMode), Access: topup, RecordSize: profile.RecordSize, MaxRecords: uint32(p.LogRecords)}, mode)
 		}, topup, topup2},
 	}
 	if p.HasTMAC {

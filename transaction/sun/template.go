@@ -240,7 +240,7 @@ func ParseTemplates(raw []byte) ([]Template, error) {
 	dec := json.NewDecoder(strings.NewReader(string(raw)))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(&f); err != nil {
-		return nil, fmt.Errorf("templates: %v: %w", err, ErrTemplate)
+		return nil, fmt.Errorf("templates: %w: %w", err, ErrTemplate)
 	}
 	names := map[string]bool{}
 	for i := range f.Templates {

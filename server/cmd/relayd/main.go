@@ -26,6 +26,7 @@ import (
 
 	"github.com/desfire-relay/relay/server"
 	"github.com/desfire-relay/relay/server/config"
+	"github.com/desfire-relay/relay/server/webhook"
 	"github.com/desfire-relay/relay/transaction"
 	"github.com/desfire-relay/relay/transaction/keys"
 	"github.com/desfire-relay/relay/transaction/ledger"
@@ -93,6 +94,10 @@ func run(args []string) error {
 	wg.Add(2)
 	go func() { defer wg.Done(); app.housekeeping(ctx, log) }()
 	go func() { defer wg.Done(); app.reloadOnHUP(ctx, cfg, log) }()
+	if app.hooks != nil {
+		wg.Add(1)
+		go func() { defer wg.Done(); app.hooks.Run(ctx) }()
+	}
 
 	select {
 	case err := <-serveErr:
@@ -147,6 +152,8 @@ type app struct {
 	hashes []string // the default tenant's key digests (config or dev key)
 	svc    *transaction.Service
 	ledger ledger.Ledger
+	// hooks delivers the outbox to webhook endpoints (nil: none).
+	hooks  *webhook.Dispatcher
 	closer []func()
 }
 
@@ -202,7 +209,13 @@ func build(ctx context.Context, cfg config.Config, log *zap.Logger) (*app, error
 		return nil, fmt.Errorf("%s: %w", cfg.KeyFile, keys.ErrDevKeys)
 	}
 
-	lcfg := ledger.Config{PendingTTL: cfg.TopUpTTL.D()}
+	var hooks []webhook.Endpoint
+	if cfg.WebhooksFile != "" {
+		if hooks, err = webhook.Load(cfg.WebhooksFile); err != nil {
+			return nil, err
+		}
+	}
+	lcfg := ledger.Config{PendingTTL: cfg.TopUpTTL.D(), Outbox: len(hooks) > 0}
 	if cfg.DatabaseURL != "" {
 		a.ledger, err = postgres.Open(ctx, cfg.DatabaseURL, lcfg)
 	} else {
@@ -257,8 +270,19 @@ func build(ctx context.Context, cfg config.Config, log *zap.Logger) (*app, error
 		a.close()
 		return nil, err
 	}
+	var outbox ledger.Outbox
+	if len(hooks) > 0 {
+		outbox, _ = a.ledger.(ledger.Outbox)
+		a.hooks, err = webhook.New(webhook.Config{Endpoints: hooks, Outbox: outbox, TopUp: a.ledger.GetTopUp,
+			Log: log.Named("webhook"), Registerer: metrics.Registerer()})
+		if err != nil {
+			a.close()
+			return nil, err
+		}
+		log.Info("webhooks on", zap.Int("endpoints", len(hooks)))
+	}
 	a.srv = server.New(server.Options{
-		Service: a.svc, APIKeys: apiKeys, ExchangeTimeout: cfg.ExchangeTimeout.D(),
+		Service: a.svc, Outbox: outbox, APIKeys: apiKeys, ExchangeTimeout: cfg.ExchangeTimeout.D(),
 		SessionTimeout: cfg.SessionTimeout.D(), MaxSessions: cfg.MaxSessions, Ready: ready, Log: log, Metrics: metrics,
 		SUN: sunOpts,
 		Limits: server.Limits{BodyTimeout: cfg.BodyTimeout.D(), AddrRate: cfg.AddrRate, AddrBurst: burst(cfg.AddrRate),

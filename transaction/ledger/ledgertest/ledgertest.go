@@ -54,6 +54,8 @@ func Run(t *testing.T, open Opener) {
 		{"RevokeTokens", testRevokeTokens},
 		{"ReaderIDs", testReaderIDs},
 		{"CardKeys", testCardKeys},
+		{"Reversal", testReversal},
+		{"ReversalConcurrent", testReversalConcurrent},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

@@ -39,6 +39,7 @@ const MaxTxAttempts = 5
 var dialect = sqlstore.Dialect{
 	// NO KEY: keys never change, so foreign-key checks need not wait.
 	ForUpdate:     " FOR NO KEY UPDATE",
+	SkipLocked:    " FOR UPDATE SKIP LOCKED",
 	MigrationLock: fmt.Sprintf("SELECT pg_advisory_xact_lock(%d)", migrationLockKey),
 }
 

@@ -37,7 +37,9 @@ func withSearchPath(t testing.TB, dsn, schema string) string {
 
 // open gives each test a fresh, uniquely named schema, migrated by Open
 // and dropped when the test ends.
-func open(t testing.TB) ledger.Ledger {
+func open(t testing.TB) ledger.Ledger { return openConfig(t, ledger.Config{}) }
+
+func openConfig(t testing.TB, cfg ledger.Config) ledger.Ledger {
 	t.Helper()
 	ctx := context.Background()
 	dsn := testenv.DatabaseURL(t)
@@ -59,7 +61,7 @@ func open(t testing.TB) ledger.Ledger {
 			t.Errorf("drop schema %s: %v", schema, err)
 		}
 	})
-	l, err := postgres.Open(ctx, withSearchPath(t, dsn, schema), ledger.Config{})
+	l, err := postgres.Open(ctx, withSearchPath(t, dsn, schema), cfg)
 	if err != nil {
 		t.Fatalf("open: %v", err)
 	}

@@ -13,9 +13,11 @@ import (
 	"github.com/desfire-relay/relay/transaction/ledger/sqlite"
 )
 
-func open(t testing.TB) ledger.Ledger {
+func open(t testing.TB) ledger.Ledger { return openConfig(t, ledger.Config{}) }
+
+func openConfig(t testing.TB, cfg ledger.Config) ledger.Ledger {
 	t.Helper()
-	l, err := sqlite.Open(context.Background(), filepath.Join(t.TempDir(), "ledger.db"), ledger.Config{})
+	l, err := sqlite.Open(context.Background(), filepath.Join(t.TempDir(), "ledger.db"), cfg)
 	if err != nil {
 		t.Fatalf("open: %v", err)
 	}

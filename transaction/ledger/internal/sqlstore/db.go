@@ -50,7 +50,20 @@ type Dialect struct {
 	// (" FOR UPDATE" in PostgreSQL; empty where a transaction already
 	// excludes other writers).
 	ForUpdate string
+	// SkipLocked is appended to a SELECT of work items that concurrent
+	// claimers share (" FOR UPDATE SKIP LOCKED" in PostgreSQL; empty where
+	// one writer excludes the others).
+	SkipLocked string
 	// MigrationLock, if set, runs first in the migration transaction so
 	// that processes starting together migrate one at a time.
 	MigrationLock string
+}
+
+// SkipLockedOf is SkipLocked restricted to the rows of one table alias of
+// a join.
+func (d Dialect) SkipLockedOf(alias string) string {
+	if d.SkipLocked == "" {
+		return ""
+	}
+	return " FOR UPDATE OF " + alias + " SKIP LOCKED"
 }

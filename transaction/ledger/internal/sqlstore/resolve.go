@@ -62,7 +62,7 @@ RETURNING `+topUpCols, r.Outcome.String(), now, applied, r.TopUpID.String(), r.F
 VALUES ($1, $2, $3, $4, $5, $6, $7)`, id.String(), r.TopUpID.String(), r.Actor, r.From.String(), r.Outcome.String(), r.Reason, now); err != nil {
 			return fmt.Errorf("record resolution: %w", err)
 		}
-		return nil
+		return s.recordEvent(ctx, q, ledger.EventResolved, out.Tenant, out.ID, uuid.Nil, r.Outcome.String(), now)
 	})
 	if err != nil {
 		return ledger.TopUp{}, fmt.Errorf("resolve %s → %s: %w", r.From, r.Outcome, err)

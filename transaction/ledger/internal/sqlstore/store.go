@@ -58,7 +58,7 @@ func New(db DB, d Dialect, cfg ledger.Config) *Store {
 
 const topUpCols = `id, idempotency_key, request_hash, amount, currency, card_uid, reference, status,
 	balance_before, balance_after, tmc, tmv, log_ref, attempts, fence,
-	created_at, updated_at, expires_at, applied_at, resolution, resolution_checked, conflict, profile, tenant,
+	created_at, updated_at, expires_at, applied_at, resolution, resolution_checked, conflict, profile, tenant, kind, reverses,
 	reader_id, prev_reader_id, scheme`
 
 func scanTopUp(r Row) (ledger.TopUp, error) {
@@ -69,10 +69,11 @@ func scanTopUp(r Row) (ledger.TopUp, error) {
 		attempts                    int64
 		created, updated, expiresAt int64
 		checked                     int64
+		kind, reverses              string
 	)
 	err := r.Scan(&id, &t.IdempotencyKey, &t.RequestHash, &t.Amount, &t.Currency, &t.CardUID, &t.Reference, &status,
 		&t.BalanceBefore, &t.BalanceAfter, &tmc, &t.TMV, &t.LogRef, &attempts, &t.Fence,
-		&created, &updated, &expiresAt, &applied, &t.Resolution, &checked, &t.Conflict, &t.Profile, &t.Tenant,
+		&created, &updated, &expiresAt, &applied, &t.Resolution, &checked, &t.Conflict, &t.Profile, &t.Tenant, &kind, &reverses,
 		&t.ReaderID, &t.PrevReaderID, &t.Scheme)
 	if err != nil {
 		return ledger.TopUp{}, err
@@ -102,6 +103,12 @@ func scanTopUp(r Row) (ledger.TopUp, error) {
 	}
 	t.Attempts = int(attempts)
 	t.ResolutionChecked = checked != 0
+	t.Kind = ledger.TopUpKind(kind)
+	if reverses != "" {
+		if t.Reverses, err = uuid.Parse(reverses); err != nil {
+			return ledger.TopUp{}, fmt.Errorf("stored top-up %s: reverses %q: %w", id, reverses, err)
+		}
+	}
 	t.CreatedAt, t.UpdatedAt, t.ExpiresAt = fromMicros(created), fromMicros(updated), fromMicros(expiresAt)
 	t.AppliedAt = fromMicrosPtr(applied)
 	return t, nil
@@ -435,7 +442,7 @@ RETURNING `+topUpCols,
 		if err != nil {
 			return fmt.Errorf("update top-up %s: %w", cur.ID, err)
 		}
-		return nil
+		return s.recordEvent(ctx, q, ledger.EventForStatus(t.To), out.Tenant, out.ID, t.SessionID, t.To.String(), now)
 	})
 	if err != nil {
 		return ledger.TopUp{}, fmt.Errorf("transition %s → %s: %w", t.From, t.To, err)
@@ -449,12 +456,47 @@ func (s *Store) ExpirePending(ctx context.Context, now time.Time) (int, error) {
 		return 0, err
 	}
 	at := micros(now)
-	n, err := s.db.Exec(ctx, `UPDATE topups SET status = $1, updated_at = $2 WHERE status = $3 AND expires_at <= $4`,
-		ledger.StatusExpired.String(), at, ledger.StatusPending.String(), at)
-	if err != nil {
-		return 0, fmt.Errorf("expire pending top-ups: %w", err)
+	if !s.cfg.Outbox {
+		n, err := s.db.Exec(ctx, `UPDATE topups SET status = $1, updated_at = $2 WHERE status = $3 AND expires_at <= $4`,
+			ledger.StatusExpired.String(), at, ledger.StatusPending.String(), at)
+		if err != nil {
+			return 0, fmt.Errorf("expire pending top-ups: %w", err)
+		}
+		return int(n), nil
 	}
-	return int(n), nil
+	var moved int
+	err := s.db.InTx(ctx, func(q Querier) error {
+		rows, err := q.Query(ctx, `UPDATE topups SET status = $1, updated_at = $2 WHERE status = $3 AND expires_at <= $4
+RETURNING id, tenant`, ledger.StatusExpired.String(), at, ledger.StatusPending.String(), at)
+		if err != nil {
+			return fmt.Errorf("expire pending top-ups: %w", err)
+		}
+		type expired struct{ id, tenant string }
+		var list []expired
+		for rows.Next() {
+			var e expired
+			if err := rows.Scan(&e.id, &e.tenant); err != nil {
+				rows.Close()
+				return fmt.Errorf("expire pending top-ups: %w", err)
+			}
+			list = append(list, e)
+		}
+		if err := errors.Join(rows.Err(), rows.Close()); err != nil {
+			return fmt.Errorf("expire pending top-ups: %w", err)
+		}
+		for _, e := range list {
+			id, err := uuid.Parse(e.id)
+			if err != nil {
+				return fmt.Errorf("stored top-up id %q: %w", e.id, err)
+			}
+			if err := s.recordEvent(ctx, q, ledger.EventExpired, e.tenant, id, uuid.Nil, ledger.StatusExpired.String(), at); err != nil {
+				return err
+			}
+		}
+		moved = len(list)
+		return nil
+	})
+	return moved, err
 }
 
 const sessionCols = `id, kind, topup_id, status, outcome, created_at, ended_at, tenant`
@@ -742,7 +784,7 @@ RETURNING `+sessionCols,
 		if err != nil {
 			return fmt.Errorf("finish session %s: %w", id, err)
 		}
-		return nil
+		return s.recordEvent(ctx, q, ledger.EventSession, out.Tenant, out.TopUpID, out.ID, status.String(), micros(now))
 	})
 	if err != nil {
 		return ledger.Session{}, err
