@@ -128,6 +128,20 @@ func (f *FileSettings) Mode() CommMode {
 	return CommPlain
 }
 
+// CommitReaderIDKey is what a Transaction MAC file's ReadWrite access
+// right says of CommitReaderID (the AppCommitReaderIDKey, MF2DLHX0
+// section 8.2.3.6): a key number (0..13) means the command is enabled
+// under that key and every transaction must commit a reader ID before
+// CommitTransaction (required); AccessFree: enabled with free access, not
+// required; AccessNever: disabled. Other file types answer AccessNever.
+func (f *FileSettings) CommitReaderIDKey() (key byte, required bool) {
+	if f.Type != FileTransactionMAC {
+		return AccessNever, false
+	}
+	k := f.Access.ReadWrite()
+	return k, k < AccessFree
+}
+
 // LimitedCreditEnabled reports the value file's limited credit flag.
 func (f *FileSettings) LimitedCreditEnabled() bool { return f.ValueFlags&0x01 != 0 }
 

@@ -29,6 +29,8 @@ func TestParseFileSettings(t *testing.T) {
 		{name: "linear record", in: "03 00 1032 100000 0A0000 020000", want: "linear record plain access 3210 rec 16 max 10 cur 2"},
 		{name: "cyclic record, reserved mode 2 is plain", in: "04 02 1032 200000 050000 050000", want: "cyclic record plain access 3210 rec 32 max 5 cur 5"},
 		{name: "transaction MAC", in: "05 00 F01F 02 01", want: "transaction MAC plain access 1FF0 key 02 v1 limit -"},
+		{name: "transaction MAC, CommitReaderID under key 3", in: "05 00 30 1F 02 00", want: "transaction MAC plain access 1F30 key 02 v0 limit - rid 3 true"},
+		{name: "transaction MAC, CommitReaderID free", in: "05 00 E0 1F 02 02", want: "transaction MAC plain access 1FE0 key 02 v2 limit - rid 14 false"},
 		{name: "transaction MAC with TMC limit", in: "05 20 F01F 02 44 78563412", want: "transaction MAC plain access 1FF0 key 02 v68 limit 305419896"},
 		{name: "unknown type", in: "06 00 1234 000000", err: ErrParameter},
 		{name: "empty", in: "", err: ErrShortResponse},
@@ -61,6 +63,9 @@ func TestParseFileSettings(t *testing.T) {
 				got += fmt.Sprintf(" rec %d max %d cur %d", fs.RecordSize, fs.MaxRecords, fs.CurrentRecords)
 			case FileTransactionMAC:
 				got += fmt.Sprintf(" key %02X v%d limit %s", fs.TMKeyOption, fs.TMKeyVersion, fmtPtr(fs.TMCLimit))
+				if k, req := fs.CommitReaderIDKey(); k != AccessNever {
+					got += fmt.Sprintf(" rid %d %v", k, req)
+				}
 			}
 			if len(fs.AdditionalAccess) > 0 {
 				got += " add ["

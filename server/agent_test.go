@@ -330,3 +330,29 @@ func TestAgentModeTopUpAndReversal(t *testing.T) {
 		t.Errorf("unknown top-up: %d %v", code, out)
 	}
 }
+
+// TestAgentReaderIDCommitted: a top-up on a registered reader commits the
+// reader's own DESFire reader ID (CommitReaderID) on a card that requires
+// it, not the server's default.
+func TestAgentReaderIDCommitted(t *testing.T) {
+	h := testserver.New(t, testbackend.Backends()[0], profile.AN12113(), testserver.Options{})
+	cred := registerReader(t, h, "kiosk-rid") // desfire_reader_id 00112233445566778899AABBCCDDEEFF
+	issued := profile.AN12113()
+	issued.CommitReaderID = true
+	card := h.CardFor(issued, simcard.Options{UID: cardUID}, 100)
+	reports := deskAgent(t, agentURL(h.HTTP.URL), cred, card)
+	waitFor(t, "the reader online", online(h, "kiosk-rid"))
+	id, _ := h.TopUp("kiosk-rid-topup", 50, "")
+	code, out := h.API("POST", "/v1/sessions", "", map[string]any{"kind": "topup", "topup_id": id, "reader_id": "kiosk-rid"})
+	if code != http.StatusCreated {
+		t.Fatalf("session: %d %v", code, out)
+	}
+	sessionOutcome(t, h, out["session_id"].(string))
+	if rep := <-reports; rep == nil || !rep.Result.OK {
+		t.Fatalf("agent's report: %+v", rep)
+	}
+	code, tu := h.API("GET", "/v1/topups/"+id, "", nil)
+	if code != 200 || tu["status"] != "applied" || tu["reader_id"] != "00112233445566778899AABBCCDDEEFF" {
+		t.Fatalf("top-up on the reader: %d %v", code, tu)
+	}
+}

@@ -230,14 +230,15 @@ func (s *Server) serveSession(ctx context.Context, conn *relay.Conn, sess ledger
 		}
 	}
 	sb := &sessionBridge{conn: conn, batch: hello.HasFeature(protocol.FeatureBatch), ctx: ctx}
+	var opts transaction.RunOptions
 	if len(readerID) == 16 {
-		sb.readerID = (*[16]byte)(readerID)
+		opts.ReaderID = [16]byte(readerID) // CommitReaderID on this reader
 	}
 	var b transaction.Bridge = sb
 	if hello.HasFeature(protocol.FeatureRetap) {
 		b = &retapBridge{sessionBridge: sb, wait: s.o.RetapWait}
 	}
-	res := s.o.Service.Run(ctx, sess, fmt.Sprintf("%X", []byte(card.UID)), b)
+	res := s.o.Service.RunWith(ctx, sess, fmt.Sprintf("%X", []byte(card.UID)), b, opts)
 	s.metrics.exchanges.Observe(float64(res.Exchanges))
 	if f := conn.Fault(); f != nil {
 		code, reason := closeFor(f)
@@ -295,24 +296,9 @@ func codeFor(err error) string {
 
 // sessionBridge adapts a relay.Conn to transaction.Bridge.
 type sessionBridge struct {
-	conn     *relay.Conn
-	batch    bool
-	ctx      context.Context
-	readerID *[16]byte // the registered reader's DESFire reader ID, if any
-}
-
-var (
-	_ transaction.ReaderIdentifier = (*sessionBridge)(nil)
-	_ transaction.ReaderIdentifier = (*retapBridge)(nil)
-)
-
-// DESFireReaderID implements transaction.ReaderIdentifier: the hook that
-// gives a session on a registered reader that reader's CommitReaderID.
-func (b *sessionBridge) DESFireReaderID() ([16]byte, bool) {
-	if b.readerID == nil {
-		return [16]byte{}, false
-	}
-	return *b.readerID, true
+	conn  *relay.Conn
+	batch bool
+	ctx   context.Context
 }
 
 func (b *sessionBridge) Transport() desfire.Transport {

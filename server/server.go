@@ -19,6 +19,7 @@ import (
 
 	"github.com/desfire-relay/relay/transaction"
 	"github.com/desfire-relay/relay/transaction/ledger"
+	"github.com/desfire-relay/relay/transaction/profile"
 )
 
 //go:embed api/openapi.yaml
@@ -314,7 +315,7 @@ func (s *Server) apiError(w http.ResponseWriter, r *http.Request, err error) {
 		writeError(w, be.status, be.code, be.msg)
 	case errors.As(err, &vErr):
 		writeError(w, http.StatusBadRequest, codeInvalid, sanitize(vErr.Field+": "+vErr.Reason))
-	case errors.Is(err, ledger.ErrInvalid):
+	case errors.Is(err, ledger.ErrInvalid), errors.Is(err, profile.ErrUnknownProfile):
 		writeError(w, http.StatusBadRequest, codeInvalid, publicError(err))
 	case errors.Is(err, transaction.ErrCurrency):
 		writeError(w, http.StatusBadRequest, codeCurrencyMismatch, publicError(err))
@@ -356,6 +357,13 @@ type topUpView struct {
 	Attempts      int       `json:"attempts"`
 	// Profile is the card profile the last session used (mixed fleets).
 	Profile string `json:"profile,omitempty"`
+	// ReaderID and PrevReaderID (hex) are the Transaction MAC Reader IDs
+	// the verified Transaction MAC covers: the one the top-up committed
+	// and the one of the card's previous transaction.
+	ReaderID     string `json:"reader_id,omitempty"`
+	PrevReaderID string `json:"prev_reader_id,omitempty"`
+	// Scheme is the card profile the request named.
+	Scheme string `json:"requested_profile,omitempty"`
 	// Kind is "credit" or "reversal"; Reverses names the credit a
 	// reversal takes back.
 	Kind      string     `json:"kind"`
@@ -387,6 +395,11 @@ func viewTopUp(t ledger.TopUp) topUpView {
 	}
 	if t.TMC != nil && len(t.TMV) > 0 {
 		v.TMAC = &tmacView{Counter: *t.TMC, Value: strings.ToUpper(hex.EncodeToString(t.TMV))}
+	}
+	v.Scheme = t.Scheme
+	if len(t.ReaderID) > 0 {
+		v.ReaderID = strings.ToUpper(hex.EncodeToString(t.ReaderID))
+		v.PrevReaderID = strings.ToUpper(hex.EncodeToString(t.PrevReaderID))
 	}
 	if t.Resolution != "" {
 		v.Resolution = &resolutionInfo{Kind: t.Resolution, CardChecked: t.ResolutionChecked, Conflict: t.Conflict}
@@ -420,6 +433,8 @@ type createTopUpBody struct {
 	Currency  string `json:"currency"`
 	CardUID   string `json:"card_uid"`
 	Reference string `json:"reference"`
+	// Profile optionally names the card profile (scheme) of the top-up.
+	Profile string `json:"profile"`
 }
 
 func (s *Server) createTopUp(w http.ResponseWriter, r *http.Request) {
@@ -438,7 +453,7 @@ func (s *Server) createTopUp(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	t, tk, created, err := s.o.Service.CreateTopUp(r.Context(), key, ledger.Request{Amount: *body.Amount, Currency: body.Currency,
-		CardUID: body.CardUID, Reference: body.Reference, Tenant: who(r).Tenant})
+		CardUID: body.CardUID, Reference: body.Reference, Scheme: body.Profile, Tenant: who(r).Tenant})
 	if err != nil {
 		s.apiError(w, r, err)
 		return

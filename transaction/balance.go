@@ -3,15 +3,14 @@ package transaction
 import (
 	"context"
 	"encoding/hex"
-
-	"github.com/desfire-relay/relay/transaction/ledger"
 )
 
 // runBalance is one balance lookup: lock the card, authenticate with the
 // read key, read the value and both logs, and settle the card's
 // unresolved top-ups from the top-up log exactly as a top-up does.
 func (s *Service) runBalance(ctx context.Context, r *run) error {
-	uid, err := ledger.NormalizeCardUID(r.claimed)
+	uid, err := s.identify(ctx, r, true)
+	defer func() { r.cs.Close() }() // safe when nil or closed
 	if err != nil {
 		return err
 	}
@@ -23,12 +22,12 @@ func (s *Service) runBalance(ctx context.Context, r *run) error {
 	defer release(l)
 	uidBytes, _ := hex.DecodeString(uid)
 	r.bridge.Prompt("Hold the card still", 0.3)
-	cs, err := s.startCard(ctx, r, uidBytes, true)
-	if cs != nil {
+	cs := r.cs // a random-ID card's session, opened to learn its UID
+	if cs == nil {
+		if cs, err = s.startCard(ctx, r, uidBytes, true); err != nil {
+			return err
+		}
 		defer cs.Close() // clears the session keys
-	}
-	if err != nil {
-		return err
 	}
 	r.res.Currency = r.prof.Currency
 	out, err := cs.ReadBalance(ctx)

@@ -75,6 +75,7 @@ func (b *books) markApplied(ctx context.Context, tu ledger.TopUp, p cardscript.P
 	return b.move(ctx, tu, ledger.StatusApplied, func(x *ledger.Transition) {
 		x.BalanceBefore, x.BalanceAfter, x.TMC, x.TMV = p.BalanceBefore, p.BalanceAfter, p.TMC, p.TMV
 		x.Finish = done
+		x.ReaderID, x.PrevReaderID = p.ReaderID, p.PrevReaderID
 		if p.TMC != nil {
 			x.App = app
 		}

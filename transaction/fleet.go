@@ -2,7 +2,10 @@ package transaction
 
 import (
 	"context"
+	"encoding/hex"
 	"sync"
+
+	"github.com/desfire-relay/relay/transaction/ledger"
 
 	"github.com/desfire-relay/relay/transaction/cardscript"
 )
@@ -40,7 +43,9 @@ func (g *guesses) put(uid string, i int) {
 
 // candidates are the fleet's profiles with the key a session of this kind
 // authenticates with (the top-up key, or the read key of a balance
-// lookup), diversified for uid.
+// lookup), diversified for uid; a profile of random-ID cards
+// authenticates first with its UID key and then with that key,
+// diversified from the real UID the card shows.
 func (s *Service) candidates(uid []byte, balance bool) []cardscript.Candidate {
 	out := make([]cardscript.Candidate, len(s.fleet))
 	for i := range s.fleet {
@@ -50,8 +55,47 @@ func (s *Service) candidates(uid []byte, balance bool) []cardscript.Candidate {
 			keyNo = p.ReadKeyNo
 		}
 		out[i] = cardscript.Candidate{Profile: p, KeyNo: keyNo, Key: s.keyFunc(p, uid)}
+		if p.RandomUID {
+			out[i].KeyNo, out[i].NextKeyNo = p.UIDKeyNo, keyNo
+			out[i].NextKey = func(real []byte) cardscript.KeyFunc { return s.keyFunc(p, real) }
+		}
 	}
 	return out
+}
+
+// randomProfile is the index of the fleet's first profile of random-ID
+// cards, or -1.
+func (s *Service) randomProfile() int {
+	for i := range s.fleet {
+		if s.fleet[i].RandomUID {
+			return i
+		}
+	}
+	return -1
+}
+
+// identify names the card the session serves: the UID the bridge named,
+// or, when it names a random ID and the fleet has profiles for random-ID
+// cards, the real UID the card shows with GetCardUID under its UID key.
+// That takes the card's first exchanges before the card lock (nothing is
+// written; locks, ledger and history then key on the real UID), and the
+// session it opened (r.cs) serves the rest.
+func (s *Service) identify(ctx context.Context, r *run, balance bool) (string, error) {
+	uid, err := ledger.NormalizeCardUID(r.claimed)
+	if err != nil {
+		return "", err
+	}
+	raw, _ := hex.DecodeString(uid)
+	if !cardscript.RandomID(raw) || s.randomProfile() < 0 {
+		return uid, nil
+	}
+	if r.cs, err = s.startCard(ctx, r, raw, balance); err != nil {
+		return "", err
+	}
+	if r.realUID == nil {
+		return uid, nil // GetVersion showed a fixed UID: not a random ID after all
+	}
+	return ledger.NormalizeCardUID(hex.EncodeToString(r.realUID))
 }
 
 // maxAmount is the largest top-up every profile of the fleet allows (a
@@ -72,12 +116,18 @@ func (s *Service) maxAmount() int64 {
 // r.
 func (s *Service) startCard(ctx context.Context, r *run, uid []byte, balance bool) (*cardscript.Session, error) {
 	cands := s.candidates(uid, balance)
-	cs, d, err := cardscript.StartDetect(ctx, r.t, uid, cands, s.seen.get(r.card), s.cfg.Rand)
+	guess := s.seen.get(r.card)
+	if cardscript.RandomID(uid) && s.randomProfile() >= 0 {
+		guess = s.randomProfile() // a random ID is new at every tap
+	}
+	cs, d, err := cardscript.StartDetect(ctx, r.t, uid, cands, guess, s.cfg.Rand)
 	if err != nil {
 		return nil, err
 	}
-	r.prof = cands[d.Profile].Profile
+	r.prof, r.realUID = cands[d.Profile].Profile, d.UID
 	r.res.Profile = r.prof.Name
-	s.seen.put(r.card, d.Profile)
+	if d.UID == nil {
+		s.seen.put(r.card, d.Profile)
+	}
 	return cs, nil
 }

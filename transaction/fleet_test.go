@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"testing"
 	"time"
@@ -259,4 +260,47 @@ func TestFleetLies(t *testing.T) {
 		}
 		t.Logf("another card's UID named: refused (%s)", res.Code)
 	})
+}
+
+// TestTopUpScheme: a top-up request may name the card profile; the
+// session then refuses a card of another profile (card_unknown, nothing
+// written, the top-up free for the right card) and serves one of that
+// profile. A name the server does not serve is refused at create.
+func TestTopUpScheme(t *testing.T) {
+	f := newFleet(t, "an12113-ev2", "an12113-ev1")
+	ctx := context.Background()
+	ev2, ev1 := f.set["an12113-ev2"], f.set["an12113-ev1"]
+	if _, _, _, err := f.svc.CreateTopUp(ctx, "scheme-unknown", ledger.Request{Amount: 100, Currency: "EUR", Scheme: "transit-ev3"}); !errors.Is(err, profile.ErrUnknownProfile) {
+		t.Fatalf("unserved profile named: %v", err)
+	}
+	tu, tk, _, err := f.svc.CreateTopUp(ctx, "scheme-ev1", ledger.Request{Amount: 100, Currency: "EUR", Scheme: ev1.Name})
+	if err != nil || tu.Scheme != ev1.Name {
+		t.Fatalf("create: %+v (%v)", tu, err)
+	}
+	if _, _, _, err := f.svc.CreateTopUp(ctx, "scheme-ev1", ledger.Request{Amount: 100, Currency: "EUR"}); !errors.Is(err, ledger.ErrIdempotencyConflict) {
+		t.Fatalf("same key without the profile: %v", err)
+	}
+	run := func(card *simcard.Card, tk *transaction.Ticket) (transaction.Result, ledger.TopUp) {
+		sess, err := f.svc.OpenSession(ctx, tk.Token)
+		if err != nil {
+			t.Fatal(err)
+		}
+		card.Tap()
+		res := f.svc.Run(ctx, sess, hex.EncodeToString(card.UID()), countingBridge{&counting{t: card}})
+		got, _ := f.l.GetTopUp(ctx, tu.ID)
+		return res, got
+	}
+	wrong := testcard.IssueCard(t, ev2, f.kp, simcard.Options{UID: []byte{4, 0x40, 2, 3, 4, 5, 1}, Generation: simcard.GenEV3}, 1000)
+	res, got := run(wrong, tk)
+	if v, _ := wrong.Value(ev2.AIDBytes(), ev2.ValueFile); res.OK || res.Code != transaction.CodeCardUnknown || got.Status != ledger.StatusFailed || got.CardUID != "" || v != 1000 {
+		t.Fatalf("card of another profile: %+v, ledger %s bound to %q, value %d", res, got.Status, got.CardUID, v)
+	}
+	right := testcard.IssueCard(t, ev1, f.kp, simcard.Options{UID: []byte{4, 0x40, 2, 3, 4, 5, 2}, Generation: simcard.GenEV1}, 1000)
+	if tk, err = f.svc.TopUpTicket(ctx, tu.ID); err != nil {
+		t.Fatal(err)
+	}
+	res, got = run(right, tk)
+	if v, _ := right.Value(ev1.AIDBytes(), ev1.ValueFile); !res.OK || got.Status != ledger.StatusApplied || got.Profile != ev1.Name || v != 1100 {
+		t.Fatalf("card of the named profile: %+v, ledger %s profile %s, value %d", res, got.Status, got.Profile, v)
+	}
 }

@@ -36,15 +36,6 @@ const (
 // in a log or a file is recognisable.
 const AgentCredentialPrefix = "dra_"
 
-// ReaderIdentifier is implemented by the Bridge of a session that runs on
-// a registered reader with a 16-byte DESFire reader ID. It is the hook for
-// CommitReaderID: a top-up on such a bridge uses this ID instead of the
-// server's configured default (see the per-session ReaderID of the top-up
-// script).
-type ReaderIdentifier interface {
-	DESFireReaderID() (id [16]byte, ok bool)
-}
-
 // NewReader is an operator's registration of a reader.
 type NewReader struct {
 	ID              string

@@ -2,6 +2,7 @@ package transaction
 
 import (
 	"context"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -33,10 +34,23 @@ type Retapper interface {
 	AwaitCard(ctx context.Context, prompt string) (string, error)
 }
 
+// RunOptions are what a session knows of the bridge beyond its card.
+type RunOptions struct {
+	// ReaderID is the 16-byte Transaction MAC Reader ID of the reader the
+	// card sits on (a registered kiosk or desk reader), committed with
+	// CommitReaderID on cards that require it. Zero: Config.DefaultReaderID.
+	ReaderID [16]byte
+}
+
 // Run performs one session (a top-up or a balance lookup) for the card the
 // bridge claims to hold, and records its outcome. It never panics on card
 // or bridge input and always returns a Result.
 func (s *Service) Run(ctx context.Context, sess ledger.Session, claimedUID string, b Bridge) Result {
+	return s.RunWith(ctx, sess, claimedUID, b, RunOptions{})
+}
+
+// RunWith is Run with what the session knows of its reader.
+func (s *Service) RunWith(ctx context.Context, sess ledger.Session, claimedUID string, b Bridge, opts RunOptions) Result {
 	res := Result{Kind: sess.Kind.String(), Currency: s.profile.Currency}
 	log := s.cfg.Log.With(zap.String("session", sess.ID.String()), zap.String("card", MaskUID(claimedUID)))
 	if sess.Kind == ledger.KindTopUp {
@@ -48,8 +62,24 @@ func (s *Service) Run(ctx context.Context, sess ledger.Session, claimedUID strin
 	if _, ok := ct.t.(desfire.Batcher); ok {
 		t = countingBatcher{ct}
 	}
-	r := &run{sess: sess, claimed: claimedUID, bridge: b, t: t, res: &res, log: log}
+	rid := opts.ReaderID
+	if rid == ([16]byte{}) {
+		rid = s.cfg.DefaultReaderID
+	}
+	r := &run{sess: sess, claimed: claimedUID, bridge: b, t: t, res: &res, log: log, readerID: rid}
 	err := s.runKind(ctx, r)
+	if need, ok := readerIDNeed(err); ok && r.card != "" {
+		// The card's authenticated Transaction MAC file settings require
+		// CommitReaderID where its profile did not announce it (or disable
+		// it where the profile did): the card refused the transaction.
+		// Once more, the card's way: its log settles the refused attempt
+		// first.
+		s.readerIDs.put(r.card, need)
+		log.Info("card's CommitReaderID setting differs from its profile; running the top-up again", zap.Bool("reader_id", need == readerIDOn))
+		*r = run{sess: sess, claimed: claimedUID, bridge: b, t: t, res: &res, log: log, readerID: rid}
+		res.Status, res.Balance, res.Records, res.Code = "", nil, nil, ""
+		err = s.runKind(ctx, r)
+	}
 	// A card lifted too early is asked for again, within the session's
 	// deadline: the session settles its own in_doubt from the card's log
 	// (or runs again what provably never reached the card) and finishes.
@@ -67,7 +97,7 @@ func (s *Service) Run(ctx context.Context, sess ledger.Session, claimedUID strin
 		}
 		res.Retaps++
 		log.Info("card presented again", zap.Int("retap", res.Retaps))
-		*r = run{sess: sess, claimed: uid, bridge: b, t: t, res: &res, log: log}
+		*r = run{sess: sess, claimed: uid, bridge: b, t: t, res: &res, log: log, readerID: rid}
 		res.Status, res.Balance, res.Records, res.Code = "", nil, nil, ""
 		err = s.runKind(ctx, r)
 	}
@@ -87,11 +117,37 @@ func (s *Service) Run(ctx context.Context, sess ledger.Session, claimedUID strin
 	return res
 }
 
-// sameCard compares two UIDs as bridges name them.
+// What the service remembers of a card's CommitReaderID setting.
+const (
+	readerIDOn  = 1
+	readerIDOff = 2
+)
+
+// readerIDNeed reads a credit's CommitReaderID mismatch: what the card
+// needs, and whether err was one.
+func readerIDNeed(err error) (int, bool) {
+	switch {
+	case errors.Is(err, cardscript.ErrReaderIDRequired):
+		return readerIDOn, true
+	case errors.Is(err, cardscript.ErrReaderIDDisabled):
+		return readerIDOff, true
+	}
+	return 0, false
+}
+
+// sameCard compares two UIDs as bridges name them. A card with a random
+// ID shows a new one at every tap: two random IDs may be the same card
+// (the session proves its real UID again, and the top-up's binding
+// refuses any other).
 func sameCard(a, b string) bool {
 	na, errA := ledger.NormalizeCardUID(a)
 	nb, errB := ledger.NormalizeCardUID(b)
-	return errA == nil && errB == nil && na == nb
+	if errA != nil || errB != nil {
+		return false
+	}
+	ra, _ := hex.DecodeString(na)
+	rb, _ := hex.DecodeString(nb)
+	return na == nb || cardscript.RandomID(ra) && cardscript.RandomID(rb)
 }
 
 // runKind runs the session's card work once, for the card r names.
@@ -127,6 +183,13 @@ type run struct {
 	// finished: the session's outcome was recorded with the top-up's
 	// last transition (Transition.Finish).
 	finished bool
+	// readerID is the Transaction MAC Reader ID the session commits on
+	// cards that require CommitReaderID.
+	readerID [16]byte
+	// cs is the card session identify opened for a random-ID card, and
+	// realUID the UID that card showed under its UID key.
+	cs      *cardscript.Session
+	realUID []byte
 }
 
 // setStatus reports the top-up's status as the ledger now has it.

@@ -75,6 +75,11 @@ type Config struct {
 	// it left the field (bridges implementing Retapper only; default 3,
 	// negative: never). The session deadline bounds the waiting.
 	MaxRetaps int
+	// DefaultReaderID is the 16-byte Transaction MAC Reader ID a top-up
+	// commits (CommitReaderID) on cards that require one, when the session
+	// names none (RunOptions.ReaderID): the reader ID of phones
+	// (relayd -reader-id / RELAY_READER_ID). Zero is a valid ID.
+	DefaultReaderID [16]byte
 	// Now is the clock (default time.Now).
 	Now func() time.Time
 	// Rand is the randomness for tokens and card challenges (default
@@ -92,6 +97,9 @@ type Service struct {
 	profile profile.Profile   // the fleet's first: currency and limits of new top-ups
 	fleet   []profile.Profile // every profile served, detected per card
 	seen    *guesses          // the profile each card last used, the first guess
+	// readerIDs remembers the cards whose Transaction MAC file required
+	// CommitReaderID although their profile does not say so.
+	readerIDs *guesses
 }
 
 // New checks cfg and returns a Service.
@@ -127,7 +135,7 @@ func New(cfg Config) (*Service, error) {
 	if cfg.Log == nil {
 		cfg.Log = zap.NewNop()
 	}
-	return &Service{cfg: cfg, profile: fleet[0], fleet: fleet, seen: newGuesses(guessesMax)}, nil
+	return &Service{cfg: cfg, profile: fleet[0], fleet: fleet, seen: newGuesses(guessesMax), readerIDs: newGuesses(guessesMax)}, nil
 }
 
 // loadFleet resolves and validates the profiles the service serves.
@@ -184,10 +192,18 @@ func (s *Service) CreateTopUp(ctx context.Context, idempotencyKey string, req le
 	if err != nil {
 		return ledger.TopUp{}, nil, false, err
 	}
+	max := s.maxAmount()
+	if norm.Scheme != "" {
+		p, err := s.scheme(norm.Scheme)
+		if err != nil {
+			return ledger.TopUp{}, nil, false, err
+		}
+		max = p.MaxAmount()
+	}
 	if norm.Currency != s.profile.Currency {
 		return ledger.TopUp{}, nil, false, fmt.Errorf("%s, profile %s uses %s: %w", norm.Currency, s.profile.Name, s.profile.Currency, ErrCurrency)
 	}
-	if max := s.maxAmount(); norm.Amount > max {
+	if norm.Amount > max {
 		return ledger.TopUp{}, nil, false, fmt.Errorf("amount %d above %d: %w", norm.Amount, max, ErrAmountLimit)
 	}
 	if norm.CardUID != "" {
@@ -218,6 +234,16 @@ func (s *Service) CreateTopUp(ctx context.Context, idempotencyKey string, req le
 		}
 	}
 	return t, tk, created, nil
+}
+
+// scheme returns the fleet's profile a top-up request names.
+func (s *Service) scheme(name string) (*profile.Profile, error) {
+	for i := range s.fleet {
+		if s.fleet[i].Name == name {
+			return &s.fleet[i], nil
+		}
+	}
+	return nil, fmt.Errorf("profile %q is not one this server serves: %w", name, profile.ErrUnknownProfile)
 }
 
 // GetTopUp returns a top-up.

@@ -20,10 +20,16 @@ import (
 // runTopUp is one top-up session, in the order it happens: lock the card,
 // take the top-up, find the card's profile and authenticate, settle what
 // earlier sessions left unresolved on this card from its log, seal the
-// credit, record in_doubt, send the commit, record what the card proved.
+// credit, record in_doubt, send the commit, record what the card proved,
+// and roll the card's key forward where its profile says so. A random-ID
+// card is identified (its real UID read) before the lock.
 func (s *Service) runTopUp(ctx context.Context, r *run) error {
-	uid, err := ledger.NormalizeCardUID(r.claimed)
+	uid, err := s.identify(ctx, r, false)
+	defer func() { r.cs.Close() }() // safe when nil or already closed
 	if err != nil {
+		if tu, gerr := s.cfg.Ledger.GetTopUp(ctx, r.sess.TopUpID); gerr == nil {
+			r.setStatus(tu) // untouched: nothing was started
+		}
 		return err
 	}
 	r.card, r.res.CardUID = uid, uid
@@ -111,6 +117,8 @@ func (s *Service) runTopUp(ctx context.Context, r *run) error {
 	r.setStatus(applied)
 	r.finished = true
 	r.res.Balance = proof.BalanceAfter
+	// The top-up stands; a key roll-forward may follow.
+	s.rollForward(ctx, r, r.credit.Session())
 	r.bridge.Prompt("Done", 1)
 	return nil
 }
@@ -126,9 +134,12 @@ func (s *Service) beforeCommit(ctx context.Context, r *run, bk *books, l lock.Lo
 	// The first exchange shows the card's kind and the profile that
 	// serves it; every later transition records that profile.
 	r.bridge.Prompt("Hold the card still", 0.2)
-	cs, err := s.startCard(ctx, r, uid, false)
-	if err != nil {
-		return tu, err
+	cs := r.cs // a random-ID card's session, opened to learn its UID
+	if cs == nil {
+		var err error
+		if cs, err = s.startCard(ctx, r, uid, false); err != nil {
+			return tu, err
+		}
 	}
 	defer func() {
 		if r.credit == nil {
@@ -145,6 +156,11 @@ func (s *Service) beforeCommit(ctx context.Context, r *run, bk *books, l lock.Lo
 	// its credits reversed.
 	if r.blocked && tu.Kind != ledger.TopUpReversal {
 		return tu, fmt.Errorf("card %s is on the hot list: %w", MaskUID(bk.card), ErrCardBlocked)
+	}
+	if tu.Scheme != "" && tu.Scheme != r.prof.Name {
+		// The request named the card profile: another card's kind is
+		// refused before anything is written.
+		return tu, fmt.Errorf("the top-up is for %s cards, this card is served by %s: %w", tu.Scheme, r.prof.Name, cardscript.ErrUnknownCard)
 	}
 	if r.prof.HasTMAC && len(uid) > desfire.MaxTMACUIDSize {
 		// The Transaction MAC session vector holds at most 7 UID bytes:
@@ -170,6 +186,7 @@ func (s *Service) beforeCommit(ctx context.Context, r *run, bk *books, l lock.Lo
 	}
 	cr, err := cs.SealCredit(ctx, cardscript.CreditParams{
 		UID: uid, TMACKey: tmKey, Amount: int32(tu.Amount), Debit: debit,
+		ReaderID: r.readerID[:], CommitReaderID: s.commitReaderID(r),
 		Record: profile.LogRecord{Timestamp: uint32(s.cfg.Now().Unix()), Amount: recAmount, Ref: ref},
 	})
 	if err != nil {
@@ -339,6 +356,19 @@ func (s *Service) tmacKeys(ctx context.Context, p *profile.Profile, uid []byte) 
 		}
 		return append([]byte(nil), k...), nil
 	}, wipe, nil
+}
+
+// commitReaderID decides whether the credit sends CommitReaderID: as the
+// card last showed in its authenticated Transaction MAC file settings,
+// else as its profile says.
+func (s *Service) commitReaderID(r *run) bool {
+	switch s.readerIDs.get(r.card) {
+	case readerIDOn:
+		return true
+	case readerIDOff:
+		return false
+	}
+	return r.prof.CommitReaderID
 }
 
 func containsID(ts []ledger.TopUp, id uuid.UUID) bool {

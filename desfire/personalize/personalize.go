@@ -33,6 +33,20 @@ type Layout struct {
 	// File numbers; HasTMAC says the Transaction MAC file exists.
 	InfoFile, UsageLogFile, ValueFile, TopUpLogFile, TMACFile byte
 	HasTMAC                                                   bool
+	// CommitReaderID makes the Transaction MAC file require CommitReaderID
+	// under the top-up key in every transaction (its ReadWrite access
+	// right, the AppCommitReaderIDKey, names TopUpKeyNo).
+	CommitReaderID bool
+	// UIDKey, for cards with a random ID: key UIDKeyNo (the spare key,
+	// 1..4) is written too. It is the same on every card (not diversified)
+	// and no file names it; it only lets a reader authenticate to read
+	// the real UID with GetCardUID.
+	UIDKey   bool
+	UIDKeyNo byte
+	// SelfChangeKeys sets the application's ChangeKey access to E (each
+	// key changes itself, KeySett1 EB) once its keys are written, so a
+	// session holding a key can roll it forward to a newer version.
+	SelfChangeKeys bool
 	// Comm modes of the value file and the two logs.
 	ValueMode, TopUpLogMode, UsageLogMode desfire.CommMode
 	// Value file limits, in minor units.
@@ -169,7 +183,11 @@ func Issue(ctx context.Context, t desfire.Transport, l Layout, key KeyFunc, init
 		return err
 	}
 	// Keys 1..3 first (changing another key keeps the session), key 0 last.
-	for _, no := range []byte{l.ReadKeyNo, l.WriteKeyNo, l.TopUpKeyNo} {
+	nos := []byte{l.ReadKeyNo, l.WriteKeyNo, l.TopUpKeyNo}
+	if l.UIDKey {
+		nos = append(nos, l.UIDKeyNo)
+	}
+	for _, no := range nos {
 		k, err := key(ctx, no, false)
 		if err != nil {
 			return fmt.Errorf("issue: key %d: %w", no, err)
@@ -199,12 +217,23 @@ func Issue(ctx context.Context, t desfire.Transport, l Layout, key KeyFunc, init
 			if err != nil {
 				return err
 			}
-			// Read with the read key; CommitReaderID not required (W = F).
-			return card.CreateTransactionMACFile(ctx, l.TMACFile, byte(desfire.CommPlain), Access{r, 0xF, 0xF, m}.Bytes(), tmk, KeyVersion)
+			// Read with the read key; Write is F. ReadWrite is the
+			// AppCommitReaderIDKey (MF2DLHX0 section 8.2.3.6): F, disabled,
+			// or the top-up key, which makes CommitReaderID required.
+			rid := byte(0xF)
+			if l.CommitReaderID {
+				rid = tk
+			}
+			return card.CreateTransactionMACFile(ctx, l.TMACFile, byte(desfire.CommPlain), Access{r, 0xF, rid, m}.Bytes(), tmk, KeyVersion)
 		}})
 	}
 	if err := run(files); err != nil {
 		return err
+	}
+	if l.SelfChangeKeys {
+		if err := card.ChangeKeySettings(ctx, 0xEB); err != nil {
+			return fmt.Errorf("issue: key settings: %w", err)
+		}
 	}
 	mk, err := key(ctx, l.MasterKeyNo, false)
 	if err != nil {

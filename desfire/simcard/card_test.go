@@ -27,7 +27,7 @@ const (
 	fBackup = 2 // MAC, 100 bytes
 	fCyclic = 3 // Full, 16-byte records, 4 (3 usable)
 	fStd    = 4 // plain, free access, 32 bytes
-	fTMAC   = 5 // TMAC file, read free, CommitReaderID with key 2
+	fTMAC   = 5 // TMAC file, read free, CommitReaderID enabled with free access (not required)
 	fLinear = 6 // MAC, 8-byte records, 2
 )
 
@@ -74,7 +74,7 @@ func personalise(t *testing.T, c *Card, ev2 bool) *testHost {
 	h.must(h.plain(0xCB, hdr(fBackup, desfire.CommMAC, access(1, 2, 2, 0), le24b(100))...))
 	h.must(h.plain(0xC0, hdr(fCyclic, desfire.CommFull, access(1, 2, 2, 0), le24b(16), le24b(4))...))
 	h.must(h.plain(0xCD, hdr(fStd, desfire.CommPlain, access(0xE, 0xE, 0xE, 0xE), le24b(32))...))
-	h.must(h.cmd(0xCE, hdr(fTMAC, desfire.CommPlain, access(0xE, 2, 0xF, 0), []byte{0x02}), append(append([]byte(nil), tmKey...), 0x01), desfire.CommFull, desfire.CommMAC))
+	h.must(h.cmd(0xCE, hdr(fTMAC, desfire.CommPlain, access(0xE, 0xF, 0xE, 0), []byte{0x02}), append(append([]byte(nil), tmKey...), 0x01), desfire.CommFull, desfire.CommMAC))
 	h.must(h.plain(0xC1, hdr(fLinear, desfire.CommMAC, access(1, 2, 2, 0), le24b(8), le24b(2))...))
 	h.kind = 0
 	h.must(h.plain(0x5A, testAID...))
@@ -227,6 +227,59 @@ func TestCommitReaderID(t *testing.T) {
 	enc = h.must(h.cmd(0xC8, nil, bytes.Repeat([]byte{0x44}, 16), desfire.CommMAC, desfire.CommMAC))
 	if prev, _ := tm.DecryptReaderID(2, enc); !bytes.Equal(prev, tmri) {
 		t.Fatalf("TMRIPrev %X", prev)
+	}
+}
+
+// TestCommitReaderIDRequired: a Transaction MAC file whose ReadWrite
+// right (AppCommitReaderIDKey) names a key refuses CommitTransaction of a
+// transaction without CommitReaderID (nothing is committed), takes
+// CommitReaderID only under that key, and covers it in the TMV; with the
+// right F the command is disabled.
+func TestCommitReaderIDRequired(t *testing.T) {
+	recreate := func(h *testHost, rw byte) {
+		t.Helper()
+		h.auth(true, 0)
+		h.must(h.cmd(0xDF, []byte{fTMAC}, nil, desfire.CommMAC, desfire.CommMAC))
+		h.must(h.cmd(0xCE, append([]byte{fTMAC, byte(desfire.CommPlain)}, append(access(0xE, 0xF, rw, 0), 0x02)...), append(append([]byte(nil), tmKey...), 0x01), desfire.CommFull, desfire.CommMAC))
+	}
+	credit := func(h *testHost) {
+		t.Helper()
+		h.must(h.cmd(0x0C, []byte{fValue}, le32b(5), desfire.CommFull, desfire.CommMAC))
+	}
+	c := newCard(t, Options{})
+	h := personalise(t, c, true)
+	recreate(h, 2)
+	h.auth(true, 2)
+	credit(h)
+	if _, err := h.cmd(0xC7, []byte{0x01}, nil, desfire.CommMAC, desfire.CommMAC); !isStatus(err, 0x9D) {
+		t.Fatalf("commit without CommitReaderID: %v", err)
+	}
+	if v, _ := c.Value(testAID, fValue); v != 100 {
+		t.Fatalf("value %d after a refused commit, want 100", v)
+	}
+	h.auth(true, 1)
+	if _, err := h.cmd(0xC8, nil, bytes.Repeat([]byte{0x55}, 16), desfire.CommMAC, desfire.CommMAC); err == nil {
+		t.Fatal("CommitReaderID under another key accepted")
+	}
+	h.auth(true, 2)
+	tm, _ := desfire.NewTransactionMAC(tmKey, c.UID())
+	tmri := bytes.Repeat([]byte{0x66}, 16)
+	enc := h.must(h.cmd(0xC8, nil, tmri, desfire.CommMAC, desfire.CommMAC))
+	_ = tm.Add(0xC8, nil, tmri, enc)
+	credit(h)
+	_ = tm.Add(0x0C, []byte{fValue}, le32b(5), nil)
+	r := h.must(h.cmd(0xC7, []byte{0x01}, nil, desfire.CommMAC, desfire.CommMAC))
+	tmc, tmv, _ := desfire.ParseCommitTransactionTMAC(r)
+	if err := tm.Verify(tmc, tmv); err != nil {
+		t.Fatalf("TMV with the reader ID: %v", err)
+	}
+	if v, _ := c.Value(testAID, fValue); v != 105 {
+		t.Fatalf("value %d, want 105", v)
+	}
+	recreate(h, 0xF)
+	h.auth(true, 2)
+	if _, err := h.cmd(0xC8, nil, tmri, desfire.CommMAC, desfire.CommMAC); !isStatus(err, 0x9D) {
+		t.Fatalf("CommitReaderID while disabled: %v", err)
 	}
 }
 

@@ -1078,6 +1078,12 @@ func (c *Card) cmdCommitTransaction(x *call) result {
 	if c.txn == nil && !withTM && !c.noChgOK {
 		return c.noChanges()
 	}
+	if c.txn != nil && c.txn.tm != nil && !c.txn.tm.Empty() && c.txn.tmri == nil && readerIDRequired(tf) {
+		// The Transaction MAC file requires a reader ID in every
+		// transaction: without CommitReaderID nothing is committed.
+		c.discardTxn()
+		return fail(desfire.StatusPermissionDenied)
+	}
 	c.commit()
 	var out []byte
 	if withTM {
@@ -1152,20 +1158,53 @@ func (c *Card) noChanges() result {
 	return result{status: desfire.StatusNoChanges, data: c.sealStatus(desfire.StatusNoChanges, nil, c.mgmtMode())}
 }
 
-// readerIDAccess: the application has a Transaction MAC file and the
-// session holds its Write right.
+// readerIDAccess: the application has a Transaction MAC file whose
+// ReadWrite access right (AppCommitReaderIDKey, MF2DLHX0 section 8.2.3.6)
+// enables CommitReaderID — a key number: enabled for a session
+// authenticated with that key; E: enabled with free access; F: disabled —
+// and the session meets it.
 func readerIDAccess(c *Card, _ *call) byte {
 	tf := c.sel.tmacFile()
 	if tf == nil {
 		return desfire.StatusPermissionDenied
 	}
-	_, st := c.fileMode(tf, tf.rights(kWrite)...)
+	rights := tf.rights(kRW)
+	if slicesAll(rights, accessNever) {
+		return desfire.StatusPermissionDenied
+	}
+	_, st := c.fileMode(tf, rights...)
 	return st
 }
 
+// slicesAll reports whether every element of b is v.
+func slicesAll(b []byte, v byte) bool {
+	for _, x := range b {
+		if x != v {
+			return false
+		}
+	}
+	return true
+}
+
+// readerIDRequired: the Transaction MAC file names a key for
+// CommitReaderID, so every transaction must commit a reader ID under it
+// before CommitTransaction.
+func readerIDRequired(tf *file) bool {
+	if tf == nil {
+		return false
+	}
+	for _, k := range tf.rights(kRW) {
+		if k < accessFree {
+			return true
+		}
+	}
+	return false
+}
+
 // cmdCommitReaderID: TMRI(16); the answer is EncTMRI = E(SesTMENCKey,
-// TMRIPrev) when authenticated, nothing otherwise. Allowed by the Write
-// right of the Transaction MAC file, once per transaction.
+// TMRIPrev) when authenticated, nothing otherwise. Allowed by the
+// ReadWrite right (AppCommitReaderIDKey) of the Transaction MAC file, once
+// per transaction.
 func (c *Card) cmdCommitReaderID(x *call) result {
 	d := x.d
 	if c.txn != nil && c.txn.tmri != nil {

@@ -8,6 +8,8 @@ package testserver
 import (
 	"bytes"
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -90,6 +92,7 @@ func New(t testing.TB, b testbackend.Backend, p profile.Profile, o Options) *Har
 	if err != nil {
 		t.Fatal(err)
 	}
+	kf.Keys = append(kf.Keys, uidKeys(t, o.Fleet)...)
 	kp, err := keys.New(kf)
 	if err != nil {
 		t.Fatal(err)
@@ -224,9 +227,30 @@ func (h *Harness) Bridge(token string, card *simcard.Card, batch bool) (*bridge.
 	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
 	defer cancel()
 	rep, err := bridge.Run(ctx, bridge.Options{URL: h.WSURL(), Token: token, Name: "test", Version: "1", Platform: "sim", Batch: batch},
-		bridge.Sim{Card: card}, bridge.CardInfo{UID: card.UID()})
+		bridge.Sim{Card: card}, bridge.Sim{Card: card}.Info())
 	if err != nil {
 		return rep, fmt.Errorf("bridge: %w", err)
 	}
 	return rep, nil
+}
+
+// uidKeys are the UID keys of the fleet's profiles for random-ID cards:
+// one key per application and key number, the same on every card (not
+// diversified).
+func uidKeys(t testing.TB, fleet []profile.Profile) []keys.Entry {
+	var out []keys.Entry
+	seen := map[string]bool{}
+	for _, p := range fleet {
+		id := fmt.Sprintf("%06X/%d", p.AID, p.UIDKeyNo)
+		if !p.RandomUID || seen[id] {
+			continue
+		}
+		seen[id] = true
+		k := make([]byte, 16)
+		if _, err := rand.Read(k); err != nil {
+			t.Fatal(err)
+		}
+		out = append(out, keys.Entry{AID: fmt.Sprintf("%06X", p.AID), KeyNo: p.UIDKeyNo, Version: 1, Key: hex.EncodeToString(k)})
+	}
+	return out
 }

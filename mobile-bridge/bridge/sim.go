@@ -23,8 +23,9 @@ func (s Sim) Transmit(ctx context.Context, capdu []byte) ([]byte, error) {
 	return r, err
 }
 
-// Info is what the simulated card shows at anticollision.
-func (s Sim) Info() CardInfo { return CardInfo{UID: s.Card.UID()} }
+// Info is what the simulated card shows at anticollision (a new random
+// ID at every tap for a card with a random ID).
+func (s Sim) Info() CardInfo { return CardInfo{UID: s.Card.AnticollisionUID()} }
 
 // IssueSim personalises a blank simulated card with the key file's keys
 // for the named built-in card layout (personalize.Builtin, the server's

@@ -54,6 +54,10 @@ type Config struct {
 	// serves the card, detected in the first exchange; the first is the
 	// default guess. Empty (the default): Profile alone.
 	Fleet []string `json:"fleet"`
+	// ReaderID is the 16-byte Transaction MAC Reader ID, 32 hex digits,
+	// that top-ups commit with CommitReaderID on cards requiring it when
+	// the bridge has no reader ID of its own (phones). Empty: all zeros.
+	ReaderID string `json:"reader_id"`
 	// SUNTemplatesFile holds the SUN verification templates (empty: the
 	// public GET /v1/sun/{template} endpoint answers sun_disabled).
 	SUNTemplatesFile string `json:"sun_templates_file"`
@@ -240,6 +244,9 @@ func settings() []setting {
 				return strings.Join(c.Fleet, ",")
 			}
 	})
+	add("RELAY_READER_ID", "reader-id", "Transaction MAC Reader ID (32 hex digits) committed on cards requiring CommitReaderID when the bridge has none of its own, e.g. phones (empty: zeros)", func() (func(*Config, string) error, func(*Config) string) {
+		return str(func(c *Config) *string { return &c.ReaderID })
+	})
 	add("RELAY_SUN_TEMPLATES_FILE", "sun-templates-file", "JSON file with SUN verification templates (empty: SUN off)", func() (func(*Config, string) error, func(*Config) string) {
 		return str(func(c *Config) *string { return &c.SUNTemplatesFile })
 	})
@@ -393,6 +400,20 @@ func Load(args []string, lookupEnv func(string) (string, bool)) (Config, error) 
 
 // Validate checks the configuration; production mode needs Redis,
 // PostgreSQL, a key file, API keys and TLS (its own, or a declared proxy).
+// DefaultReaderID parses ReaderID (empty: all zeros).
+func (c *Config) DefaultReaderID() ([16]byte, error) {
+	var id [16]byte
+	if c.ReaderID == "" {
+		return id, nil
+	}
+	b, err := hex.DecodeString(c.ReaderID)
+	if err != nil || len(b) != len(id) {
+		return id, fmt.Errorf("reader-id must be %d hex digits: %w", 2*len(id), ErrConfig)
+	}
+	copy(id[:], b)
+	return id, nil
+}
+
 func (c *Config) Validate() error {
 	bad := func(format string, a ...any) error {
 		return fmt.Errorf(format+": %w", append(a, ErrConfig)...)
@@ -404,6 +425,9 @@ func (c *Config) Validate() error {
 		if d <= 0 {
 			return bad("%s must be positive", name)
 		}
+	}
+	if _, err := c.DefaultReaderID(); err != nil {
+		return err
 	}
 	if c.ExchangeTimeout > c.SessionTimeout {
 		return bad("exchange-timeout above session-timeout")

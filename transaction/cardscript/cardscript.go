@@ -60,6 +60,28 @@ type Session struct {
 	// logRead is the top-up log read in this session, which the
 	// Transaction MAC of a later commit covers.
 	logRead []byte
+	// keyNo and keyVersion name the key the session authenticated with
+	// (the version GetKeyVersion reported, proven once the card accepted
+	// the authentication).
+	keyNo, keyVersion byte
+}
+
+// Key returns the number and version of the key the session
+// authenticated with. The version is the card's word only once the
+// authentication succeeded (a later MAC verified under its session).
+func (s *Session) Key() (keyNo, version byte) { return s.keyNo, s.keyVersion }
+
+// ChangeOwnKey replaces the key the session authenticated with by newKey
+// of version (ChangeKey of the same key, which the application's key
+// settings must allow: ChangeKey access E). One exchange; it ends the
+// session. The card's answer carries no MAC (the session key is gone), so
+// it proves nothing: only a later authentication with one key or the
+// other tells which one the card holds.
+func (s *Session) ChangeOwnKey(ctx context.Context, newKey []byte, version byte) error {
+	if s.second != nil {
+		return fmt.Errorf("change key %d: %w", s.keyNo, desfire.ErrNotAuthenticated)
+	}
+	return s.card.ChangeKey(ctx, s.keyNo, s.keyNo, newKey, nil, version)
 }
 
 // Start runs exchange 1 — select, key version, first authentication frame
@@ -84,6 +106,12 @@ type Candidate struct {
 	Profile *profile.Profile
 	KeyNo   byte
 	Key     KeyFunc
+	// NextKey, for a profile of random-ID cards: KeyNo and Key are the
+	// UID key (the same on every card, no file rights); the session reads
+	// the real UID with GetCardUID under it and then authenticates with
+	// key NextKeyNo, which NextKey returns diversified from that UID.
+	NextKeyNo byte
+	NextKey   func(uid []byte) KeyFunc
 }
 
 // beginning is exchange 1's select, key version and first authentication
@@ -93,6 +121,10 @@ type beginning struct {
 	kv, auth  *desfire.Result
 	st        byte
 	challenge []byte
+	// nextKV is the version of the key a random-ID card's session
+	// authenticates with after GetCardUID (read before any
+	// authentication, like kv).
+	nextKV *desfire.Result
 }
 
 func begin(pl *desfire.Pipeline, c Candidate) (*beginning, error) {
@@ -105,15 +137,26 @@ func begin(pl *desfire.Pipeline, c Candidate) (*beginning, error) {
 	if b.kv, err = pl.Add(desfire.GetKeyVersionCmd(c.KeyNo)); err != nil {
 		return nil, err
 	}
-	code, payload := byte(cmdAuthEV2First), []byte{c.KeyNo, 0x00}
-	if p.Auth == profile.AuthEV1 {
-		code, payload = cmdAuthAES, []byte{c.KeyNo}
+	if c.NextKey != nil {
+		if b.nextKV, err = pl.Add(desfire.GetKeyVersionCmd(c.NextKeyNo)); err != nil {
+			return nil, err
+		}
 	}
+	return b, b.addAuth(pl)
+}
+
+// addAuth adds the first authentication frame of b's key to pl.
+func (b *beginning) addAuth(pl *desfire.Pipeline) error {
+	code, payload := byte(cmdAuthEV2First), []byte{b.c.KeyNo, 0x00}
+	if b.c.Profile.Auth == profile.AuthEV1 {
+		code, payload = cmdAuthAES, []byte{b.c.KeyNo}
+	}
+	var err error
 	b.auth, err = pl.AddRaw(code, payload, []uint16{0x91AF}, func(status byte, data []byte) error {
 		b.st, b.challenge = status, append([]byte(nil), data...)
 		return nil
 	})
-	return b, err
+	return err
 }
 
 // open derives the key of the version the card reported and answers its
@@ -129,7 +172,7 @@ func (b *beginning) open(ctx context.Context, card *desfire.Card, t desfire.Tran
 		return nil, fmt.Errorf("key %d version %d: %w", keyNo, b.kv.Data[0], err)
 	}
 	defer clear(k) // the authenticator copies it
-	s := &Session{card: card, prof: p, batch: batch}
+	s := &Session{card: card, prof: p, batch: batch, keyNo: keyNo, keyVersion: b.kv.Data[0]}
 	if p.Auth == profile.AuthEV1 {
 		a, err := desfire.NewAuthAES(keyNo, k, rnd)
 		if err != nil {

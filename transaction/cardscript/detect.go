@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 
 	"github.com/desfire-relay/relay/desfire"
 	"github.com/desfire-relay/relay/transaction/profile"
@@ -53,7 +54,15 @@ type Detected struct {
 	// Profile is the index of the candidate the session authenticates
 	// with.
 	Profile int
+	// UID is the real UID of a random-ID card, read with GetCardUID
+	// enciphered under the UID key (nil for other cards: their keys are
+	// diversified from the UID the bridge named).
+	UID []byte
 }
+
+// RandomID reports whether a UID the bridge names is a random ID (ISO/IEC
+// 14443-3: a single-size UID whose first byte is 08).
+func RandomID(uid []byte) bool { return len(uid) == 4 && uid[0] == 0x08 }
 
 // StartDetect runs exchange 1 for the card whose UID the bridge named,
 // with SelectApplication(PICC) and GetVersion (three frames) ahead of
@@ -98,11 +107,14 @@ func StartDetect(ctx context.Context, t desfire.Transport, uid []byte, cands []C
 		return nil, Detected{Version: v}, err
 	}
 	d := Detected{Version: v, Generation: gen, Profile: guess}
-	serves := cands[guess].Profile.Serves(gen)
+	// A random ID shows a zero UID in GetVersion; in a fleet with
+	// profiles of random-ID cards only they serve it, and only it.
+	random := RandomID(uid) && bytes.Equal(v.UID, make([]byte, len(v.UID))) && slices.ContainsFunc(cands, func(c Candidate) bool { return c.NextKey != nil })
+	fits := func(c Candidate) bool { return c.Profile.Serves(gen) && (c.NextKey != nil) == random }
+	serves := fits(cands[guess])
 	switch {
 	case runErr == nil && serves:
-		s, err := b.open(ctx, card, t, rnd)
-		return s, d, err
+		return b.start(ctx, card, t, rnd, d)
 	case runErr != nil && !isStatus(runErr):
 		return nil, d, fmt.Errorf("select and authenticate: %w", runErr)
 	case runErr != nil && serves && !notHere(runErr):
@@ -111,7 +123,7 @@ func StartDetect(ctx context.Context, t desfire.Transport, uid []byte, cands []C
 		return nil, d, fmt.Errorf("select and authenticate: %w", runErr)
 	}
 	for i, c := range cands {
-		if i == guess || !c.Profile.Serves(gen) {
+		if i == guess || !fits(c) {
 			continue
 		}
 		pl := card.Pipeline()
@@ -126,20 +138,40 @@ func StartDetect(ctx context.Context, t desfire.Transport, uid []byte, cands []C
 			return nil, d, fmt.Errorf("select and authenticate: %w", err)
 		}
 		d.Profile = i
-		s, err := b.open(ctx, card, t, rnd)
-		return s, d, err
+		return b.start(ctx, card, t, rnd, d)
 	}
 	return nil, d, fmt.Errorf("%s card without an application of the fleet: %w", gen, ErrUnknownCard)
+}
+
+// start opens the session of the candidate that serves the card; for a
+// random-ID card it reads the real UID under the UID key and starts the
+// authentication with the key diversified from it.
+func (b *beginning) start(ctx context.Context, card *desfire.Card, t desfire.Transport, rnd io.Reader, d Detected) (*Session, Detected, error) {
+	s, err := b.open(ctx, card, t, rnd)
+	if err != nil || b.c.NextKey == nil {
+		return s, d, err
+	}
+	s, d.UID, err = s.identify(ctx, b, t, rnd)
+	return s, d, err
 }
 
 func bcd(b byte) bool { return b>>4 < 10 && b&0x0F < 10 }
 
 // checkUID compares the UID GetVersion shows with the one the bridge
-// named. Neither is authenticated, but they must agree; a card with a
-// random ID shows zeros.
+// named. Neither is authenticated, but they must agree. A card with a
+// random ID shows zeros: the bridge must then name a random ID (a 7-byte
+// UID named for it would be the real UID learnt elsewhere, or a lie).
 func checkUID(v *desfire.Version, claimed []byte) error {
-	if bytes.Equal(v.UID, make([]byte, len(v.UID))) || len(claimed) != len(v.UID) {
+	hidden := bytes.Equal(v.UID, make([]byte, len(v.UID)))
+	if RandomID(claimed) && !hidden {
+		// Only a card with a random ID shows one, and it hides its UID.
+		return fmt.Errorf("the bridge named a random ID, GetVersion shows UID %X: %w", v.UID, desfire.ErrIntegrity)
+	}
+	if len(claimed) != len(v.UID) {
 		return nil
+	}
+	if hidden {
+		return fmt.Errorf("GetVersion hides the UID (a random ID), the bridge named %X: %w", claimed, desfire.ErrIntegrity)
 	}
 	if !bytes.Equal(v.UID, claimed) {
 		return fmt.Errorf("GetVersion shows UID %X, the bridge named another: %w", v.UID, desfire.ErrIntegrity)

@@ -26,7 +26,23 @@ type CreditParams struct {
 	Debit bool
 	// Record is written to the top-up log in the same transaction.
 	Record profile.LogRecord
+	// ReaderID is the 16-byte Transaction MAC Reader ID of the reader the
+	// card sits on; CommitReaderID sends it (authenticated, MACed) ahead
+	// of the credit, for cards whose Transaction MAC file requires it.
+	ReaderID       []byte
+	CommitReaderID bool
 }
+
+// ErrReaderIDRequired: the card's Transaction MAC file (authenticated
+// settings) requires CommitReaderID, which this credit did not send, so
+// the card refused the commit. Seal the credit again with CommitReaderID.
+var ErrReaderIDRequired = errors.New("cardscript: the card's Transaction MAC file requires CommitReaderID")
+
+// ErrReaderIDDisabled: this credit sent CommitReaderID, but the card's
+// Transaction MAC file (authenticated settings) disables the command, so
+// the card refused it and nothing was committed after it. Seal the credit
+// again without it.
+var ErrReaderIDDisabled = errors.New("cardscript: the card's Transaction MAC file disables CommitReaderID")
 
 // TMACKeyFunc returns a card's AppTransactionMACKey of a key version.
 type TMACKeyFunc func(ctx context.Context, version byte) ([]byte, error)
@@ -46,6 +62,11 @@ type Proof struct {
 	// Applied: the commit is proven (Transaction MAC, or on cards without
 	// one the MAC of the commit's answer under the session key).
 	Applied bool
+	// ReaderID is the reader ID the credit committed with CommitReaderID;
+	// PrevReaderID the one the card held from its previous Transaction MAC
+	// transaction (EncTMRI, deciphered). Both are covered by the verified
+	// Transaction MAC; nil when no reader ID was committed.
+	ReaderID, PrevReaderID []byte
 }
 
 // Credit is a sealed credit: GetValue (EV2), WriteRecord, Credit,
@@ -62,8 +83,8 @@ type Credit struct {
 	staged  *desfire.Pipeline // what cannot commit; nil when it rides with the commit
 	pl      *desfire.Pipeline // the commit and what follows it
 
-	tmfs, uid, before, wr, cr, commit, after *desfire.Result
-	wrCmd, crCmd                             *desfire.Command
+	tmfs, uid, rid, before, wr, cr, commit, after *desfire.Result
+	wrCmd, crCmd                                  *desfire.Command
 }
 
 // SealCredit prepares the credit's commands. On a batching bridge they
@@ -91,6 +112,16 @@ func (s *Session) SealCredit(ctx context.Context, p CreditParams) (*Credit, erro
 	}
 	if prof.VerifyUID {
 		if c.uid, err = pl.Add(desfire.GetCardUIDCmd()); err != nil {
+			return nil, err
+		}
+	}
+	if prof.HasTMAC && p.CommitReaderID {
+		// The reader ID opens the credit's part of the transaction; the
+		// card answers EncTMRI under the session MAC.
+		if len(p.ReaderID) != desfire.TMRISize {
+			return nil, fmt.Errorf("reader ID of %d bytes: %w", len(p.ReaderID), desfire.ErrParameter)
+		}
+		if c.rid, err = pl.Add(desfire.CommitReaderIDCmd(p.ReaderID, desfire.CommMAC)); err != nil {
 			return nil, err
 		}
 	}
@@ -135,7 +166,15 @@ func (c *Credit) Stage(ctx context.Context) error {
 	if c.staged == nil {
 		return nil
 	}
-	return c.staged.Run(ctx)
+	runErr := c.staged.Run(ctx)
+	// Known before the commit leaves: nothing is committed.
+	if err := c.readerIDFit(); err != nil {
+		if runErr != nil {
+			return fmt.Errorf("%w: %w", err, runErr)
+		}
+		return err
+	}
+	return runErr
 }
 
 // Commit sends the commit and what follows it, and returns what the card
@@ -156,6 +195,9 @@ func (c *Credit) Commit(ctx context.Context) (Proof, error) {
 		return res, err
 	}
 	if runErr != nil {
+		if err := c.readerIDFit(); err != nil && !res.Applied {
+			return res, fmt.Errorf("%w: %w", err, runErr)
+		}
 		return res, runErr
 	}
 	if !res.Applied {
@@ -171,7 +213,7 @@ func (c *Credit) verifyTMAC(ctx context.Context, res *Proof) error {
 	if !c.s.prof.HasTMAC {
 		return nil
 	}
-	if c.uid != nil && c.uid.Err != nil || c.before == nil || c.before.Err != nil {
+	if c.uid != nil && c.uid.Err != nil || c.rid != nil && (c.rid.Err != nil || !c.rid.Done) || c.before == nil || c.before.Err != nil {
 		return fmt.Errorf("transaction MAC inputs incomplete: %w", desfire.ErrTransactionMAC)
 	}
 	tm, ver, err := c.transactionMAC(ctx)
@@ -179,14 +221,19 @@ func (c *Credit) verifyTMAC(ctx context.Context, res *Proof) error {
 		return err
 	}
 	defer tm.Forget()
-	steps := []struct {
+	type step struct {
 		code               byte
 		header, data, resp []byte
-	}{
-		{desfire.CmdGetValue, c.before.Command.Header, nil, c.before.Data},
-		{c.wrCmd.Code, c.wrCmd.Header, c.wrCmd.Data, nil},
-		{c.crCmd.Code, c.crCmd.Header, c.crCmd.Data, nil},
 	}
+	var steps []step
+	if c.rid != nil {
+		steps = append(steps, step{desfire.CmdCommitReaderID, nil, c.p.ReaderID, c.rid.Data})
+	}
+	steps = append(steps,
+		step{desfire.CmdGetValue, c.before.Command.Header, nil, c.before.Data},
+		step{c.wrCmd.Code, c.wrCmd.Header, c.wrCmd.Data, nil},
+		step{c.crCmd.Code, c.crCmd.Header, c.crCmd.Data, nil},
+	)
 	for _, st := range steps {
 		if err := tm.Add(st.code, st.header, st.data, st.resp); err != nil {
 			return err
@@ -199,7 +246,41 @@ func (c *Credit) verifyTMAC(ctx context.Context, res *Proof) error {
 	if err := tm.Verify(tmc, tmv); err != nil {
 		return err
 	}
+	if c.rid != nil {
+		prev, err := tm.DecryptReaderID(tmc, c.rid.Data)
+		if err != nil {
+			return fmt.Errorf("previous reader ID: %w", err)
+		}
+		res.ReaderID, res.PrevReaderID = append([]byte(nil), c.p.ReaderID...), prev
+	}
 	res.TMC, res.TMV, res.TMACKeyVersion = &tmc, tmv, ver
+	return nil
+}
+
+// readerIDFit compares what this credit did about CommitReaderID with
+// the card's authenticated Transaction MAC file settings: ErrLayout when
+// they require it under another key than the session's,
+// ErrReaderIDRequired when they require it and it was not sent,
+// ErrReaderIDDisabled when it was sent and they disable it, nil otherwise
+// (also when the settings were not read).
+func (c *Credit) readerIDFit() error {
+	if c.tmfs == nil || !c.tmfs.Done || c.tmfs.Err != nil {
+		return nil
+	}
+	fs, err := desfire.ParseFileSettings(c.tmfs.Data)
+	if err != nil {
+		return nil
+	}
+	key, required := fs.CommitReaderIDKey()
+	switch {
+	case required && key != c.s.keyNo:
+		// Only a session under that key could commit a reader ID.
+		return fmt.Errorf("the card's Transaction MAC file requires CommitReaderID under key %d, the session holds key %d: %w", key, c.s.keyNo, ErrLayout)
+	case required && c.rid == nil:
+		return ErrReaderIDRequired
+	case key == desfire.AccessNever && c.rid != nil:
+		return ErrReaderIDDisabled
+	}
 	return nil
 }
 
@@ -311,6 +392,10 @@ func TopUp(ctx context.Context, t desfire.Transport, p TopUpParams) (Proof, erro
 	}
 	return c.Commit(ctx)
 }
+
+// Session is the card session the credit runs in (authenticated until the
+// session ends).
+func (c *Credit) Session() *Session { return c.s }
 
 // Close closes the session (see Session.Close; the Transaction MAC key
 // is cleared as soon as the proof is checked). Safe on nil and more than

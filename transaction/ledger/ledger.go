@@ -134,6 +134,9 @@ type Transition struct {
 	// → applied the ledger checks TMC is above the last counter it
 	// accepted for this card and application (ErrTMCReplay otherwise).
 	App uint32
+	// ReaderID and PrevReaderID, on → applied, record the Transaction MAC
+	// Reader IDs the verified Transaction MAC covers (nil: none).
+	ReaderID, PrevReaderID []byte
 	// ErrorCode (contract error code, e.g. "tag_lost") goes on the Attempt.
 	ErrorCode string
 	// Profile is the card profile the session uses (recorded on the
@@ -316,6 +319,14 @@ func (t Transition) Check() (Rule, Transition, error) {
 	}
 	if len(t.TMV) != 0 && len(t.TMV) != TMVLen {
 		return Rule{}, t, invalid("tmv", "must be %d bytes, got %d", TMVLen, len(t.TMV))
+	}
+	switch {
+	case len(t.ReaderID) == 0 && len(t.PrevReaderID) != 0:
+		return Rule{}, t, invalid("prev_reader_id", "only with reader_id")
+	case len(t.ReaderID) != 0 && (len(t.ReaderID) != ReaderIDLen || len(t.PrevReaderID) != ReaderIDLen):
+		return Rule{}, t, invalid("reader_id", "reader_id and prev_reader_id must be %d bytes", ReaderIDLen)
+	case len(t.ReaderID) != 0 && t.To != StatusApplied:
+		return Rule{}, t, invalid("reader_id", "only for → applied")
 	}
 	if len(t.ErrorCode) > MaxErrorCodeLen || !printable(t.ErrorCode) {
 		return Rule{}, t, invalid("error_code", "must be printable and at most %d bytes", MaxErrorCodeLen)

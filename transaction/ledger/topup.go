@@ -30,6 +30,10 @@ const (
 	LogRefLen = 8
 	// TMVLen is the size of a DESFire EV2 Transaction MAC value.
 	TMVLen = 8
+	// MaxSchemeLen bounds the card profile name a request may give.
+	MaxSchemeLen = 64
+	// ReaderIDLen is the size of a Transaction MAC Reader ID.
+	ReaderIDLen = 16
 	// TokenHashLen is the size of a stored bridge token digest (SHA-256).
 	TokenHashLen = sha256.Size
 )
@@ -46,6 +50,10 @@ type Request struct {
 	CardUID string
 	// Reference is the operator's own reference, up to MaxReferenceLen bytes.
 	Reference string
+	// Scheme optionally names the card profile the top-up is for; a
+	// session then serves only a card of that profile (the transaction
+	// layer checks the name against its fleet). Part of Hash when set.
+	Scheme string
 	// Tenant owns the top-up (empty: DefaultTenant). Idempotency keys are
 	// unique per tenant, and only the owning tenant sees the top-up. It is
 	// not part of Hash: a key never names two tenants' requests.
@@ -77,6 +85,9 @@ func (r Request) Normalize() (Request, error) {
 		}
 		r.CardUID = uid
 	}
+	if len(r.Scheme) > MaxSchemeLen || !printable(r.Scheme) {
+		return Request{}, invalid("profile", "must be printable and at most %d bytes", MaxSchemeLen)
+	}
 	if len(r.Reference) > MaxReferenceLen {
 		return Request{}, invalid("reference", "longer than %d bytes", MaxReferenceLen)
 	}
@@ -105,6 +116,10 @@ func (r Request) Hash() []byte {
 	field([]byte(r.Currency))
 	field([]byte(r.CardUID))
 	field([]byte(r.Reference))
+	if r.Scheme != "" {
+		// Only when set, so requests without one keep their hash.
+		field([]byte(r.Scheme))
+	}
 	return h.Sum(nil)
 }
 
@@ -249,6 +264,15 @@ type TopUp struct {
 	// Profile is the card profile the last session that worked on the
 	// top-up used (detected from the card in a mixed fleet).
 	Profile string
+	// ReaderID is the 16-byte Transaction MAC Reader ID the commit sent
+	// with CommitReaderID; PrevReaderID the one the card held before
+	// (the reader of its previous Transaction MAC transaction). Both are
+	// covered by the verified Transaction MAC; nil when the card's
+	// Transaction MAC file did not require CommitReaderID.
+	ReaderID, PrevReaderID []byte
+	// Scheme is the card profile the request named ("": any the fleet
+	// detects).
+	Scheme string
 	// Kind is TopUpCredit, or TopUpReversal for an entry that debits
 	// Reverses' amount back from its card.
 	Kind     TopUpKind

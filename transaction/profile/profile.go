@@ -75,6 +75,13 @@ type Profile struct {
 	// (EV2/EV3 cards only).
 	TMACFile byte `json:"tmac_file"`
 	HasTMAC  bool `json:"has_tmac"`
+	// CommitReaderID: the cards' Transaction MAC files require
+	// CommitReaderID (their AppCommitReaderIDKey is the top-up key), so a
+	// top-up sends it with the credit from the first tap. Each card's
+	// authenticated TMAC file settings decide in the end: a card that
+	// requires it although the profile does not say so costs one more
+	// round in its first session.
+	CommitReaderID bool `json:"commit_reader_id,omitempty"`
 
 	// Comm modes of the files the server touches.
 	ValueMode    desfire.CommMode `json:"value_mode"`
@@ -90,6 +97,22 @@ type Profile struct {
 	// Log files: number of records (each record is RecordSize bytes).
 	LogRecords  int `json:"log_records"`
 	InfoFileLen int `json:"info_file_len"`
+
+	// RandomUID: the cards show a random ID at anticollision (08 xx xx xx)
+	// and a zero UID in GetVersion. A session authenticates first with
+	// UIDKeyNo, an application key that is the same on every card (not
+	// diversified; the key file entry says so) and opens no file, reads
+	// the real UID with GetCardUID (CommMode.Full), and then authenticates
+	// with the keys diversified from it. Locks, ledger and API key on the
+	// real UID.
+	RandomUID bool `json:"random_uid,omitempty"`
+	UIDKeyNo  byte `json:"uid_key_no,omitempty"`
+
+	// RollForward: after a top-up, a card whose top-up key is older than
+	// the newest version configured gets the newest (ChangeKey of the
+	// session's own key; the cards' key settings let each key change
+	// itself). The new version is recorded before the ChangeKey leaves.
+	RollForward bool `json:"roll_forward,omitempty"`
 
 	// VerifyUID makes every session read GetCardUID over the secure
 	// channel and compare it with the UID the key was diversified from.
@@ -141,7 +164,7 @@ func FromLayout(l personalize.Layout) Profile {
 		Name: l.Name, AID: l.AID, Auth: auth,
 		MasterKeyNo: l.MasterKeyNo, ReadKeyNo: l.ReadKeyNo, WriteKeyNo: l.WriteKeyNo, TopUpKeyNo: l.TopUpKeyNo,
 		InfoFile: l.InfoFile, UsageLogFile: l.UsageLogFile, ValueFile: l.ValueFile, TopUpLogFile: l.TopUpLogFile,
-		TMACFile: l.TMACFile, HasTMAC: l.HasTMAC,
+		TMACFile: l.TMACFile, HasTMAC: l.HasTMAC, CommitReaderID: l.CommitReaderID, RandomUID: l.UIDKey, UIDKeyNo: l.UIDKeyNo, RollForward: l.SelfChangeKeys,
 		ValueMode: l.ValueMode, TopUpLogMode: l.TopUpLogMode, UsageLogMode: l.UsageLogMode,
 		LowerLimit: l.LowerLimit, UpperLimit: l.UpperLimit,
 		LogRecords: l.LogRecords, InfoFileLen: l.InfoFileLen,
@@ -155,7 +178,7 @@ func (p *Profile) Layout() personalize.Layout {
 		Name: p.Name, AID: p.AID, EV1: p.Auth == AuthEV1,
 		MasterKeyNo: p.MasterKeyNo, ReadKeyNo: p.ReadKeyNo, WriteKeyNo: p.WriteKeyNo, TopUpKeyNo: p.TopUpKeyNo,
 		InfoFile: p.InfoFile, UsageLogFile: p.UsageLogFile, ValueFile: p.ValueFile, TopUpLogFile: p.TopUpLogFile,
-		TMACFile: p.TMACFile, HasTMAC: p.HasTMAC,
+		TMACFile: p.TMACFile, HasTMAC: p.HasTMAC, CommitReaderID: p.CommitReaderID, UIDKey: p.RandomUID, UIDKeyNo: p.UIDKeyNo, SelfChangeKeys: p.RollForward,
 		ValueMode: p.ValueMode, TopUpLogMode: p.TopUpLogMode, UsageLogMode: p.UsageLogMode,
 		LowerLimit: p.LowerLimit, UpperLimit: p.UpperLimit,
 		RecordSize: RecordSize, LogRecords: p.LogRecords, InfoFileLen: p.InfoFileLen,
@@ -210,6 +233,8 @@ func (p *Profile) Validate() error {
 		return bad("currency %q is not an ISO 4217 code", p.Currency)
 	case p.HasTMAC && p.Auth != AuthEV2:
 		return bad("a Transaction MAC file needs an EV2/EV3 profile")
+	case p.CommitReaderID && !p.HasTMAC:
+		return bad("CommitReaderID needs a Transaction MAC file")
 	case p.UpperLimit <= p.LowerLimit:
 		return bad("upper limit %d not above lower limit %d", p.UpperLimit, p.LowerLimit)
 	case p.MaxTopUp < 0:
@@ -246,6 +271,16 @@ func (p *Profile) Validate() error {
 	}
 	if p.TopUpKeyNo == p.MasterKeyNo {
 		return bad("the top-up key must not be the application master key")
+	}
+	if p.RandomUID {
+		switch {
+		case p.UIDKeyNo > 13:
+			return bad("UID key number %d above 13", p.UIDKeyNo)
+		case p.UIDKeyNo == p.MasterKeyNo || p.UIDKeyNo == p.ReadKeyNo || p.UIDKeyNo == p.WriteKeyNo || p.UIDKeyNo == p.TopUpKeyNo:
+			return bad("the UID key of random-ID cards must be a key of its own (it is the same on every card)")
+		case p.TerminalKeys != nil && (p.UIDKeyNo == p.TerminalKeys.Read || p.UIDKeyNo == p.TerminalKeys.Write):
+			return bad("the UID key must not be a terminal key")
+		}
 	}
 	if t := p.TerminalKeys; t != nil {
 		switch {

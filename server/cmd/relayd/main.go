@@ -257,9 +257,13 @@ func build(ctx context.Context, cfg config.Config, log *zap.Logger) (*app, error
 		return nil, err
 	}
 
+	readerID, err := cfg.DefaultReaderID()
+	if err != nil {
+		return nil, err
+	}
 	metrics := server.NewMetrics()
 	a.svc, err = transaction.New(transaction.Config{
-		Ledger: a.ledger, Locker: locker, Keys: kp, Profiles: profiles, Profile: prof.Name, Fleet: cfg.Fleet,
+		Ledger: a.ledger, Locker: locker, Keys: kp, Profiles: profiles, Profile: prof.Name, Fleet: cfg.Fleet, DefaultReaderID: readerID,
 		TokenTTL: cfg.TokenTTL.D(), TopUpTTL: cfg.TopUpTTL.D(), LockTTL: cfg.LockTTL.D(), Log: log, Metrics: metrics,
 	})
 	if err != nil {

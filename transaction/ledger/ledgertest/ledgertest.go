@@ -55,6 +55,8 @@ func Run(t *testing.T, open Opener) {
 		{"CreateTopUpSession", testCreateTopUpSession},
 		{"SessionTopUp", testSessionTopUp},
 		{"TransitionFinish", testTransitionFinish},
+		{"ReaderIDs", testReaderIDs},
+		{"CardKeys", testCardKeys},
 		{"Reversal", testReversal},
 		{"ReversalConcurrent", testReversalConcurrent},
 	}
@@ -1183,4 +1185,88 @@ func BenchTransition(b *testing.B, open Opener) {
 			}
 		})
 	})
+}
+
+// testReaderIDs: the Transaction MAC Reader IDs go with → applied only,
+// both 16 bytes, and are stored and read back; a top-up without them
+// reads back nil.
+func testReaderIDs(t *testing.T, e *env) {
+	rid, prev := make([]byte, ledger.ReaderIDLen), make([]byte, ledger.ReaderIDLen)
+	for i := range rid {
+		rid[i], prev[i] = byte(i), byte(0xF0+i)
+	}
+	bad := []struct {
+		name      string
+		to        ledger.Status
+		rid, prev []byte
+	}{
+		{"previous without reader", ledger.StatusApplied, nil, prev},
+		{"short reader", ledger.StatusApplied, rid[:15], prev},
+		{"reader without previous", ledger.StatusApplied, rid, nil},
+		{"not applied", ledger.StatusFailed, rid, prev},
+	}
+	for _, b := range bad {
+		t.Run(b.name, func(t *testing.T) {
+			tu, card, sess := e.reach(ledger.StatusInDoubt)
+			_, err := e.l.Transition(e.ctx, ledger.Transition{TopUpID: tu.ID, From: tu.Status, To: b.to, Fence: e.newFence(),
+				SessionID: sess, CardUID: card, ReaderID: b.rid, PrevReaderID: b.prev, Now: base.Add(2 * time.Second)})
+			var ve *ledger.ValidationError
+			if !errors.As(err, &ve) {
+				t.Fatalf("error %v, want a validation error", err)
+			}
+			if got := e.get(tu.ID); got.Status != ledger.StatusInDoubt || got.ReaderID != nil {
+				t.Fatalf("refused write changed the top-up: %+v", got)
+			}
+		})
+	}
+	tu, card, sess := e.reach(ledger.StatusInDoubt)
+	out, err := e.l.Transition(e.ctx, ledger.Transition{TopUpID: tu.ID, From: tu.Status, To: ledger.StatusApplied, Fence: e.newFence(),
+		SessionID: sess, CardUID: card, ReaderID: rid, PrevReaderID: prev, Now: base.Add(2 * time.Second)})
+	if err != nil || string(out.ReaderID) != string(rid) || string(out.PrevReaderID) != string(prev) {
+		t.Fatalf("applied with reader IDs: %+v (%v)", out, err)
+	}
+	if got := e.get(tu.ID); string(got.ReaderID) != string(rid) || string(got.PrevReaderID) != string(prev) {
+		t.Fatalf("stored reader IDs %X %X", got.ReaderID, got.PrevReaderID)
+	}
+	plain, _, _ := e.reach(ledger.StatusApplied)
+	if got := e.get(plain.ID); got.ReaderID != nil || got.PrevReaderID != nil {
+		t.Fatalf("top-up without reader IDs reads %X %X", got.ReaderID, got.PrevReaderID)
+	}
+}
+
+// testCardKeys: a key roll-forward is recorded in flight before the
+// ChangeKey leaves and settled by the version the card proves next,
+// whichever it is.
+func testCardKeys(t *testing.T, e *env) {
+	ck, ok := e.l.(ledger.CardKeys)
+	if !ok {
+		t.Fatal("the ledger does not record card keys")
+	}
+	card, now := e.card(), base.Add(time.Minute)
+	if _, err := ck.GetCardKey(e.ctx, card, 0x014499, 3); !errors.Is(err, ledger.ErrNotFound) {
+		t.Fatalf("unknown card key: %v", err)
+	}
+	if _, err := ck.IntendCardKey(e.ctx, card, 0x014499, 3, 1, 1, now); err == nil {
+		t.Fatal("a roll-forward to the held version was accepted")
+	}
+	k, err := ck.IntendCardKey(e.ctx, card, 0x014499, 3, 1, 2, now)
+	if err != nil || k.Version != 1 || k.Pending == nil || *k.Pending != 2 {
+		t.Fatalf("intend: %+v (%v)", k, err)
+	}
+	// The ChangeKey did not land: the card proves version 1.
+	if k, err = ck.ProveCardKey(e.ctx, card, 0x014499, 3, 1, now); err != nil || k.Version != 1 || k.Pending != nil {
+		t.Fatalf("prove the old version: %+v (%v)", k, err)
+	}
+	if _, err = ck.IntendCardKey(e.ctx, card, 0x014499, 3, 1, 2, now); err != nil {
+		t.Fatal(err)
+	}
+	if k, err = ck.ProveCardKey(e.ctx, card, 0x014499, 3, 2, now); err != nil || k.Version != 2 || k.Pending != nil {
+		t.Fatalf("prove the new version: %+v (%v)", k, err)
+	}
+	if k, err = ck.GetCardKey(e.ctx, card, 0x014499, 3); err != nil || k.Version != 2 || !k.UpdatedAt.Equal(now) {
+		t.Fatalf("read back: %+v (%v)", k, err)
+	}
+	if other, err := ck.GetCardKey(e.ctx, card, 0x014499, 2); !errors.Is(err, ledger.ErrNotFound) {
+		t.Fatalf("another key of the card: %+v (%v)", other, err)
+	}
 }

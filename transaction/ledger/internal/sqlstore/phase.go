@@ -28,7 +28,9 @@ import (
 // before, $15 balance after, $16 tmc, $17 tmv, $18 app, $19 check tmc,
 // $20 set applied_at, $21 new expiry, $22 unbind, $23 session outcome
 // (JSON, NULL: the session stays open), $24 session status, $25 event id,
-// $26 event type (”: none), $27 session event id, $28 session event type.
+// $26 event type (”: none), $27 session event id, $28 session event type,
+// $29 and $30 the reader IDs the verified Transaction MAC covers (NULL:
+// unchanged).
 // The outbox rows are written by the same statement, fed by what it
 // changed (the session's event one microsecond after the top-up's, so it
 // sorts after it).
@@ -74,7 +76,8 @@ upd AS (UPDATE topups SET status = $3::text, updated_at = $4::bigint,
 	applied_at = CASE WHEN $20::boolean THEN $4::bigint ELSE topups.applied_at END,
 	expires_at = COALESCE($21::bigint, topups.expires_at),
 	attempts = topups.attempts + (SELECT count(*) FROM ai),
-	profile = CASE WHEN $13::text = '' THEN topups.profile ELSE $13::text END
+	profile = CASE WHEN $13::text = '' THEN topups.profile ELSE $13::text END,
+	reader_id = COALESCE($29::bytea, topups.reader_id), prev_reader_id = COALESCE($30::bytea, topups.prev_reader_id)
 	FROM ok WHERE topups.id = ok.id
 	RETURNING ` + qualified("topups", topUpCols) + `)
 ,
@@ -137,7 +140,7 @@ func (s *Store) transitionOne(ctx context.Context, rule ledger.Rule, t ledger.Tr
 		sid, rule.Session, checksExpiry(t), aid.String(), ended, t.ErrorCode, t.Profile,
 		nullInt(t.BalanceBefore), nullInt(t.BalanceAfter), tmc, nullBytes(t.TMV), int64(t.App),
 		t.To == ledger.StatusApplied && t.TMC != nil, t.To == ledger.StatusApplied, expires, t.Unbind,
-		outcome, sessStatus, evID, evType, sevID, sevType)
+		outcome, sessStatus, evID, evType, sevID, sevType, nullBytes(t.ReaderID), nullBytes(t.PrevReaderID))
 	tu, err = scanTopUpAnd(row, &n)
 	if errors.Is(err, ErrNoRows) {
 		return ledger.TopUp{}, s.diagnose(ctx, rule, t)
@@ -295,16 +298,16 @@ FROM bridge_tokens k LEFT JOIN sessions s ON s.id = k.session_id WHERE k.token_h
 }
 
 // createTopUpSQL inserts a top-up, its session and the session's token;
-// nothing when the idempotency key exists. Parameters as in CreateTopUp,
-// then $13 session id, $14 token hash, $15 token expiry.
+// nothing when the idempotency key exists. Parameters as in CreateTopUp
+// ($13 the scheme), then $14 session id, $15 token hash, $16 token expiry.
 var createTopUpSQL = `WITH t AS (INSERT INTO topups (id, idempotency_key, request_hash, amount, currency, card_uid, reference,
-	status, log_ref, attempts, fence, created_at, updated_at, expires_at, tenant)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 0, 0, $10, $10, $11, $12)
+	status, log_ref, attempts, fence, created_at, updated_at, expires_at, tenant, scheme)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 0, 0, $10, $10, $11, $12, $13)
 ON CONFLICT (idempotency_key) DO NOTHING
 RETURNING ` + topUpCols + `),
 s AS (INSERT INTO sessions (id, kind, topup_id, status, created_at, tenant)
-	SELECT $13, 'topup', t.id, 'open', $10, t.tenant FROM t RETURNING id),
-k AS (INSERT INTO bridge_tokens (token_hash, session_id, expires_at) SELECT $14, s.id, $15 FROM s RETURNING 1)
+	SELECT $14, 'topup', t.id, 'open', $10, t.tenant FROM t RETURNING id),
+k AS (INSERT INTO bridge_tokens (token_hash, session_id, expires_at) SELECT $15, s.id, $16 FROM s RETURNING 1)
 SELECT t.*, (SELECT count(*) FROM k) FROM t`
 
 // errReplay: the idempotency key exists (CreateTopUpSession then answers
@@ -339,7 +342,7 @@ func (s *Store) CreateTopUpSession(ctx context.Context, req ledger.Request, key 
 	}
 	at := micros(now)
 	args := []any{id.String(), scopeKey(norm.Tenant, key), norm.Hash(), norm.Amount, norm.Currency, norm.CardUID, norm.Reference,
-		ledger.StatusPending.String(), ledger.LogRef(id), at, micros(now.Add(s.cfg.PendingTTL)), norm.Tenant}
+		ledger.StatusPending.String(), ledger.LogRef(id), at, micros(now.Add(s.cfg.PendingTTL)), norm.Tenant, norm.Scheme}
 	var tu ledger.TopUp
 	if s.d.WritableCTE {
 		var n int64
@@ -353,8 +356,8 @@ func (s *Store) CreateTopUpSession(ctx context.Context, req ledger.Request, key 
 	} else {
 		err = s.db.InTx(ctx, func(q Querier) error {
 			tu, err = scanTopUp(q.QueryRow(ctx, `INSERT INTO topups (id, idempotency_key, request_hash, amount, currency, card_uid, reference,
-	status, log_ref, attempts, fence, created_at, updated_at, expires_at, tenant)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 0, 0, $10, $10, $11, $12)
+	status, log_ref, attempts, fence, created_at, updated_at, expires_at, tenant, scheme)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 0, 0, $10, $10, $11, $12, $13)
 ON CONFLICT (idempotency_key) DO NOTHING
 RETURNING `+topUpCols, args...))
 			if errors.Is(err, ErrNoRows) {

@@ -68,7 +68,8 @@ func New(db DB, d Dialect, cfg ledger.Config) *Store {
 
 const topUpCols = `id, idempotency_key, request_hash, amount, currency, card_uid, reference, status,
 	balance_before, balance_after, tmc, tmv, log_ref, attempts, fence,
-	created_at, updated_at, expires_at, applied_at, resolution, resolution_checked, conflict, profile, tenant, kind, reverses`
+	created_at, updated_at, expires_at, applied_at, resolution, resolution_checked, conflict, profile, tenant, kind, reverses,
+	reader_id, prev_reader_id, scheme`
 
 func scanTopUp(r Row) (ledger.TopUp, error) {
 	var (
@@ -82,7 +83,8 @@ func scanTopUp(r Row) (ledger.TopUp, error) {
 	)
 	err := r.Scan(&id, &t.IdempotencyKey, &t.RequestHash, &t.Amount, &t.Currency, &t.CardUID, &t.Reference, &status,
 		&t.BalanceBefore, &t.BalanceAfter, &tmc, &t.TMV, &t.LogRef, &attempts, &t.Fence,
-		&created, &updated, &expiresAt, &applied, &t.Resolution, &checked, &t.Conflict, &t.Profile, &t.Tenant, &kind, &reverses)
+		&created, &updated, &expiresAt, &applied, &t.Resolution, &checked, &t.Conflict, &t.Profile, &t.Tenant, &kind, &reverses,
+		&t.ReaderID, &t.PrevReaderID, &t.Scheme)
 	if err != nil {
 		return ledger.TopUp{}, err
 	}
@@ -102,6 +104,12 @@ func scanTopUp(r Row) (ledger.TopUp, error) {
 	}
 	if len(t.TMV) == 0 {
 		t.TMV = nil
+	}
+	if len(t.ReaderID) == 0 {
+		t.ReaderID = nil
+	}
+	if len(t.PrevReaderID) == 0 {
+		t.PrevReaderID = nil
 	}
 	t.Attempts = int(attempts)
 	t.ResolutionChecked = checked != 0
@@ -196,12 +204,12 @@ func (s *Store) CreateTopUp(ctx context.Context, req ledger.Request, key string,
 		// One round trip: RETURNING gives the new row, or no row when the
 		// key exists.
 		out, err = scanTopUp(q.QueryRow(ctx, `INSERT INTO topups (id, idempotency_key, request_hash, amount, currency, card_uid, reference,
-	status, log_ref, attempts, fence, created_at, updated_at, expires_at, tenant)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 0, 0, $10, $10, $11, $12)
+	status, log_ref, attempts, fence, created_at, updated_at, expires_at, tenant, scheme)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 0, 0, $10, $10, $11, $12, $13)
 ON CONFLICT (idempotency_key) DO NOTHING
 RETURNING `+topUpCols,
 			id.String(), stored, hash, req.Amount, req.Currency, req.CardUID, req.Reference,
-			ledger.StatusPending.String(), ledger.LogRef(id), at, micros(now.Add(s.cfg.PendingTTL)), req.Tenant))
+			ledger.StatusPending.String(), ledger.LogRef(id), at, micros(now.Add(s.cfg.PendingTTL)), req.Tenant, req.Scheme))
 		if err == nil {
 			created = true
 			return nil
@@ -427,6 +435,13 @@ VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)`,
 		expires := micros(cur.ExpiresAt)
 		if !t.ExpiresAt.IsZero() {
 			expires = micros(t.ExpiresAt)
+		}
+		if len(t.ReaderID) != 0 {
+			// The reader IDs the verified Transaction MAC covers.
+			if _, err := q.Exec(ctx, `UPDATE topups SET reader_id = $1, prev_reader_id = $2 WHERE id = $3`,
+				t.ReaderID, nullBytes(t.PrevReaderID), cur.ID.String()); err != nil {
+				return fmt.Errorf("record reader IDs of %s: %w", cur.ID, err)
+			}
 		}
 		out, err = scanTopUp(q.QueryRow(ctx, `UPDATE topups SET status = $1, updated_at = $2, card_uid = $3, fence = $4,
 	balance_before = $5, balance_after = $6, tmc = $7, tmv = $8, applied_at = $9, expires_at = $10, attempts = $11,
