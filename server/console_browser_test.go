@@ -235,7 +235,7 @@ func blockCardStep(t *testing.T, h *testserver.Harness, b *browser, base string)
 	}
 	b.shot("7-blocked")
 	b.do("unblock", chromedp.SendKeys(chromedp.ID("block-reason"), "Card found by the customer"), chromedp.Click(chromedp.ID("unblock")),
-		chromedp.WaitVisible(chromedp.ID("notice")))
+		chromedp.WaitVisible(chromedp.CSS(`#block-status[data-blocked="false"]`)))
 	if got := b.text("#block-status"); got != "Not blocked." {
 		t.Fatalf("after unblock the status shows %q", got)
 	}
