@@ -164,3 +164,28 @@ func (s *Server) createReaderSession(w http.ResponseWriter, r *http.Request, bod
 	}
 	writeJSON(w, http.StatusCreated, out)
 }
+
+// createReaderTopUp answers POST /v1/topups with a reader_id: the top-up
+// is created (or replayed) and its session addressed to the reader's
+// agent; the answer carries session_id and session_reader_id, never a
+// bridge token. An unknown or offline reader is refused before anything
+// is created. A replay of a top-up that is no longer pending dispatches
+// nothing (no session_id).
+func (s *Server) createReaderTopUp(w http.ResponseWriter, r *http.Request, key string, req ledger.Request, reader string) {
+	t, sess, created, err := s.o.Service.CreateReaderTopUp(r.Context(), key, req, reader)
+	if err != nil {
+		s.readerError(w, r, err)
+		return
+	}
+	setObject(r, t.ID.String())
+	v := viewTopUp(t)
+	if sess.ID != uuid.Nil {
+		s.notifyReader(t.Tenant, reader)
+		v.SessionID, v.SessionReaderID = sess.ID.String(), reader
+	}
+	status := http.StatusOK
+	if created {
+		status = http.StatusCreated
+	}
+	writeJSON(w, status, v)
+}

@@ -380,6 +380,9 @@ type topUpView struct {
 	BridgeToken          string     `json:"bridge_token,omitempty"`
 	BridgeTokenExpiresAt *time.Time `json:"bridge_token_expires_at,omitempty"`
 	SessionID            string     `json:"session_id,omitempty"`
+	// SessionReaderID is the registered reader SessionID was dispatched
+	// to (POST /v1/topups with reader_id).
+	SessionReaderID string `json:"session_reader_id,omitempty"`
 }
 
 func viewTopUp(t ledger.TopUp) topUpView {
@@ -435,6 +438,9 @@ type createTopUpBody struct {
 	Reference string `json:"reference"`
 	// Profile optionally names the card profile (scheme) of the top-up.
 	Profile string `json:"profile"`
+	// ReaderID optionally dispatches the top-up's session to a registered
+	// reader's agent instead of handing out a bridge token.
+	ReaderID *string `json:"reader_id"`
 }
 
 func (s *Server) createTopUp(w http.ResponseWriter, r *http.Request) {
@@ -452,8 +458,13 @@ func (s *Server) createTopUp(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, codeInvalid, "amount is required")
 		return
 	}
-	t, tk, created, err := s.o.Service.CreateTopUp(r.Context(), key, ledger.Request{Amount: *body.Amount, Currency: body.Currency,
-		CardUID: body.CardUID, Reference: body.Reference, Scheme: body.Profile, Tenant: who(r).Tenant})
+	req := ledger.Request{Amount: *body.Amount, Currency: body.Currency,
+		CardUID: body.CardUID, Reference: body.Reference, Scheme: body.Profile, Tenant: who(r).Tenant}
+	if body.ReaderID != nil {
+		s.createReaderTopUp(w, r, key, req, *body.ReaderID)
+		return
+	}
+	t, tk, created, err := s.o.Service.CreateTopUp(r.Context(), key, req)
 	if err != nil {
 		s.apiError(w, r, err)
 		return

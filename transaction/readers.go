@@ -162,6 +162,40 @@ func (s *Service) ReaderTopUpSession(ctx context.Context, tenant, reader string,
 	return s.addressed(ctx, tenant, reader, ledger.KindTopUp, topUpID)
 }
 
+// CreateReaderTopUp creates (or, for a replayed idempotency key, returns)
+// a top-up of req.Tenant and addresses its session to the tenant's
+// registered reader, so that no bridge token exists for it. The request
+// and the reader are checked before anything is written: an unknown
+// reader is ledger.ErrNotFound and one without a live agent
+// ErrReaderOffline. (Should the reader go offline between the check and
+// the dispatch, the top-up stays pending and the error says so.) A
+// replay dispatches a new session only while the top-up is still pending
+// (the first answer may have been lost before its dispatch; a session of
+// a top-up that another session meanwhile applied ends not_payable and
+// touches no value); otherwise sess is zero.
+func (s *Service) CreateReaderTopUp(ctx context.Context, idempotencyKey string, req ledger.Request, reader string) (t ledger.TopUp, sess ledger.Session, created bool, err error) {
+	norm, err := s.checkRequest(ctx, idempotencyKey, req)
+	if err != nil {
+		return ledger.TopUp{}, ledger.Session{}, false, err
+	}
+	r, err := s.Reader(ctx, norm.Tenant, reader)
+	if err != nil {
+		return ledger.TopUp{}, ledger.Session{}, false, err
+	}
+	if !s.ReaderOnline(r) {
+		return ledger.TopUp{}, ledger.Session{}, false, fmt.Errorf("reader %s: %w", reader, ErrReaderOffline)
+	}
+	t, created, err = s.cfg.Ledger.CreateTopUp(ctx, norm, idempotencyKey, s.cfg.Now())
+	if err != nil || (!created && t.Status != ledger.StatusPending) {
+		return t, ledger.Session{}, created, err
+	}
+	sess, err = s.addressed(ctx, t.Tenant, reader, ledger.KindTopUp, t.ID)
+	if err != nil {
+		return t, ledger.Session{}, created, fmt.Errorf("dispatch top-up %s to reader %s: %w", t.ID, reader, err)
+	}
+	return t, sess, created, nil
+}
+
 func (s *Service) addressed(ctx context.Context, tenant, reader string, kind ledger.SessionKind, topUpID uuid.UUID) (ledger.Session, error) {
 	rs, err := s.readers()
 	if err != nil {

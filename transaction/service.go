@@ -185,31 +185,9 @@ type Ticket struct {
 // CreateTopUp creates (or, for a replayed idempotency key, returns) a
 // top-up; while it is payable a fresh bridge ticket comes with it.
 func (s *Service) CreateTopUp(ctx context.Context, idempotencyKey string, req ledger.Request) (ledger.TopUp, *Ticket, bool, error) {
-	if err := ledger.ValidateIdempotencyKey(idempotencyKey); err != nil {
-		return ledger.TopUp{}, nil, false, err
-	}
-	norm, err := req.Normalize()
+	norm, err := s.checkRequest(ctx, idempotencyKey, req)
 	if err != nil {
 		return ledger.TopUp{}, nil, false, err
-	}
-	max := s.maxAmount()
-	if norm.Scheme != "" {
-		p, err := s.scheme(norm.Scheme)
-		if err != nil {
-			return ledger.TopUp{}, nil, false, err
-		}
-		max = p.MaxAmount()
-	}
-	if norm.Currency != s.profile.Currency {
-		return ledger.TopUp{}, nil, false, fmt.Errorf("%s, profile %s uses %s: %w", norm.Currency, s.profile.Name, s.profile.Currency, ErrCurrency)
-	}
-	if norm.Amount > max {
-		return ledger.TopUp{}, nil, false, fmt.Errorf("amount %d above %d: %w", norm.Amount, max, ErrAmountLimit)
-	}
-	if norm.CardUID != "" {
-		if err := s.refuseBlocked(ctx, norm.Tenant, norm.CardUID); err != nil {
-			return ledger.TopUp{}, nil, false, err
-		}
 	}
 	// A new top-up comes with its session and token in the same commit;
 	// a replayed key gets a fresh ticket the ordinary way.
@@ -234,6 +212,38 @@ func (s *Service) CreateTopUp(ctx context.Context, idempotencyKey string, req le
 		}
 	}
 	return t, tk, created, nil
+}
+
+// checkRequest validates a top-up request and its idempotency key and
+// returns the normalised request.
+func (s *Service) checkRequest(ctx context.Context, idempotencyKey string, req ledger.Request) (ledger.Request, error) {
+	if err := ledger.ValidateIdempotencyKey(idempotencyKey); err != nil {
+		return ledger.Request{}, err
+	}
+	norm, err := req.Normalize()
+	if err != nil {
+		return ledger.Request{}, err
+	}
+	max := s.maxAmount()
+	if norm.Scheme != "" {
+		p, err := s.scheme(norm.Scheme)
+		if err != nil {
+			return ledger.Request{}, err
+		}
+		max = p.MaxAmount()
+	}
+	if norm.Currency != s.profile.Currency {
+		return ledger.Request{}, fmt.Errorf("%s, profile %s uses %s: %w", norm.Currency, s.profile.Name, s.profile.Currency, ErrCurrency)
+	}
+	if norm.Amount > max {
+		return ledger.Request{}, fmt.Errorf("amount %d above %d: %w", norm.Amount, max, ErrAmountLimit)
+	}
+	if norm.CardUID != "" {
+		if err := s.refuseBlocked(ctx, norm.Tenant, norm.CardUID); err != nil {
+			return ledger.Request{}, err
+		}
+	}
+	return norm, nil
 }
 
 // scheme returns the fleet's profile a top-up request names.
