@@ -39,6 +39,15 @@ import (
 // The key itself is never stored. Every form carries a CSRF token bound to
 // the cookie. A key that is removed or expires ends its console sessions
 // at the next request.
+//
+// The login form, which has no session yet, is guarded by a pre-session
+// cookie: serving the login page sets a short-lived signed cookie
+// (relay_console_login: a random nonce and an expiry; HttpOnly,
+// SameSite=Strict, Path=/console/login) and puts a token derived from it
+// in the form; a login POST without both, or with a token of another
+// cookie, is refused before the key is looked at, so another site cannot
+// log a browser into the attacker's key. Login and logout also refuse
+// requests the browser marks as cross-origin (Sec-Fetch-Site, Origin).
 
 //go:embed console.html
 var consoleFS embed.FS
@@ -81,6 +90,10 @@ func formatMoney(v int64, cur string) string {
 const (
 	consoleCookie = "relay_console"
 	consoleTTL    = 8 * time.Hour
+	// consoleLoginCookie is the pre-session cookie of the login form; a
+	// login page older than consoleLoginTTL must be reloaded.
+	consoleLoginCookie = "relay_console_login"
+	consoleLoginTTL    = time.Hour
 	// maxFormBody bounds a console form.
 	maxFormBody = 4 << 10
 	// maxConsoleReason bounds a block reason (resolutions: the ledger's).
@@ -173,32 +186,96 @@ func (s *Server) consoleCookieValue(keyID string, exp time.Time) string {
 	return base64.RawURLEncoding.EncodeToString([]byte(payload)) + "." + base64.RawURLEncoding.EncodeToString(s.consoleMAC("session", payload))
 }
 
-// consoleSessionOf checks the cookie and returns its payload and key id.
-func (s *Server) consoleSessionOf(r *http.Request, now time.Time) (payload, keyID string, ok bool) {
-	c, err := r.Cookie(consoleCookie)
+// signedCookie returns the payload of the cookie name when its MAC under
+// purpose holds; its "|"-separated parts must number want.
+func (s *Server) signedCookie(r *http.Request, name, purpose string, want int) (payload string, parts []string, ok bool) {
+	c, err := r.Cookie(name)
 	if err != nil || len(c.Value) > 512 {
-		return "", "", false
+		return "", nil, false
 	}
 	p64, m64, found := strings.Cut(c.Value, ".")
 	if !found {
-		return "", "", false
+		return "", nil, false
 	}
 	strict := base64.RawURLEncoding.Strict()
 	raw, err1 := strict.DecodeString(p64)
 	mac, err2 := strict.DecodeString(m64)
-	if err1 != nil || err2 != nil || !hmac.Equal(mac, s.consoleMAC("session", string(raw))) {
-		return "", "", false
+	if err1 != nil || err2 != nil || !hmac.Equal(mac, s.consoleMAC(purpose, string(raw))) {
+		return "", nil, false
 	}
-	parts := strings.Split(string(raw), "|")
-	if len(parts) != 3 {
-		return "", "", false
+	parts = strings.Split(string(raw), "|")
+	if len(parts) != want {
+		return "", nil, false
 	}
-	exp, err := strconv.ParseInt(parts[1], 10, 64)
-	if err != nil || now.Unix() >= exp {
-		return "", "", false
-	}
-	return string(raw), parts[0], true
+	return string(raw), parts, true
 }
+
+// unexpired parses a Unix expiry and reports whether now is before it.
+func unexpired(unix string, now time.Time) (time.Time, bool) {
+	exp, err := strconv.ParseInt(unix, 10, 64)
+	if err != nil || now.Unix() >= exp {
+		return time.Time{}, false
+	}
+	return time.Unix(exp, 0), true
+}
+
+// consoleSessionOf checks the cookie and returns its payload and key id.
+func (s *Server) consoleSessionOf(r *http.Request, now time.Time) (payload, keyID string, ok bool) {
+	payload, parts, ok := s.signedCookie(r, consoleCookie, "session", 3)
+	if !ok {
+		return "", "", false
+	}
+	if _, ok := unexpired(parts[1], now); !ok {
+		return "", "", false
+	}
+	return payload, parts[0], true
+}
+
+// loginSessionOf checks the login form's pre-session cookie (nonce|expiry)
+// and returns its payload and expiry.
+func (s *Server) loginSessionOf(r *http.Request, now time.Time) (payload string, exp time.Time, ok bool) {
+	payload, parts, ok := s.signedCookie(r, consoleLoginCookie, "login", 2)
+	if !ok {
+		return "", time.Time{}, false
+	}
+	exp, ok = unexpired(parts[1], now)
+	return payload, exp, ok
+}
+
+// loginToken is the login form's CSRF token of a pre-session payload.
+func (s *Server) loginToken(payload string) string {
+	return base64.RawURLEncoding.EncodeToString(s.consoleMAC("login-csrf", payload))
+}
+
+// renderLogin shows the login page with a CSRF token bound to the
+// browser's pre-session cookie, setting a fresh cookie when the browser
+// has none or one past half its life.
+func (s *Server) renderLogin(w http.ResponseWriter, r *http.Request, status int, p *consolePage) {
+	now := time.Now()
+	payload, exp, ok := s.loginSessionOf(r, now)
+	if !ok || exp.Sub(now) < consoleLoginTTL/2 {
+		nonce := make([]byte, 16)
+		_, _ = rand.Read(nonce)
+		exp = now.Add(consoleLoginTTL)
+		payload = base64.RawURLEncoding.EncodeToString(nonce) + "|" + strconv.FormatInt(exp.Unix(), 10)
+		value := base64.RawURLEncoding.EncodeToString([]byte(payload)) + "." + base64.RawURLEncoding.EncodeToString(s.consoleMAC("login", payload))
+		http.SetCookie(w, &http.Cookie{Name: consoleLoginCookie, Value: value, Path: "/console/login", Expires: exp,
+			MaxAge: int(consoleLoginTTL.Seconds()), HttpOnly: true, SameSite: http.SameSiteStrictMode, Secure: r.TLS != nil || s.o.HSTS})
+	}
+	p.CSRF = s.loginToken(payload)
+	s.renderConsole(w, status, "login", p)
+}
+
+// loginCSRF reports whether a login POST carries the token of a valid
+// pre-session cookie.
+func (s *Server) loginCSRF(r *http.Request, now time.Time) bool {
+	payload, _, ok := s.loginSessionOf(r, now)
+	return ok && subtle.ConstantTimeCompare([]byte(r.PostFormValue("csrf")), []byte(s.loginToken(payload))) == 1
+}
+
+// crossOrigin refuses state-changing requests a browser marks as coming
+// from another origin (Sec-Fetch-Site, else Origin against Host).
+var crossOrigin = http.NewCrossOriginProtection()
 
 func (s *Server) csrfToken(payload string) string {
 	return base64.RawURLEncoding.EncodeToString(s.consoleMAC("csrf", payload))
@@ -222,7 +299,7 @@ func (s *Server) consoleAuth(next http.HandlerFunc) http.Handler {
 				http.Redirect(w, r, "/console/login", http.StatusSeeOther)
 				return
 			}
-			s.renderConsole(w, http.StatusUnauthorized, "login", &consolePage{Title: "Log in", Error: "Your console session ended. Log in again."})
+			s.renderLogin(w, r, http.StatusUnauthorized, &consolePage{Title: "Log in", Errors: map[string]string{}, Error: "Your console session ended. Log in again."})
 			return
 		}
 		r = r.WithContext(withPrincipal(r.Context(), principal{KeyID: k.ID, Tenant: k.Tenant}))
@@ -270,7 +347,10 @@ func consoleHeaders(w http.ResponseWriter) {
 	h := w.Header()
 	h.Set("Content-Security-Policy", "default-src 'none'; style-src 'unsafe-inline'; img-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'")
 	h.Set("X-Content-Type-Options", "nosniff")
-	h.Set("Referrer-Policy", "no-referrer")
+	// same-origin, not no-referrer: a browser without Sec-Fetch-Site then
+	// sends the console's own Origin on its forms (no-referrer makes it
+	// "null"), which login's cross-origin check needs.
+	h.Set("Referrer-Policy", "same-origin")
 	h.Set("Cache-Control", "no-store")
 	h.Set("X-Frame-Options", "DENY")
 }
@@ -310,7 +390,7 @@ func (s *Server) consoleLoginPage(w http.ResponseWriter, r *http.Request) {
 	if n, ok := notices[r.URL.Query().Get("notice")]; ok {
 		p.Notice = n
 	}
-	s.renderConsole(w, http.StatusOK, "login", p)
+	s.renderLogin(w, r, http.StatusOK, p)
 }
 
 func (s *Server) consoleLogin(w http.ResponseWriter, r *http.Request) {
@@ -320,12 +400,25 @@ func (s *Server) consoleLogin(w http.ResponseWriter, r *http.Request) {
 		s.metrics.rateLimited.WithLabelValues("auth_failures").Inc()
 		w.Header().Set("Retry-After", strconv.Itoa(int(retry.Seconds()+1)))
 		p.Error = "Too many refused keys from this address. Wait a minute and try again."
-		s.renderConsole(w, http.StatusTooManyRequests, "login", p)
+		s.renderLogin(w, r, http.StatusTooManyRequests, p)
+		return
+	}
+	if err := crossOrigin.Check(r); err != nil {
+		s.auditLogin(r, "refused: cross-origin")
+		p.Error = "Login refused: the form was sent from another site. Open the console's own login page and log in there."
+		s.renderLogin(w, r, http.StatusForbidden, p)
 		return
 	}
 	if err := parseConsoleForm(w, r); err != nil {
 		p.Error = err.Error()
-		s.renderConsole(w, http.StatusBadRequest, "login", p)
+		s.renderLogin(w, r, http.StatusBadRequest, p)
+		return
+	}
+	if !s.loginCSRF(r, now) {
+		s.auditLogin(r, "refused: csrf")
+		p.Error = "Login refused: this login form is out of date or did not come from the console (login CSRF token missing or wrong; " +
+			"the browser must accept the console's cookies). The form below is fresh: log in again."
+		s.renderLogin(w, r, http.StatusForbidden, p)
 		return
 	}
 	key := r.PostFormValue("api_key")
@@ -337,7 +430,7 @@ func (s *Server) consoleLogin(w http.ResponseWriter, r *http.Request) {
 	}
 	if len(p.Errors) > 0 {
 		p.Error = "The form has errors."
-		s.renderConsole(w, http.StatusBadRequest, "login", p)
+		s.renderLogin(w, r, http.StatusBadRequest, p)
 		return
 	}
 	k, ok, expired := s.keys.lookup(key, now)
@@ -348,8 +441,8 @@ func (s *Server) consoleLogin(w http.ResponseWriter, r *http.Request) {
 			p.Errors["api_key"] = "This API key has expired."
 		}
 		p.Error = "Login refused."
-		s.log.Info("audit", zap.String("action", "console login"), zap.String("outcome", "refused"), zap.String("request_id", ri.ID), zap.String("client", ri.Client))
-		s.renderConsole(w, http.StatusUnauthorized, "login", p)
+		s.auditLogin(r, "refused")
+		s.renderLogin(w, r, http.StatusUnauthorized, p)
 		return
 	}
 	exp := now.Add(consoleTTL)
@@ -358,12 +451,25 @@ func (s *Server) consoleLogin(w http.ResponseWriter, r *http.Request) {
 	}
 	http.SetCookie(w, &http.Cookie{Name: consoleCookie, Value: s.consoleCookieValue(k.ID, exp), Path: "/console/",
 		Expires: exp, HttpOnly: true, SameSite: http.SameSiteStrictMode, Secure: r.TLS != nil || s.o.HSTS})
+	http.SetCookie(w, &http.Cookie{Name: consoleLoginCookie, Value: "", Path: "/console/login", MaxAge: -1,
+		HttpOnly: true, SameSite: http.SameSiteStrictMode, Secure: r.TLS != nil || s.o.HSTS})
 	s.log.Info("audit", zap.String("key_id", k.ID), zap.String("tenant", k.Tenant), zap.String("action", "console login"),
 		zap.String("outcome", "ok"), zap.String("request_id", ri.ID), zap.String("client", ri.Client))
 	http.Redirect(w, r, "/console/", http.StatusSeeOther)
 }
 
+// auditLogin logs a refused console login.
+func (s *Server) auditLogin(r *http.Request, outcome string) {
+	ri := info(r)
+	s.log.Info("audit", zap.String("action", "console login"), zap.String("outcome", outcome), zap.String("request_id", ri.ID), zap.String("client", ri.Client))
+}
+
 func (s *Server) consoleLogout(w http.ResponseWriter, r *http.Request) {
+	if err := crossOrigin.Check(r); err != nil {
+		consoleHeaders(w)
+		http.Error(w, "logout refused: the form was sent from another site", http.StatusForbidden)
+		return
+	}
 	http.SetCookie(w, &http.Cookie{Name: consoleCookie, Value: "", Path: "/console/", MaxAge: -1,
 		HttpOnly: true, SameSite: http.SameSiteStrictMode, Secure: r.TLS != nil || s.o.HSTS})
 	http.Redirect(w, r, "/console/login?notice=loggedout", http.StatusSeeOther)

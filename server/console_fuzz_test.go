@@ -3,6 +3,7 @@ package server
 import (
 	"encoding/base64"
 	"net/http"
+	"net/http/httptest"
 	"strings"
 	"testing"
 	"time"
@@ -47,4 +48,66 @@ func FuzzCheckUID(f *testing.F) {
 			t.Fatalf("%q accepted as %q", raw, uid)
 		}
 	})
+}
+
+// loginCookieOf serves the login page once and returns the pre-session
+// cookie it sets.
+func loginCookieOf(t testing.TB, s *Server) *http.Cookie {
+	rec := httptest.NewRecorder()
+	s.renderLogin(rec, httptest.NewRequest("GET", "/console/login", nil), http.StatusOK, &consolePage{Errors: map[string]string{}})
+	for _, c := range rec.Result().Cookies() {
+		if c.Name == consoleLoginCookie {
+			return c
+		}
+	}
+	t.Fatal("the login page set no pre-session cookie")
+	return nil
+}
+
+// FuzzConsoleLoginCookie: the login form's pre-session cookie never
+// panics, and only a cookie signed under the console key for the login
+// form (not a session cookie) and unexpired is accepted.
+func FuzzConsoleLoginCookie(f *testing.F) {
+	s := New(Options{ConsoleKey: []byte(strings.Repeat("k", 32))})
+	f.Add(loginCookieOf(f, s).Value)
+	f.Add(s.consoleCookieValue("key:abc", time.Now().Add(time.Hour)))
+	f.Add("")
+	f.Add("bm9uY2V8MQ.")
+	f.Fuzz(func(t *testing.T, v string) {
+		r, _ := http.NewRequest("POST", "/console/login", nil)
+		r.Header.Set("Cookie", consoleLoginCookie+"="+v)
+		payload, _, ok := s.loginSessionOf(r, time.Now())
+		if !ok {
+			return
+		}
+		signed := base64.RawURLEncoding.EncodeToString([]byte(payload)) + "." + base64.RawURLEncoding.EncodeToString(s.consoleMAC("login", payload))
+		if v != signed {
+			t.Fatalf("pre-session cookie %q accepted", v)
+		}
+	})
+}
+
+// TestLoginCookieExpires: a pre-session cookie past its expiry is no
+// longer accepted, nor is one signed under another console key, and the
+// login token is bound to the cookie.
+func TestLoginCookieExpires(t *testing.T) {
+	s := New(Options{ConsoleKey: []byte(strings.Repeat("k", 32))})
+	c := loginCookieOf(t, s)
+	r, _ := http.NewRequest("POST", "/console/login", nil)
+	r.AddCookie(c)
+	now := time.Now()
+	payload, exp, ok := s.loginSessionOf(r, now)
+	if !ok || exp.Sub(now) > consoleLoginTTL || exp.Sub(now) < consoleLoginTTL-time.Minute {
+		t.Fatalf("fresh cookie: ok=%v expires in %v", ok, exp.Sub(now))
+	}
+	if _, _, ok := s.loginSessionOf(r, now.Add(consoleLoginTTL+time.Second)); ok {
+		t.Fatal("an expired pre-session cookie is accepted")
+	}
+	other := New(Options{ConsoleKey: []byte(strings.Repeat("o", 32))})
+	if _, _, ok := other.loginSessionOf(r, now); ok {
+		t.Fatal("a pre-session cookie of another console key is accepted")
+	}
+	if other.loginToken(payload) == s.loginToken(payload) || s.loginToken(payload) == s.csrfToken(payload) {
+		t.Fatal("login tokens are not bound to the console key and purpose")
+	}
 }

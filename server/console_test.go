@@ -74,9 +74,16 @@ func (c *consoleClient) csrf(path string) string {
 	return m[1]
 }
 
+// loginCSRF opens the login page and returns its form's CSRF token (the
+// jar keeps the pre-session cookie it comes with).
+func (c *consoleClient) loginCSRF() string {
+	c.t.Helper()
+	return c.csrf("/console/login")
+}
+
 func (c *consoleClient) login(key string) {
 	c.t.Helper()
-	code, hdr, body := c.form("/console/login", url.Values{"api_key": {key}})
+	code, hdr, body := c.form("/console/login", url.Values{"api_key": {key}, "csrf": {c.loginCSRF()}})
 	if code != http.StatusSeeOther || hdr.Get("Location") != "/console/" {
 		c.t.Fatalf("login: %d %s %s", code, hdr, body)
 	}
@@ -90,27 +97,28 @@ func TestConsoleLoginAndCookie(t *testing.T) {
 	if code, hdr, _ := c.get("/console/"); code != http.StatusSeeOther || hdr.Get("Location") != "/console/login" {
 		t.Fatalf("anonymous console: %d %v", code, hdr)
 	}
+	tok := "&csrf=" + url.QueryEscape(c.loginCSRF())
 	for name, tc := range map[string]struct {
 		ct, body string
 		status   int
 		want     string
 	}{
 		"json body":     {"application/json", `{"api_key":"x"}`, 400, "only accepts its own forms"},
-		"empty key":     {"application/x-www-form-urlencoded", "api_key=", 400, "Enter your operator API key."},
-		"blank key":     {"application/x-www-form-urlencoded", "api_key=%20%20", 400, "Enter your operator API key."},
-		"huge key":      {"application/x-www-form-urlencoded", "api_key=" + strings.Repeat("k", 300), 400, "longer than any API key"},
-		"unknown key":   {"application/x-www-form-urlencoded", "api_key=nope", 401, "Unknown API key."},
-		"key twice":     {"application/x-www-form-urlencoded", "api_key=a&api_key=b", 400, "given more than once"},
-		"oversized":     {"application/x-www-form-urlencoded", "api_key=" + strings.Repeat("k", 9000), 400, "could not be read"},
-		"malformed ctt": {"text/html; charset", "api_key=x", 400, "only accepts its own forms"},
+		"empty key":     {"application/x-www-form-urlencoded", "api_key=" + tok, 400, "Enter your operator API key."},
+		"blank key":     {"application/x-www-form-urlencoded", "api_key=%20%20" + tok, 400, "Enter your operator API key."},
+		"huge key":      {"application/x-www-form-urlencoded", "api_key=" + strings.Repeat("k", 300) + tok, 400, "longer than any API key"},
+		"unknown key":   {"application/x-www-form-urlencoded", "api_key=nope" + tok, 401, "Unknown API key."},
+		"key twice":     {"application/x-www-form-urlencoded", "api_key=a&api_key=b" + tok, 400, "given more than once"},
+		"oversized":     {"application/x-www-form-urlencoded", "api_key=" + strings.Repeat("k", 9000) + tok, 400, "could not be read"},
+		"malformed ctt": {"text/html; charset", "api_key=x" + tok, 400, "only accepts its own forms"},
 	} {
 		code, hdr, body := c.post("/console/login", tc.ct, tc.body)
 		if code != tc.status || !strings.Contains(body, tc.want) || hdr.Get("Set-Cookie") != "" {
 			t.Errorf("%s: %d %q (want %d %q)", name, code, excerpt(body), tc.status, tc.want)
 		}
 	}
-	code, hdr, _ := c.form("/console/login", url.Values{"api_key": {testserver.APIKey}})
-	cookie := hdr.Get("Set-Cookie")
+	code, hdr, _ := c.form("/console/login", url.Values{"api_key": {testserver.APIKey}, "csrf": {c.loginCSRF()}})
+	cookie := sessionCookie(hdr)
 	if code != http.StatusSeeOther || !strings.Contains(cookie, "HttpOnly") || !strings.Contains(cookie, "SameSite=Strict") ||
 		!strings.Contains(cookie, "Path=/console/") || strings.Contains(cookie, testserver.APIKey) {
 		t.Fatalf("login: %d cookie %q", code, cookie)
@@ -239,4 +247,104 @@ func excerpt(s string) string {
 		s = s[:300]
 	}
 	return s
+}
+
+// sessionCookie returns the console session cookie an answer sets, if any.
+func sessionCookie(hdr http.Header) string {
+	for _, c := range hdr.Values("Set-Cookie") {
+		if strings.HasPrefix(c, "relay_console=") {
+			return c
+		}
+	}
+	return ""
+}
+
+// TestConsoleLoginCSRF: the login form is bound to a pre-session cookie
+// the login page sets, so a page on another site cannot log a browser
+// into the attacker's key: a login without the cookie, without the token,
+// with a wrong token or with the token of another browser's cookie is
+// refused before the key is looked at, and no session cookie is set; so
+// are logins and logouts the browser marks as cross-origin.
+func TestConsoleLoginCSRF(t *testing.T) {
+	h := testserver.New(t, testbackend.Backends()[0], profile.AN12113(), testserver.Options{})
+	attacker := newConsoleClient(t, h)
+	attackerToken := attacker.loginCSRF() // a valid pair, in the attacker's own browser
+
+	victim := newConsoleClient(t, h)
+	const refused = "login CSRF token missing or wrong"
+	// The attacker's page posts its key and token from the victim's browser,
+	// which has no pre-session cookie yet.
+	code, hdr, body := victim.form("/console/login", url.Values{"api_key": {testserver.APIKey}, "csrf": {attackerToken}})
+	if code != http.StatusForbidden || !strings.Contains(body, refused) || sessionCookie(hdr) != "" {
+		t.Fatalf("login without a pre-session cookie: %d %q %v", code, excerpt(body), hdr.Values("Set-Cookie"))
+	}
+	// The refusal's page is a fresh login form: its cookie and token work.
+	m := csrfRE.FindStringSubmatch(body)
+	if m == nil || !strings.Contains(strings.Join(hdr.Values("Set-Cookie"), "\n"), "relay_console_login=") {
+		t.Fatalf("refusal without a fresh login form: %v", hdr.Values("Set-Cookie"))
+	}
+	fresh := m[1]
+
+	victimToken := victim.loginCSRF()
+	if victimToken != fresh {
+		t.Fatalf("the login page did not keep the valid pre-session cookie: %q then %q", fresh, victimToken)
+	}
+	for name, form := range map[string]url.Values{
+		"no token":                {"api_key": {testserver.APIKey}},
+		"empty token":             {"api_key": {testserver.APIKey}, "csrf": {""}},
+		"wrong token":             {"api_key": {testserver.APIKey}, "csrf": {victimToken + "x"}},
+		"another browser's token": {"api_key": {testserver.APIKey}, "csrf": {attackerToken}},
+		"forged token":            {"api_key": {testserver.APIKey}, "csrf": {strings.Repeat("A", 43)}},
+	} {
+		code, hdr, body := victim.form("/console/login", form)
+		if code != http.StatusForbidden || !strings.Contains(body, refused) || sessionCookie(hdr) != "" {
+			t.Errorf("%s: %d %q %v", name, code, excerpt(body), hdr.Values("Set-Cookie"))
+		}
+	}
+	if code, _, _ := victim.get("/console/"); code != http.StatusSeeOther {
+		t.Fatalf("a refused login left a console session: %d", code)
+	}
+
+	// Cross-origin posts are refused even with a valid cookie and token.
+	for name, hdrs := range map[string]map[string]string{
+		"Sec-Fetch-Site cross-site": {"Sec-Fetch-Site": "cross-site"},
+		"Sec-Fetch-Site same-site":  {"Sec-Fetch-Site": "same-site"},
+		"foreign Origin":            {"Origin": "https://evil.example"},
+	} {
+		req, _ := http.NewRequest("POST", h.HTTP.URL+"/console/login",
+			strings.NewReader(url.Values{"api_key": {testserver.APIKey}, "csrf": {victimToken}}.Encode()))
+		req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+		for k, v := range hdrs {
+			req.Header.Set(k, v)
+		}
+		code, hdr, body := victim.send(req)
+		if code != http.StatusForbidden || !strings.Contains(body, "sent from another site") || sessionCookie(hdr) != "" {
+			t.Errorf("%s: %d %q", name, code, excerpt(body))
+		}
+	}
+
+	// The browser's own form, as a browser sends it, logs in; the
+	// pre-session cookie is then dropped.
+	req, _ := http.NewRequest("POST", h.HTTP.URL+"/console/login",
+		strings.NewReader(url.Values{"api_key": {testserver.APIKey}, "csrf": {victimToken}}.Encode()))
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	req.Header.Set("Sec-Fetch-Site", "same-origin")
+	req.Header.Set("Origin", h.HTTP.URL)
+	code, hdr, body = victim.send(req)
+	if code != http.StatusSeeOther || sessionCookie(hdr) == "" || !strings.Contains(strings.Join(hdr.Values("Set-Cookie"), "\n"), "relay_console_login=; Path=/console/login; Max-Age=0") {
+		t.Fatalf("login with the form's token: %d %v %q", code, hdr.Values("Set-Cookie"), excerpt(body))
+	}
+	if code, _, _ := victim.get("/console/"); code != http.StatusOK {
+		t.Fatalf("console after login: %d", code)
+	}
+	// A cross-site logout is refused; the session stays.
+	req, _ = http.NewRequest("POST", h.HTTP.URL+"/console/logout", strings.NewReader(""))
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	req.Header.Set("Sec-Fetch-Site", "cross-site")
+	if code, _, _ := victim.send(req); code != http.StatusForbidden {
+		t.Fatalf("cross-site logout: %d", code)
+	}
+	if code, _, _ := victim.get("/console/"); code != http.StatusOK {
+		t.Fatalf("console after a refused logout: %d", code)
+	}
 }
