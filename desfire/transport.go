@@ -2,7 +2,19 @@ package desfire
 
 import (
 	"context"
+	"errors"
 	"fmt"
+)
+
+// Transport failures every transport reports the same way, so card
+// scripts and their callers can tell them apart from the card's answers.
+var (
+	// ErrTagLost: the card left the field (or the reader failed).
+	ErrTagLost = errors.New("desfire: card left the field")
+	// ErrBridgeTimeout: the transport missed a deadline.
+	ErrBridgeTimeout = errors.New("desfire: transport timed out")
+	// ErrCancelled: the user cancelled at the transport's end.
+	ErrCancelled = errors.New("desfire: cancelled by the user")
 )
 
 // Transport moves one ISO 7816-4 command APDU to a card and returns its

@@ -224,7 +224,7 @@ func (s *Server) serveSession(ctx context.Context, conn *relay.Conn, sess ledger
 		case protocol.TypeCard:
 			card = m.Card
 		case protocol.TypeCancel:
-			return s.sendResult(ctx, conn, transaction.Result{Kind: sess.Kind.String(), Code: transaction.CodeCancelled, Message: "Cancelled."}, sess, true)
+			return s.sendResult(ctx, conn, transaction.Result{Kind: sess.Kind.String(), Code: transaction.CodeCancelled}, sess, true)
 		default:
 			return fail(fmt.Errorf("%s before a card: %w", m.Type, protocol.ErrProtocol))
 		}
@@ -263,7 +263,7 @@ func (s *Server) sendResult(ctx context.Context, conn *relay.Conn, res transacti
 		msg.Records = append(msg.Records, protocol.Record{Kind: r.Kind, Timestamp: r.Timestamp, Amount: r.Amount, Raw: r.Ref})
 	}
 	if !msg.OK {
-		msg.Error = &protocol.ErrorBody{Code: res.Code, Message: res.Message}
+		msg.Error = &protocol.ErrorBody{Code: res.Code, Message: userMessage(res.Code)}
 	}
 	if err := conn.Send(ctx, msg); err != nil {
 		return websocket.StatusInternalError, "result not delivered"
@@ -308,9 +308,10 @@ func (b *sessionBridge) Transport() desfire.Transport {
 	return relay.Plain{C: b.conn}
 }
 
-func (b *sessionBridge) Prompt(text string, progress float64) {
-	p := progress
-	_ = b.conn.Send(b.ctx, protocol.Prompt{Type: protocol.TypePrompt, Text: text, Progress: &p})
+// Prompt implements transaction.Bridge: the contract's `prompt`, worded
+// here.
+func (b *sessionBridge) Prompt(p transaction.Prompt, progress float64) {
+	_ = b.conn.Send(b.ctx, protocol.Prompt{Type: protocol.TypePrompt, Text: promptText(p), Progress: &progress})
 }
 
 // retapMargin is the part of the session deadline kept for finishing
@@ -327,8 +328,8 @@ type retapBridge struct {
 // AwaitCard implements transaction.Retapper: it asks the bridge for the
 // card again and waits for a `card` message, at most b.wait and leaving
 // retapMargin of the session's deadline to finish.
-func (b *retapBridge) AwaitCard(ctx context.Context, prompt string) (string, error) {
-	b.Prompt(prompt, 0)
+func (b *retapBridge) AwaitCard(ctx context.Context) (string, error) {
+	b.Prompt(transaction.PromptTapAgain, 0)
 	ctx, cancel := context.WithTimeout(ctx, b.wait)
 	defer cancel()
 	if dl, ok := ctx.Deadline(); ok {

@@ -171,18 +171,64 @@ func (s *Server) Handler() http.Handler {
 // enabled) pprof, for a private listener.
 func (s *Server) AdminHandler() http.Handler { return s.admin }
 
+// handler is a route's handler as a method expression of Server.
+type handler = func(*Server, http.ResponseWriter, *http.Request)
+
+// operatorRoutes are the operator API: each behind an API key, rate limits
+// and the audit log. This table is the one list of them: the mux, Routes
+// and the console's in-process calls all read it.
+var operatorRoutes = []struct {
+	pattern string
+	h       handler
+}{
+	{"POST /v1/topups", (*Server).createTopUp},
+	{"GET /v1/topups", (*Server).listTopUps},
+	{"GET /v1/topups/{id}", (*Server).getTopUp},
+	{"POST /v1/topups/{id}/resolve", (*Server).resolveTopUp},
+	{"POST /v1/topups/{id}/bridge-tokens", (*Server).topUpToken},
+	{"GET /v1/topups/{id}/events", (*Server).topUpEvents},
+	{"POST /v1/topups/{id}/reversal", (*Server).reverseTopUp},
+	{"POST /v1/topups/{id}/cancel", (*Server).cancelTopUp},
+	{"POST /v1/events/{id}/redeliver", (*Server).redeliverEvent},
+	{"POST /v1/sessions", (*Server).createSession},
+	{"GET /v1/sessions/{id}", (*Server).getSession},
+	{"GET /v1/cards/{uid}/topups", (*Server).cardTopUps},
+	{"PUT /v1/cards/{uid}/block", (*Server).blockCard},
+	{"DELETE /v1/cards/{uid}/block", (*Server).unblockCard},
+	{"GET /v1/cards/{uid}/block", (*Server).getCardBlock},
+	{"GET /v1/exports/topups", (*Server).exportTopUps},
+	{"GET /v1/tags/{uid}", (*Server).sunTag},
+	{"GET /v1/provisioning/sessions", (*Server).listProvisionSessions},
+	{"POST /v1/readers", (*Server).createReader},
+	{"GET /v1/readers", (*Server).listReaders},
+	{"GET /v1/readers/{id}", (*Server).getReader},
+	{"DELETE /v1/readers/{id}", (*Server).deleteReader},
+}
+
+// openRoutes are the public routes without an API key: SUN verification
+// for phones, the bridge and agent sockets (their own credentials) and
+// the health probes.
+var openRoutes = []struct {
+	pattern string
+	h       handler
+}{
+	{"GET /v1/sun/{template}", (*Server).sunVerify},
+	{"GET /v1/bridge", (*Server).bridge},
+	{"GET /v1/agent", (*Server).agent},
+	{"GET /healthz", (*Server).healthz},
+	{"GET /readyz", (*Server).readyz},
+}
+
 // Routes lists "METHOD /path" of every public route, for the OpenAPI test.
 func Routes() []string {
-	return []string{
-		"POST /v1/topups", "GET /v1/topups", "GET /v1/topups/{id}", "POST /v1/topups/{id}/bridge-tokens",
-		"POST /v1/topups/{id}/resolve", "POST /v1/topups/{id}/reversal", "GET /v1/topups/{id}/events", "POST /v1/events/{id}/redeliver",
-		"POST /v1/sessions", "GET /v1/sessions/{id}", "GET /v1/cards/{uid}/topups",
-		"POST /v1/topups/{id}/cancel", "PUT /v1/cards/{uid}/block", "DELETE /v1/cards/{uid}/block", "GET /v1/cards/{uid}/block",
-		"GET /v1/exports/topups",
-		"GET /v1/sun/{template}", "GET /v1/tags/{uid}", "GET /v1/provisioning/sessions",
-		"POST /v1/readers", "GET /v1/readers", "GET /v1/readers/{id}", "DELETE /v1/readers/{id}",
-		"GET /v1/bridge", "GET /v1/agent", "GET /healthz", "GET /readyz",
+	out := make([]string, 0, len(operatorRoutes)+len(openRoutes))
+	for _, r := range operatorRoutes {
+		out = append(out, r.pattern)
 	}
+	for _, r := range openRoutes {
+		out = append(out, r.pattern)
+	}
+	return out
 }
 
 // AdminRoutes lists the routes of the admin listener (pprof aside).
@@ -190,47 +236,30 @@ func AdminRoutes() []string {
 	return []string{"GET /metrics", "GET /openapi.yaml", "GET /healthz", "GET /readyz"}
 }
 
+// healthz answers the liveness probe.
+func (s *Server) healthz(w http.ResponseWriter, _ *http.Request) {
+	writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+}
+
+// sunVerify and sunTag serve the SUN routes (server/sun.go).
+func (s *Server) sunVerify(w http.ResponseWriter, r *http.Request) { s.sun().verify(w, r) }
+func (s *Server) sunTag(w http.ResponseWriter, r *http.Request)    { s.sun().tag(w, r) }
+
 func (s *Server) routes() {
-	api := map[string]http.HandlerFunc{
-		"POST /v1/topups":                    s.createTopUp,
-		"GET /v1/topups":                     s.listTopUps,
-		"GET /v1/topups/{id}":                s.getTopUp,
-		"POST /v1/topups/{id}/resolve":       s.resolveTopUp,
-		"POST /v1/topups/{id}/bridge-tokens": s.topUpToken,
-		"GET /v1/topups/{id}/events":         s.topUpEvents,
-		"POST /v1/topups/{id}/reversal":      s.reverseTopUp,
-		"POST /v1/events/{id}/redeliver":     s.redeliverEvent,
-		"POST /v1/sessions":                  s.createSession,
-		"GET /v1/sessions/{id}":              s.getSession,
-		"GET /v1/cards/{uid}/topups":         s.cardTopUps,
-		"GET /v1/tags/{uid}":                 s.sun().tag,
-		"POST /v1/readers":                   s.createReader,
-		"GET /v1/readers":                    s.listReaders,
-		"GET /v1/readers/{id}":               s.getReader,
-		"DELETE /v1/readers/{id}":            s.deleteReader,
-		"GET /v1/provisioning/sessions":      s.listProvisionSessions,
-		"POST /v1/topups/{id}/cancel":        s.cancelTopUp,
-		"PUT /v1/cards/{uid}/block":          s.blockCard,
-		"DELETE /v1/cards/{uid}/block":       s.unblockCard,
-		"GET /v1/cards/{uid}/block":          s.getCardBlock,
-		"GET /v1/exports/topups":             s.exportTopUps,
+	s.sun() // its metrics are registered from the start
+	s.api = make(map[string]http.HandlerFunc, len(operatorRoutes))
+	for _, r := range operatorRoutes {
+		h := func(w http.ResponseWriter, req *http.Request) { r.h(s, w, req) }
+		s.api[r.pattern] = h
+		s.mux.Handle(r.pattern, s.operator(r.pattern, h))
 	}
-	s.api = api
-	s.mux.HandleFunc("GET /v1/sun/{template}", s.sun().verify)
-	for pattern, h := range api {
-		s.mux.Handle(pattern, s.operator(pattern, h))
+	for _, r := range openRoutes {
+		s.mux.HandleFunc(r.pattern, func(w http.ResponseWriter, req *http.Request) { r.h(s, w, req) })
 	}
-	s.mux.HandleFunc("GET /v1/bridge", s.bridge)
-	s.mux.HandleFunc("GET /v1/agent", s.agent)
 	s.consoleRoutes()
-	health := func(w http.ResponseWriter, _ *http.Request) {
-		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
-	}
-	s.mux.HandleFunc("GET /healthz", health)
-	s.mux.HandleFunc("GET /readyz", s.readyz)
 	s.mux.HandleFunc("/", noRoute(s.mux))
 
-	s.admin.HandleFunc("GET /healthz", health)
+	s.admin.HandleFunc("GET /healthz", s.healthz)
 	s.admin.HandleFunc("GET /readyz", s.readyz)
 	s.admin.Handle("GET /metrics", promhttp.HandlerFor(s.metrics.reg, promhttp.HandlerOpts{}))
 	s.admin.HandleFunc("GET /openapi.yaml", func(w http.ResponseWriter, _ *http.Request) {

@@ -115,7 +115,9 @@ func underAny(p string, dirs ...string) bool {
 //     the harnesses in internal);
 //   - mobile-bridge depends on neither transaction nor server (its code
 //     not even through another package; its tests not directly);
-//   - only server itself, internal and tests import server.
+//   - only server itself, internal and tests import server;
+//   - server/relay, the bridge transport, depends on no domain package
+//     (transaction): transport failures are desfire's sentinels.
 func importViolations(pkgs []pkgImports) []string {
 	code := map[string][]string{}
 	for _, p := range pkgs {
@@ -170,6 +172,13 @@ func importViolations(pkgs []pkgImports) []string {
 			for _, d := range p.TestImports {
 				if underAny(d, "transaction", "server") {
 					bad = append(bad, p.Path+" (tests) imports "+d)
+				}
+			}
+		}
+		if under(p.Path, "server/relay") {
+			for _, d := range all {
+				if under(d, "transaction") {
+					bad = append(bad, p.Path+" depends on "+d)
 				}
 			}
 		}
@@ -241,6 +250,7 @@ func TestImportRulesCatchViolations(t *testing.T) {
 		{Path: "mobile-bridge/bridge", Imports: []string{"desfire/personalize", "protocol"}, TestImports: []string{"internal/testserver"}},
 		{Path: "server", Imports: []string{"transaction", "protocol", "server/config"}},
 		{Path: "server/config"},
+		{Path: "server/relay", Imports: []string{"desfire", "protocol"}},
 		{Path: "server/cmd/relayd", Imports: []string{"server"}},
 		{Path: "internal/testcard", Imports: []string{"transaction"}},
 		{Path: "internal/testserver", Imports: []string{"server", "internal/testcard"}},
@@ -258,6 +268,7 @@ func TestImportRulesCatchViolations(t *testing.T) {
 		{"desfire through another package", pkgImports{Path: "desfire/dfcrypto", Imports: []string{"protocol"}}, "desfire depends on protocol"},
 		{"desfire test imports internal", pkgImports{Path: "desfire/dfcrypto", TestImports: []string{"internal/testcard"}}, "desfire/dfcrypto depends on internal/testcard"},
 		{"protocol imports desfire", pkgImports{Path: "protocol", Imports: []string{"desfire"}}, "protocol depends on desfire"},
+		{"transport imports the domain", pkgImports{Path: "server/relay", Imports: []string{"desfire", "transaction/keys"}}, "server/relay depends on transaction/keys"},
 		{"transaction imports protocol", pkgImports{Path: "transaction/keys", Imports: []string{"protocol"}}, "transaction depends on protocol"},
 		{"transaction test imports mobile-bridge", pkgImports{Path: "transaction", Imports: []string{"desfire"}, TestImports: []string{"mobile-bridge/bridge"}}, "transaction (tests) imports mobile-bridge/bridge"},
 		{"mobile-bridge imports transaction", pkgImports{Path: "mobile-bridge/bridge", Imports: []string{"transaction/keys"}}, "mobile-bridge/bridge depends on transaction/keys"},

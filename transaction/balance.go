@@ -21,7 +21,7 @@ func (s *Service) runBalance(ctx context.Context, r *run) error {
 	}
 	defer release(l)
 	uidBytes, _ := hex.DecodeString(uid)
-	r.bridge.Prompt("Hold the card still", 0.3)
+	r.bridge.Prompt(PromptHold, 0.3)
 	cs := r.cs // a random-ID card's session, opened to learn its UID
 	if cs == nil {
 		if cs, err = s.startCard(ctx, r, uidBytes, true); err != nil {
@@ -50,6 +50,6 @@ func (s *Service) runBalance(ctx context.Context, r *run) error {
 	if _, err := bk.settle(ctx, open, out.TopUpLog); err != nil {
 		return err
 	}
-	r.bridge.Prompt("Done", 1)
+	r.bridge.Prompt(PromptDone, 1)
 	return nil
 }

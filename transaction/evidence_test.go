@@ -44,12 +44,12 @@ type tagLostAfterCommit struct {
 
 func (l *tagLostAfterCommit) Transmit(ctx context.Context, a []byte) ([]byte, error) {
 	if l.committed {
-		return nil, transaction.ErrTagLost
+		return nil, desfire.ErrTagLost
 	}
 	r, err := l.t.Transmit(ctx, a)
 	if len(a) > 1 && a[0] == 0x90 && a[1] == desfire.CmdCommitTransaction {
 		l.committed = true
-		return nil, transaction.ErrTagLost // the card committed; its answer is lost
+		return nil, desfire.ErrTagLost // the card committed; its answer is lost
 	}
 	return r, err
 }

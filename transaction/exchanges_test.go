@@ -31,8 +31,8 @@ func (c *counting) TransmitBatch(ctx context.Context, cmds []desfire.BatchComman
 
 type countingBridge struct{ c *counting }
 
-func (b countingBridge) Transport() desfire.Transport { return b.c }
-func (countingBridge) Prompt(string, float64)         {}
+func (b countingBridge) Transport() desfire.Transport     { return b.c }
+func (countingBridge) Prompt(transaction.Prompt, float64) {}
 
 // TestExchangeCountsPerSession pins the exchanges of every session kind
 // on a batching bridge, as docs/ARCHITECTURE.md publishes them: a clean

@@ -267,8 +267,8 @@ type randomRetap struct {
 	c *simcard.Card
 }
 
-func (b randomRetap) AwaitCard(ctx context.Context, p string) (string, error) {
-	if _, err := b.retapBridge.AwaitCard(ctx, p); err != nil {
+func (b randomRetap) AwaitCard(ctx context.Context) (string, error) {
+	if _, err := b.retapBridge.AwaitCard(ctx); err != nil {
 		return "", err
 	}
 	return hex.EncodeToString(b.c.AnticollisionUID()), nil

@@ -218,8 +218,8 @@ func TestCommitReaderIDTear(t *testing.T) {
 // plainBridge is a bridge without batching: one APDU per exchange.
 type plainBridge struct{ c *counting }
 
-func (b plainBridge) Transport() desfire.Transport { return plainOnly{b.c} }
-func (plainBridge) Prompt(string, float64)         {}
+func (b plainBridge) Transport() desfire.Transport     { return plainOnly{b.c} }
+func (plainBridge) Prompt(transaction.Prompt, float64) {}
 
 // plainOnly hides the Batcher of the transport it wraps.
 type plainOnly struct{ t desfire.Transport }

@@ -26,18 +26,6 @@ const (
 	CodeInternal      = "internal"
 )
 
-// Bridge errors the runner classifies. The server's transport wraps them
-// (its own sentinels wrap these) so the transaction package needs no
-// import of the server.
-var (
-	// ErrTagLost: the card left the field.
-	ErrTagLost = errors.New("card left the field")
-	// ErrBridgeTimeout: the bridge missed a deadline.
-	ErrBridgeTimeout = errors.New("bridge timed out")
-	// ErrCancelled: the user cancelled on the bridge.
-	ErrCancelled = errors.New("cancelled by the user")
-)
-
 // Record is one card log entry in a result.
 type Record struct {
 	Kind      string `json:"kind"` // "topup" or "usage"
@@ -57,9 +45,8 @@ type Result struct {
 	Balance  *int64
 	CardUID  string
 	Records  []Record
-	// Code and Message are set when OK is false.
-	Code    string
-	Message string
+	// Code is set when OK is false (the server words it for the user).
+	Code string
 	// Exchanges is the number of bridge round trips the card work took.
 	Exchanges int
 	// Retaps is how often the card was presented again within the
@@ -75,7 +62,7 @@ func Code(err error) string {
 	switch {
 	case err == nil:
 		return ""
-	case errors.Is(err, ErrCancelled):
+	case errors.Is(err, desfire.ErrCancelled):
 		return CodeCancelled
 	case errors.Is(err, ErrNotPayable):
 		return CodeNotPayable
@@ -87,9 +74,9 @@ func Code(err error) string {
 		return CodeIntegrity
 	case errors.Is(err, cardscript.ErrLayout), errors.Is(err, cardscript.ErrUnknownCard):
 		return CodeCardUnknown
-	case errors.Is(err, ErrTagLost):
+	case errors.Is(err, desfire.ErrTagLost):
 		return CodeTagLost
-	case errors.Is(err, ErrBridgeTimeout), errors.Is(err, context.DeadlineExceeded):
+	case errors.Is(err, desfire.ErrBridgeTimeout), errors.Is(err, context.DeadlineExceeded):
 		return CodeTimeout
 	case errors.Is(err, lock.ErrLocked):
 		return CodeCardBusy

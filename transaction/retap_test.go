@@ -26,7 +26,7 @@ type tearAt struct {
 
 func (a *tearAt) Transmit(ctx context.Context, apdu []byte) ([]byte, error) {
 	if a.lost {
-		return nil, transaction.ErrTagLost
+		return nil, desfire.ErrTagLost
 	}
 	a.seen++
 	if a.seen == a.n {
@@ -34,7 +34,7 @@ func (a *tearAt) Transmit(ctx context.Context, apdu []byte) ([]byte, error) {
 		if a.after {
 			a.t.Transmit(ctx, apdu)
 		}
-		return nil, transaction.ErrTagLost
+		return nil, desfire.ErrTagLost
 	}
 	return a.t.Transmit(ctx, apdu)
 }
@@ -49,12 +49,12 @@ type retapBridge struct {
 	asked int
 }
 
-func (b *retapBridge) Transport() desfire.Transport { return batched{b} }
-func (*retapBridge) Prompt(string, float64)         {}
+func (b *retapBridge) Transport() desfire.Transport     { return batched{b} }
+func (*retapBridge) Prompt(transaction.Prompt, float64) {}
 func (b *retapBridge) Transmit(ctx context.Context, a []byte) ([]byte, error) {
 	return b.tear.Transmit(ctx, a)
 }
-func (b *retapBridge) AwaitCard(context.Context, string) (string, error) {
+func (b *retapBridge) AwaitCard(context.Context) (string, error) {
 	b.asked++
 	if b.asked > b.times {
 		return "", errors.New("passenger walked away")

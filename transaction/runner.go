@@ -19,19 +19,33 @@ import (
 
 // Bridge is what a session needs from the bridge connection: a transport
 // to the card (a desfire.Batcher when the bridge batches) and a way to
-// show text to the user.
+// tell the card holder what is happening.
 type Bridge interface {
 	Transport() desfire.Transport
-	Prompt(text string, progress float64)
+	Prompt(p Prompt, progress float64)
 }
+
+// Prompt is what a session asks of, or tells, the card holder; the
+// server words it for the bridge.
+type Prompt int
+
+// Prompts.
+const (
+	// PromptHold: the card work started; keep the card on the reader.
+	PromptHold Prompt = iota + 1
+	// PromptTapAgain: the card left too early; present it again.
+	PromptTapAgain
+	// PromptDone: the card work is finished; the card may be removed.
+	PromptDone
+)
 
 // Retapper is implemented by bridges that can ask for the card again
 // within a session (the contract's `prompt` followed by a new `card`).
 type Retapper interface {
-	// AwaitCard shows prompt and waits, until ctx ends, for a card to be
-	// presented again. It returns the UID the bridge names, which proves
-	// nothing until the card authenticates.
-	AwaitCard(ctx context.Context, prompt string) (string, error)
+	// AwaitCard asks for the card again (PromptTapAgain) and waits, until
+	// ctx ends, for it to be presented. It returns the UID the bridge
+	// names, which proves nothing until the card authenticates.
+	AwaitCard(ctx context.Context) (string, error)
 }
 
 // RunOptions are what a session knows of the bridge beyond its card.
@@ -84,8 +98,8 @@ func (s *Service) RunWith(ctx context.Context, sess ledger.Session, claimedUID s
 	// deadline: the session settles its own in_doubt from the card's log
 	// (or runs again what provably never reached the card) and finishes.
 	rt, canRetap := b.(Retapper)
-	for canRetap && errors.Is(err, ErrTagLost) && res.Retaps < s.cfg.MaxRetaps {
-		uid, werr := rt.AwaitCard(ctx, "Tap the card again to finish")
+	for canRetap && errors.Is(err, desfire.ErrTagLost) && res.Retaps < s.cfg.MaxRetaps {
+		uid, werr := rt.AwaitCard(ctx)
 		if werr != nil {
 			log.Info("card not presented again", zap.Error(werr))
 			break
@@ -107,7 +121,6 @@ func (s *Service) RunWith(ctx context.Context, sess ledger.Session, claimedUID s
 		if res.Code == "" {
 			res.Code = Code(err)
 		}
-		res.Message = publicMessage(res.Code)
 		log.Info("session failed", zap.String("code", res.Code), zap.String("status", res.Status), zap.Int("exchanges", res.Exchanges), zap.Error(err))
 	} else {
 		res.OK = true
@@ -257,34 +270,6 @@ func MaskUID(uid string) string {
 		return "****"
 	}
 	return uid[:2] + "****" + uid[len(uid)-2:]
-}
-
-func publicMessage(code string) string {
-	switch code {
-	case CodeCardBusy:
-		return "This card is being used in another session. Try again in a moment."
-	case CodeCardMismatch:
-		return "This top-up belongs to a different card."
-	case CodeCardUnknown:
-		return "This card is not recognised."
-	case CodeCardError:
-		return "The card refused the operation."
-	case CodeLimitExceeded:
-		return "The card's balance would exceed its limit."
-	case CodeIntegrity:
-		return "The card's answer could not be verified. Tap the card again."
-	case CodeTagLost:
-		return "The card was removed too early. Tap the card again to finish."
-	case CodeTimeout:
-		return "The connection was too slow. Tap the card again."
-	case CodeCancelled:
-		return "Cancelled."
-	case CodeNotPayable:
-		return "This top-up cannot be applied any more."
-	case CodeCardBlocked:
-		return "This card is blocked. Please contact support."
-	}
-	return "Something went wrong on our side."
 }
 
 // countingTransport counts round trips; it keeps the Batcher capability of

@@ -44,7 +44,7 @@ func (b bridge) Transport() desfire.Transport {
 	}
 	return plain{b.t}
 }
-func (bridge) Prompt(string, float64) {}
+func (bridge) Prompt(transaction.Prompt, float64) {}
 
 type env struct {
 	svc  *transaction.Service

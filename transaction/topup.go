@@ -119,7 +119,7 @@ func (s *Service) runTopUp(ctx context.Context, r *run) error {
 	r.res.Balance = proof.BalanceAfter
 	// The top-up stands; a key roll-forward may follow.
 	s.rollForward(ctx, r, r.credit.Session())
-	r.bridge.Prompt("Done", 1)
+	r.bridge.Prompt(PromptDone, 1)
 	return nil
 }
 
@@ -133,7 +133,7 @@ func (s *Service) beforeCommit(ctx context.Context, r *run, bk *books, l lock.Lo
 	uid, _ := hex.DecodeString(bk.card)
 	// The first exchange shows the card's kind and the profile that
 	// serves it; every later transition records that profile.
-	r.bridge.Prompt("Hold the card still", 0.2)
+	r.bridge.Prompt(PromptHold, 0.2)
 	cs := r.cs // a random-ID card's session, opened to learn its UID
 	if cs == nil {
 		var err error

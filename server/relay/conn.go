@@ -19,22 +19,21 @@ import (
 
 	"github.com/desfire-relay/relay/desfire"
 	"github.com/desfire-relay/relay/protocol"
-	"github.com/desfire-relay/relay/transaction"
 )
 
 // Errors that end an exchange.
 var (
 	// ErrTagLost: the bridge reported that the card left the field.
-	ErrTagLost = fmt.Errorf("relay: %w", transaction.ErrTagLost)
+	ErrTagLost = fmt.Errorf("relay: %w", desfire.ErrTagLost)
 	// ErrBridgeIO: the bridge reported a reader failure: for the session
 	// the card is gone, as with tag_lost.
-	ErrBridgeIO = fmt.Errorf("relay: reader failure: %w", transaction.ErrTagLost)
+	ErrBridgeIO = fmt.Errorf("relay: reader failure: %w", desfire.ErrTagLost)
 	// ErrBridgeTimeout: the bridge reported that the card did not answer.
-	ErrBridgeTimeout = fmt.Errorf("relay: card timeout: %w", transaction.ErrBridgeTimeout)
+	ErrBridgeTimeout = fmt.Errorf("relay: card timeout: %w", desfire.ErrBridgeTimeout)
 	// ErrTooSlow: the bridge missed the exchange or session deadline.
-	ErrTooSlow = fmt.Errorf("relay: %w", transaction.ErrBridgeTimeout)
+	ErrTooSlow = fmt.Errorf("relay: %w", desfire.ErrBridgeTimeout)
 	// ErrCancelled: the bridge sent cancel.
-	ErrCancelled = fmt.Errorf("relay: %w", transaction.ErrCancelled)
+	ErrCancelled = fmt.Errorf("relay: %w", desfire.ErrCancelled)
 	// ErrClosed: the socket closed or failed.
 	ErrClosed = errors.New("relay: connection closed")
 )

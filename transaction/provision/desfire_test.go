@@ -67,7 +67,7 @@ type cardLost struct{ c *simcard.Card }
 func (l cardLost) Transmit(ctx context.Context, a []byte) ([]byte, error) {
 	r, err := l.c.Transmit(ctx, a)
 	if errors.Is(err, simcard.ErrCardRemoved) {
-		return nil, fmt.Errorf("%w: %w", transaction.ErrTagLost, err)
+		return nil, fmt.Errorf("%w: %w", desfire.ErrTagLost, err)
 	}
 	return r, err
 }
@@ -83,11 +83,11 @@ func (l *loseAnswer) Transmit(ctx context.Context, a []byte) ([]byte, error) {
 	if l.n == 0 {
 		l.n--
 		l.c.Remove()
-		return nil, fmt.Errorf("%w: answer lost", transaction.ErrTagLost)
+		return nil, fmt.Errorf("%w: answer lost", desfire.ErrTagLost)
 	}
 	l.n--
 	if errors.Is(err, simcard.ErrCardRemoved) {
-		return nil, fmt.Errorf("%w: %w", transaction.ErrTagLost, err)
+		return nil, fmt.Errorf("%w: %w", desfire.ErrTagLost, err)
 	}
 	return r, err
 }

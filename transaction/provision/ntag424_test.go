@@ -123,7 +123,7 @@ type lost struct{ desfire.Transport }
 func (l lost) Transmit(ctx context.Context, a []byte) ([]byte, error) {
 	r, err := l.Transport.Transmit(ctx, a)
 	if errors.Is(err, simtag.ErrRemoved) {
-		return nil, fmt.Errorf("%w: %w", transaction.ErrTagLost, err)
+		return nil, fmt.Errorf("%w: %w", desfire.ErrTagLost, err)
 	}
 	return r, err
 }
@@ -132,7 +132,7 @@ func (l lost) TransmitBatch(ctx context.Context, cmds []desfire.BatchCommand) ([
 	if b, ok := l.Transport.(desfire.Batcher); ok {
 		rs, err := b.TransmitBatch(ctx, cmds)
 		if errors.Is(err, simtag.ErrRemoved) {
-			err = fmt.Errorf("%w: %w", transaction.ErrTagLost, err)
+			err = fmt.Errorf("%w: %w", desfire.ErrTagLost, err)
 		}
 		return rs, err
 	}
@@ -611,7 +611,7 @@ func TestCodes(t *testing.T) {
 		ledger.ErrCardMismatch: transaction.CodeCardMismatch,
 		ledger.ErrStaleFence:   transaction.CodeCardBusy,
 		lock.ErrLocked:         transaction.CodeCardBusy,
-		transaction.ErrTagLost: transaction.CodeTagLost,
+		desfire.ErrTagLost:     transaction.CodeTagLost,
 	} {
 		if got := provision.Code(err); got != want {
 			t.Errorf("%v: %s, want %s", err, got, want)
