@@ -26,16 +26,9 @@ func (s *Server) reverseTopUp(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	setObject(r, rv.ID.String())
-	v := viewTopUp(rv)
-	if tk != nil {
-		exp := tk.ExpiresAt.UTC()
-		v.BridgeToken, v.BridgeTokenExpiresAt, v.SessionID = tk.Token, &exp, tk.SessionID.String()
-	}
-	status := http.StatusOK
 	if created {
-		status = http.StatusCreated
 		s.log.Warn("reversal of a top-up requested", zap.String("topup", id.String()), zap.String("reversal", rv.ID.String()),
 			zap.String("key_id", keyID(r)))
 	}
-	writeJSON(w, status, v)
+	writeTicketed(w, rv, tk, created)
 }

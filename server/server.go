@@ -499,6 +499,13 @@ func (s *Server) createTopUp(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	setObject(r, t.ID.String())
+	writeTicketed(w, t, tk, created)
+}
+
+// writeTicketed answers with a top-up and, while it is payable, the
+// bridge ticket that came with it: 201 when it was created, 200 for an
+// existing one.
+func writeTicketed(w http.ResponseWriter, t ledger.TopUp, tk *transaction.Ticket, created bool) {
 	v := viewTopUp(t)
 	if tk != nil {
 		exp := tk.ExpiresAt.UTC()
