@@ -327,22 +327,31 @@ func (t *Tag) fileMode(f *file, k byte) desfire.CommMode {
 	return f.settings.Mode
 }
 
-func (t *Tag) readData(p []byte) (byte, []byte) {
+// dataAccess finds the file a ReadData or WriteData names (p[0], with at
+// least the 7-byte header) and the right that grants the access: the
+// file's want right, else its Read&Write right.
+func (t *Tag) dataAccess(p []byte, want func(desfire.AccessRights) byte) (*file, byte, byte) {
 	if len(p) < 7 {
-		return desfire.StatusLengthError, nil
+		return nil, 0, desfire.StatusLengthError
 	}
 	f, st := t.fileOf(p[0])
 	if st != desfire.StatusOK {
-		return st, nil
+		return nil, 0, st
 	}
 	a := f.settings.Access
-	k := a.Read()
 	switch {
-	case t.allowed(a.Read()):
+	case t.allowed(want(a)):
+		return f, want(a), desfire.StatusOK
 	case t.allowed(a.ReadWrite()):
-		k = a.ReadWrite()
-	default:
-		return desfire.StatusPermissionDenied, nil
+		return f, a.ReadWrite(), desfire.StatusOK
+	}
+	return nil, 0, desfire.StatusPermissionDenied
+}
+
+func (t *Tag) readData(p []byte) (byte, []byte) {
+	f, k, st := t.dataAccess(p, desfire.AccessRights.Read)
+	if st != desfire.StatusOK {
+		return st, nil
 	}
 	mode := t.fileMode(f, k)
 	h, d, st := t.open(ntag424.CmdReadData, p, 7, desfire.ReadMode(mode))
@@ -367,21 +376,9 @@ func (t *Tag) readData(p []byte) (byte, []byte) {
 }
 
 func (t *Tag) writeData(p []byte) (byte, []byte) {
-	if len(p) < 7 {
-		return desfire.StatusLengthError, nil
-	}
-	f, st := t.fileOf(p[0])
+	f, k, st := t.dataAccess(p, desfire.AccessRights.Write)
 	if st != desfire.StatusOK {
 		return st, nil
-	}
-	a := f.settings.Access
-	k := a.Write()
-	switch {
-	case t.allowed(a.Write()):
-	case t.allowed(a.ReadWrite()):
-		k = a.ReadWrite()
-	default:
-		return desfire.StatusPermissionDenied, nil
 	}
 	mode := t.fileMode(f, k)
 	h, d, st := t.open(ntag424.CmdWriteData, p, 7, mode)
