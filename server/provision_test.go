@@ -1,9 +1,7 @@
 package server_test
 
 import (
-	"bytes"
 	"context"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"net/http"
@@ -11,9 +9,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/desfire-relay/relay/desfire/ntag424"
 	"github.com/desfire-relay/relay/desfire/ntag424/simtag"
-	"github.com/desfire-relay/relay/desfire/sdm"
 	"github.com/desfire-relay/relay/desfire/simcard"
 	"github.com/desfire-relay/relay/internal/testbackend"
 	"github.com/desfire-relay/relay/internal/testcard"
@@ -108,36 +104,8 @@ func TestEndToEndProvisionNTAG424(t *testing.T) {
 			if err := tag.Tap(); err != nil {
 				t.Fatal(err)
 			}
-			ctx := context.Background()
-			for _, a := range [][]byte{ntag424.SelectAppAPDU(), ntag424.SelectFileAPDU(ntag424.FIDNDEF)} {
-				if r, err := tag.Transmit(ctx, a); err != nil || !bytes.Equal(r, []byte{0x90, 0}) {
-					t.Fatalf("select %X %v", r, err)
-				}
-			}
-			r, err := tag.Transmit(ctx, ntag424.ReadBinaryAPDU(0, 0))
-			if err != nil {
-				t.Fatal(err)
-			}
-			url, err := ntag424.URL(r[:len(r)-2])
-			if err != nil {
-				t.Fatal(err)
-			}
-			q := url[strings.Index(url, "?p=")+3:]
-			picc, _ := hex.DecodeString(q[:32])
-			mac, _ := hex.DecodeString(q[len(q)-16:])
-			key := func(n byte) []byte {
-				k, err := h.kp.CardKey(ctx, keys.Ref{Name: keys.NTAG424KeyName(n), Version: 1}, tag.UID())
-				if err != nil {
-					t.Fatal(err)
-				}
-				return k
-			}
-			p, err := sdm.DecryptPICCData(key(ntag424.KeyMetaRead), picc)
-			if err != nil || !bytes.Equal(p.UID, tag.UID()) || p.ReadCtr != 1 {
-				t.Fatalf("PICC data %+v %v", p, err)
-			}
-			if err := sdm.VerifyMAC(key(ntag424.KeyFileRead), p, nil, mac); err != nil {
-				t.Fatalf("%s: %v", url, err)
+			if _, p, err := testcard.ReadSUN(context.Background(), tag, h.kp, tag.UID()); err != nil || p.ReadCtr != 1 {
+				t.Fatalf("phone read: PICC data %+v: %v", p, err)
 			}
 			// Used token, and a second session on the done tag.
 			if _, err := h.run(out["bridge_token"].(string), tag, true); err == nil {

@@ -3,25 +3,20 @@
 package pcsc
 
 import (
-	"bytes"
 	"context"
-	"encoding/hex"
-	"github.com/desfire-relay/relay/internal/vpcdtest"
 	"net/http"
-	"strings"
 	"testing"
 	"time"
 
-	"github.com/desfire-relay/relay/desfire/ntag424"
 	"github.com/desfire-relay/relay/desfire/ntag424/simtag"
-	"github.com/desfire-relay/relay/desfire/sdm"
 	"github.com/desfire-relay/relay/desfire/simcard"
 	"github.com/desfire-relay/relay/internal/testbackend"
+	"github.com/desfire-relay/relay/internal/testcard"
 	"github.com/desfire-relay/relay/internal/testserver"
+	"github.com/desfire-relay/relay/internal/vpcdtest"
 	"github.com/desfire-relay/relay/mobile-bridge/bridge"
 	"github.com/desfire-relay/relay/mobile-bridge/pcsc"
 	"github.com/desfire-relay/relay/mobile-bridge/vpcd"
-	"github.com/desfire-relay/relay/transaction/keys"
 	"github.com/desfire-relay/relay/transaction/profile"
 )
 
@@ -67,35 +62,9 @@ func TestProvisionNTAG424OverPCSC(t *testing.T) {
 	}
 	t.Logf("provisioned over PC/SC in %d exchanges, %d APDUs", rep.Exchanges, rep.Commands)
 	// The phone's read, through the same reader.
-	for _, a := range [][]byte{ntag424.SelectAppAPDU(), ntag424.SelectFileAPDU(ntag424.FIDNDEF)} {
-		if resp, err := r.Transmit(ctx, a); err != nil || !bytes.Equal(resp, []byte{0x90, 0}) {
-			t.Fatalf("select: %X %v", resp, err)
-		}
-	}
-	resp, err := r.Transmit(ctx, ntag424.ReadBinaryAPDU(0, 0))
-	if err != nil || len(resp) < 2 {
-		t.Fatalf("read: %X %v", resp, err)
-	}
-	url, err := ntag424.URL(resp[:len(resp)-2])
+	url, _, err := testcard.ReadSUN(ctx, r, h.Keys, tag.UID())
 	if err != nil {
-		t.Fatal(err)
-	}
-	q := url[strings.Index(url, "?p=")+3:]
-	picc, _ := hex.DecodeString(q[:32])
-	mac, _ := hex.DecodeString(q[len(q)-16:])
-	key := func(n byte) []byte {
-		k, err := h.Keys.CardKey(ctx, keys.Ref{Name: keys.NTAG424KeyName(n), Version: 1}, tag.UID())
-		if err != nil {
-			t.Fatal(err)
-		}
-		return k
-	}
-	p, err := sdm.DecryptPICCData(key(ntag424.KeyMetaRead), picc)
-	if err != nil || !bytes.Equal(p.UID, tag.UID()) {
-		t.Fatalf("PICC data: %+v %v", p, err)
-	}
-	if err := sdm.VerifyMAC(key(ntag424.KeyFileRead), p, nil, mac); err != nil {
-		t.Fatalf("%s: %v", url, err)
+		t.Fatalf("phone read over PC/SC: %v", err)
 	}
 	t.Logf("phone read over PC/SC: %s", url)
 }
