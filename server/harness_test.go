@@ -1,10 +1,7 @@
 package server_test
 
 import (
-	"bytes"
 	"context"
-	"encoding/json"
-	"io"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -44,34 +41,13 @@ func (h *harness) card(initial int32) *simcard.Card {
 
 func (h *harness) api(method, path, idem string, body any) (int, map[string]any) {
 	h.t.Helper()
-	var r io.Reader
-	if body != nil {
-		b, _ := json.Marshal(body)
-		r = bytes.NewReader(b)
-	}
-	req, _ := http.NewRequest(method, h.http.URL+path, r)
-	req.Header.Set("Authorization", "Bearer "+apiKey)
-	req.Header.Set("Content-Type", "application/json")
-	if idem != "" {
-		req.Header.Set("Idempotency-Key", idem)
-	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		h.t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	var out map[string]any
-	json.NewDecoder(resp.Body).Decode(&out)
-	return resp.StatusCode, out
+	return testserver.Call(h.t, h.http.URL, apiKey, method, path, idem, body)
 }
 
 func (h *harness) wsURL() string { return "ws" + strings.TrimPrefix(h.http.URL, "http") + "/v1/bridge" }
 
 func (h *harness) bridge(token string, card *simcard.Card, batch bool) (*bridge.Report, error) {
-	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
-	defer cancel()
-	return bridge.Run(ctx, bridge.Options{URL: h.wsURL(), Token: token, Name: "test", Version: "1", Platform: "sim", Batch: batch},
-		bridge.Sim{Card: card}, bridge.CardInfo{UID: card.UID()})
+	return testserver.RunBridge(h.wsURL(), token, card, batch)
 }
 
 // dialURL opens a bridge WebSocket at url with the given header, query and

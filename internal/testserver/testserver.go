@@ -147,26 +147,34 @@ func (h *Harness) Card(uid []byte, initial int32) *simcard.Card {
 // answer.
 func (h *Harness) API(method, path, idem string, body any) (int, map[string]any) {
 	h.T.Helper()
+	return Call(h.T, h.HTTP.URL, APIKey, method, path, idem, body)
+}
+
+// Call sends one operator API request to the server at base with API key
+// key (and Idempotency-Key idem, when set), body encoded as JSON, and
+// decodes the JSON answer (nil when it is not JSON).
+func Call(t testing.TB, base, key, method, path, idem string, body any) (int, map[string]any) {
+	t.Helper()
 	var r io.Reader
 	if body != nil {
 		b, err := json.Marshal(body)
 		if err != nil {
-			h.T.Fatal(err)
+			t.Fatal(err)
 		}
 		r = bytes.NewReader(b)
 	}
-	req, err := http.NewRequest(method, h.HTTP.URL+path, r)
+	req, err := http.NewRequest(method, base+path, r)
 	if err != nil {
-		h.T.Fatal(err)
+		t.Fatal(err)
 	}
-	req.Header.Set("Authorization", "Bearer "+APIKey)
+	req.Header.Set("Authorization", "Bearer "+key)
 	req.Header.Set("Content-Type", "application/json")
 	if idem != "" {
 		req.Header.Set("Idempotency-Key", idem)
 	}
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
-		h.T.Fatal(err)
+		t.Fatal(err)
 	}
 	defer resp.Body.Close()
 	var out map[string]any
@@ -224,9 +232,15 @@ func (h *Harness) WSURL() string {
 
 // Bridge runs the reference bridge with a simulated card for one session.
 func (h *Harness) Bridge(token string, card *simcard.Card, batch bool) (*bridge.Report, error) {
+	return RunBridge(h.WSURL(), token, card, batch)
+}
+
+// RunBridge runs the reference bridge against the bridge endpoint wsURL
+// with a simulated card for one session (15 s at most).
+func RunBridge(wsURL, token string, card *simcard.Card, batch bool) (*bridge.Report, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
 	defer cancel()
-	rep, err := bridge.Run(ctx, bridge.Options{URL: h.WSURL(), Token: token, Name: "test", Version: "1", Platform: "sim", Batch: batch},
+	rep, err := bridge.Run(ctx, bridge.Options{URL: wsURL, Token: token, Name: "test", Version: "1", Platform: "sim", Batch: batch},
 		bridge.Sim{Card: card}, bridge.Sim{Card: card}.Info())
 	if err != nil {
 		return rep, fmt.Errorf("bridge: %w", err)
