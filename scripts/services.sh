@@ -22,6 +22,9 @@
 #                             synchronous commit (faster plain test runs
 #                             only; benchmarks and load figures must run
 #                             durable, the default)
+#   RELAY_PG_STAT_STATEMENTS=on  preload pg_stat_statements and create the
+#                             extension, to see what each statement costs
+#                             PostgreSQL (docs/BENCHMARKS.md, "profile")
 
 _svc_tmp=""
 _svc_redis_pid=""
@@ -208,6 +211,9 @@ synchronous_commit = ${RELAY_PG_FSYNC:-on}
 full_page_writes = ${RELAY_PG_FSYNC:-on}
 max_connections = 200
 EOF
+	if [ "${RELAY_PG_STAT_STATEMENTS:-}" = on ]; then
+		printf "shared_preload_libraries = 'pg_stat_statements'\npg_stat_statements.track = all\n" >>"$_svc_pg_data/postgresql.conf"
+	fi
 	for tries in 1 2 3 4 5; do
 		port=$(svc_pick_port)
 		if (cd "$_svc_tmp" && svc_as_pg "$_svc_pg_bin/pg_ctl" -D "$_svc_pg_data" -l "$_svc_tmp/pg/postgres.log" \
@@ -217,6 +223,11 @@ EOF
 			if ! (cd "$_svc_tmp" && svc_as_pg "$psql" -X -q -h 127.0.0.1 -p "$port" -U "$user" \
 				-d postgres -v ON_ERROR_STOP=1 -c "CREATE DATABASE $db" >/dev/null); then
 				svc_die "could not create database $db"
+			fi
+			if [ "${RELAY_PG_STAT_STATEMENTS:-}" = on ]; then
+				(cd "$_svc_tmp" && svc_as_pg "$psql" -X -q -h 127.0.0.1 -p "$port" -U "$user" \
+					-d "$db" -v ON_ERROR_STOP=1 -c "CREATE EXTENSION pg_stat_statements" >/dev/null) ||
+					svc_die "could not create pg_stat_statements"
 			fi
 			export DATABASE_URL="postgres://$user@127.0.0.1:$port/$db?sslmode=disable"
 			svc_log "PostgreSQL $("$_svc_pg_bin/postgres" --version | awk '{print $3}') started: DATABASE_URL=$DATABASE_URL"
