@@ -254,7 +254,7 @@ func (a *agentConn) renew(ctx context.Context) (websocket.StatusCode, string, bo
 func (a *agentConn) run(ctx context.Context, sess ledger.Session) (websocket.StatusCode, string) {
 	s := a.s
 	if !s.enter() {
-		s.o.Service.Abandon(ctx, sess, transaction.CodeInternal)
+		s.o.Service.Abandon(ctx, sess, transaction.ReasonInternal)
 		return websocket.StatusGoingAway, "server is shutting down"
 	}
 	defer s.sessions.Done()
@@ -263,7 +263,7 @@ func (a *agentConn) run(ctx context.Context, sess ledger.Session) (websocket.Sta
 		defer func() { <-s.slots }()
 	default:
 		s.metrics.bridgeRefused.WithLabelValues("capacity").Inc()
-		s.o.Service.Abandon(ctx, sess, transaction.CodeInternal)
+		s.o.Service.Abandon(ctx, sess, transaction.ReasonInternal)
 		return websocket.StatusNormalClosure, ""
 	}
 	sctx, cancel := context.WithTimeout(ctx, s.o.SessionTimeout)
@@ -274,7 +274,7 @@ func (a *agentConn) run(ctx context.Context, sess ledger.Session) (websocket.Sta
 	defer s.metrics.sessionsActive.Dec()
 	a.log.Info("agent session", zap.String("session", sess.ID.String()), zap.String("kind", sess.Kind.String()))
 	if err := a.conn.Send(sctx, protocol.SessionOffer{Type: protocol.TypeSession, SessionID: sess.ID.String(), Kind: sess.Kind.String()}); err != nil {
-		s.o.Service.Abandon(sctx, sess, transaction.CodeInternal)
+		s.o.Service.Abandon(sctx, sess, transaction.ReasonInternal)
 		return protocol.CloseInternal, "offer not delivered"
 	}
 	code, reason := s.serveSession(sctx, a.conn, sess, a.reader.DESFireReaderID)

@@ -87,7 +87,7 @@ func (s *Server) bridge(w http.ResponseWriter, r *http.Request) {
 	default:
 		// Lost the race for the last slot after the check above.
 		s.metrics.bridgeRefused.WithLabelValues("capacity").Inc()
-		s.o.Service.Abandon(context.WithoutCancel(r.Context()), sess, transaction.CodeInternal)
+		s.o.Service.Abandon(context.WithoutCancel(r.Context()), sess, transaction.ReasonInternal)
 		writeError(w, http.StatusServiceUnavailable, codeUnavailable, "too many open sessions")
 		return
 	}
@@ -98,7 +98,7 @@ func (s *Server) bridge(w http.ResponseWriter, r *http.Request) {
 	})
 	if err != nil {
 		s.log.Info("bridge upgrade failed", zap.String("session", sess.ID.String()), zap.Error(err))
-		s.o.Service.Abandon(context.WithoutCancel(r.Context()), sess, transaction.CodeInternal)
+		s.o.Service.Abandon(context.WithoutCancel(r.Context()), sess, transaction.ReasonInternal)
 		return
 	}
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(r.Context()), s.o.SessionTimeout)
@@ -198,7 +198,7 @@ func (s *Server) serveSession(ctx context.Context, conn *relay.Conn, sess ledger
 	fail := func(err error) (websocket.StatusCode, string) {
 		code, reason := closeFor(err)
 		log.Info("bridge session ended", zap.Int("close", int(code)), zap.Error(err))
-		s.o.Service.Abandon(ctx, sess, codeFor(err))
+		s.o.Service.Abandon(ctx, sess, reasonFor(err))
 		return code, reason
 	}
 	helloCtx, cancel := context.WithTimeout(ctx, s.o.ExchangeTimeout)
@@ -224,7 +224,7 @@ func (s *Server) serveSession(ctx context.Context, conn *relay.Conn, sess ledger
 		case protocol.TypeCard:
 			card = m.Card
 		case protocol.TypeCancel:
-			return s.sendResult(ctx, conn, transaction.Result{Kind: sess.Kind.String(), Code: transaction.CodeCancelled}, sess, true)
+			return s.sendResult(ctx, conn, transaction.Result{Kind: sess.Kind.String(), Reason: transaction.ReasonCancelled}, sess, true)
 		default:
 			return fail(fmt.Errorf("%s before a card: %w", m.Type, protocol.ErrProtocol))
 		}
@@ -250,9 +250,9 @@ func (s *Server) serveSession(ctx context.Context, conn *relay.Conn, sess ledger
 
 func (s *Server) sendResult(ctx context.Context, conn *relay.Conn, res transaction.Result, sess ledger.Session, record bool) (websocket.StatusCode, string) {
 	if record {
-		s.o.Service.Abandon(ctx, sess, res.Code)
+		s.o.Service.Abandon(ctx, sess, res.Reason)
 	}
-	msg := protocol.Result{Type: protocol.TypeResult, OK: res.OK && res.Code == "", Kind: res.Kind, SessionID: sess.ID.String(),
+	msg := protocol.Result{Type: protocol.TypeResult, OK: res.OK && res.Reason == "", Kind: res.Kind, SessionID: sess.ID.String(),
 		Status: res.Status, Currency: res.Currency, Balance: res.Balance, CardUID: res.CardUID}
 	if res.Kind == "topup" {
 		msg.TopUpID = res.TopUpID
@@ -263,7 +263,8 @@ func (s *Server) sendResult(ctx context.Context, conn *relay.Conn, res transacti
 		msg.Records = append(msg.Records, protocol.Record{Kind: r.Kind, Timestamp: r.Timestamp, Amount: r.Amount, Raw: r.Ref})
 	}
 	if !msg.OK {
-		msg.Error = &protocol.ErrorBody{Code: res.Code, Message: userMessage(res.Code)}
+		code := wireCode(res.Reason)
+		msg.Error = &protocol.ErrorBody{Code: code, Message: userMessage(code)}
 	}
 	if err := conn.Send(ctx, msg); err != nil {
 		return websocket.StatusInternalError, "result not delivered"
@@ -284,14 +285,16 @@ func closeFor(err error) (websocket.StatusCode, string) {
 	return protocol.CloseInternal, "server error"
 }
 
-func codeFor(err error) string {
+// reasonFor classifies a transport error that ended a session before
+// any card work (the domain's errors go through transaction.ReasonOf).
+func reasonFor(err error) transaction.Reason {
 	switch {
 	case errors.Is(err, relay.ErrTooSlow):
-		return transaction.CodeTimeout
+		return transaction.ReasonTimeout
 	case errors.Is(err, protocol.ErrProtocol):
-		return "protocol_violation"
+		return transaction.ReasonProtocol
 	}
-	return transaction.CodeInternal
+	return transaction.ReasonInternal
 }
 
 // sessionBridge adapts a relay.Conn to transaction.Bridge.

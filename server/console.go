@@ -682,7 +682,7 @@ func (s *Server) renderTopUp(w http.ResponseWriter, r *http.Request, p *consoleP
 	}
 	for _, at := range atts {
 		p.Attempts = append(p.Attempts, attemptView{SessionID: at.SessionID.String(), CardUID: at.CardUID, Outcome: at.Outcome.String(),
-			ErrorCode: at.ErrorCode, Profile: at.Profile, StartedAt: at.StartedAt, EndedAt: at.EndedAt})
+			ErrorCode: storedCode(at.ErrorCode), Profile: at.Profile, StartedAt: at.StartedAt, EndedAt: at.EndedAt})
 	}
 	s.renderConsole(w, status, "topup", p)
 }

@@ -117,7 +117,7 @@ func (s *Server) runProvision(ctx context.Context, ps ledger.ProvisionSession, t
 	po := s.o.Provision
 	res := provision.Result{Kind: ps.Kind, CardUID: fmt.Sprintf("%X", uid)}
 	fail := func(err error) provision.Result {
-		res.Code, res.Message = provision.Code(err), err.Error()
+		res.Reason, res.Message = provision.ReasonOf(err), err.Error()
 		return res
 	}
 	switch ps.Kind {
@@ -259,7 +259,7 @@ func (s *Server) getProvisionSession(w http.ResponseWriter, r *http.Request, id 
 }
 
 func viewProvisionSession(ps ledger.ProvisionSession) provisionSessionView {
-	v := provisionSessionView{ID: ps.ID.String(), Kind: ps.Kind, Status: ps.Status, CardUID: ps.CardUID, ErrCode: ps.ErrorCode,
+	v := provisionSessionView{ID: ps.ID.String(), Kind: ps.Kind, Status: ps.Status, CardUID: ps.CardUID, ErrCode: storedCode(ps.ErrorCode),
 		Created: ps.CreatedAt.UTC(), Ended: ps.EndedAt}
 	if len(ps.Result) > 0 {
 		v.Result = ps.Result
@@ -350,11 +350,11 @@ func (s *Server) provisionBridge(w http.ResponseWriter, r *http.Request, token s
 		return true
 	}
 	finish := func(ctx context.Context, res provision.Result) {
-		s.metrics.SessionOutcome(ps.Kind, res.Code)
+		s.metrics.SessionOutcome(ps.Kind, string(res.Reason))
 		out, _ := json.Marshal(provisionResultView(res))
 		wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 		defer cancel()
-		if err := po.Sessions.FinishProvisionSession(wctx, ps.ID, res.OK, res.CardUID, res.Code, out, time.Now()); err != nil && !errors.Is(err, ledger.ErrSessionClosed) {
+		if err := po.Sessions.FinishProvisionSession(wctx, ps.ID, res.OK, res.CardUID, string(res.Reason), out, time.Now()); err != nil && !errors.Is(err, ledger.ErrSessionClosed) {
 			s.log.Warn("record provisioning session", zap.String("session", ps.ID.String()), zap.Error(err))
 		}
 	}
@@ -364,7 +364,7 @@ func (s *Server) provisionBridge(w http.ResponseWriter, r *http.Request, token s
 		CompressionMode: websocket.CompressionDisabled,
 	})
 	if err != nil {
-		finish(r.Context(), provision.Result{Kind: ps.Kind, Code: transaction.CodeInternal})
+		finish(r.Context(), provision.Result{Kind: ps.Kind, Reason: transaction.ReasonInternal})
 		return true
 	}
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(r.Context()), s.o.SessionTimeout)
@@ -385,7 +385,7 @@ func (s *Server) serveProvision(ctx context.Context, conn *relay.Conn, ps ledger
 	fail := func(err error) (websocket.StatusCode, string) {
 		code, reason := closeFor(err)
 		log.Info("provisioning session ended", zap.Int("close", int(code)), zap.Error(err))
-		finish(ctx, provision.Result{Kind: ps.Kind, Code: codeFor(err), Message: "session ended before the card work"})
+		finish(ctx, provision.Result{Kind: ps.Kind, Reason: reasonFor(err), Message: "session ended before the card work"})
 		return code, reason
 	}
 	helloCtx, cancel := context.WithTimeout(ctx, s.o.ExchangeTimeout)
@@ -411,7 +411,7 @@ func (s *Server) serveProvision(ctx context.Context, conn *relay.Conn, ps ledger
 		case protocol.TypeCard:
 			card = m.Card
 		case protocol.TypeCancel:
-			res := provision.Result{Kind: ps.Kind, Code: transaction.CodeCancelled, Message: "Cancelled."}
+			res := provision.Result{Kind: ps.Kind, Reason: transaction.ReasonCancelled, Message: "Cancelled."}
 			return s.sendProvisionResult(ctx, conn, ps, res, finish)
 		default:
 			return fail(fmt.Errorf("%s before a card: %w", m.Type, protocol.ErrProtocol))
@@ -431,9 +431,9 @@ func (s *Server) serveProvision(ctx context.Context, conn *relay.Conn, ps ledger
 
 func (s *Server) sendProvisionResult(ctx context.Context, conn *relay.Conn, ps ledger.ProvisionSession, res provision.Result, finish func(context.Context, provision.Result)) (websocket.StatusCode, string) {
 	finish(ctx, res)
-	msg := protocol.Result{Type: protocol.TypeResult, OK: res.OK && res.Code == "", Kind: ps.Kind, SessionID: ps.ID.String(), CardUID: res.CardUID}
+	msg := protocol.Result{Type: protocol.TypeResult, OK: res.OK && res.Reason == "", Kind: ps.Kind, SessionID: ps.ID.String(), CardUID: res.CardUID}
 	if !msg.OK {
-		msg.Error = &protocol.ErrorBody{Code: res.Code, Message: res.Message}
+		msg.Error = &protocol.ErrorBody{Code: wireCode(res.Reason), Message: res.Message}
 	}
 	if err := conn.Send(ctx, msg); err != nil {
 		return websocket.StatusInternalError, "result not delivered"
@@ -457,7 +457,7 @@ type provisionResult struct {
 
 func provisionResultView(r provision.Result) provisionResult {
 	v := provisionResult{OK: r.OK, Kind: r.Kind, CardUID: r.CardUID, Step: string(r.Step), Resumed: r.Resumed, Created: r.Created,
-		Exchanges: r.Exchanges, Code: r.Code, Message: sanitize(r.Message)}
+		Exchanges: r.Exchanges, Code: wireCode(r.Reason), Message: sanitize(r.Message)}
 	for _, k := range r.KeysChanged {
 		v.KeysChanged = append(v.KeysChanged, int(k))
 	}

@@ -114,7 +114,7 @@ func TestEndToEndProvisionNTAG424(t *testing.T) {
 			_, out2 := h.session(map[string]any{"template": tpl})
 			_ = tag.Tap()
 			rep, _ = h.run(out2["bridge_token"].(string), tag, false)
-			if rep == nil || rep.Result.OK || rep.Result.Error == nil || rep.Result.Error.Code != provision.CodeProvisioned {
+			if rep == nil || rep.Result.OK || rep.Result.Error == nil || rep.Result.Error.Code != "already_provisioned" {
 				t.Fatalf("second provisioning: %+v", rep)
 			}
 		})
@@ -227,7 +227,7 @@ func TestEndToEndIssueThenTopUp(t *testing.T) {
 				n := card.APDUs()
 				_, s2 := h.api("POST", "/v1/sessions", "", map[string]any{"kind": provision.KindIssue, "profile": p.Name})
 				rep, _ = h.bridge(s2["bridge_token"].(string), card, true)
-				if rep == nil || rep.Result.OK || rep.Result.Error.Code != provision.CodeProvisioned || card.APDUs() != n {
+				if rep == nil || rep.Result.OK || rep.Result.Error.Code != "already_provisioned" || card.APDUs() != n {
 					t.Fatalf("second issue: %+v", rep)
 				}
 			})
@@ -292,7 +292,7 @@ func TestTwoBridgesRaceForOneTag(t *testing.T) {
 	touched := tag.APDUs() != n
 	close(slow.release)
 	first := <-done
-	if first == nil || !first.Result.OK || second == nil || second.Result.OK || second.Result.Error.Code != transaction.CodeCardBusy {
+	if first == nil || !first.Result.OK || second == nil || second.Result.OK || second.Result.Error.Code != "card_busy" {
 		t.Fatalf("first %+v, second %+v", first, second)
 	}
 	if touched {

@@ -5,7 +5,6 @@ import (
 	"crypto/rand"
 	_ "embed"
 	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"net/http"
 	"net/http/pprof"
@@ -584,18 +583,36 @@ func (s *Server) createSession(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusCreated, viewTicket(tk))
 }
 
+// sessionRecord is one card log entry of a balance lookup in
+// GET /v1/sessions/{id}.
+type sessionRecord struct {
+	Kind      string `json:"kind"` // "topup" or "usage"
+	Timestamp uint32 `json:"timestamp"`
+	Amount    int64  `json:"amount"`
+	Ref       string `json:"ref,omitempty"`
+}
+
+// viewRecords is recs as GET /v1/sessions/{id} shows them.
+func viewRecords(recs []ledger.BalanceRecord) []sessionRecord {
+	out := make([]sessionRecord, 0, len(recs))
+	for _, r := range recs {
+		out = append(out, sessionRecord(r))
+	}
+	return out
+}
+
 type sessionView struct {
-	ID       string               `json:"id"`
-	Kind     string               `json:"kind"`
-	Status   string               `json:"status"`
-	TopUpID  string               `json:"topup_id,omitempty"`
-	CardUID  string               `json:"card_uid,omitempty"`
-	Balance  *int64               `json:"balance,omitempty"`
-	Currency string               `json:"currency,omitempty"`
-	Records  []transaction.Record `json:"records,omitempty"`
-	ErrCode  string               `json:"error_code,omitempty"`
-	Created  time.Time            `json:"created_at"`
-	Ended    *time.Time           `json:"ended_at,omitempty"`
+	ID       string          `json:"id"`
+	Kind     string          `json:"kind"`
+	Status   string          `json:"status"`
+	TopUpID  string          `json:"topup_id,omitempty"`
+	CardUID  string          `json:"card_uid,omitempty"`
+	Balance  *int64          `json:"balance,omitempty"`
+	Currency string          `json:"currency,omitempty"`
+	Records  []sessionRecord `json:"records,omitempty"`
+	ErrCode  string          `json:"error_code,omitempty"`
+	Created  time.Time       `json:"created_at"`
+	Ended    *time.Time      `json:"ended_at,omitempty"`
 }
 
 func (s *Server) getSession(w http.ResponseWriter, r *http.Request) {
@@ -612,7 +629,7 @@ func (s *Server) getSession(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	v := sessionView{ID: sess.ID.String(), Kind: sess.Kind.String(), Status: sess.Status.String(),
-		CardUID: sess.Outcome.CardUID, Balance: sess.Outcome.Balance, ErrCode: sess.Outcome.ErrorCode,
+		CardUID: sess.Outcome.CardUID, Balance: sess.Outcome.Balance, ErrCode: storedCode(sess.Outcome.ErrorCode),
 		Created: sess.CreatedAt.UTC(), Ended: sess.EndedAt}
 	if sess.TopUpID != uuid.Nil {
 		v.TopUpID = sess.TopUpID.String()
@@ -620,8 +637,8 @@ func (s *Server) getSession(w http.ResponseWriter, r *http.Request) {
 	if v.Balance != nil {
 		v.Currency = s.o.Service.Profile().Currency
 	}
-	if len(sess.Outcome.Records) > 0 {
-		_ = json.Unmarshal(sess.Outcome.Records, &v.Records)
+	if recs, err := ledger.DecodeRecords(sess.Outcome.Records); err == nil {
+		v.Records = viewRecords(recs)
 	}
 	writeJSON(w, http.StatusOK, v)
 }

@@ -369,7 +369,7 @@ func TestRandomIDResumeWithoutUID(t *testing.T) {
 		_, view := h.api(key, "GET", "/v1/sessions/"+out["session_id"].(string), nil)
 		res := &provision.Result{OK: rep.Result.OK, CardUID: rep.Result.CardUID}
 		if rep.Result.Error != nil {
-			res.Code = rep.Result.Error.Code
+			res.Reason = transaction.Reason(rep.Result.Error.Code)
 		}
 		t.Logf("session: %v", view["result"])
 		return res
@@ -381,7 +381,7 @@ func TestRandomIDResumeWithoutUID(t *testing.T) {
 	if !ntag424.IsRandomID(tag.AnticollisionUID()) {
 		t.Fatal("random ID not on after the tear")
 	}
-	if res := run(tenantBKey); res.OK || res.Code != provision.CodeInvalid {
+	if res := run(tenantBKey); res.OK || res.Reason != provision.ReasonInvalid {
 		t.Fatalf("other tenant, no UID: %+v", res)
 	}
 	_ = tag.Tap()

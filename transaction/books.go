@@ -85,8 +85,8 @@ func (b *books) markApplied(ctx context.Context, tu ledger.TopUp, p cardscript.P
 // markFailed records a top-up that provably never reached a card: nothing
 // that could commit left the server. unbind drops the card binding this
 // session made.
-func (b *books) markFailed(ctx context.Context, tu ledger.TopUp, code string, unbind bool) (ledger.TopUp, error) {
-	return b.move(ctx, tu, ledger.StatusFailed, func(x *ledger.Transition) { x.ErrorCode, x.Unbind = code, unbind })
+func (b *books) markFailed(ctx context.Context, tu ledger.TopUp, reason Reason, unbind bool) (ledger.TopUp, error) {
+	return b.move(ctx, tu, ledger.StatusFailed, func(x *ledger.Transition) { x.ErrorCode, x.Unbind = string(reason), unbind })
 }
 
 // settle decides the card's unresolved top-ups from its top-up log, which
@@ -100,7 +100,7 @@ func (b *books) settle(ctx context.Context, open []ledger.TopUp, log cardscript.
 	for _, tu := range open {
 		var err error
 		if tu.Status == ledger.StatusInProgress {
-			if tu, err = b.move(ctx, tu, ledger.StatusInDoubt, func(x *ledger.Transition) { x.ErrorCode = "abandoned" }); err != nil {
+			if tu, err = b.move(ctx, tu, ledger.StatusInDoubt, func(x *ledger.Transition) { x.ErrorCode = string(ReasonAbandoned) }); err != nil {
 				return out, err
 			}
 		}
@@ -121,7 +121,7 @@ func (b *books) settle(ctx context.Context, open []ledger.TopUp, log cardscript.
 		case cardscript.Present:
 			tu, err = b.move(ctx, tu, ledger.StatusApplied, nil)
 		case cardscript.Absent:
-			tu, err = b.move(ctx, tu, ledger.StatusFailed, func(x *ledger.Transition) { x.ErrorCode = "not_on_card" })
+			tu, err = b.move(ctx, tu, ledger.StatusFailed, func(x *ledger.Transition) { x.ErrorCode = string(ReasonNotOnCard) })
 		default:
 			b.log.Warn("top-up log cannot prove an earlier top-up either way; it stays in_doubt",
 				zap.String("unresolved", tu.ID.String()), zap.Int("records", len(log.Records)))

@@ -172,7 +172,7 @@ func TestTMCNotAboveLastIsIntegrity(t *testing.T) {
 	}
 	res := e.run(t, e.open(t, tk), true)
 	got, _ := svc.GetTopUp(ctx, tu.ID)
-	if res.OK || res.Code != transaction.CodeIntegrity || got.Status != ledger.StatusInDoubt {
+	if res.OK || res.Reason != transaction.ReasonIntegrity || got.Status != ledger.StatusInDoubt {
 		t.Fatalf("proof with TMC 1 after 5: result %+v, ledger %s", res, got.Status)
 	}
 	if m.integrity["tmc_replay"] != 1 {

@@ -141,7 +141,7 @@ func TestMixedFleet(t *testing.T) {
 		card := testcard.IssueCard(t, tr, f.kp, simcard.Options{UID: []byte{4, 9, 2, 3, 4, 5, 6, 7, 8, 0x16}, Generation: simcard.GenEV3}, 1000)
 		res, _, got := f.topUp(t, card, 100, nil)
 		v, _ := card.Value(tr.AIDBytes(), tr.ValueFile)
-		if res.OK || res.Code != transaction.CodeCardUnknown || got.Status != ledger.StatusFailed || v != 1000 {
+		if res.OK || res.Reason != transaction.ReasonCardUnknown || got.Status != ledger.StatusFailed || v != 1000 {
 			t.Fatalf("10-byte UID on a TMAC profile: %+v, ledger %s, value %d", res, got.Status, v)
 		}
 	})
@@ -159,7 +159,7 @@ func TestMixedFleet(t *testing.T) {
 		card := testcard.IssueCard(t, other, okp, simcard.Options{UID: []byte{4, 1, 2, 3, 4, 5, 0x15}, Generation: simcard.GenEV2}, 1000)
 		res, _, got := f.topUp(t, card, 100, nil)
 		v, _ := card.Value(other.AIDBytes(), other.ValueFile)
-		if res.OK || res.Code != transaction.CodeCardUnknown || got.Status != ledger.StatusFailed || got.CardUID != "" || v != 1000 {
+		if res.OK || res.Reason != transaction.ReasonCardUnknown || got.Status != ledger.StatusFailed || got.CardUID != "" || v != 1000 {
 			t.Fatalf("card without an application of the fleet: %+v, ledger %s bound to %q, value %d", res, got.Status, got.CardUID, v)
 		}
 	})
@@ -231,7 +231,7 @@ func TestFleetLies(t *testing.T) {
 			case res.OK && lie.applied && got.Status == ledger.StatusApplied && v == 1100:
 				t.Logf("%s: applied through profile %s, one credit", lie.name, res.Profile)
 			case !res.OK && got.Status == ledger.StatusFailed && v == 1000:
-				t.Logf("%s: refused (%s), nothing on the card", lie.name, res.Code)
+				t.Logf("%s: refused (%s), nothing on the card", lie.name, res.Reason)
 			default:
 				t.Fatalf("%s: result %+v, ledger %s, card value %d", lie.name, res, got.Status, v)
 			}
@@ -258,7 +258,7 @@ func TestFleetLies(t *testing.T) {
 		if res.OK || got.Status != ledger.StatusFailed || got.CardUID != "" || va != 1000 || vb != 1000 {
 			t.Fatalf("another card's UID named: %+v, ledger %s bound to %q, values %d %d", res, got.Status, got.CardUID, va, vb)
 		}
-		t.Logf("another card's UID named: refused (%s)", res.Code)
+		t.Logf("another card's UID named: refused (%s)", res.Reason)
 	})
 }
 
@@ -292,7 +292,7 @@ func TestTopUpScheme(t *testing.T) {
 	}
 	wrong := testcard.IssueCard(t, ev2, f.kp, simcard.Options{UID: []byte{4, 0x40, 2, 3, 4, 5, 1}, Generation: simcard.GenEV3}, 1000)
 	res, got := run(wrong, tk)
-	if v, _ := wrong.Value(ev2.AIDBytes(), ev2.ValueFile); res.OK || res.Code != transaction.CodeCardUnknown || got.Status != ledger.StatusFailed || got.CardUID != "" || v != 1000 {
+	if v, _ := wrong.Value(ev2.AIDBytes(), ev2.ValueFile); res.OK || res.Reason != transaction.ReasonCardUnknown || got.Status != ledger.StatusFailed || got.CardUID != "" || v != 1000 {
 		t.Fatalf("card of another profile: %+v, ledger %s bound to %q, value %d", res, got.Status, got.CardUID, v)
 	}
 	right := testcard.IssueCard(t, ev1, f.kp, simcard.Options{UID: []byte{4, 0x40, 2, 3, 4, 5, 2}, Generation: simcard.GenEV1}, 1000)

@@ -156,7 +156,7 @@ func TestRaceForOneCardAndOneTopUp(t *testing.T) {
 				switch {
 				case r.OK && r.Status == "applied":
 					applied++
-				case r.Code == "":
+				case r.Reason == "":
 					t.Fatalf("loser without an error code: %+v", r)
 				}
 			}
@@ -173,7 +173,7 @@ func TestRaceForOneCardAndOneTopUp(t *testing.T) {
 func codes(rs []transaction.Result) map[string]int {
 	m := map[string]int{}
 	for _, r := range rs {
-		m[r.Code]++
+		m[string(r.Reason)]++
 	}
 	return m
 }

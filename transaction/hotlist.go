@@ -20,10 +20,6 @@ var (
 	ErrNotCancellable = errors.New("transaction: top-up cannot be cancelled")
 )
 
-// CodeCardBlocked is the session result code of a top-up refused because
-// its card is blocked.
-const CodeCardBlocked = "card_blocked"
-
 // BlockCard puts a card on tenant's hot list, with who and why.
 func (s *Service) BlockCard(ctx context.Context, tenant, uid, actor, reason string) (ledger.CardBlock, error) {
 	return s.cfg.Ledger.BlockCard(ctx, ledger.CardBlock{Tenant: tenant, CardUID: uid, Reason: reason, Actor: actor, At: s.cfg.Now()})

@@ -32,8 +32,8 @@ func TestBlockedCardAtSession(t *testing.T) {
 					t.Fatal(err)
 				}
 				res := e.run(t, e.open(t, tk), batch)
-				if res.OK || res.Code != transaction.CodeCardBlocked || res.Status != "failed" {
-					t.Fatalf("blocked card: ok=%v code=%s status=%s", res.OK, res.Code, res.Status)
+				if res.OK || res.Reason != transaction.ReasonCardBlocked || res.Status != "failed" {
+					t.Fatalf("blocked card: ok=%v code=%s status=%s", res.OK, res.Reason, res.Status)
 				}
 				got, _ := e.svc.GetTopUp(ctx, tu.ID)
 				if got.Status != ledger.StatusFailed || got.CardUID != "" {
@@ -94,7 +94,7 @@ func TestBlockedCardLyingBridge(t *testing.T) {
 	if v, _ := e.cardState(t); v != before {
 		t.Fatalf("blocked card credited: %d → %d", before, v)
 	}
-	t.Logf("lying bridge ended with %s, top-up %s", res.Code, res.Status)
+	t.Logf("lying bridge ended with %s, top-up %s", res.Reason, res.Status)
 }
 
 // TestBlockedCardAtCreate: naming a blocked card refuses the top-up at
@@ -150,7 +150,7 @@ func TestCancelThenBridge(t *testing.T) {
 			t.Fatal(err)
 		}
 		res := e.run(t, sess, true)
-		if res.OK || res.Code != transaction.CodeNotPayable {
+		if res.OK || res.Reason != transaction.ReasonNotPayable {
 			t.Fatalf("session of a cancelled top-up: %+v", res)
 		}
 		if got, _ := e.svc.GetTopUp(ctx, tu.ID); got.Status != ledger.StatusCancelled {
@@ -227,12 +227,12 @@ func TestCancelRacesSession(t *testing.T) {
 		e.card.Tap()
 		got, _ := e.svc.GetTopUp(ctx, tu.ID)
 		switch {
-		case cerr == nil && got.Status == ledger.StatusCancelled && !res.OK && res.Code == transaction.CodeNotPayable:
+		case cerr == nil && got.Status == ledger.StatusCancelled && !res.OK && res.Reason == transaction.ReasonNotPayable:
 			cancelled++
 		case errors.Is(cerr, transaction.ErrNotCancellable) && res.OK && got.Status == ledger.StatusApplied:
 			applied++
 		default:
-			t.Fatalf("round %d: cancel %v, session ok=%v code=%s, top-up %s", i, cerr, res.OK, res.Code, got.Status)
+			t.Fatalf("round %d: cancel %v, session ok=%v code=%s, top-up %s", i, cerr, res.OK, res.Reason, got.Status)
 		}
 	}
 	if v, _ := e.cardState(t); v != before+int64(applied*amount) {

@@ -238,7 +238,7 @@ func TestRandomUIDLies(t *testing.T) {
 			if res.OK || got.Status == ledger.StatusApplied || got.Status == ledger.StatusInDoubt || value(a, e.ev2) != 1000 || value(b, e.norm) != 1000 {
 				t.Fatalf("%s: %+v, ledger %s, values %d %d", lie.name, res, got.Status, value(a, e.ev2), value(b, e.norm))
 			}
-			t.Logf("%s: refused (%s), nothing on either card", lie.name, res.Code)
+			t.Logf("%s: refused (%s), nothing on either card", lie.name, res.Reason)
 		})
 	}
 	t.Run("bound-to-another-card", func(t *testing.T) {
@@ -254,7 +254,7 @@ func TestRandomUIDLies(t *testing.T) {
 		}
 		_, sess = e.ticket(t, "bound")
 		res, _ := e.tap(t, sess, a, nil, nil)
-		if res.OK || res.Code != transaction.CodeCardMismatch || value(a, e.ev2) != 1000 {
+		if res.OK || res.Reason != transaction.ReasonCardMismatch || value(a, e.ev2) != 1000 {
 			t.Fatalf("random-ID card for a top-up bound to another card: %+v, value %d", res, value(a, e.ev2))
 		}
 	})

@@ -242,14 +242,14 @@ func TestCommitReaderIDOtherKey(t *testing.T) {
 			card := testcard.IssueCard(t, p, e.kp, simcard.Options{UID: testUID, Generation: simcard.GenEV3}, 1000)
 			recreateTMAC(t, card, p, e.kp, p.ReadKeyNo)
 			res, _, got := e.runOn(t, card, "other-key", [16]byte{}, batch)
-			if res.OK || res.Code != transaction.CodeCardUnknown || got.Status == ledger.StatusApplied {
+			if res.OK || res.Reason != transaction.ReasonCardUnknown || got.Status == ledger.StatusApplied {
 				t.Fatalf("%+v, ledger %s", res, got.Status)
 			}
 			res, _, got = e.runOn(t, card, "other-key", [16]byte{}, batch)
 			if v, _ := card.Value(p.AIDBytes(), p.ValueFile); res.OK || got.Status == ledger.StatusApplied || v != 1000 {
 				t.Fatalf("next tap: %+v, ledger %s, value %d", res, got.Status, v)
 			}
-			t.Logf("batch=%v: %s, then %s (%s); nothing on the card", batch, res.Code, got.Status, res.Code)
+			t.Logf("batch=%v: %s, then %s (%s); nothing on the card", batch, res.Reason, got.Status, res.Reason)
 		})
 	}
 }

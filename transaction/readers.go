@@ -219,7 +219,7 @@ func (s *Service) addressed(ctx context.Context, tenant, reader string, kind led
 		return ledger.Session{}, err
 	}
 	if err := rs.AddressSession(ctx, tenant, reader, sess.ID, now, now.Add(s.cfg.TokenTTL)); err != nil {
-		s.Abandon(ctx, sess, CodeInternal)
+		s.Abandon(ctx, sess, ReasonInternal)
 		return ledger.Session{}, err
 	}
 	if kind == ledger.KindTopUp {

@@ -113,7 +113,7 @@ func TestRetapWithinSession(t *testing.T) {
 			tear := &tearAt{t: e.card, n: 2}
 			b := &retapBridge{tear: tear, card: e.card, uid: "04112233445566", times: 1}
 			res := e.svc.Run(ctx, e.open(t, tk), fmt.Sprintf("%X", testUID), b)
-			if res.OK || res.Code != transaction.CodeCardMismatch || res.Retaps != 0 {
+			if res.OK || res.Reason != transaction.ReasonCardMismatch || res.Retaps != 0 {
 				t.Fatalf("a different card presented again: %+v", res)
 			}
 		})

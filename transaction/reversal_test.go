@@ -134,7 +134,7 @@ func TestReversalRules(t *testing.T) {
 	res := e.run(t, e.open(t, tk), true)
 	e.card.Tap()
 	got, _ := e.svc.GetTopUp(ctx, rv.ID)
-	if res.OK || res.Code != "limit_exceeded" {
+	if res.OK || res.Reason != "limit_exceeded" {
 		t.Fatalf("debit below the lower limit: %+v", res)
 	}
 	if v, _ := e.cardState(t); v != 200 {

@@ -3,7 +3,6 @@ package transaction
 import (
 	"context"
 	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"time"
@@ -91,7 +90,7 @@ func (s *Service) RunWith(ctx context.Context, sess ledger.Session, claimedUID s
 		s.readerIDs.put(r.card, need)
 		log.Info("card's CommitReaderID setting differs from its profile; running the top-up again", zap.Bool("reader_id", need == readerIDOn))
 		*r = run{sess: sess, claimed: claimedUID, bridge: b, t: t, res: &res, log: log, readerID: rid}
-		res.Status, res.Balance, res.Records, res.Code = "", nil, nil, ""
+		res.Status, res.Balance, res.Records, res.Reason = "", nil, nil, ""
 		err = s.runKind(ctx, r)
 	}
 	// A card lifted too early is asked for again, within the session's
@@ -112,16 +111,16 @@ func (s *Service) RunWith(ctx context.Context, sess ledger.Session, claimedUID s
 		res.Retaps++
 		log.Info("card presented again", zap.Int("retap", res.Retaps))
 		*r = run{sess: sess, claimed: uid, bridge: b, t: t, res: &res, log: log, readerID: rid}
-		res.Status, res.Balance, res.Records, res.Code = "", nil, nil, ""
+		res.Status, res.Balance, res.Records, res.Reason = "", nil, nil, ""
 		err = s.runKind(ctx, r)
 	}
 	res.Exchanges = ct.n
 	if err != nil {
 		res.OK = false
-		if res.Code == "" {
-			res.Code = Code(err)
+		if res.Reason == "" {
+			res.Reason = ReasonOf(err)
 		}
-		log.Info("session failed", zap.String("code", res.Code), zap.String("status", res.Status), zap.Int("exchanges", res.Exchanges), zap.Error(err))
+		log.Info("session failed", zap.String("reason", string(res.Reason)), zap.String("status", res.Status), zap.Int("exchanges", res.Exchanges), zap.Error(err))
 	} else {
 		res.OK = true
 		log.Info("session done", zap.String("status", res.Status), zap.Int("exchanges", res.Exchanges))
@@ -213,7 +212,7 @@ func (r *run) setStatus(tu ledger.TopUp) { r.res.Status = tu.Status.String() }
 // recorded: the outcome is in the ledger already.
 func (s *Service) finish(ctx context.Context, sess ledger.Session, res *Result, log *zap.Logger, recorded bool) {
 	if m := s.cfg.Metrics; m != nil {
-		m.SessionOutcome(res.Kind, res.Code)
+		m.SessionOutcome(res.Kind, string(res.Reason))
 		if res.Kind == "topup" && res.Status != "" {
 			m.TopUpOutcome(res.Status)
 		}
@@ -223,9 +222,9 @@ func (s *Service) finish(ctx context.Context, sess ledger.Session, res *Result, 
 	}
 	wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 	defer cancel()
-	out := ledger.SessionOutcome{OK: res.OK, CardUID: res.CardUID, Balance: res.Balance, ErrorCode: res.Code}
+	out := ledger.SessionOutcome{OK: res.OK, CardUID: res.CardUID, Balance: res.Balance, ErrorCode: string(res.Reason)}
 	if len(res.Records) > 0 {
-		out.Records, _ = json.Marshal(res.Records)
+		out.Records = ledger.EncodeRecords(storedRecords(res.Records))
 	}
 	if _, err := s.cfg.Ledger.FinishSession(wctx, sess.ID, out, s.cfg.Now()); err != nil {
 		s.ledgerError()

@@ -389,11 +389,11 @@ func hashToken(tok string) []byte {
 }
 
 // Abandon records that a session ended before any card work (bad hello,
-// silent bridge, failed upgrade) with the given error code.
-func (s *Service) Abandon(ctx context.Context, sess ledger.Session, code string) {
+// silent bridge, failed upgrade) for the given reason.
+func (s *Service) Abandon(ctx context.Context, sess ledger.Session, reason Reason) {
 	wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 	defer cancel()
-	if _, err := s.cfg.Ledger.FinishSession(wctx, sess.ID, ledger.SessionOutcome{OK: false, ErrorCode: code}, s.cfg.Now()); err != nil && !errors.Is(err, ledger.ErrSessionClosed) {
+	if _, err := s.cfg.Ledger.FinishSession(wctx, sess.ID, ledger.SessionOutcome{OK: false, ErrorCode: string(reason)}, s.cfg.Now()); err != nil && !errors.Is(err, ledger.ErrSessionClosed) {
 		s.ledgerError()
 		s.cfg.Log.Warn("record abandoned session", zap.String("session", sess.ID.String()), zap.Error(err))
 	}

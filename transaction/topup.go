@@ -238,7 +238,7 @@ func (s *Service) settleFirst(ctx context.Context, bk *books, cs *cardscript.Ses
 // must not strand a paid top-up). If even that write fails the top-up
 // stays in_progress, which the card's next tap settles from its log.
 func (s *Service) failUncommitted(ctx context.Context, bk *books, tu ledger.TopUp, cause error, bound bool) ledger.TopUp {
-	u, err := bk.markFailed(ctx, tu, Code(cause), bound)
+	u, err := bk.markFailed(ctx, tu, ReasonOf(cause), bound)
 	if err != nil {
 		bk.log.Error("record failed top-up", zap.Error(err))
 		return tu

@@ -154,7 +154,7 @@ func TestIssueDESFire(t *testing.T) {
 			t.Logf("%s: %d exchanges, created %v", p.Name, res.Exchanges, res.Created)
 			f.check(t, c)
 			_ = c.Tap()
-			if res := f.env.IssueDESFire(context.Background(), cardLost{c}, c.UID(), f.plan); res.Code != provision.CodeProvisioned {
+			if res := f.env.IssueDESFire(context.Background(), cardLost{c}, c.UID(), f.plan); res.Reason != provision.ReasonProvisioned {
 				t.Fatalf("second issue: %+v", res)
 			}
 		})
@@ -186,7 +186,7 @@ func TestIssueTearAtEveryAPDU(t *testing.T) {
 						c.RemoveAfter(n)
 					}
 					res := f.env.IssueDESFire(context.Background(), tr, c.UID(), f.plan)
-					if res.OK || res.Code != transaction.CodeTagLost {
+					if res.OK || res.Reason != transaction.ReasonTagLost {
 						t.Fatalf("torn: %+v", res)
 					}
 					f.known(t, c)
@@ -230,7 +230,7 @@ func TestIssueRefusesNonBlank(t *testing.T) {
 	_ = c.Tap()
 	n := c.APDUs()
 	res := f.env.IssueDESFire(ctx, cardLost{c}, c.UID(), f.plan)
-	if res.OK || res.Code != transaction.CodeCardError {
+	if res.OK || res.Reason != transaction.ReasonCardError {
 		t.Fatalf("%+v", res)
 	}
 	if k, v, _ := c.Key(p.AIDBytes(), 1); v != 0 || !bytes.Equal(k, make([]byte, 16)) {
@@ -280,7 +280,7 @@ func TestIssueBridgeLiesAboutUID(t *testing.T) {
 	f := newIssueFixture(t, profile.AN12113())
 	c := newBlank(t)
 	res := f.env.IssueDESFire(context.Background(), cardLost{c}, []byte{4, 9, 9, 9, 9, 9, 9}, f.plan)
-	if res.OK || res.Code != transaction.CodeCardMismatch || len(c.Applications()) != 0 {
+	if res.OK || res.Reason != transaction.ReasonCardMismatch || len(c.Applications()) != 0 {
 		t.Fatalf("%+v, applications %X", res, c.Applications())
 	}
 }

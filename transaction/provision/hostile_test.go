@@ -67,7 +67,7 @@ func TestForgedStatusAtEveryAPDU(t *testing.T) {
 						}
 					}
 					_ = tag.Tap()
-					if res := f.run(tag, tag.UID()); !res.OK && res.Code != provision.CodeProvisioned {
+					if res := f.run(tag, tag.UID()); !res.OK && res.Reason != provision.ReasonProvisioned {
 						t.Fatalf("honest retry: %+v", res)
 					}
 					f.known(t, tag)
@@ -103,7 +103,7 @@ func TestIssueForgedStatusAtEveryAPDU(t *testing.T) {
 							f.check(t, c)
 						}
 						_ = c.Tap()
-						if res := f.env.IssueDESFire(context.Background(), cardLost{c}, c.UID(), f.plan); !res.OK && res.Code != provision.CodeProvisioned {
+						if res := f.env.IssueDESFire(context.Background(), cardLost{c}, c.UID(), f.plan); !res.OK && res.Reason != provision.ReasonProvisioned {
 							t.Fatalf("honest retry: %+v", res)
 						}
 						f.known(t, c)

@@ -206,7 +206,7 @@ func TestProvisionFactoryTag(t *testing.T) {
 	}
 	// A second run is refused without touching the tag.
 	n := tag.APDUs()
-	if res := f.run(tag, tag.UID()); res.OK || res.Code != provision.CodeProvisioned || tag.APDUs() != n {
+	if res := f.run(tag, tag.UID()); res.OK || res.Reason != provision.ReasonProvisioned || tag.APDUs() != n {
 		t.Fatalf("second run %+v", res)
 	}
 }
@@ -261,7 +261,7 @@ func TestTearAtEveryAPDU(t *testing.T) {
 					tag.RemoveAfter(n)
 				}
 				res := f.run(tag, tag.UID())
-				if res.OK || res.Code != transaction.CodeTagLost {
+				if res.OK || res.Reason != transaction.ReasonTagLost {
 					t.Fatalf("torn run: %+v", res)
 				}
 				f.known(t, tag)
@@ -291,7 +291,7 @@ func TestWrongKey0(t *testing.T) {
 	_ = tag.Tap()
 	changes := tag.Changes()
 	res := f.run(tag, tag.UID())
-	if res.OK || res.Code != transaction.CodeCardError || !strings.Contains(res.Message, "91AE") || tag.Changes() != changes {
+	if res.OK || res.Reason != transaction.ReasonCardError || !strings.Contains(res.Message, "91AE") || tag.Changes() != changes {
 		t.Fatalf("%+v", res)
 	}
 }
@@ -336,11 +336,11 @@ func TestLockedOrUsedTagRefused(t *testing.T) {
 			_ = tag.Tap()
 			changes := tag.Changes()
 			res := f.run(tag, tag.UID())
-			want := provision.CodeLocked
+			want := provision.ReasonLocked
 			if name != "locked" {
-				want = provision.CodeNotBlank
+				want = provision.ReasonNotBlank
 			}
-			if res.OK || res.Code != want || tag.Changes() != changes {
+			if res.OK || res.Reason != want || tag.Changes() != changes {
 				t.Fatalf("%+v (changes %d → %d)", res, changes, tag.Changes())
 			}
 		})
@@ -351,7 +351,7 @@ func TestBridgeLiesAboutUID(t *testing.T) {
 	f := newFixture(t, provision.NTAG424Request{})
 	tag := newTag(t)
 	res := f.run(tag, []byte{4, 9, 9, 9, 9, 9, 9})
-	if res.OK || res.Code != transaction.CodeCardMismatch || tag.Changes() != 0 {
+	if res.OK || res.Reason != transaction.ReasonCardMismatch || tag.Changes() != 0 {
 		t.Fatalf("%+v", res)
 	}
 }
@@ -365,7 +365,7 @@ func TestBadInput(t *testing.T) {
 		"unknown version":   {Template: tpl, KeyVersion: 9},
 		"picc and uid both": {Template: "https://e.com/{picc}{uid}{mac}", KeyVersion: 1},
 	} {
-		if _, err := provision.PlanNTAG424(context.Background(), f.env.Keys, req); !errors.Is(err, provision.ErrInvalid) || provision.Code(err) != provision.CodeInvalid {
+		if _, err := provision.PlanNTAG424(context.Background(), f.env.Keys, req); !errors.Is(err, provision.ErrInvalid) || provision.ReasonOf(err) != provision.ReasonInvalid {
 			t.Errorf("%s: %v", name, err)
 		}
 	}
@@ -426,7 +426,7 @@ func TestConcurrentSessionsOneTag(t *testing.T) {
 	second := f.run(tag, tag.UID())
 	close(g.release)
 	first := <-done
-	if !first.OK || second.OK || second.Code != transaction.CodeCardBusy {
+	if !first.OK || second.OK || second.Reason != transaction.ReasonCardBusy {
 		t.Fatalf("first %+v, second %+v", first, second)
 	}
 }
@@ -466,7 +466,7 @@ func TestForgedStatusWords(t *testing.T) {
 	}
 	_ = tag.Tap()
 	res = f.run(&forger{Transport: tag, authFail: true}, tag.UID())
-	if res.OK || res.Code != transaction.CodeIntegrity {
+	if res.OK || res.Reason != transaction.ReasonIntegrity {
 		t.Fatalf("forged 91AE: %+v", res)
 	}
 	after, _ := f.pl.GetProvision(context.Background(), res.CardUID)
@@ -499,14 +499,14 @@ func TestRandomID(t *testing.T) {
 	f.checkTapped(t, probe)
 
 	tag.TearAt(total - 1) // the SetConfiguration
-	if res := f.run(tag, tag.UID()); res.OK || res.Code != transaction.CodeTagLost || res.Step != ledger.StepFiles {
+	if res := f.run(tag, tag.UID()); res.OK || res.Reason != transaction.ReasonTagLost || res.Step != ledger.StepFiles {
 		t.Fatalf("torn: %+v", res)
 	}
 	f.known(t, tag)
 	_ = tag.Tap()
 	rid := tag.AnticollisionUID()
 	changes := tag.Changes()
-	if res := f.run(tag, rid); res.OK || res.Code != provision.CodeInvalid || tag.Changes() != changes {
+	if res := f.run(tag, rid); res.OK || res.Reason != provision.ReasonInvalid || tag.Changes() != changes {
 		t.Fatalf("random ID without a UID: %+v", res)
 	}
 	named, err := provision.PlanNTAG424(context.Background(), f.env.Keys, provision.NTAG424Request{Template: tpl, KeyVersion: 1, RandomID: true, UID: hex.EncodeToString(tag.UID())})
@@ -514,7 +514,7 @@ func TestRandomID(t *testing.T) {
 		t.Fatal(err)
 	}
 	wrong, _ := provision.PlanNTAG424(context.Background(), f.env.Keys, provision.NTAG424Request{Template: tpl, KeyVersion: 1, UID: "04AAAAAAAAAAAA"})
-	if res := f.env.ProvisionNTAG424(context.Background(), lost{tag}, rid, wrong); res.OK || res.Code != transaction.CodeCardError || tag.Changes() != changes {
+	if res := f.env.ProvisionNTAG424(context.Background(), lost{tag}, rid, wrong); res.OK || res.Reason != transaction.ReasonCardError || tag.Changes() != changes {
 		t.Fatalf("wrong UID named: %+v", res)
 	}
 	_ = tag.Tap()
@@ -598,26 +598,26 @@ func TestOffsetsOverride(t *testing.T) {
 }
 
 func TestCodes(t *testing.T) {
-	for err, want := range map[error]string{
-		provision.ErrInvalid:            provision.CodeInvalid,
-		ledger.ErrInvalid:               provision.CodeInvalid,
-		provision.ErrAlreadyProvisioned: provision.CodeProvisioned,
-		provision.ErrLocked:             provision.CodeLocked,
-		provision.ErrNotBlank:           provision.CodeNotBlank,
-		fmt.Errorf("x: %w", &desfire.StatusError{SW: 0x91AE}):                         transaction.CodeCardError,
-		fmt.Errorf("%w: %w", provision.ErrNotBlank, &desfire.StatusError{SW: 0x91AE}): transaction.CodeCardError,
-		provision.ErrKeyState:  transaction.CodeIntegrity,
-		ledger.ErrKeyState:     transaction.CodeIntegrity,
-		ledger.ErrCardMismatch: transaction.CodeCardMismatch,
-		ledger.ErrStaleFence:   transaction.CodeCardBusy,
-		lock.ErrLocked:         transaction.CodeCardBusy,
-		desfire.ErrTagLost:     transaction.CodeTagLost,
+	for err, want := range map[error]transaction.Reason{
+		provision.ErrInvalid:            provision.ReasonInvalid,
+		ledger.ErrInvalid:               provision.ReasonInvalid,
+		provision.ErrAlreadyProvisioned: provision.ReasonProvisioned,
+		provision.ErrLocked:             provision.ReasonLocked,
+		provision.ErrNotBlank:           provision.ReasonNotBlank,
+		fmt.Errorf("x: %w", &desfire.StatusError{SW: 0x91AE}):                         transaction.ReasonCardError,
+		fmt.Errorf("%w: %w", provision.ErrNotBlank, &desfire.StatusError{SW: 0x91AE}): transaction.ReasonCardError,
+		provision.ErrKeyState:  transaction.ReasonIntegrity,
+		ledger.ErrKeyState:     transaction.ReasonIntegrity,
+		ledger.ErrCardMismatch: transaction.ReasonCardMismatch,
+		ledger.ErrStaleFence:   transaction.ReasonCardBusy,
+		lock.ErrLocked:         transaction.ReasonCardBusy,
+		desfire.ErrTagLost:     transaction.ReasonTagLost,
 	} {
-		if got := provision.Code(err); got != want {
+		if got := provision.ReasonOf(err); got != want {
 			t.Errorf("%v: %s, want %s", err, got, want)
 		}
 	}
-	if provision.Code(nil) != "" {
+	if provision.ReasonOf(nil) != "" {
 		t.Error("nil error has a code")
 	}
 }
@@ -636,7 +636,7 @@ func TestTagTamper(t *testing.T) {
 	plain := newTag(t)
 	changes := plain.Changes()
 	res := f.run(plain, plain.UID())
-	if res.OK || res.Code != transaction.CodeCardError || !strings.Contains(res.Message, "TagTamper") || plain.Changes() != changes {
+	if res.OK || res.Reason != transaction.ReasonCardError || !strings.Contains(res.Message, "TagTamper") || plain.Changes() != changes {
 		t.Fatalf("plain tag: %+v (changes %d → %d)", res, changes, plain.Changes())
 	}
 	if _, v := plain.Key(0); v != 0 {

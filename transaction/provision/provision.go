@@ -46,41 +46,49 @@ var (
 	ErrKeyState = errors.New("provision: card holds a key version the ledger does not know")
 )
 
-// Error codes of provisioning sessions, beside the top-up codes
-// (transaction.Code*).
+// Reasons a provisioning session can end with, beside the top-up ones
+// (transaction.Reason*). Stored with the session; the values never
+// change.
 const (
-	CodeInvalid     = "invalid_request"
-	CodeNotBlank    = "not_blank"
-	CodeLocked      = "tag_locked"
-	CodeProvisioned = "already_provisioned"
+	ReasonInvalid     transaction.Reason = "invalid_request"
+	ReasonNotBlank    transaction.Reason = "not_blank"
+	ReasonLocked      transaction.Reason = "tag_locked"
+	ReasonProvisioned transaction.Reason = "already_provisioned"
 )
 
-// Code maps a provisioning error to a contract error code.
-func Code(err error) string {
+// Reasons lists the provisioning reasons (transaction.Reasons has the
+// rest a provisioning session can end with).
+func Reasons() []transaction.Reason {
+	return []transaction.Reason{ReasonInvalid, ReasonNotBlank, ReasonLocked, ReasonProvisioned}
+}
+
+// ReasonOf classifies a provisioning error: provisioning's own errors
+// here, everything else by transaction.ReasonOf.
+func ReasonOf(err error) transaction.Reason {
 	var se *desfire.StatusError
 	switch {
 	case err == nil:
 		return ""
 	case errors.Is(err, ErrInvalid), errors.Is(err, ledger.ErrInvalid):
-		return CodeInvalid
+		return ReasonInvalid
 	case errors.Is(err, ErrAlreadyProvisioned):
-		return CodeProvisioned
+		return ReasonProvisioned
 	case errors.Is(err, ErrLocked):
-		return CodeLocked
+		return ReasonLocked
 	case errors.Is(err, ErrNotBlank) && errors.As(err, &se):
-		return transaction.CodeCardError
+		return transaction.ReasonCardError
 	case errors.Is(err, ErrNotBlank):
-		return CodeNotBlank
+		return ReasonNotBlank
 	case errors.Is(err, ErrKeyState), errors.Is(err, ledger.ErrKeyState):
-		return transaction.CodeIntegrity
+		return transaction.ReasonIntegrity
 	case errors.Is(err, ledger.ErrCardMismatch):
-		return transaction.CodeCardMismatch
+		return transaction.ReasonCardMismatch
 	case errors.Is(err, ledger.ErrStaleFence), errors.Is(err, lock.ErrLockLost):
-		return transaction.CodeCardBusy
+		return transaction.ReasonCardBusy
 	case errors.As(err, &se) && !errors.Is(err, desfire.ErrIntegrity):
-		return transaction.CodeCardError
+		return transaction.ReasonCardError
 	}
-	return transaction.Code(err)
+	return transaction.ReasonOf(err)
 }
 
 // Env is what a provisioning session needs besides the card.
@@ -122,13 +130,14 @@ type Result struct {
 	Created []string
 	// Exchanges is the number of bridge round trips.
 	Exchanges int
-	// Code and Message are set when OK is false.
-	Code, Message string
+	// Reason and Message are set when OK is false.
+	Reason  transaction.Reason
+	Message string
 }
 
 // fail fills r's error fields from err.
 func (r *Result) fail(err error) {
-	r.OK, r.Code, r.Message = false, Code(err), err.Error()
+	r.OK, r.Reason, r.Message = false, ReasonOf(err), err.Error()
 }
 
 func uidHex(uid []byte) string { return strings.ToUpper(hex.EncodeToString(uid)) }
