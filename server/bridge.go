@@ -91,28 +91,15 @@ func (s *Server) bridge(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusServiceUnavailable, codeUnavailable, "too many open sessions")
 		return
 	}
-	ws, err := websocket.Accept(w, r, &websocket.AcceptOptions{
-		Subprotocols:    []string{protocol.Subprotocol},
-		OriginPatterns:  []string{"*"}, // bridges authenticate with their token, not cookies
-		CompressionMode: websocket.CompressionDisabled,
-	})
+	ws, err := acceptBridge(w, r, protocol.Subprotocol)
 	if err != nil {
 		s.log.Info("bridge upgrade failed", zap.String("session", sess.ID.String()), zap.Error(err))
 		s.o.Service.Abandon(context.WithoutCancel(r.Context()), sess, transaction.ReasonInternal)
 		return
 	}
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(r.Context()), s.o.SessionTimeout)
-	defer cancel()
-	s.track(&cancel)
-	defer s.untrack(&cancel)
-
-	s.metrics.sessionsActive.Inc()
-	defer s.metrics.sessionsActive.Dec()
-	conn := relay.New(ws, s.o.ExchangeTimeout)
-	conn.OnExchange = func(d time.Duration) { s.metrics.exchangeLatency.Observe(d.Seconds()) }
-	conn.OnGap = func(d time.Duration) { s.metrics.serverGap.Observe(d.Seconds()) }
-	code, reason := s.serveSession(ctx, conn, sess, nil)
-	_ = conn.Close(code, reason)
+	s.runBridgeSocket(r, ws, func(ctx context.Context, conn *relay.Conn) (websocket.StatusCode, string) {
+		return s.serveSession(ctx, conn, sess, nil)
+	})
 }
 
 func offersSubprotocol(r *http.Request) bool {
@@ -201,33 +188,12 @@ func (s *Server) serveSession(ctx context.Context, conn *relay.Conn, sess ledger
 		s.o.Service.Abandon(ctx, sess, reasonFor(err))
 		return code, reason
 	}
-	helloCtx, cancel := context.WithTimeout(ctx, s.o.ExchangeTimeout)
-	m, err := conn.Next(helloCtx)
-	cancel()
+	hello, card, err := s.awaitCard(ctx, conn, protocol.Ready{SessionID: sess.ID.String(), Kind: sess.Kind.String(), Prompt: "Tap your card and hold it still"})
+	if errors.Is(err, errCancelled) {
+		return s.sendResult(ctx, conn, transaction.Result{Kind: sess.Kind.String(), Reason: transaction.ReasonCancelled}, sess, true)
+	}
 	if err != nil {
 		return fail(err)
-	}
-	if m.Type != protocol.TypeHello {
-		return fail(fmt.Errorf("first message is %s, not hello: %w", m.Type, protocol.ErrProtocol))
-	}
-	hello := m.Hello
-	if err := conn.Send(ctx, protocol.Ready{Type: protocol.TypeReady, SessionID: sess.ID.String(), Kind: sess.Kind.String(), Prompt: "Tap your card and hold it still"}); err != nil {
-		return fail(err)
-	}
-	card := hello.Card
-	for card == nil {
-		m, err := conn.Next(ctx)
-		if err != nil {
-			return fail(err)
-		}
-		switch m.Type {
-		case protocol.TypeCard:
-			card = m.Card
-		case protocol.TypeCancel:
-			return s.sendResult(ctx, conn, transaction.Result{Kind: sess.Kind.String(), Reason: transaction.ReasonCancelled}, sess, true)
-		default:
-			return fail(fmt.Errorf("%s before a card: %w", m.Type, protocol.ErrProtocol))
-		}
 	}
 	sb := &sessionBridge{conn: conn, batch: hello.HasFeature(protocol.FeatureBatch), ctx: ctx}
 	var opts transaction.RunOptions

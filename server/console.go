@@ -657,10 +657,8 @@ func (s *Server) renderCard(w http.ResponseWriter, r *http.Request, p *consolePa
 
 func (s *Server) consoleTopUp(w http.ResponseWriter, r *http.Request) {
 	p := page(r, "Top-up")
-	id, err := uuid.Parse(r.PathValue("id"))
-	if err != nil {
-		p.Error = "There is no top-up with this id (a top-up id is a UUID)."
-		s.renderConsole(w, http.StatusBadRequest, "message", p)
+	id, ok := s.topUpOf(w, r, p)
+	if !ok {
 		return
 	}
 	s.renderTopUp(w, r, p, id, http.StatusOK)
@@ -734,14 +732,81 @@ func printableText(s string) bool {
 	return true
 }
 
-func (s *Server) consoleResolve(w http.ResponseWriter, r *http.Request) {
-	p := page(r, "Top-up")
+// consoleAction words one console form's failures and renders again the
+// page the form was on.
+type consoleAction struct {
+	p       *consolePage
+	failed  string // "The top-up was not resolved"
+	missing string // the words when this server lacks the endpoint ("": none)
+	render  func(status int)
+}
+
+// topUpAction is an action on the top-up page of id.
+func (s *Server) topUpAction(w http.ResponseWriter, r *http.Request, p *consolePage, id uuid.UUID, failed, missing string) consoleAction {
+	return consoleAction{p: p, failed: failed, missing: missing, render: func(status int) { s.renderTopUp(w, r, p, id, status) }}
+}
+
+// cardAction is an action on the card page of uid.
+func (s *Server) cardAction(w http.ResponseWriter, r *http.Request, p *consolePage, uid, failed, missing string) consoleAction {
+	return consoleAction{p: p, failed: failed, missing: missing, render: func(status int) { s.renderCard(w, r, p, uid, status) }}
+}
+
+// invalid answers a form with errors.
+func (c consoleAction) invalid() {
+	c.p.Error = c.failed + ": the form has errors."
+	c.render(http.StatusBadRequest)
+}
+
+// refused answers the API's refusal of the action; false when a is a
+// success and the handler goes on.
+func (c consoleAction) refused(a apiAnswer) bool {
+	switch {
+	case a.missing && c.missing != "":
+		c.p.Error = c.missing
+		c.render(http.StatusNotImplemented)
+	case !a.ok():
+		c.p.Error = c.failed + ": " + a.message()
+		if a.code() == codeReaderOffline {
+			c.p.Errors["reader"] = "This reader is offline: start its agent, then try again."
+		}
+		c.render(a.status)
+	default:
+		return false
+	}
+	return true
+}
+
+// topUpOf reads the top-up id of the path; false (the message page
+// written) when it is not a UUID.
+func (s *Server) topUpOf(w http.ResponseWriter, r *http.Request, p *consolePage) (uuid.UUID, bool) {
 	id, err := uuid.Parse(r.PathValue("id"))
 	if err != nil {
 		p.Error = "There is no top-up with this id (a top-up id is a UUID)."
 		s.renderConsole(w, http.StatusBadRequest, "message", p)
+		return uuid.Nil, false
+	}
+	return id, true
+}
+
+// cardOf reads the card UID of the path; false (the message page
+// written) when it is not one.
+func (s *Server) cardOf(w http.ResponseWriter, r *http.Request, p *consolePage) (string, bool) {
+	uid, problem := checkUID(r.PathValue("uid"))
+	if problem != "" {
+		p.Error = problem
+		s.renderConsole(w, http.StatusBadRequest, "message", p)
+		return "", false
+	}
+	return uid, true
+}
+
+func (s *Server) consoleResolve(w http.ResponseWriter, r *http.Request) {
+	p := page(r, "Top-up")
+	id, ok := s.topUpOf(w, r, p)
+	if !ok {
 		return
 	}
+	act := s.topUpAction(w, r, p, id, "The top-up was not resolved", "")
 	outcome := r.PostFormValue("outcome")
 	p.Form["outcome"] = outcome
 	if outcome != "applied" && outcome != "failed" {
@@ -749,14 +814,11 @@ func (s *Server) consoleResolve(w http.ResponseWriter, r *http.Request) {
 	}
 	why := reason(p, r, ledger.MaxReasonLen)
 	if len(p.Errors) > 0 {
-		p.Error = "The top-up was not resolved: the form has errors."
-		s.renderTopUp(w, r, p, id, http.StatusBadRequest)
+		act.invalid()
 		return
 	}
 	a := s.callAPI(r, "POST /v1/topups/{id}/resolve", map[string]string{"id": id.String()}, nil, map[string]string{"outcome": outcome, "reason": why})
-	if !a.ok() {
-		p.Error = "The top-up was not resolved: " + a.message()
-		s.renderTopUp(w, r, p, id, a.status)
+	if act.refused(a) {
 		return
 	}
 	http.Redirect(w, r, "/console/topups/"+id.String()+"?notice=resolved", http.StatusSeeOther)
@@ -764,43 +826,33 @@ func (s *Server) consoleResolve(w http.ResponseWriter, r *http.Request) {
 
 func (s *Server) consoleCancel(w http.ResponseWriter, r *http.Request) {
 	p := page(r, "Top-up")
-	id, err := uuid.Parse(r.PathValue("id"))
-	if err != nil {
-		p.Error = "There is no top-up with this id (a top-up id is a UUID)."
-		s.renderConsole(w, http.StatusBadRequest, "message", p)
+	id, ok := s.topUpOf(w, r, p)
+	if !ok {
 		return
 	}
+	act := s.topUpAction(w, r, p, id, "The top-up was not cancelled", "Cancelling a top-up is not available on this server yet.")
 	a := s.callAPI(r, "POST /v1/topups/{id}/cancel", map[string]string{"id": id.String()}, nil, map[string]string{})
-	switch {
-	case a.missing:
-		p.Error = "Cancelling a top-up is not available on this server yet."
-		s.renderTopUp(w, r, p, id, http.StatusNotImplemented)
-	case !a.ok():
-		p.Error = "The top-up was not cancelled: " + a.message()
-		s.renderTopUp(w, r, p, id, a.status)
-	default:
-		http.Redirect(w, r, "/console/topups/"+id.String()+"?notice=cancelled", http.StatusSeeOther)
+	if act.refused(a) {
+		return
 	}
+	http.Redirect(w, r, "/console/topups/"+id.String()+"?notice=cancelled", http.StatusSeeOther)
 }
 
 func (s *Server) consoleReverse(w http.ResponseWriter, r *http.Request) {
 	p := page(r, "Top-up")
-	id, err := uuid.Parse(r.PathValue("id"))
-	if err != nil {
-		p.Error = "There is no top-up with this id (a top-up id is a UUID)."
-		s.renderConsole(w, http.StatusBadRequest, "message", p)
+	id, ok := s.topUpOf(w, r, p)
+	if !ok {
 		return
 	}
+	act := s.topUpAction(w, r, p, id, "The top-up was not reversed", "Reversal is not available on this server yet.")
 	a := s.callAPI(r, "POST /v1/topups/{id}/reversal", map[string]string{"id": id.String()}, nil, nil)
-	if a.missing {
-		p.Error = "Reversal is not available on this server yet."
-		s.renderTopUp(w, r, p, id, http.StatusNotImplemented)
+	if act.refused(a) {
 		return
 	}
 	var rv topUpView
-	if !a.ok() || json.Unmarshal(a.body, &rv) != nil {
-		p.Error = "The top-up was not reversed: " + a.message()
-		s.renderTopUp(w, r, p, id, a.status)
+	if err := json.Unmarshal(a.body, &rv); err != nil {
+		p.Error = act.failed + ": " + a.message()
+		act.render(a.status)
 		return
 	}
 	http.Redirect(w, r, "/console/topups/"+url.PathEscape(rv.ID)+"?notice=reversal", http.StatusSeeOther)
@@ -811,25 +863,18 @@ func (s *Server) consoleReverse(w http.ResponseWriter, r *http.Request) {
 // the card's own log.
 func (s *Server) consoleRun(w http.ResponseWriter, r *http.Request) {
 	p := page(r, "Top-up")
-	id, err := uuid.Parse(r.PathValue("id"))
-	if err != nil {
-		p.Error = "There is no top-up with this id (a top-up id is a UUID)."
-		s.renderConsole(w, http.StatusBadRequest, "message", p)
+	id, ok := s.topUpOf(w, r, p)
+	if !ok {
 		return
 	}
+	act := s.topUpAction(w, r, p, id, "The top-up was not run", "")
 	reader, ok := pickReader(p, r)
 	if !ok {
-		p.Error = "The top-up was not run: the form has errors."
-		s.renderTopUp(w, r, p, id, http.StatusBadRequest)
+		act.invalid()
 		return
 	}
 	a := s.callAPI(r, "POST /v1/sessions", nil, nil, map[string]any{"kind": "topup", "topup_id": id.String(), "reader_id": reader})
-	if !a.ok() {
-		p.Error = "The top-up was not run: " + a.message()
-		if a.code() == codeReaderOffline {
-			p.Errors["reader"] = "This reader is offline: start its agent, then try again."
-		}
-		s.renderTopUp(w, r, p, id, a.status)
+	if act.refused(a) {
 		return
 	}
 	s.redirectToSession(w, r, p, a, "")
@@ -870,10 +915,8 @@ func (s *Server) redirectToSession(w http.ResponseWriter, r *http.Request, p *co
 // PUT or DELETE /v1/cards/{uid}/block.
 func (s *Server) consoleBlock(w http.ResponseWriter, r *http.Request) {
 	p := page(r, "Card")
-	uid, problem := checkUID(r.PathValue("uid"))
-	if problem != "" {
-		p.Error = problem
-		s.renderConsole(w, http.StatusBadRequest, "message", p)
+	uid, ok := s.cardOf(w, r, p)
+	if !ok {
 		return
 	}
 	block := strings.HasSuffix(r.URL.Path, "/block")
@@ -882,47 +925,34 @@ func (s *Server) consoleBlock(w http.ResponseWriter, r *http.Request) {
 	if !block {
 		verb, pattern, notice = "unblocked", "DELETE /v1/cards/{uid}/block", "unblocked"
 	}
+	act := s.cardAction(w, r, p, uid, "The card was not "+verb, "Blocking cards is not available on this server yet.")
 	if len(p.Errors) > 0 {
-		p.Error = "The card was not " + verb + ": the form has errors."
-		s.renderCard(w, r, p, uid, http.StatusBadRequest)
+		act.invalid()
 		return
 	}
 	a := s.callAPI(r, pattern, map[string]string{"uid": uid}, nil, map[string]string{"reason": why})
-	switch {
-	case a.missing:
-		p.Error = "Blocking cards is not available on this server yet."
-		s.renderCard(w, r, p, uid, http.StatusNotImplemented)
-	case !a.ok():
-		p.Error = "The card was not " + verb + ": " + a.message()
-		s.renderCard(w, r, p, uid, a.status)
-	default:
-		http.Redirect(w, r, "/console/cards?uid="+uid+"&notice="+notice, http.StatusSeeOther)
+	if act.refused(a) {
+		return
 	}
+	http.Redirect(w, r, "/console/cards?uid="+uid+"&notice="+notice, http.StatusSeeOther)
 }
 
 // consoleBalance starts a balance lookup on a registered desk reader and
 // shows the session page, which reloads until the session ends.
 func (s *Server) consoleBalance(w http.ResponseWriter, r *http.Request) {
 	p := page(r, "Card")
-	uid, problem := checkUID(r.PathValue("uid"))
-	if problem != "" {
-		p.Error = problem
-		s.renderConsole(w, http.StatusBadRequest, "message", p)
+	uid, ok := s.cardOf(w, r, p)
+	if !ok {
 		return
 	}
+	act := s.cardAction(w, r, p, uid, "The balance was not read", "")
 	reader, ok := pickReader(p, r)
 	if !ok {
-		p.Error = "The balance was not read: the form has errors."
-		s.renderCard(w, r, p, uid, http.StatusBadRequest)
+		act.invalid()
 		return
 	}
 	a := s.callAPI(r, "POST /v1/sessions", nil, nil, map[string]any{"kind": "balance", "reader_id": reader})
-	if !a.ok() {
-		p.Error = "The balance was not read: " + a.message()
-		if a.code() == codeReaderOffline {
-			p.Errors["reader"] = "This reader is offline: start its agent, then try again."
-		}
-		s.renderCard(w, r, p, uid, a.status)
+	if act.refused(a) {
 		return
 	}
 	s.redirectToSession(w, r, p, a, uid)

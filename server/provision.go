@@ -358,24 +358,14 @@ func (s *Server) provisionBridge(w http.ResponseWriter, r *http.Request, token s
 			s.log.Warn("record provisioning session", zap.String("session", ps.ID.String()), zap.Error(err))
 		}
 	}
-	ws, err := websocket.Accept(w, r, &websocket.AcceptOptions{
-		Subprotocols:    []string{protocol.Subprotocol},
-		OriginPatterns:  []string{"*"},
-		CompressionMode: websocket.CompressionDisabled,
-	})
+	ws, err := acceptBridge(w, r, protocol.Subprotocol)
 	if err != nil {
 		finish(r.Context(), provision.Result{Kind: ps.Kind, Reason: transaction.ReasonInternal})
 		return true
 	}
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(r.Context()), s.o.SessionTimeout)
-	defer cancel()
-	s.track(&cancel)
-	defer s.untrack(&cancel)
-	s.metrics.sessionsActive.Inc()
-	defer s.metrics.sessionsActive.Dec()
-	conn := relay.New(ws, s.o.ExchangeTimeout)
-	code, reason := s.serveProvision(ctx, conn, ps, finish)
-	_ = conn.Close(code, reason)
+	s.runBridgeSocket(r, ws, func(ctx context.Context, conn *relay.Conn) (websocket.StatusCode, string) {
+		return s.serveProvision(ctx, conn, ps, finish)
+	})
 	return true
 }
 
@@ -388,34 +378,13 @@ func (s *Server) serveProvision(ctx context.Context, conn *relay.Conn, ps ledger
 		finish(ctx, provision.Result{Kind: ps.Kind, Reason: reasonFor(err), Message: "session ended before the card work"})
 		return code, reason
 	}
-	helloCtx, cancel := context.WithTimeout(ctx, s.o.ExchangeTimeout)
-	m, err := conn.Next(helloCtx)
-	cancel()
+	hello, card, err := s.awaitCard(ctx, conn, protocol.Ready{SessionID: ps.ID.String(), Kind: ps.Kind, Prompt: "Hold the tag still until it is done"})
+	if errors.Is(err, errCancelled) {
+		res := provision.Result{Kind: ps.Kind, Reason: transaction.ReasonCancelled, Message: "Cancelled."}
+		return s.sendProvisionResult(ctx, conn, ps, res, finish)
+	}
 	if err != nil {
 		return fail(err)
-	}
-	if m.Type != protocol.TypeHello {
-		return fail(fmt.Errorf("first message is %s, not hello: %w", m.Type, protocol.ErrProtocol))
-	}
-	hello := m.Hello
-	if err := conn.Send(ctx, protocol.Ready{Type: protocol.TypeReady, SessionID: ps.ID.String(), Kind: ps.Kind, Prompt: "Hold the tag still until it is done"}); err != nil {
-		return fail(err)
-	}
-	card := hello.Card
-	for card == nil {
-		m, err := conn.Next(ctx)
-		if err != nil {
-			return fail(err)
-		}
-		switch m.Type {
-		case protocol.TypeCard:
-			card = m.Card
-		case protocol.TypeCancel:
-			res := provision.Result{Kind: ps.Kind, Reason: transaction.ReasonCancelled, Message: "Cancelled."}
-			return s.sendProvisionResult(ctx, conn, ps, res, finish)
-		default:
-			return fail(fmt.Errorf("%s before a card: %w", m.Type, protocol.ErrProtocol))
-		}
 	}
 	b := &sessionBridge{conn: conn, batch: hello.HasFeature(protocol.FeatureBatch), ctx: ctx}
 	res := s.runProvision(ctx, ps, b.Transport(), []byte(card.UID))
