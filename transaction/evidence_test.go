@@ -120,6 +120,22 @@ type countMetrics struct {
 	integrity map[string]int
 }
 
+// metricsEnv is an AN12113 environment on SQLite whose service reports to
+// the returned countMetrics.
+func metricsEnv(t *testing.T) (*env, *countMetrics) {
+	t.Helper()
+	p := profile.AN12113()
+	l := sqliteLedger(t)
+	e := newEnv(t, p, l, lock.NewMemory())
+	m := &countMetrics{}
+	svc, err := transaction.New(transaction.Config{Ledger: l, Locker: lock.NewMemory(), Keys: e.kp, Profile: p.Name, LockTTL: time.Second, Metrics: m})
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.svc = svc
+	return e, m
+}
+
 func (m *countMetrics) LockWait(time.Duration)        {}
 func (m *countMetrics) SessionOutcome(string, string) {}
 func (m *countMetrics) TopUpOutcome(string)           {}
@@ -139,15 +155,8 @@ func (m *countMetrics) IntegrityFailure(reason string) {
 // stays in_doubt, the metric counts it — never applied.
 func TestTMCNotAboveLastIsIntegrity(t *testing.T) {
 	ctx := context.Background()
-	p := profile.AN12113()
-	l := sqliteLedger(t)
-	e := newEnv(t, p, l, lock.NewMemory())
-	m := &countMetrics{}
-	svc, err := transaction.New(transaction.Config{Ledger: l, Locker: lock.NewMemory(), Keys: e.kp, Profile: p.Name, LockTTL: time.Second, Metrics: m})
-	if err != nil {
-		t.Fatal(err)
-	}
-	e.svc = svc
+	e, m := metricsEnv(t)
+	svc, l, p := e.svc, e.l, e.p
 	uid := fmt.Sprintf("%X", testUID)
 	// The ledger already accepted counter 5 for this card (say, from a
 	// proof the card's own counter has not reached).
@@ -258,15 +267,8 @@ func TestResolutionConflict(t *testing.T) {
 		{"failed-and-absent", false, ledger.StatusFailed, false},
 	} {
 		t.Run(c.name, func(t *testing.T) {
-			p := profile.AN12113()
-			l := sqliteLedger(t)
-			e := newEnv(t, p, l, lock.NewMemory())
-			m := &countMetrics{}
-			svc, err := transaction.New(transaction.Config{Ledger: l, Locker: lock.NewMemory(), Keys: e.kp, Profile: p.Name, LockTTL: time.Second, Metrics: m})
-			if err != nil {
-				t.Fatal(err)
-			}
-			e.svc = svc
+			e, m := metricsEnv(t)
+			svc := e.svc
 			uid := fmt.Sprintf("%X", testUID)
 			tu, tk, _, _ := svc.CreateTopUp(ctx, "resolve", ledger.Request{Amount: 450, Currency: "EUR"})
 			var tr desfire.Transport = &tagLostAfterCommit{t: e.card}

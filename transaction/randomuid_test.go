@@ -54,25 +54,40 @@ func newRandomEnv(t *testing.T) *randomEnv {
 	return e
 }
 
-// ticket returns a fresh ticket for top-up id (created with amount 100
-// when new).
+// ticket opens a session on a fresh ticket for top-up id (created with
+// amount 100 when new).
 func (e *randomEnv) ticket(t *testing.T, id string) (ledger.TopUp, ledger.Session) {
 	t.Helper()
+	tu, sess, ok := openTopUp(t, e.svc, id)
+	if !ok {
+		t.Fatalf("top-up %s is applied already", id)
+	}
+	return tu, sess
+}
+
+// openTopUp creates top-up id (100 EUR) or finds it again, and opens a
+// session on a fresh ticket for it; false (and no session) when the
+// top-up is applied already.
+func openTopUp(t *testing.T, svc *transaction.Service, id string) (ledger.TopUp, ledger.Session, bool) {
+	t.Helper()
 	ctx := context.Background()
-	tu, tk, _, err := e.svc.CreateTopUp(ctx, id, ledger.Request{Amount: 100, Currency: "EUR"})
+	tu, tk, _, err := svc.CreateTopUp(ctx, id, ledger.Request{Amount: 100, Currency: "EUR"})
 	if err != nil {
 		t.Fatal(err)
 	}
 	if tk == nil {
-		if tk, err = e.svc.TopUpTicket(ctx, tu.ID); err != nil {
+		if tu.Status == ledger.StatusApplied {
+			return tu, ledger.Session{}, false
+		}
+		if tk, err = svc.TopUpTicket(ctx, tu.ID); err != nil {
 			t.Fatal(err)
 		}
 	}
-	sess, err := e.svc.OpenSession(ctx, tk.Token)
+	sess, err := svc.OpenSession(ctx, tk.Token)
 	if err != nil {
 		t.Fatal(err)
 	}
-	return tu, sess
+	return tu, sess, true
 }
 
 // tap presents card (a new random ID) and runs the session over tr

@@ -60,19 +60,9 @@ func (e *ridEnv) run(t *testing.T, card *simcard.Card, id string, rid [16]byte) 
 func (e *ridEnv) runOn(t *testing.T, card *simcard.Card, id string, rid [16]byte, batch bool) (transaction.Result, int, ledger.TopUp) {
 	t.Helper()
 	ctx := context.Background()
-	var tk *transaction.Ticket
-	tu, tk, _, err := e.svc.CreateTopUp(ctx, id, ledger.Request{Amount: 100, Currency: "EUR"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if tk == nil {
-		if tk, err = e.svc.TopUpTicket(ctx, tu.ID); err != nil {
-			t.Fatal(err)
-		}
-	}
-	sess, err := e.svc.OpenSession(ctx, tk.Token)
-	if err != nil {
-		t.Fatal(err)
+	tu, sess, ok := openTopUp(t, e.svc, id)
+	if !ok {
+		t.Fatalf("top-up %s is applied already", id)
 	}
 	card.Tap()
 	c := &counting{t: card}

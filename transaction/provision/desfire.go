@@ -99,14 +99,9 @@ var blankKey = make([]byte, 16)
 // holding the card's lock; see Issue.
 func (e *Env) IssueDESFire(ctx context.Context, t desfire.Transport, uid []byte, plan *IssuePlan) Result {
 	res := Result{Kind: KindIssue, CardUID: uidHex(uid)}
-	err := e.withLock(ctx, fmt.Sprintf("card:%06X:%s", plan.Profile.AID, uidHex(uid)), func(fence int64) error {
+	e.runLocked(ctx, fmt.Sprintf("card:%06X:%s", plan.Profile.AID, uidHex(uid)), &res, func(fence int64) error {
 		return e.Issue(ctx, t, uid, plan, fence, &res)
 	})
-	if err != nil {
-		res.fail(err)
-		return res
-	}
-	res.OK = true
 	return res
 }
 
@@ -136,21 +131,10 @@ func (e *Env) Issue(ctx context.Context, t desfire.Transport, uid []byte, plan *
 	p, target := plan.Profile, plan.Req.KeyVersion
 	id := uidHex(uid)
 	L := e.Ledger
-	rec, err := L.BeginProvision(ctx, id, ledger.ProvisionDESFire, issueKeyCount, fence, e.now())
+	rec, fresh, err := e.begin(ctx, id, ledger.ProvisionDESFire, issueKeyCount, 0, fence, res)
 	if err != nil {
-		return fmt.Errorf("provisioning ledger: %w", err)
+		return err
 	}
-	res.Step = rec.Step
-	if rec.Step == ledger.StepDone {
-		return fmt.Errorf("card %s: %w", id, ErrAlreadyProvisioned)
-	}
-	fresh := rec.Step == ledger.StepStarted
-	for _, k := range rec.Keys {
-		if k.Version != 0 || k.Pending != nil {
-			fresh = false
-		}
-	}
-	res.Resumed = !fresh
 	card := desfire.NewCard(t)
 	defer func() { res.Exchanges = card.RoundTrips() }()
 	auth := func(no byte, key []byte) desfire.Authenticator {

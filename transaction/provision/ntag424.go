@@ -173,14 +173,9 @@ func (e *Env) ProvisionNTAG424(ctx context.Context, t desfire.Transport, uid []b
 		res.fail(fmt.Errorf("the tag shows random ID %s; name its UID in the request: %w", uidHex(uid), ErrInvalid))
 		return res
 	}
-	err := e.withLock(ctx, "card:ntag424:"+uidHex(uid), func(fence int64) error {
+	e.runLocked(ctx, "card:ntag424:"+uidHex(uid), &res, func(fence int64) error {
 		return e.NTAG424(ctx, t, uid, plan, fence, &res)
 	})
-	if err != nil {
-		res.fail(err)
-		return res
-	}
-	res.OK = true
 	return res
 }
 
@@ -212,21 +207,10 @@ func (e *Env) NTAG424(ctx context.Context, t desfire.Transport, uid []byte, plan
 	}
 	id := uidHex(uid)
 	L := e.Ledger
-	rec, err := L.BeginProvision(ctx, id, ledger.ProvisionNTAG424, ntag424.NumKeys, fence, e.now())
+	rec, fresh, err := e.begin(ctx, id, ledger.ProvisionNTAG424, ntag424.NumKeys, ntag424.FactoryKeyVersion, fence, res)
 	if err != nil {
-		return fmt.Errorf("provisioning ledger: %w", err)
+		return err
 	}
-	res.Step = rec.Step
-	if rec.Step == ledger.StepDone {
-		return fmt.Errorf("tag %s: %w", id, ErrAlreadyProvisioned)
-	}
-	fresh := rec.Step == ledger.StepStarted
-	for _, k := range rec.Keys {
-		if k.Version != ntag424.FactoryKeyVersion || k.Pending != nil {
-			fresh = false
-		}
-	}
-	res.Resumed = !fresh
 	target := plan.Req.KeyVersion
 	// 2. Select (a forgeable 9000: proves nothing), folded into the first
 	// exchange with the authentication when the bridge batches; on its

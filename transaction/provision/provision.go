@@ -153,6 +153,43 @@ func (e *Env) withLock(ctx context.Context, key string, fn func(fence int64) err
 	return fn(l.Fence())
 }
 
+// runLocked runs a card script under the lock named key and completes
+// res from its outcome.
+func (e *Env) runLocked(ctx context.Context, key string, res *Result, script func(fence int64) error) {
+	if err := e.withLock(ctx, key, script); err != nil {
+		res.fail(err)
+		return
+	}
+	res.OK = true
+}
+
+// begin opens (or reopens) the ledger's provisioning record of card id
+// with nkeys keys, refusing a card recorded as done. fresh: nothing is
+// recorded beyond the factory keys (version factory, none pending), so a
+// card that shows anything else was not written by us.
+func (e *Env) begin(ctx context.Context, id string, kind ledger.ProvisionKind, nkeys int, factory byte, fence int64, res *Result) (rec ledger.ProvisionRecord, fresh bool, err error) {
+	rec, err = e.Ledger.BeginProvision(ctx, id, kind, nkeys, fence, e.now())
+	if err != nil {
+		return rec, false, fmt.Errorf("provisioning ledger: %w", err)
+	}
+	res.Step = rec.Step
+	if rec.Step == ledger.StepDone {
+		noun := "card"
+		if kind == ledger.ProvisionNTAG424 {
+			noun = "tag"
+		}
+		return rec, false, fmt.Errorf("%s %s: %w", noun, id, ErrAlreadyProvisioned)
+	}
+	fresh = rec.Step == ledger.StepStarted
+	for _, k := range rec.Keys {
+		if k.Version != factory || k.Pending != nil {
+			fresh = false
+		}
+	}
+	res.Resumed = !fresh
+	return rec, fresh, nil
+}
+
 // currentVersion is the highest version the provider holds of every key
 // in refs (their Version fields are ignored), or 0 when there is none or
 // the provider cannot list versions.

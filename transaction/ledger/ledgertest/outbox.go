@@ -40,7 +40,7 @@ func RunOutbox(t *testing.T, on, off Opener) {
 	t.Run("OffRecordsNothing", func(t *testing.T) {
 		l := off(t)
 		e := &env{t: t, l: l, ctx: context.Background()}
-		tu, _ := e.appliedTopUp()
+		tu, _ := e.applied(500)
 		evs, _, err := l.(ledger.Outbox).ListEvents(e.ctx, ledger.DefaultTenant, tu.ID)
 		if err != nil || len(evs) != 0 {
 			t.Fatalf("outbox off: events %v, %v", evs, err)
@@ -48,11 +48,11 @@ func RunOutbox(t *testing.T, on, off Opener) {
 	})
 }
 
-// appliedTopUp runs a top-up through a session to applied and finishes
-// the session.
-func (e *env) appliedTopUp() (ledger.TopUp, ledger.Session) {
+// applied runs a new top-up of amount through a session to applied (a
+// second between steps) and finishes the session.
+func (e *env) applied(amount int64) (ledger.TopUp, ledger.Session) {
 	e.t.Helper()
-	tu := e.create(ledger.Request{Amount: 500, Currency: "EUR"})
+	tu := e.create(ledger.Request{Amount: amount, Currency: "EUR"})
 	s := e.session(tu.ID)
 	card := e.card()
 	for i, to := range []ledger.Status{ledger.StatusInProgress, ledger.StatusInDoubt, ledger.StatusApplied} {
@@ -80,7 +80,7 @@ func eventTypes(evs []ledger.Event) string {
 // testOutboxEvents: exactly the changes an operator hears about are
 // recorded, in order, with the session that caused them.
 func testOutboxEvents(t *testing.T, e *env, o ledger.Outbox) {
-	tu, s := e.appliedTopUp()
+	tu, s := e.applied(500)
 	evs, _, err := o.ListEvents(e.ctx, ledger.DefaultTenant, tu.ID)
 	if err != nil {
 		t.Fatal(err)
@@ -116,7 +116,7 @@ func testOutboxRollback(t *testing.T, e *env, o ledger.Outbox) {
 }
 
 func testOutboxDelivery(t *testing.T, e *env, o ledger.Outbox) {
-	tu, _ := e.appliedTopUp()
+	tu, _ := e.applied(500)
 	subs := []ledger.Subscription{
 		{Endpoint: "all", Tenant: ledger.DefaultTenant, Types: ledger.EventTypes},
 		{Endpoint: "applied", Tenant: ledger.DefaultTenant, Types: []string{ledger.EventApplied}},
@@ -219,7 +219,7 @@ func testOutboxExpireResolve(t *testing.T, e *env, o ledger.Outbox) {
 // delivery.
 func testOutboxConcurrent(t *testing.T, e *env, o ledger.Outbox) {
 	for range 5 {
-		e.appliedTopUp()
+		e.applied(500)
 	}
 	subs := []ledger.Subscription{{Endpoint: "all", Tenant: ledger.DefaultTenant, Types: ledger.EventTypes}}
 	now := base.Add(time.Minute)

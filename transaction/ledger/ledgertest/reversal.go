@@ -9,23 +9,11 @@ import (
 	"github.com/desfire-relay/relay/transaction/ledger"
 )
 
-// applied runs a new top-up of amount through a session to applied.
-func (e *env) applied(amount int64) ledger.TopUp {
-	e.t.Helper()
-	tu := e.create(ledger.Request{Amount: amount, Currency: "EUR"})
-	s := e.session(tu.ID)
-	card := e.card()
-	for _, to := range []ledger.Status{ledger.StatusInProgress, ledger.StatusInDoubt, ledger.StatusApplied} {
-		tu = e.step(tu, s.ID, card, to)
-	}
-	return tu
-}
-
 // testReversal: a reversal is a pending entry of the credit's amount,
 // currency and card, kind reversal, naming the credit; asking again
 // returns it; only an applied credit of the same tenant qualifies.
 func testReversal(t *testing.T, e *env) {
-	orig := e.applied(640)
+	orig, _ := e.applied(640)
 	at := base.Add(time.Hour)
 	rv, created, err := e.l.CreateReversal(e.ctx, ledger.DefaultTenant, orig.ID, at)
 	if err != nil || !created {
@@ -69,7 +57,7 @@ func testReversal(t *testing.T, e *env) {
 // testReversalConcurrent: of concurrent requests for one credit's
 // reversal, one creates it and all get the same entry.
 func testReversalConcurrent(t *testing.T, e *env) {
-	orig := e.applied(10)
+	orig, _ := e.applied(10)
 	var (
 		wg      sync.WaitGroup
 		mu      sync.Mutex
