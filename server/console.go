@@ -741,14 +741,20 @@ type consoleAction struct {
 	render  func(status int)
 }
 
-// topUpAction is an action on the top-up page of id.
-func (s *Server) topUpAction(w http.ResponseWriter, r *http.Request, p *consolePage, id uuid.UUID, failed, missing string) consoleAction {
-	return consoleAction{p: p, failed: failed, missing: missing, render: func(status int) { s.renderTopUp(w, r, p, id, status) }}
+// topUpForm starts an action on the top-up named in the path: its page
+// and id, and the action's words (failed, and missing when the server
+// may lack the endpoint). False: the path names no top-up (answered).
+func (s *Server) topUpForm(w http.ResponseWriter, r *http.Request, failed, missing string) (consoleAction, uuid.UUID, bool) {
+	p := page(r, "Top-up")
+	id, ok := s.topUpOf(w, r, p)
+	return consoleAction{p: p, failed: failed, missing: missing, render: func(status int) { s.renderTopUp(w, r, p, id, status) }}, id, ok
 }
 
-// cardAction is an action on the card page of uid.
-func (s *Server) cardAction(w http.ResponseWriter, r *http.Request, p *consolePage, uid, failed, missing string) consoleAction {
-	return consoleAction{p: p, failed: failed, missing: missing, render: func(status int) { s.renderCard(w, r, p, uid, status) }}
+// cardForm is topUpForm for an action on the card named in the path.
+func (s *Server) cardForm(w http.ResponseWriter, r *http.Request, failed, missing string) (consoleAction, string, bool) {
+	p := page(r, "Card")
+	uid, ok := s.cardOf(w, r, p)
+	return consoleAction{p: p, failed: failed, missing: missing, render: func(status int) { s.renderCard(w, r, p, uid, status) }}, uid, ok
 }
 
 // invalid answers a form with errors.
@@ -801,12 +807,11 @@ func (s *Server) cardOf(w http.ResponseWriter, r *http.Request, p *consolePage) 
 }
 
 func (s *Server) consoleResolve(w http.ResponseWriter, r *http.Request) {
-	p := page(r, "Top-up")
-	id, ok := s.topUpOf(w, r, p)
+	act, id, ok := s.topUpForm(w, r, "The top-up was not resolved", "")
 	if !ok {
 		return
 	}
-	act := s.topUpAction(w, r, p, id, "The top-up was not resolved", "")
+	p := act.p
 	outcome := r.PostFormValue("outcome")
 	p.Form["outcome"] = outcome
 	if outcome != "applied" && outcome != "failed" {
@@ -825,12 +830,10 @@ func (s *Server) consoleResolve(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) consoleCancel(w http.ResponseWriter, r *http.Request) {
-	p := page(r, "Top-up")
-	id, ok := s.topUpOf(w, r, p)
+	act, id, ok := s.topUpForm(w, r, "The top-up was not cancelled", "Cancelling a top-up is not available on this server yet.")
 	if !ok {
 		return
 	}
-	act := s.topUpAction(w, r, p, id, "The top-up was not cancelled", "Cancelling a top-up is not available on this server yet.")
 	a := s.callAPI(r, "POST /v1/topups/{id}/cancel", map[string]string{"id": id.String()}, nil, map[string]string{})
 	if act.refused(a) {
 		return
@@ -839,19 +842,17 @@ func (s *Server) consoleCancel(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) consoleReverse(w http.ResponseWriter, r *http.Request) {
-	p := page(r, "Top-up")
-	id, ok := s.topUpOf(w, r, p)
+	act, id, ok := s.topUpForm(w, r, "The top-up was not reversed", "Reversal is not available on this server yet.")
 	if !ok {
 		return
 	}
-	act := s.topUpAction(w, r, p, id, "The top-up was not reversed", "Reversal is not available on this server yet.")
 	a := s.callAPI(r, "POST /v1/topups/{id}/reversal", map[string]string{"id": id.String()}, nil, nil)
 	if act.refused(a) {
 		return
 	}
 	var rv topUpView
 	if err := json.Unmarshal(a.body, &rv); err != nil {
-		p.Error = act.failed + ": " + a.message()
+		act.p.Error = act.failed + ": " + a.message()
 		act.render(a.status)
 		return
 	}
@@ -862,12 +863,11 @@ func (s *Server) consoleReverse(w http.ResponseWriter, r *http.Request) {
 // the reader is credited (debited), or an unresolved top-up settles from
 // the card's own log.
 func (s *Server) consoleRun(w http.ResponseWriter, r *http.Request) {
-	p := page(r, "Top-up")
-	id, ok := s.topUpOf(w, r, p)
+	act, id, ok := s.topUpForm(w, r, "The top-up was not run", "")
 	if !ok {
 		return
 	}
-	act := s.topUpAction(w, r, p, id, "The top-up was not run", "")
+	p := act.p
 	reader, ok := pickReader(p, r)
 	if !ok {
 		act.invalid()
@@ -914,19 +914,16 @@ func (s *Server) redirectToSession(w http.ResponseWriter, r *http.Request, p *co
 // consoleBlock blocks (…/block) or unblocks (…/unblock) a card through
 // PUT or DELETE /v1/cards/{uid}/block.
 func (s *Server) consoleBlock(w http.ResponseWriter, r *http.Request) {
-	p := page(r, "Card")
-	uid, ok := s.cardOf(w, r, p)
+	verb, pattern, notice := "blocked", "PUT /v1/cards/{uid}/block", "blocked"
+	if !strings.HasSuffix(r.URL.Path, "/block") {
+		verb, pattern, notice = "unblocked", "DELETE /v1/cards/{uid}/block", "unblocked"
+	}
+	act, uid, ok := s.cardForm(w, r, "The card was not "+verb, "Blocking cards is not available on this server yet.")
 	if !ok {
 		return
 	}
-	block := strings.HasSuffix(r.URL.Path, "/block")
-	why := reason(p, r, maxConsoleReason)
-	verb, pattern, notice := "blocked", "PUT /v1/cards/{uid}/block", "blocked"
-	if !block {
-		verb, pattern, notice = "unblocked", "DELETE /v1/cards/{uid}/block", "unblocked"
-	}
-	act := s.cardAction(w, r, p, uid, "The card was not "+verb, "Blocking cards is not available on this server yet.")
-	if len(p.Errors) > 0 {
+	why := reason(act.p, r, maxConsoleReason)
+	if len(act.p.Errors) > 0 {
 		act.invalid()
 		return
 	}
@@ -940,12 +937,11 @@ func (s *Server) consoleBlock(w http.ResponseWriter, r *http.Request) {
 // consoleBalance starts a balance lookup on a registered desk reader and
 // shows the session page, which reloads until the session ends.
 func (s *Server) consoleBalance(w http.ResponseWriter, r *http.Request) {
-	p := page(r, "Card")
-	uid, ok := s.cardOf(w, r, p)
+	act, uid, ok := s.cardForm(w, r, "The balance was not read", "")
 	if !ok {
 		return
 	}
-	act := s.cardAction(w, r, p, uid, "The balance was not read", "")
+	p := act.p
 	reader, ok := pickReader(p, r)
 	if !ok {
 		act.invalid()
