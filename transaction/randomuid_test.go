@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/desfire-relay/relay/desfire"
 	"github.com/desfire-relay/relay/desfire/simcard"
@@ -14,7 +13,6 @@ import (
 	"github.com/desfire-relay/relay/transaction"
 	"github.com/desfire-relay/relay/transaction/keys"
 	"github.com/desfire-relay/relay/transaction/ledger"
-	"github.com/desfire-relay/relay/transaction/lock"
 	"github.com/desfire-relay/relay/transaction/profile"
 )
 
@@ -36,21 +34,15 @@ type randomEnv struct {
 // and EV1 cards of one application; the UID key (4) is not diversified.
 func newRandomEnv(t *testing.T) *randomEnv {
 	t.Helper()
-	set := profile.DefaultSet()
 	e := &randomEnv{ev2: randomProfile(profile.AN12113()), ev1: randomProfile(profile.AN12113EV1()), norm: profile.AN12113()}
-	set[e.ev2.Name], set[e.ev1.Name] = e.ev2, e.ev1
 	_, f := testcard.Keys(t, e.norm)
 	f.Keys = append(f.Keys, keys.Entry{AID: "014499", KeyNo: 4, Version: 1, Key: strings.Repeat("4B", 16), Diversify: false})
 	kp, err := keys.New(f)
 	if err != nil {
 		t.Fatal(err)
 	}
-	e.kp, e.l = kp, sqliteLedger(t)
-	e.svc, err = transaction.New(transaction.Config{Ledger: e.l, Locker: lock.NewMemory(), Keys: kp, Profiles: set,
-		Fleet: []string{e.norm.Name, e.ev2.Name, e.ev1.Name}, LockTTL: time.Second})
-	if err != nil {
-		t.Fatal(err)
-	}
+	e.kp = kp
+	e.svc, e.l = sqliteService(t, transaction.Config{Keys: kp, Fleet: []string{e.norm.Name, e.ev2.Name, e.ev1.Name}}, e.ev2, e.ev1)
 	return e
 }
 

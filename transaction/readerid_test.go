@@ -6,7 +6,6 @@ import (
 	"encoding/hex"
 	"fmt"
 	"testing"
-	"time"
 
 	"github.com/desfire-relay/relay/desfire"
 	"github.com/desfire-relay/relay/desfire/simcard"
@@ -14,7 +13,6 @@ import (
 	"github.com/desfire-relay/relay/transaction"
 	"github.com/desfire-relay/relay/transaction/keys"
 	"github.com/desfire-relay/relay/transaction/ledger"
-	"github.com/desfire-relay/relay/transaction/lock"
 	"github.com/desfire-relay/relay/transaction/profile"
 )
 
@@ -36,15 +34,9 @@ type ridEnv struct {
 // application and its keys) with default reader ID def.
 func newRIDEnv(t *testing.T, name string, def [16]byte) *ridEnv {
 	t.Helper()
-	set := profile.DefaultSet()
 	rp := ridProfile()
-	set[rp.Name] = rp
 	kp, _ := testcard.Keys(t, rp)
-	l := sqliteLedger(t)
-	svc, err := transaction.New(transaction.Config{Ledger: l, Locker: lock.NewMemory(), Keys: kp, Profiles: set, Profile: name, LockTTL: time.Second, DefaultReaderID: def})
-	if err != nil {
-		t.Fatal(err)
-	}
+	svc, l := sqliteService(t, transaction.Config{Keys: kp, Profile: name, DefaultReaderID: def}, rp)
 	return &ridEnv{svc: svc, l: l, kp: kp}
 }
 

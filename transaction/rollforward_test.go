@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/desfire-relay/relay/desfire"
 	"github.com/desfire-relay/relay/desfire/simcard"
@@ -14,7 +13,6 @@ import (
 	"github.com/desfire-relay/relay/transaction"
 	"github.com/desfire-relay/relay/transaction/keys"
 	"github.com/desfire-relay/relay/transaction/ledger"
-	"github.com/desfire-relay/relay/transaction/lock"
 	"github.com/desfire-relay/relay/transaction/profile"
 )
 
@@ -35,19 +33,13 @@ type rollEnv struct {
 // newRollEnv serves p with its top-up key in versions 1 (issuance) and 2.
 func newRollEnv(t *testing.T, p profile.Profile) *rollEnv {
 	t.Helper()
-	set := profile.DefaultSet()
-	set[p.Name] = p
 	_, f := testcard.Keys(t, p)
 	f.Keys = append(f.Keys, keys.Entry{AID: fmt.Sprintf("%06X", p.AID), KeyNo: p.TopUpKeyNo, Version: 2, Key: strings.Repeat("5A", 16), Diversify: true})
 	kp, err := keys.New(f)
 	if err != nil {
 		t.Fatal(err)
 	}
-	l := sqliteLedger(t)
-	svc, err := transaction.New(transaction.Config{Ledger: l, Locker: lock.NewMemory(), Keys: kp, Profiles: set, Profile: p.Name, LockTTL: time.Second})
-	if err != nil {
-		t.Fatal(err)
-	}
+	svc, l := sqliteService(t, transaction.Config{Keys: kp, Profile: p.Name}, p)
 	return &rollEnv{svc: svc, l: l, kp: kp, p: p}
 }
 

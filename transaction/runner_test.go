@@ -66,6 +66,23 @@ func newEnv(t *testing.T, p profile.Profile, l ledger.Ledger, lk lock.Locker) *e
 	return &env{svc: svc, l: l, card: card, kp: kp, p: p}
 }
 
+// sqliteService is a service on a fresh SQLite ledger, an in-memory lock
+// and a one-second lock TTL, serving the default profiles plus extra;
+// cfg says the rest (keys, profile or fleet, options).
+func sqliteService(t *testing.T, cfg transaction.Config, extra ...profile.Profile) (*transaction.Service, ledger.Ledger) {
+	t.Helper()
+	set := profile.DefaultSet()
+	for _, p := range extra {
+		set[p.Name] = p
+	}
+	cfg.Ledger, cfg.Locker, cfg.Profiles, cfg.LockTTL = sqliteLedger(t), lock.NewMemory(), set, time.Second
+	svc, err := transaction.New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return svc, cfg.Ledger
+}
+
 func sqliteLedger(t *testing.T) ledger.Ledger {
 	t.Helper()
 	l, err := sqlite.Open(context.Background(), filepath.Join(t.TempDir(), "l.db"), ledger.Config{})
