@@ -27,12 +27,25 @@ type issueFixture struct {
 
 func newIssueFixture(t testing.TB, p profile.Profile) *issueFixture {
 	t.Helper()
+	env, kp := newEnv(t, p.AID)
+	plan, err := provision.PlanIssue(context.Background(), kp, profile.Set{p.Name: p}, provision.IssueRequest{Profile: p.Name, Initial: 1500, KeyVersion: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &issueFixture{env: env, pl: env.Ledger, plan: plan}
+}
+
+// newEnv is a provisioning environment on a fresh SQLite ledger with
+// development keys (for the applications aids, besides the NTAG 424
+// keys) and an in-memory lock.
+func newEnv(t testing.TB, aids ...uint32) (*provision.Env, keys.Provider) {
+	t.Helper()
 	l, err := sqlite.Open(context.Background(), filepath.Join(t.TempDir(), "l.db"), ledger.Config{})
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { l.Close() })
-	f, err := keys.DevFile(nil, p.AID)
+	f, err := keys.DevFile(nil, aids...)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -40,12 +53,7 @@ func newIssueFixture(t testing.TB, p profile.Profile) *issueFixture {
 	if err != nil {
 		t.Fatal(err)
 	}
-	env := &provision.Env{Ledger: l.(ledger.ProvisionLedger), Keys: kp, Locker: lock.NewMemory()}
-	plan, err := provision.PlanIssue(context.Background(), kp, profile.Set{p.Name: p}, provision.IssueRequest{Profile: p.Name, Initial: 1500, KeyVersion: 1})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return &issueFixture{env: env, pl: l.(ledger.ProvisionLedger), plan: plan}
+	return &provision.Env{Ledger: l.(ledger.ProvisionLedger), Keys: kp, Locker: lock.NewMemory()}, kp
 }
 
 func newBlank(t testing.TB) *simcard.Card { return newBlankN(t, 0) }

@@ -6,7 +6,6 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
@@ -19,7 +18,6 @@ import (
 	"github.com/desfire-relay/relay/transaction"
 	"github.com/desfire-relay/relay/transaction/keys"
 	"github.com/desfire-relay/relay/transaction/ledger"
-	"github.com/desfire-relay/relay/transaction/ledger/sqlite"
 	"github.com/desfire-relay/relay/transaction/lock"
 	"github.com/desfire-relay/relay/transaction/profile"
 	"github.com/desfire-relay/relay/transaction/provision"
@@ -35,21 +33,7 @@ type fixture struct {
 
 func newFixture(t testing.TB, req provision.NTAG424Request) *fixture {
 	t.Helper()
-	l, err := sqlite.Open(context.Background(), filepath.Join(t.TempDir(), "l.db"), ledger.Config{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { l.Close() })
-	pl := l.(ledger.ProvisionLedger)
-	f, err := keys.DevFile(nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	kp, err := keys.New(f)
-	if err != nil {
-		t.Fatal(err)
-	}
-	env := &provision.Env{Ledger: pl, Keys: kp, Locker: lock.NewMemory()}
+	env, kp := newEnv(t)
 	if req.Template == "" {
 		req.Template = tpl
 	}
@@ -60,7 +44,7 @@ func newFixture(t testing.TB, req provision.NTAG424Request) *fixture {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return &fixture{env: env, pl: pl, plan: plan}
+	return &fixture{env: env, pl: env.Ledger, plan: plan}
 }
 
 func newTag(t testing.TB) *simtag.Tag {
