@@ -333,13 +333,8 @@ func (e *Env) Issue(ctx context.Context, t desfire.Transport, uid []byte, plan *
 		cmds = append(cmds, cmd)
 	}
 	rs, runErr := runBatched(ctx, card, cmds)
-	for i, no := range change {
-		if i < len(rs) && rs[i].Done {
-			if err := L.ConfirmKey(ctx, id, no, target, "mac", fence, e.now()); err != nil {
-				return fmt.Errorf("confirm key %d: %w", no, err)
-			}
-			res.KeysChanged = append(res.KeysChanged, no)
-		}
+	if err := e.keysChanged(ctx, id, change, func(i int) bool { return i < len(rs) && rs[i].Done }, target, fence, res); err != nil {
+		return err
 	}
 	if runErr != nil {
 		return fmt.Errorf("issue: %w", runErr)

@@ -384,13 +384,8 @@ func (e *Env) NTAG424(ctx context.Context, t desfire.Transport, uid []byte, plan
 		}
 	}
 	runErr := p.Run(ctx)
-	for i, s := range keySteps {
-		if s.Done {
-			if err := L.ConfirmKey(ctx, id, change[i], target, "mac", fence, e.now()); err != nil {
-				return fmt.Errorf("confirm key %d: %w", change[i], err)
-			}
-			res.KeysChanged = append(res.KeysChanged, change[i])
-		}
+	if err := e.keysChanged(ctx, id, change, func(i int) bool { return i < len(keySteps) && keySteps[i].Done }, target, fence, res); err != nil {
+		return err
 	}
 	if runErr != nil {
 		return fmt.Errorf("personalise: %w", runErr)

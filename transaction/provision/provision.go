@@ -190,6 +190,21 @@ func (e *Env) begin(ctx context.Context, id string, kind ledger.ProvisionKind, n
 	return rec, fresh, nil
 }
 
+// keysChanged records, after the batch that changed them, each key of
+// change whose ChangeKey the card answered under the session MAC
+// (done(i): its MACed answer proves the new version).
+func (e *Env) keysChanged(ctx context.Context, id string, change []byte, done func(i int) bool, target byte, fence int64, res *Result) error {
+	for i, no := range change {
+		if done(i) {
+			if err := e.Ledger.ConfirmKey(ctx, id, no, target, "mac", fence, e.now()); err != nil {
+				return fmt.Errorf("confirm key %d: %w", no, err)
+			}
+			res.KeysChanged = append(res.KeysChanged, no)
+		}
+	}
+	return nil
+}
+
 // currentVersion is the highest version the provider holds of every key
 // in refs (their Version fields are ignored), or 0 when there is none or
 // the provider cannot list versions.
