@@ -70,6 +70,9 @@ type Conn struct {
 	OnGap func(time.Duration)
 
 	lastEnd time.Time // when the previous exchange ended (session goroutine only)
+
+	sendMu  sync.Mutex // one Send at a time: guards sendBuf
+	sendBuf []byte     // reused for encoded messages (the socket does not keep it)
 }
 
 // New wraps an accepted WebSocket. exchange bounds each wait for a
@@ -156,11 +159,23 @@ func (c *Conn) Next(ctx context.Context) (*protocol.Message, error) {
 	}
 }
 
+// jsonAppender is a message with a hand-written encoder (the transceive of
+// every exchange) that writes what encoding/json writes.
+type jsonAppender interface{ AppendJSON([]byte) []byte }
+
 // Send writes one server message.
 func (c *Conn) Send(ctx context.Context, v any) error {
-	b, err := json.Marshal(v)
-	if err != nil {
-		return fmt.Errorf("encode %T: %w", v, err)
+	c.sendMu.Lock()
+	defer c.sendMu.Unlock()
+	var b []byte
+	if a, ok := v.(jsonAppender); ok {
+		c.sendBuf = a.AppendJSON(c.sendBuf[:0])
+		b = c.sendBuf
+	} else {
+		var err error
+		if b, err = json.Marshal(v); err != nil {
+			return fmt.Errorf("encode %T: %w", v, err)
+		}
 	}
 	if len(b) > protocol.MaxFrame {
 		return fmt.Errorf("server message of %d bytes exceeds the frame limit", len(b))
