@@ -77,16 +77,15 @@ func (s *Server) agent(w http.ResponseWriter, r *http.Request) {
 	}
 	client := info(r).Client
 	defer s.bridges.release(client)
-	ws, err := websocket.Accept(w, r, &websocket.AcceptOptions{
+	conn, err := relay.Accept(w, r, &websocket.AcceptOptions{
 		Subprotocols:    []string{protocol.AgentSubprotocol},
 		OriginPatterns:  []string{"*"}, // agents authenticate with their credential, not cookies
 		CompressionMode: websocket.CompressionDisabled,
-	})
+	}, s.o.ExchangeTimeout)
 	if err != nil {
 		s.log.Info("agent upgrade failed", zap.String("reader", rd.ID), zap.Error(err))
 		return
 	}
-	conn := relay.New(ws, s.o.ExchangeTimeout)
 	conn.OnExchange = func(d time.Duration) { s.metrics.exchangeLatency.Observe(d.Seconds()) }
 	conn.OnGap = func(d time.Duration) { s.metrics.serverGap.Observe(d.Seconds()) }
 	a := &agentConn{s: s, conn: conn, reader: rd, id: randomID(), log: s.log.With(zap.String("reader", rd.ID), zap.String("tenant", rd.Tenant))}

@@ -91,11 +91,11 @@ func (s *Server) bridge(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusServiceUnavailable, codeUnavailable, "too many open sessions")
 		return
 	}
-	ws, err := websocket.Accept(w, r, &websocket.AcceptOptions{
+	conn, err := relay.Accept(w, r, &websocket.AcceptOptions{
 		Subprotocols:    []string{protocol.Subprotocol},
 		OriginPatterns:  []string{"*"}, // bridges authenticate with their token, not cookies
 		CompressionMode: websocket.CompressionDisabled,
-	})
+	}, s.o.ExchangeTimeout)
 	if err != nil {
 		s.log.Info("bridge upgrade failed", zap.String("session", sess.ID.String()), zap.Error(err))
 		s.o.Service.Abandon(context.WithoutCancel(r.Context()), sess, transaction.CodeInternal)
@@ -108,7 +108,6 @@ func (s *Server) bridge(w http.ResponseWriter, r *http.Request) {
 
 	s.metrics.sessionsActive.Inc()
 	defer s.metrics.sessionsActive.Dec()
-	conn := relay.New(ws, s.o.ExchangeTimeout)
 	conn.OnExchange = func(d time.Duration) { s.metrics.exchangeLatency.Observe(d.Seconds()) }
 	conn.OnGap = func(d time.Duration) { s.metrics.serverGap.Observe(d.Seconds()) }
 	code, reason := s.serveSession(ctx, conn, sess, nil)
@@ -310,8 +309,11 @@ func (b *sessionBridge) Transport() desfire.Transport {
 
 // Prompt implements transaction.Bridge: the contract's `prompt`, worded
 // here.
+// A progress prompt always precedes more server work and a message (the
+// next transceive or the result), so it is held back to leave with that
+// message in one write.
 func (b *sessionBridge) Prompt(p transaction.Prompt, progress float64) {
-	_ = b.conn.Send(b.ctx, protocol.Prompt{Type: protocol.TypePrompt, Text: promptText(p), Progress: &progress})
+	_ = b.conn.SendLater(b.ctx, protocol.Prompt{Type: protocol.TypePrompt, Text: promptText(p), Progress: &progress})
 }
 
 // retapMargin is the part of the session deadline kept for finishing
@@ -329,7 +331,8 @@ type retapBridge struct {
 // card again and waits for a `card` message, at most b.wait and leaving
 // retapMargin of the session's deadline to finish.
 func (b *retapBridge) AwaitCard(ctx context.Context) (string, error) {
-	b.Prompt(transaction.PromptTapAgain, 0)
+	progress := 0.0
+	_ = b.conn.Send(b.ctx, protocol.Prompt{Type: protocol.TypePrompt, Text: promptText(transaction.PromptTapAgain), Progress: &progress})
 	ctx, cancel := context.WithTimeout(ctx, b.wait)
 	defer cancel()
 	if dl, ok := ctx.Deadline(); ok {

@@ -73,6 +73,7 @@ type Conn struct {
 
 	sendMu  sync.Mutex // one Send at a time: guards sendBuf
 	sendBuf []byte     // reused for encoded messages (the socket does not keep it)
+	held    *heldConn  // set by Accept: the connection SendLater holds writes on
 }
 
 // New wraps an accepted WebSocket. exchange bounds each wait for a
@@ -148,6 +149,7 @@ func (c *Conn) Ping(ctx context.Context) error { return c.ws.Ping(ctx) }
 // Next waits for the next message from the bridge until ctx ends. A
 // decoding failure or a closed socket is returned as an error.
 func (c *Conn) Next(ctx context.Context) (*protocol.Message, error) {
+	c.flushHeld()
 	select {
 	case m, ok := <-c.msgs:
 		if !ok {
@@ -188,6 +190,28 @@ func (c *Conn) Send(ctx context.Context, v any) error {
 	return nil
 }
 
+// SendLater writes one server message that need not leave before the
+// next: it goes out with the next message or close frame in one write
+// call, and at the latest when the connection starts waiting for the
+// bridge (Next, AwaitCard). Progress prompts are sent so. On a Conn made
+// by New it is Send.
+func (c *Conn) SendLater(ctx context.Context, v any) error {
+	if c.held == nil {
+		return c.Send(ctx, v)
+	}
+	c.held.setHold(true)
+	defer c.held.setHold(false)
+	return c.Send(ctx, v)
+}
+
+// flushHeld sends what SendLater held back, before a wait on the bridge.
+// A failed write breaks the socket, which the reader then reports.
+func (c *Conn) flushHeld() {
+	if c.held != nil {
+		_ = c.held.flush()
+	}
+}
+
 // Exchanges is the number of transceive round trips so far.
 func (c *Conn) Exchanges() int {
 	c.mu.Lock()
@@ -217,6 +241,7 @@ func (c *Conn) AwaitCard(ctx context.Context) (*protocol.Card, error) {
 	if k := c.TakeCard(); k != nil {
 		return k, nil
 	}
+	c.flushHeld()
 	for {
 		var m *protocol.Message
 		select {
