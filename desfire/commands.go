@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/binary"
 	"fmt"
+	"strconv"
 )
 
 // Native command codes with their layouts after the code: Header (sent in
@@ -204,7 +205,7 @@ func GetKeyVersionCmd(keyNo byte) *Command { return getKeyVersionCmd(keyNo, Comm
 
 func getKeyVersionCmd(keyNo byte, mode CommMode) *Command {
 	return &Command{Code: CmdGetKeyVersion, Header: []byte{keyNo}, Mode: mode, RespMode: mode, RespLen: 1,
-		Name: fmt.Sprintf("get version of key %d", keyNo)}
+		Name: "get version of key " + strconv.Itoa(int(keyNo))}
 }
 
 // GetKeyVersion returns a key's version (MACed when authenticated).
@@ -296,7 +297,7 @@ func (c *Card) GetFileSettings(ctx context.Context, fileNo byte) (*FileSettings,
 // GetValueCmd reads a value file in its comm mode.
 func GetValueCmd(fileNo byte, mode CommMode) *Command {
 	return &Command{Code: CmdGetValue, Header: []byte{fileNo}, Mode: ReadMode(mode), RespMode: mode, RespLen: 4,
-		Name: fmt.Sprintf("get value of file %d", fileNo)}
+		Name: "get value of file " + strconv.Itoa(int(fileNo))}
 }
 
 // ParseValue decodes a value file's 4-byte signed little-endian value.
@@ -319,7 +320,7 @@ func (c *Card) GetValue(ctx context.Context, fileNo byte, mode CommMode) (int32,
 }
 
 func valueCmd(code byte, name string, fileNo byte, v int32, mode CommMode) *Command {
-	return noAnswerCmd(code, fmt.Sprintf("%s file %d", name, fileNo), []byte{fileNo}, le32(v), mode, writeResp(mode))
+	return noAnswerCmd(code, name+" file "+strconv.Itoa(int(fileNo)), []byte{fileNo}, le32(v), mode, writeResp(mode))
 }
 
 // CreditCmd adds value to a value file; it takes effect at
@@ -456,7 +457,7 @@ func SplitRecords(d []byte, size int) ([][]byte, error) {
 // WriteRecordCmd writes data at offset into the record being built (a new
 // record until commit).
 func WriteRecordCmd(fileNo byte, offset uint32, data []byte, mode CommMode) *Command {
-	return noAnswerCmd(CmdWriteRecord, fmt.Sprintf("write record of file %d", fileNo),
+	return noAnswerCmd(CmdWriteRecord, "write record of file "+strconv.Itoa(int(fileNo)),
 		rangeHeader(fileNo, offset, uint32(len(data))), append([]byte(nil), data...), mode, writeResp(mode))
 }
 

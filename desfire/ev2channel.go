@@ -1,6 +1,7 @@
 package desfire
 
 import (
+	"crypto/cipher"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -40,6 +41,9 @@ const ev2MACSize = 8
 // concurrent use: one session runner owns it.
 type EV2Channel struct {
 	enc, mac []byte
+	// encBlock and macer are the session keys' ciphers, set up once.
+	encBlock cipher.Block
+	macer    *dfcrypto.MAC
 	ti       [ev2TISize]byte
 	keyNo    byte
 	// next is the CmdCtr of the next command to seal; opened is the CmdCtr
@@ -72,7 +76,24 @@ func newEV2Channel(enc, mac, ti []byte, ctr uint16, keyNo byte) (*EV2Channel, er
 		opened: ctr,
 	}
 	copy(c.ti[:], ti)
+	var err error
+	if c.encBlock, err = dfcrypto.NewCipher(c.enc); err != nil {
+		return nil, fmt.Errorf("EV2 session keys: %w", err)
+	}
+	if c.macer, err = dfcrypto.NewMAC(c.mac); err != nil {
+		return nil, fmt.Errorf("EV2 session keys: %w", err)
+	}
 	return c, nil
+}
+
+// iv returns E(SesAuthENCKey, l0 l1 ‖ TI ‖ ctr(LE16) ‖ 00×8), as ev2IV.
+func (c *EV2Channel) iv(l0, l1 byte, ctr uint16) []byte {
+	in := make([]byte, dfcrypto.BlockSize)
+	in[0], in[1] = l0, l1
+	copy(in[2:6], c.ti[:])
+	binary.LittleEndian.PutUint16(in[6:8], ctr)
+	c.encBlock.Encrypt(in, in)
+	return in
 }
 
 // Generation returns "ev2".
@@ -153,20 +174,11 @@ func (c *EV2Channel) Seal(cmd *Command) ([]byte, Reply, error) {
 	case CommMAC, CommFull:
 		body := cmd.Data
 		if cmd.Mode == CommFull && len(cmd.Data) > 0 {
-			iv, err := EV2CommandIV(c.enc, c.ti[:], ctr)
-			if err != nil {
-				return nil, nil, c.fail(fmt.Errorf("seal %s: %w", name, err))
-			}
-			if body, err = dfcrypto.EncryptCBC(c.enc, iv, dfcrypto.Pad80(cmd.Data)); err != nil {
-				return nil, nil, c.fail(fmt.Errorf("seal %s: %w", name, err))
-			}
+			body = dfcrypto.Pad80(cmd.Data) // a fresh slice, enciphered in place
+			cipher.NewCBCEncrypter(c.encBlock, c.iv(0xA5, 0x5A, ctr)).CryptBlocks(body, body)
 		}
 		payload = append(payload, body...)
-		mac, err := EV2CommandMAC(c.mac, cmd.Code, ctr, c.ti[:], cmd.Header, body)
-		if err != nil {
-			return nil, nil, c.fail(fmt.Errorf("seal %s: %w", name, err))
-		}
-		payload = append(payload, mac...)
+		payload = append(payload, c.macer.MACt(EV2CommandMACInput(cmd.Code, ctr, c.ti[:], cmd.Header, body))...)
 	}
 	r := &ev2Reply{
 		ch:       c,
@@ -220,10 +232,7 @@ func (r *ev2Reply) Open(status byte, data []byte) ([]byte, error) {
 			return nil, c.fail(fmt.Errorf("%s: response of %d bytes has no MAC: %w", r.name, len(data), ErrShortResponse))
 		}
 		body, got := data[:len(data)-ev2MACSize], data[len(data)-ev2MACSize:]
-		want, err := EV2ResponseMAC(c.mac, status, r.ctr, c.ti[:], body)
-		if err != nil {
-			return nil, c.fail(fmt.Errorf("%s: %w", r.name, err))
-		}
+		want := c.macer.MACt(EV2CommandMACInput(status, r.ctr+1, c.ti[:], nil, body))
 		if !dfcrypto.Equal(got, want) {
 			return nil, c.fail(fmt.Errorf("%s: %w", r.name, ErrResponseMAC))
 		}
@@ -234,14 +243,9 @@ func (r *ev2Reply) Open(status byte, data []byte) ([]byte, error) {
 		if len(body)%dfcrypto.BlockSize != 0 {
 			return nil, c.fail(fmt.Errorf("%s: enciphered response of %d bytes: %w", r.name, len(body), ErrPadding))
 		}
-		iv, err := EV2ResponseIV(c.enc, c.ti[:], r.ctr)
-		if err != nil {
-			return nil, c.fail(fmt.Errorf("%s: %w", r.name, err))
-		}
-		dec, err := dfcrypto.DecryptCBC(c.enc, iv, body)
-		if err != nil {
-			return nil, c.fail(fmt.Errorf("%s: %w", r.name, err))
-		}
+		dec := make([]byte, len(body))
+		cipher.NewCBCDecrypter(c.encBlock, c.iv(0x5A, 0xA5, r.ctr+1)).CryptBlocks(dec, body)
+		var err error
 		if plain, err = dfcrypto.Unpad80(dec); err != nil {
 			return nil, c.fail(fmt.Errorf("%s: %w: %w", r.name, ErrPadding, err))
 		}

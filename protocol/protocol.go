@@ -157,7 +157,12 @@ func (h *HexBytes) UnmarshalJSON(b []byte) error {
 
 // MarshalJSON encodes upper-case hex.
 func (h HexBytes) MarshalJSON() ([]byte, error) {
-	return json.Marshal(fmt.Sprintf("%X", []byte(h)))
+	out := make([]byte, 0, 2*len(h)+2)
+	out = append(out, '"')
+	for _, b := range h {
+		out = append(out, upperHex[b>>4], upperHex[b&0x0f])
+	}
+	return append(out, '"'), nil
 }
 
 type envelope struct {
@@ -169,6 +174,14 @@ func Decode(frame []byte) (*Message, error) {
 	if len(frame) > MaxFrame {
 		return nil, fmt.Errorf("frame of %d bytes exceeds %d: %w", len(frame), MaxFrame, ErrProtocol)
 	}
+	if m, ok := decodeResponsesFast(frame); ok {
+		return m, nil
+	}
+	return decodeGeneral(frame)
+}
+
+// decodeGeneral is Decode with encoding/json, for every frame.
+func decodeGeneral(frame []byte) (*Message, error) {
 	var env envelope
 	if err := json.Unmarshal(frame, &env); err != nil {
 		return nil, fmt.Errorf("bad JSON: %w: %w", err, ErrProtocol)
@@ -351,4 +364,4 @@ type Result struct {
 }
 
 // SW formats a status word for an expect list.
-func SW(sw uint16) string { return fmt.Sprintf("%04X", sw) }
+func SW(sw uint16) string { return string(AppendSW(make([]byte, 0, 4), sw)) }

@@ -77,12 +77,11 @@ func (s *Server) agent(w http.ResponseWriter, r *http.Request) {
 	}
 	client := info(r).Client
 	defer s.bridges.release(client)
-	ws, err := acceptBridge(w, r, protocol.AgentSubprotocol)
+	conn, err := s.acceptBridge(w, r, protocol.AgentSubprotocol)
 	if err != nil {
 		s.log.Info("agent upgrade failed", zap.String("reader", rd.ID), zap.Error(err))
 		return
 	}
-	conn := s.relayConn(ws)
 	a := &agentConn{s: s, conn: conn, reader: rd, id: randomID(), log: s.log.With(zap.String("reader", rd.ID), zap.String("tenant", rd.Tenant))}
 	code, reason := a.serve(context.WithoutCancel(r.Context()))
 	_ = conn.Close(code, reason)

@@ -91,13 +91,13 @@ func (s *Server) bridge(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusServiceUnavailable, codeUnavailable, "too many open sessions")
 		return
 	}
-	ws, err := acceptBridge(w, r, protocol.Subprotocol)
+	conn, err := s.acceptBridge(w, r, protocol.Subprotocol)
 	if err != nil {
 		s.log.Info("bridge upgrade failed", zap.String("session", sess.ID.String()), zap.Error(err))
 		s.o.Service.Abandon(context.WithoutCancel(r.Context()), sess, transaction.ReasonInternal)
 		return
 	}
-	s.runBridgeSocket(r, ws, func(ctx context.Context, conn *relay.Conn) (websocket.StatusCode, string) {
+	s.runBridgeSocket(r, conn, func(ctx context.Context, conn *relay.Conn) (websocket.StatusCode, string) {
 		return s.serveSession(ctx, conn, sess, nil)
 	})
 }
@@ -279,8 +279,11 @@ func (b *sessionBridge) Transport() desfire.Transport {
 
 // Prompt implements transaction.Bridge: the contract's `prompt`, worded
 // here.
+// A progress prompt always precedes more server work and a message (the
+// next transceive or the result), so it is held back to leave with that
+// message in one write.
 func (b *sessionBridge) Prompt(p transaction.Prompt, progress float64) {
-	_ = b.conn.Send(b.ctx, protocol.Prompt{Type: protocol.TypePrompt, Text: promptText(p), Progress: &progress})
+	_ = b.conn.SendLater(b.ctx, protocol.Prompt{Type: protocol.TypePrompt, Text: promptText(p), Progress: &progress})
 }
 
 // retapMargin is the part of the session deadline kept for finishing
@@ -298,7 +301,8 @@ type retapBridge struct {
 // card again and waits for a `card` message, at most b.wait and leaving
 // retapMargin of the session's deadline to finish.
 func (b *retapBridge) AwaitCard(ctx context.Context) (string, error) {
-	b.Prompt(transaction.PromptTapAgain, 0)
+	progress := 0.0
+	_ = b.conn.Send(b.ctx, protocol.Prompt{Type: protocol.TypePrompt, Text: promptText(transaction.PromptTapAgain), Progress: &progress})
 	ctx, cancel := context.WithTimeout(ctx, b.wait)
 	defer cancel()
 	if dl, ok := ctx.Deadline(); ok {

@@ -17,36 +17,33 @@ import (
 var errCancelled = errors.New("server: bridge cancelled before a card")
 
 // acceptBridge upgrades a bridge (or agent) request to a WebSocket of
-// the given subprotocol.
-func acceptBridge(w http.ResponseWriter, r *http.Request, subprotocol string) (*websocket.Conn, error) {
-	return websocket.Accept(w, r, &websocket.AcceptOptions{
+// the given subprotocol, feeding the exchange metrics.
+func (s *Server) acceptBridge(w http.ResponseWriter, r *http.Request, subprotocol string) (*relay.Conn, error) {
+	conn, err := relay.Accept(w, r, &websocket.AcceptOptions{
 		Subprotocols:    []string{subprotocol},
 		OriginPatterns:  []string{"*"}, // bridges and agents authenticate with a token or credential, not cookies
 		CompressionMode: websocket.CompressionDisabled,
-	})
+	}, s.o.ExchangeTimeout)
+	if err != nil {
+		return nil, err
+	}
+	conn.OnExchange = func(d time.Duration) { s.metrics.exchangeLatency.Observe(d.Seconds()) }
+	conn.OnGap = func(d time.Duration) { s.metrics.serverGap.Observe(d.Seconds()) }
+	return conn, nil
 }
 
 // runBridgeSocket serves one session on an upgraded bridge socket: under
 // the session deadline (cancelled on shutdown), counted as active, with
 // the exchange metrics, and closed with the code serve returns.
-func (s *Server) runBridgeSocket(r *http.Request, ws *websocket.Conn, serve func(context.Context, *relay.Conn) (websocket.StatusCode, string)) {
+func (s *Server) runBridgeSocket(r *http.Request, conn *relay.Conn, serve func(context.Context, *relay.Conn) (websocket.StatusCode, string)) {
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(r.Context()), s.o.SessionTimeout)
 	defer cancel()
 	s.track(&cancel)
 	defer s.untrack(&cancel)
 	s.metrics.sessionsActive.Inc()
 	defer s.metrics.sessionsActive.Dec()
-	conn := s.relayConn(ws)
 	code, reason := serve(ctx, conn)
 	_ = conn.Close(code, reason)
-}
-
-// relayConn wraps an upgraded socket, feeding the exchange metrics.
-func (s *Server) relayConn(ws *websocket.Conn) *relay.Conn {
-	conn := relay.New(ws, s.o.ExchangeTimeout)
-	conn.OnExchange = func(d time.Duration) { s.metrics.exchangeLatency.Observe(d.Seconds()) }
-	conn.OnGap = func(d time.Duration) { s.metrics.serverGap.Observe(d.Seconds()) }
-	return conn
 }
 
 // awaitCard runs the opening of every bridge session: hello (within one

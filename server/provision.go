@@ -358,12 +358,12 @@ func (s *Server) provisionBridge(w http.ResponseWriter, r *http.Request, token s
 			s.log.Warn("record provisioning session", zap.String("session", ps.ID.String()), zap.Error(err))
 		}
 	}
-	ws, err := acceptBridge(w, r, protocol.Subprotocol)
+	conn, err := s.acceptBridge(w, r, protocol.Subprotocol)
 	if err != nil {
 		finish(r.Context(), provision.Result{Kind: ps.Kind, Reason: transaction.ReasonInternal})
 		return true
 	}
-	s.runBridgeSocket(r, ws, func(ctx context.Context, conn *relay.Conn) (websocket.StatusCode, string) {
+	s.runBridgeSocket(r, conn, func(ctx context.Context, conn *relay.Conn) (websocket.StatusCode, string) {
 		return s.serveProvision(ctx, conn, ps, finish)
 	})
 	return true

@@ -7,6 +7,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"hash"
 	"hash/crc32"
 
 	"github.com/aead/cmac"
@@ -87,6 +88,32 @@ func MACt(key, msg []byte) ([]byte, error) {
 		return nil, err
 	}
 	return Truncate(full), nil
+}
+
+// MAC computes AES-CMAC under one key whose key schedule and CMAC subkeys
+// are derived once: a session key MACs every command and answer of its
+// session. It is not safe for concurrent use.
+type MAC struct{ h hash.Hash }
+
+// NewMAC returns the MAC of key.
+func NewMAC(key []byte) (*MAC, error) {
+	b, err := NewCipher(key)
+	if err != nil {
+		return nil, err
+	}
+	h, err := cmac.New(b)
+	if err != nil {
+		return nil, err
+	}
+	return &MAC{h: h}, nil
+}
+
+// MACt returns Truncate(CMAC(key, msg)), as the function MACt does.
+func (m *MAC) MACt(msg []byte) []byte {
+	m.h.Reset()
+	m.h.Write(msg)
+	var full [BlockSize]byte
+	return Truncate(m.h.Sum(full[:0]))
 }
 
 // Equal compares two MACs in constant time.

@@ -70,6 +70,10 @@ type Conn struct {
 	OnGap func(time.Duration)
 
 	lastEnd time.Time // when the previous exchange ended (session goroutine only)
+
+	sendMu  sync.Mutex // one Send at a time: guards sendBuf
+	sendBuf []byte     // reused for encoded messages (the socket does not keep it)
+	held    *heldConn  // set by Accept: the connection SendLater holds writes on
 }
 
 // New wraps an accepted WebSocket. exchange bounds each wait for a
@@ -145,6 +149,7 @@ func (c *Conn) Ping(ctx context.Context) error { return c.ws.Ping(ctx) }
 // Next waits for the next message from the bridge until ctx ends. A
 // decoding failure or a closed socket is returned as an error.
 func (c *Conn) Next(ctx context.Context) (*protocol.Message, error) {
+	c.flushHeld()
 	select {
 	case m, ok := <-c.msgs:
 		if !ok {
@@ -156,11 +161,23 @@ func (c *Conn) Next(ctx context.Context) (*protocol.Message, error) {
 	}
 }
 
+// jsonAppender is a message with a hand-written encoder (the transceive of
+// every exchange) that writes what encoding/json writes.
+type jsonAppender interface{ AppendJSON([]byte) []byte }
+
 // Send writes one server message.
 func (c *Conn) Send(ctx context.Context, v any) error {
-	b, err := json.Marshal(v)
-	if err != nil {
-		return fmt.Errorf("encode %T: %w", v, err)
+	c.sendMu.Lock()
+	defer c.sendMu.Unlock()
+	var b []byte
+	if a, ok := v.(jsonAppender); ok {
+		c.sendBuf = a.AppendJSON(c.sendBuf[:0])
+		b = c.sendBuf
+	} else {
+		var err error
+		if b, err = json.Marshal(v); err != nil {
+			return fmt.Errorf("encode %T: %w", v, err)
+		}
 	}
 	if len(b) > protocol.MaxFrame {
 		return fmt.Errorf("server message of %d bytes exceeds the frame limit", len(b))
@@ -171,6 +188,28 @@ func (c *Conn) Send(ctx context.Context, v any) error {
 		return fmt.Errorf("write: %w: %w", err, ErrClosed)
 	}
 	return nil
+}
+
+// SendLater writes one server message that need not leave before the
+// next: it goes out with the next message or close frame in one write
+// call, and at the latest when the connection starts waiting for the
+// bridge (Next, AwaitCard). Progress prompts are sent so. On a Conn made
+// by New it is Send.
+func (c *Conn) SendLater(ctx context.Context, v any) error {
+	if c.held == nil {
+		return c.Send(ctx, v)
+	}
+	c.held.setHold(true)
+	defer c.held.setHold(false)
+	return c.Send(ctx, v)
+}
+
+// flushHeld sends what SendLater held back, before a wait on the bridge.
+// A failed write breaks the socket, which the reader then reports.
+func (c *Conn) flushHeld() {
+	if c.held != nil {
+		_ = c.held.flush()
+	}
 }
 
 // Exchanges is the number of transceive round trips so far.
@@ -202,6 +241,7 @@ func (c *Conn) AwaitCard(ctx context.Context) (*protocol.Card, error) {
 	if k := c.TakeCard(); k != nil {
 		return k, nil
 	}
+	c.flushHeld()
 	for {
 		var m *protocol.Message
 		select {

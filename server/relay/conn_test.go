@@ -23,11 +23,11 @@ func pair(t *testing.T, exchange time.Duration) (*Conn, *websocket.Conn) {
 	t.Helper()
 	got := make(chan *Conn, 1)
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		ws, err := websocket.Accept(w, r, &websocket.AcceptOptions{Subprotocols: []string{protocol.Subprotocol}})
+		c, err := Accept(w, r, &websocket.AcceptOptions{Subprotocols: []string{protocol.Subprotocol}}, exchange)
 		if err != nil {
 			return
 		}
-		got <- New(ws, exchange)
+		got <- c
 	}))
 	t.Cleanup(srv.Close)
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)

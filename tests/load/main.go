@@ -73,6 +73,7 @@ type options struct {
 	services         []string
 	cpuProfile       string
 	memProfile       string
+	rate             float64
 }
 
 func main() {
@@ -83,6 +84,7 @@ func main() {
 	flag.DurationVar(&o.dur, "d", 10*time.Second, "how long to run")
 	flag.DurationVar(&o.oneWay, "latency", 0, "injected one-way latency per bridge message")
 	flag.BoolVar(&o.batch, "batch", true, "bridges announce the batch feature")
+	flag.Float64Var(&o.rate, "rate", 0, "paced load: start this many top-ups per second in total, spread over the workers (0: each worker runs back to back)")
 	flag.IntVar(&o.idle, "idle", 0, "instead of top-ups: open this many idle sessions and report RSS per session")
 	flag.BoolVar(&o.split, "split", true, "run the server in a child process and measure it apart from the generator")
 	services := flag.String("services", "postgres,redis-server", "process names whose CPU is reported as services_cpu")
@@ -339,12 +341,18 @@ func run(o options) error {
 	pgCPU0, rdCPU0 := sp.cpu()
 	start := time.Now()
 	deadline := start.Add(o.dur)
+	starts, late := pace(o.rate, start, deadline)
 	var wg sync.WaitGroup
 	for w := 0; w < o.workers; w++ {
 		wg.Add(1)
 		go func(card *simcard.Card) {
 			defer wg.Done()
 			for time.Now().Before(deadline) {
+				if starts != nil {
+					if _, ok := <-starts; !ok {
+						return
+					}
+				}
 				tok, err := createTopUp(client, tg.base, fmt.Sprintf("%d-%d", start.UnixNano(), seq.Add(1)))
 				if err != nil {
 					errN.Add(1)
@@ -393,6 +401,10 @@ func run(o options) error {
 	fmt.Printf("topups=%d errors=%d duration=%s rate=%.1f/s p50=%s p95=%s p99=%s exchanges/topup=%.2f\n",
 		okN.Load(), errN.Load(), elapsed.Round(time.Millisecond), float64(okN.Load())/elapsed.Seconds(),
 		pct(0.50), pct(0.95), pct(0.99), float64(exchanges)/n)
+	if o.rate > 0 {
+		fmt.Printf("paced: configured_rate=%.1f/s achieved_rate=%.1f/s late_starts=%d (a start slot found every worker busy)\n",
+			o.rate, float64(okN.Load()+errN.Load())/elapsed.Seconds(), late.Load())
+	}
 	if o.split {
 		fmt.Printf("cpu_s_per_1000: server=%.2f generator=%.2f services(%s)=%.2f\n",
 			per1000(srvCPU), per1000(genCPU), strings.Join(o.services, ","), per1000(svcCPU))
@@ -434,6 +446,32 @@ func run(o options) error {
 	fmt.Printf("server_gap (server time between exchanges): n=%d mean=%s p50<=%s p99<=%s\n",
 		g.count, g.mean(), g.quantile(0.50), g.quantile(0.99))
 	return nil
+}
+
+// pace hands out top-up start slots at rate per second from start until
+// deadline (open loop: the schedule does not wait for answers). A slot no
+// worker is free to take within one interval is counted in late and
+// dropped, so the offered rate is the configured one until the workers are
+// saturated. With rate 0 it returns a nil channel: no pacing.
+func pace(rate float64, start, deadline time.Time) (<-chan struct{}, *atomic.Int64) {
+	late := new(atomic.Int64)
+	if rate <= 0 {
+		return nil, late
+	}
+	interval := time.Duration(float64(time.Second) / rate)
+	ch := make(chan struct{})
+	go func() {
+		defer close(ch)
+		for next := start; next.Before(deadline); next = next.Add(interval) {
+			time.Sleep(time.Until(next))
+			select {
+			case ch <- struct{}{}:
+			case <-time.After(interval):
+				late.Add(1)
+			}
+		}
+	}()
+	return ch, late
 }
 
 func createTopUp(c *http.Client, base, key string) (string, error) {
